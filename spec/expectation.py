@@ -1,0 +1,151 @@
+"""Expectations as values: tuple, mask, class, flags, policy.
+
+Mirrors ``struct nf_conntrack_expect`` and ``sip_exp_policy[]``: an expectation
+is what the helper tells conntrack to let in next - a tuple (where the related
+connection goes to, and optionally where it comes from) with a mask saying which
+source parts must match.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from typing import Union
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
+HELPER_NAME = "sip"  # HELPER_NAME in nf_conntrack_sip.c
+
+
+class ExpectClass(enum.IntEnum):
+    """enum sip_expectation_classes (include/linux/netfilter/nf_conntrack_sip.h)."""
+
+    SIGNALLING = 0
+    AUDIO = 1
+    VIDEO = 2
+    IMAGE = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class ExpectFlag(enum.IntFlag):
+    """NF_CT_EXPECT_* (include/uapi/linux/netfilter/nf_conntrack_common.h)."""
+
+    NONE = 0
+    PERMANENT = 0x1
+    INACTIVE = 0x2
+    USERSPACE = 0x4
+
+    def labels(self) -> list[str]:
+        return [f.name for f in (ExpectFlag.PERMANENT, ExpectFlag.INACTIVE, ExpectFlag.USERSPACE)
+                if self & f and f.name]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One entry of ``struct nf_conntrack_expect_policy``."""
+
+    name: str
+    max_expected: int
+    timeout: int  # seconds
+
+
+IP_CT_DIR_MAX = 2
+# sip_exp_policy[] in nf_conntrack_sip.c
+SIP_EXPECT_POLICY: dict[ExpectClass, Policy] = {
+    ExpectClass.SIGNALLING: Policy("signalling", 1, 3 * 60),
+    ExpectClass.AUDIO: Policy("audio", 2 * IP_CT_DIR_MAX, 3 * 60),
+    ExpectClass.VIDEO: Policy("video", 2 * IP_CT_DIR_MAX, 3 * 60),
+    ExpectClass.IMAGE: Policy("image", IP_CT_DIR_MAX, 3 * 60),
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ConnTuple:
+    """A conntrack tuple in one direction (``struct nf_conntrack_tuple``)."""
+
+    src: Address
+    dst: Address
+    proto: int
+    sport: int
+    dport: int
+
+    @property
+    def family(self) -> int:
+        return self.src.version
+
+    def reply(self) -> "ConnTuple":
+        return ConnTuple(self.dst, self.src, self.proto, self.dport, self.sport)
+
+    def __str__(self) -> str:
+        return f"{PROTO_NAMES.get(self.proto, self.proto)} {_ep(self.src, self.sport)} -> {_ep(self.dst, self.dport)}"
+
+
+def _ep(addr: Address | None, port: int | None) -> str:
+    host = "*" if addr is None else (f"[{addr}]" if addr.version == 6 else str(addr))
+    return f"{host}:{'*' if port is None else port}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ExpectTuple:
+    """The tuple of an expectation together with its mask.
+
+    ``src`` is None when the source-address mask is all zeroes (any source);
+    SIP never sets a source port, so the source-port mask is always zero, but
+    the field is kept so kernel observations with other masks compare honestly.
+    """
+
+    family: int
+    proto: int
+    src: Address | None
+    dst: Address
+    dport: int
+    sport: int | None = None
+
+    def matches(self, src: Address, sport: int, dst: Address, dport: int, proto: int) -> bool:
+        """nf_ct_tuple_mask_cmp(): does a connection's original tuple fall under this one?"""
+        return (self.proto == proto and self.dst == dst and self.dport == dport
+                and (self.src is None or self.src == src)
+                and (self.sport is None or self.sport == sport))
+
+    def same_mask(self, other: "ExpectTuple") -> bool:
+        return (self.src is None) == (other.src is None) and (self.sport is None) == (other.sport is None)
+
+    def clashes(self, other: "ExpectTuple") -> bool:
+        """expect_clash(): equal on the part covered by both masks."""
+        if (self.family, self.proto, self.dst, self.dport) != (other.family, other.proto, other.dst, other.dport):
+            return False
+        if self.src is not None and other.src is not None and self.src != other.src:
+            return False
+        if self.sport is not None and other.sport is not None and self.sport != other.sport:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"{PROTO_NAMES.get(self.proto, self.proto)} {_ep(self.src, self.sport)} -> {_ep(self.dst, self.dport)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """One row of the expectation table, as both the spec and ctnetlink report it."""
+
+    tuple: ExpectTuple
+    klass: ExpectClass
+    flags: ExpectFlag
+    master: ConnTuple  # the master's original-direction tuple
+    expires: float  # absolute time (the caller's clock) at which it expires
+    helper: str = HELPER_NAME
+
+    def remaining(self, now: float) -> float:
+        return self.expires - now
+
+    def describe(self, now: float | None = None) -> str:
+        flags = ",".join(self.flags.labels()) or "-"
+        timeout = "" if now is None else f" timeout={self.remaining(now):.0f}s"
+        return f"{self.tuple} class={self.klass.label} flags={flags} helper={self.helper}{timeout}"

@@ -1,0 +1,251 @@
+"""The SIP helper of one network namespace: conntracks in, verdicts out.
+
+:class:`SipHelper` is the spec's entry point. It owns what the kernel keeps
+per namespace - the conntracks that carry the helper (masters) and the
+expectation table - and models ``sip_help_udp()`` / ``sip_help_tcp()``.
+It is sans-I/O: packets, time (``now``, seconds on any monotonic scale) and the
+routing answer for ``sip_external_media`` are all inputs.
+
+Helper attachment follows the lab's nftables rules, not the module's
+``ports`` parameter: since Linux 6.0 nothing assigns helpers automatically,
+and ``ct helper set`` picks the helper by name, not by port. The spec attaches
+the helper to a new conntrack whose first packet goes to one of
+``params.ports`` - exactly the rule the harness installs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import rules
+from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple, Expectation, ExpectClass
+from .handlers import PacketContext, SameInterface, Verdict, process_sip_msg
+from .master import Master
+from .params import DEFAULT_PARAMS, ModuleParams
+from .parse import SIP_HDR_CONTENT_LENGTH, SipMessage
+from .profiles import DEFAULT_PROFILE, KernelProfile
+from .rules import Rule
+from .scan import simple_strtoul
+from .table import ExpectationTable, TableEvent
+from .trace import Firing, Trace
+
+# Conntrack timeouts of the L4 trackers (nf_conntrack_proto_udp.c / _tcp.c
+# defaults). They only decide when a conntrack without payload refresh dies.
+UDP_TIMEOUT_UNREPLIED = 30
+UDP_TIMEOUT_REPLIED = 120
+TCP_TIMEOUT_SYN_SENT = 120
+TCP_TIMEOUT_ESTABLISHED = 5 * 24 * 3600
+
+class SpecError(ValueError):
+    """The caller asked something the kernel could never see (e.g. TCP data on
+    a connection that was never opened)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    src: Address
+    sport: int
+    dst: Address
+    dport: int
+    proto: int
+    payload: bytes = b""
+
+    @property
+    def tuple(self) -> ConnTuple:
+        return ConnTuple(self.src, self.dst, self.proto, self.sport, self.dport)
+
+
+@dataclass(eq=False, slots=True)
+class Conntrack:
+    original: ConnTuple
+    timeout_at: float
+    master: Master | None = None  # helper data, when the SIP helper is attached
+    seen_reply: bool = False
+    expected_from: Expectation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PacketResult:
+    """What the helper did with one packet."""
+
+    accepted: bool
+    drop_rule: Rule | None
+    firings: tuple[Firing, ...]
+    events: tuple[TableEvent, ...]
+    new_conntrack: bool
+    helper_attached: bool
+    related_to: Expectation | None = None
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [f.rule.id for f in self.firings]
+
+
+@dataclass
+class SipHelper:
+    params: ModuleParams = DEFAULT_PARAMS
+    profile: KernelProfile = DEFAULT_PROFILE
+    same_interface: SameInterface | None = None
+    table: ExpectationTable = field(init=False)
+    _conntracks: dict[ConnTuple, tuple[Conntrack, bool]] = field(init=False, default_factory=dict)
+    _now: float = field(init=False, default=float("-inf"))
+
+    def __post_init__(self) -> None:
+        self.table = ExpectationTable(self.params.expect_max)
+
+    # --- reading -----------------------------------------------------------------
+    def expectations(self) -> list[Expectation]:
+        return self.table.snapshot()
+
+    def masters(self) -> list[Master]:
+        seen: dict[int, Master] = {}
+        for ct, _ in self._conntracks.values():
+            if ct.master is not None:
+                seen[id(ct.master)] = ct.master
+        return list(seen.values())
+
+    def conntrack(self, tuple_: ConnTuple) -> Conntrack | None:
+        found = self._conntracks.get(tuple_)
+        return found[0] if found else None
+
+    # --- time ----------------------------------------------------------------------
+    def advance(self, now: float, trace: Trace | None = None) -> Trace:
+        """Let time pass: expired expectations and conntracks go."""
+        trace = trace if trace is not None else Trace()
+        if now < self._now:
+            raise SpecError(f"time went backwards: {now} < {self._now}")
+        self._now = now
+        self.table.advance(now, trace)
+        for ct in {id(c): c for c, _ in self._conntracks.values()}.values():
+            if ct.timeout_at <= now:
+                self._destroy(ct, rules.MASTER_TIMEOUT, trace)
+        return trace
+
+    # --- packets ---------------------------------------------------------------------
+    def tcp_connect(self, client: Address, cport: int, server: Address, sport: int, now: float) -> PacketResult:
+        """The three-way handshake: the SYN creates the conntrack (and may match
+        an expectation); no payload, so the helper itself does nothing."""
+        return self.packet(Packet(client, cport, server, sport, IPPROTO_TCP), now, syn=True)
+
+    def packet(self, pkt: Packet, now: float, *, syn: bool = False) -> PacketResult:
+        trace = self.advance(now)
+        journal_start = len(self.table.journal)
+        found = self._conntracks.get(pkt.tuple)
+        new = found is None
+        if found is None:
+            if pkt.proto == IPPROTO_TCP and not syn:
+                raise SpecError(f"TCP data on a connection that was never opened: {pkt.tuple}")
+            ct = self._create(pkt, now, trace)
+            reply = False
+        else:
+            ct, reply = found
+            if reply:
+                ct.seen_reply = True
+        self._l4_refresh(ct, pkt, now, syn)
+
+        verdict: Verdict = None
+        if ct.master is not None and pkt.payload:
+            verdict = self._help(ct.master, reply, pkt, now, trace)
+        elif ct.master is not None:
+            trace.fire(rules.NO_PAYLOAD)
+        if verdict is not None and new:
+            trace.fire(rules.UNCONFIRMED_DROP)
+            self._destroy(ct, rules.UNCONFIRMED_DROP, trace)
+        return PacketResult(
+            accepted=verdict is None,
+            drop_rule=verdict,
+            firings=tuple(trace.firings),
+            events=tuple(self.table.journal[journal_start:]),
+            new_conntrack=new,
+            helper_attached=ct.master is not None,
+            related_to=ct.expected_from if new else None,
+        )
+
+    # --- conntrack bookkeeping -------------------------------------------------------------
+    def _create(self, pkt: Packet, now: float, trace: Trace) -> Conntrack:
+        """init_conntrack(): match an expectation, then the nft ``ct helper set``
+        rule attaches the helper if the conntrack has none yet."""
+        original = pkt.tuple
+        ct = Conntrack(original, now)
+        entry = self.table.match(pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, trace)
+        helper = False
+        if entry is not None:
+            ct.expected_from = entry.value()
+            # Only REGISTER's expectations carry assign_helper (the "sip" helper).
+            helper = entry.klass == ExpectClass.SIGNALLING
+        if not helper and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and pkt.dport in self.params.ports:
+            helper = True
+        if helper:
+            ct.master = Master(original, created=now, timeout_at=now, expected=entry is not None)
+        self._conntracks[original] = (ct, False)
+        self._conntracks[original.reply()] = (ct, True)
+        return ct
+
+    def _l4_refresh(self, ct: Conntrack, pkt: Packet, now: float, syn: bool) -> None:
+        if pkt.proto == IPPROTO_TCP:
+            ct.timeout_at = now + (TCP_TIMEOUT_SYN_SENT if syn else TCP_TIMEOUT_ESTABLISHED)
+        else:
+            ct.timeout_at = now + (UDP_TIMEOUT_REPLIED if ct.seen_reply else UDP_TIMEOUT_UNREPLIED)
+
+    def _destroy(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
+        self._conntracks.pop(ct.original, None)
+        self._conntracks.pop(ct.original.reply(), None)
+        if ct.master is not None:
+            self.table.remove_master(ct.master, rule, trace)
+
+    # --- sip_help_udp() / sip_help_tcp() ------------------------------------------------------
+    def _help(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
+        master.timeout_at = now + self.params.sip_timeout
+        self._conntracks[master.original][0].timeout_at = master.timeout_at
+        trace.fire(rules.REFRESH_MASTER)
+        buf = pkt.payload
+        if len(buf) < len(b"SIP/2.0 200"):
+            trace.fire(rules.SHORT_PAYLOAD)
+            return None
+        if pkt.proto == IPPROTO_UDP:
+            return process_sip_msg(self._context(SipMessage(buf, 0, len(buf), master.family, pkt.proto,
+                                                            self.profile), master, reply, pkt, now, trace))
+        return self._help_tcp(master, reply, pkt, now, trace)
+
+    def _help_tcp(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
+        buf = pkt.payload
+        limit = len(buf)
+        start = 0
+        while start < limit:
+            # The Content-Length lookup and the CRLFCRLF search both run over
+            # the rest of the segment, not over one message.
+            rest = SipMessage(buf, start, limit, master.family, pkt.proto, self.profile)
+            ret, off, _ = rest.get_header(start, SIP_HDR_CONTENT_LENGTH)
+            if ret <= 0:
+                trace.fire(rules.TCP_NO_CONTENT_LENGTH)
+                return None
+            if self.profile.bounded_numbers:
+                clen, end = rest.parse_uint(off, limit - off)
+            else:
+                clen, end = simple_strtoul(buf, off, 10, bits=64)  # clen is an unsigned long
+            if end == off:
+                trace.fire(rules.TCP_BAD_CONTENT_LENGTH)
+                return None
+            if clen > limit - start:
+                trace.fire(rules.TCP_CONTENT_LENGTH_TOO_BIG)
+                return None
+            blank = buf.find(b"\r\n\r\n", end, limit)
+            if blank < 0:
+                trace.fire(rules.TCP_NO_BLANK_LINE)
+                return None
+            msg_end = blank + 4 + clen
+            if msg_end > limit:
+                trace.fire(rules.TCP_PAST_SEGMENT)
+                return None
+            trace.fire(rules.TCP_MESSAGE)
+            msg = SipMessage(buf, start, msg_end, master.family, pkt.proto, self.profile)
+            verdict = process_sip_msg(self._context(msg, master, reply, pkt, now, trace))
+            if verdict is not None:
+                return verdict
+            start = msg_end
+        return None
+
+    def _context(self, msg: SipMessage, master: Master, reply: bool, pkt: Packet, now: float,
+                 trace: Trace) -> PacketContext:
+        return PacketContext(msg, master, reply, self.params, self.table, now, trace,
+                             self.same_interface, pkt.dst)

@@ -1,0 +1,422 @@
+"""SIP header parsing with the kernel's semantics, not RFC 3261's.
+
+One :class:`SipMessage` is what the kernel calls ``(dptr, datalen)``: a window
+``[start, limit)`` of a packet's payload (a TCP segment can hold several). All
+positions are absolute indices into the payload. Every function names the
+kernel function it ports; where the kernel reads one byte past ``limit`` (it
+does, in several places) the port reads the same byte of the payload, or a NUL
+past its end.
+
+Return conventions follow the kernel: ``1`` found, ``0`` not present, ``-1``
+present but unparsable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
+from .params import SIP_PORT
+from .profiles import KernelProfile
+from .scan import (ALPHA, CR, DIGIT, HT, LF, SP, casecmp, digits_len, pton,
+                   simple_strtoul, sip_strtouint, string_len, word_len)
+
+# enum sip_header_types
+SIP_HDR_CSEQ = "cseq"
+SIP_HDR_FROM = "from"
+SIP_HDR_TO = "to"
+SIP_HDR_CONTACT = "contact"
+SIP_HDR_VIA_UDP = "via-udp"
+SIP_HDR_VIA_TCP = "via-tcp"
+SIP_HDR_EXPIRES = "expires"
+SIP_HDR_CONTENT_LENGTH = "content-length"
+SIP_HDR_CALL_ID = "call-id"
+
+@dataclass(frozen=True, slots=True)
+class SipHeader:
+    """struct sip_header: full name, compact name, value search string, value scanner."""
+
+    name: bytes
+    cname: bytes | None
+    search: bytes | None
+    match_len: str  # name of the SipMessage method (kernel: *_len function)
+
+
+# ct_sip_hdrs[] in nf_conntrack_sip.c. Names are stored lowercased: every
+# comparison is strncasecmp().
+CT_SIP_HDRS: dict[str, SipHeader] = {
+    SIP_HDR_CSEQ: SipHeader(b"cseq", None, None, "digits_len"),
+    SIP_HDR_FROM: SipHeader(b"from", b"f", b"sip:", "skp_epaddr_len"),
+    SIP_HDR_TO: SipHeader(b"to", b"t", b"sip:", "skp_epaddr_len"),
+    SIP_HDR_CONTACT: SipHeader(b"contact", b"m", b"sip:", "skp_epaddr_len"),
+    SIP_HDR_VIA_UDP: SipHeader(b"via", b"v", b"udp ", "epaddr_len"),
+    SIP_HDR_VIA_TCP: SipHeader(b"via", b"v", b"tcp ", "epaddr_len"),
+    SIP_HDR_EXPIRES: SipHeader(b"expires", None, None, "digits_len"),
+    SIP_HDR_CONTENT_LENGTH: SipHeader(b"content-length", b"l", None, "digits_len"),
+    SIP_HDR_CALL_ID: SipHeader(b"call-id", b"i", None, "callid_len"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UriMatch:
+    """ct_sip_parse_header_uri()'s outputs."""
+
+    matchoff: int
+    matchlen: int
+    addr: Address
+    port: int
+    dataoff: int  # where the next search of a header list continues
+
+
+class SipMessage:
+    """One SIP message inside a payload, parsed the way the kernel helper does."""
+
+    __slots__ = ("buf", "start", "limit", "family", "proto", "profile")
+
+    def __init__(self, buf: bytes, start: int, limit: int, family: int, proto: int,
+                 profile: KernelProfile) -> None:
+        self.buf = buf
+        self.start = start
+        self.limit = limit
+        self.family = family
+        self.proto = proto
+        self.profile = profile
+
+    @property
+    def datalen(self) -> int:
+        return self.limit - self.start
+
+    def peek(self, pos: int) -> int:
+        """The byte the kernel would read at ``pos`` (NUL beyond the payload)."""
+        return self.buf[pos] if pos < len(self.buf) else 0
+
+    # --- numbers -------------------------------------------------------------
+    def parse_uint(self, pos: int, length: int, base: int = 10) -> tuple[int, int]:
+        """The number at ``pos``: sip_strtouint() on hardened kernels, else
+        simple_strtoul() (which ignores ``length``). Returns (value, end)."""
+        if self.profile.bounded_numbers:
+            return sip_strtouint(self.buf, pos, length)
+        return simple_strtoul(self.buf, pos, base)
+
+    # --- value scanners (the match_len functions of ct_sip_hdrs[]) ------------
+    def digits_len(self, pos: int) -> tuple[int, int]:
+        return digits_len(self.buf, pos, self.limit), 0
+
+    def callid_len(self, pos: int) -> tuple[int, int]:
+        """callid_len(): word, optionally ``@`` and a second word."""
+        limit = self.limit
+        n = word_len(self.buf, pos, limit)
+        p = pos + n
+        if not n or p == limit or self.buf[p] != 0x40:
+            return n, 0
+        domain = word_len(self.buf, p + 1, limit)
+        if not domain:
+            return 0, 0
+        return n + 1 + domain, 0
+
+    def parse_addr(self, pos: int, limit: int, delim: bool) -> tuple[Address | None, int]:
+        """sip_parse_addr(): an IPv4 address, or an IPv6 address that must be
+        bracketed when ``delim`` (it always is, for SIP URIs)."""
+        if self.family == 4:
+            return pton(4, self.buf, pos, limit)
+        buf = self.buf
+        if pos < limit and buf[pos] == 0x5B:
+            pos += 1
+        elif delim:
+            return None, pos
+        addr, end = pton(6, buf, pos, limit)
+        if addr is None:
+            return None, end
+        if end < limit and buf[end] == 0x5D:
+            end += 1
+        elif delim:
+            return None, end
+        return addr, end
+
+    def parse_port(self, pos: int, limit: int) -> tuple[bool, int, int]:
+        """The optional ``:port`` after a URI host. Returns (ok, port, end).
+
+        Hardened kernels: sip_parse_port() - 1 to 5 digits, 1024-65535, and a
+        port (or address) that ends at the buffer end is malformed. Older
+        kernels: simple_strtoul() and a range check on the value truncated to
+        ``unsigned int`` (ct_sip_parse_header_uri() in 6.1.170).
+        """
+        buf = self.buf
+        if self.profile.strict_uri_port:
+            if pos >= limit:
+                return False, 0, pos
+            if buf[pos] != 0x3A:
+                return True, SIP_PORT, pos
+            p = pos + 1
+            value = 0
+            digits = 0
+            while p < limit and buf[p] in DIGIT:
+                value = value * 10 + buf[p] - 0x30
+                p += 1
+                digits += 1
+                if digits > 5:
+                    return False, 0, p
+            if digits == 0 or p >= limit or not 1024 <= value <= 65535:
+                return False, 0, p
+            return True, value, p
+        if self.peek(pos) != 0x3A:
+            return True, SIP_PORT, pos
+        value, end = simple_strtoul(buf, pos + 1, 10)
+        if not 1024 <= value <= 65535:
+            return False, 0, end
+        return True, value, end
+
+    def epaddr_len(self, pos: int) -> tuple[int, int]:
+        """epaddr_len(): length of ``address[:port]`` at ``pos``, 0 if malformed."""
+        addr, end = self.parse_addr(pos, self.limit, True)
+        if addr is None:
+            return 0, 0
+        if self.profile.strict_uri_port:
+            ok, _, end = self.parse_port(end, self.limit)
+            if not ok:
+                return 0, 0
+        elif self.peek(end) == 0x3A:
+            # 6.1.170 skipped any run of digits, unchecked.
+            end += 1 + digits_len(self.buf, end + 1, self.limit)
+        return end - pos, 0
+
+    def skp_epaddr_len(self, pos: int) -> tuple[int, int]:
+        """skp_epaddr_len(): skip ``user@`` (up to the line end) then epaddr_len().
+        The shift tells the caller where the address starts."""
+        buf, limit = self.buf, self.limit
+        p = pos
+        while p < limit and buf[p] not in (0x40, CR, LF):
+            p += 1
+        if p < limit and buf[p] == 0x40:
+            p += 1
+        else:
+            p = pos
+        length, _ = self.epaddr_len(p)
+        return length, p - pos
+
+    def media_len(self, pos: int) -> tuple[int, int]:
+        """media_len(): ``type SP digits``; 0 when the space is missing."""
+        buf, limit = self.buf, self.limit
+        n = string_len(buf, pos, limit)
+        p = pos + n
+        if p >= limit or buf[p] != SP:
+            return 0, 0
+        return n + 1 + digits_len(buf, p + 1, limit), 0
+
+    def sdp_addr_len(self, pos: int) -> tuple[int, int]:
+        """sdp_addr_len(): an address without brackets."""
+        addr, end = pton(self.family, self.buf, pos, self.limit)
+        return (end - pos if addr is not None else 0), 0
+
+    # --- line structure --------------------------------------------------------
+    def follow_continuation(self, pos: int, limit: int) -> int | None:
+        """sip_follow_continuation(): from a CR/LF, the first non-blank of a
+        continuation line, or None when the next line is not one."""
+        buf = self.buf
+        pos += 1
+        if pos >= limit:
+            return None
+        if buf[pos - 1] == CR and buf[pos] == LF:
+            pos += 1
+            if pos >= limit:
+                return None
+        if buf[pos] != SP and buf[pos] != HT:
+            return None
+        while pos < limit and buf[pos] in (SP, HT):
+            pos += 1
+        return pos
+
+    def skip_whitespace(self, pos: int, limit: int) -> int | None:
+        """sip_skip_whitespace(): blanks and continuation lines."""
+        buf = self.buf
+        result: int | None = pos
+        while result is not None and result < limit:
+            c = buf[result]
+            if c == SP or c == HT:
+                result += 1
+                continue
+            if c == CR or c == LF:
+                result = self.follow_continuation(result, limit)
+            break
+        if self.profile.skip_whitespace_null_at_end and result is not None and result >= limit:
+            return None
+        return result
+
+    def header_search(self, pos: int, limit: int, needle: bytes) -> int | None:
+        """ct_sip_header_search(): case-insensitive search within one header
+        value, following continuation lines. The needle must end before
+        ``limit`` (the kernel loops while ``dptr < limit - len``)."""
+        buf = self.buf
+        end = limit - len(needle)
+        while pos < end:
+            c = buf[pos]
+            if c == CR or c == LF:
+                nxt = self.follow_continuation(pos, end)
+                if nxt is None:
+                    return None
+                # The kernel's for-loop increment then skips the first
+                # character of the continuation line.
+                pos = nxt + 1
+                continue
+            if casecmp(buf, pos, needle):
+                return pos
+            pos += 1
+        return None
+
+    # --- header lookup -----------------------------------------------------------
+    def get_header(self, dataoff: int, kind: str) -> tuple[int, int, int]:
+        """ct_sip_get_header(): first header of ``kind`` at the start of a line
+        after ``dataoff``. Returns (ret, matchoff, matchlen).
+
+        Quirks kept: the first line is never a header; the blank line does not
+        end the search (the body is scanned too); a name match not followed by
+        ``:`` ends the search with "not found"; a compact name needs a
+        non-letter after it, a full name does not.
+        """
+        hdr = CT_SIP_HDRS[kind]
+        buf, limit = self.buf, self.limit
+        pos = dataoff
+        while pos < limit:
+            c = buf[pos]
+            if c != CR and c != LF:
+                pos += 1
+                continue
+            pos += 1
+            if pos >= limit:
+                break
+            if buf[pos - 1] == CR and buf[pos] == LF:
+                pos += 1
+                if pos >= limit:
+                    break
+            c = buf[pos]
+            if c == SP or c == HT:
+                pos += 1
+                continue
+            if limit - pos >= len(hdr.name) and casecmp(buf, pos, hdr.name):
+                pos += len(hdr.name)
+            elif (hdr.cname is not None and limit - pos >= len(hdr.cname) + 1
+                  and casecmp(buf, pos, hdr.cname) and buf[pos + len(hdr.cname)] not in ALPHA):
+                pos += len(hdr.cname)
+            else:
+                pos += 1
+                continue
+            p = self.skip_whitespace(pos, limit)
+            if p is None:
+                break
+            if self.peek(p) != 0x3A:
+                break
+            p += 1
+            if p >= limit:
+                break
+            p = self.skip_whitespace(p, limit)
+            if p is None:
+                break
+            matchoff = p
+            if hdr.search is not None:
+                found = self.header_search(p, limit, hdr.search)
+                if found is None:
+                    return -1, matchoff, 0
+                p = found + len(hdr.search)
+            matchlen, shift = getattr(self, hdr.match_len)(p)
+            if not matchlen:
+                return -1, matchoff, 0
+            return 1, p + shift, matchlen
+        return 0, 0, 0
+
+    def next_header(self, dataoff: int, kind: str) -> tuple[int, int, int]:
+        """ct_sip_next_header(): the next comma-separated value of a header."""
+        hdr = CT_SIP_HDRS[kind]
+        assert hdr.search is not None
+        p = self.header_search(dataoff, self.limit, b",")
+        if p is None:
+            return 0, 0, 0
+        p = self.header_search(p, self.limit, hdr.search)
+        if p is None:
+            return 0, 0, 0
+        p += len(hdr.search)
+        matchlen, shift = getattr(self, hdr.match_len)(p)
+        if not matchlen:
+            return -1, p, 0
+        return 1, p + shift, matchlen
+
+    def walk_headers(self, dataoff: int, kind: str, in_header: bool | None) -> tuple[int, int, int, bool | None]:
+        """ct_sip_walk_headers(): the next parsable value, first within the
+        current header's comma list, then in following headers."""
+        matchoff = matchlen = 0
+        if in_header:
+            while True:
+                ret, matchoff, matchlen = self.next_header(dataoff, kind)
+                if ret > 0:
+                    return ret, matchoff, matchlen, in_header
+                if ret == 0:
+                    break
+                dataoff = matchoff
+            in_header = False
+        while True:
+            ret, matchoff, matchlen = self.get_header(dataoff, kind)
+            if ret > 0:
+                break
+            if ret == 0:
+                return 0, matchoff, matchlen, in_header
+            dataoff = matchoff
+        if in_header is not None:
+            in_header = True
+        return 1, matchoff, matchlen, in_header
+
+    def parse_header_uri(self, dataoff: int, kind: str,
+                         in_header: bool | None = None) -> tuple[int, UriMatch | None, bool | None]:
+        """ct_sip_parse_header_uri(): address and port of a URI header."""
+        ret, matchoff, matchlen, in_header = self.walk_headers(dataoff, kind, in_header)
+        if ret == 0:
+            return 0, None, in_header
+        addr, c = self.parse_addr(matchoff, self.limit, True)
+        if addr is None:
+            return -1, None, in_header
+        ok, port, c = self.parse_port(c, self.limit)
+        if not ok:
+            return -1, None, in_header
+        return 1, UriMatch(matchoff, matchlen, addr, port, c), in_header
+
+    def _param_limit(self, dataoff: int) -> int:
+        comma = self.header_search(dataoff, self.limit, b",")
+        return self.limit if comma is None else comma
+
+    def parse_param(self, dataoff: int, name: bytes) -> tuple[int, int, int]:
+        """ct_sip_parse_param(): a ``name=value`` parameter up to the next
+        ``;``, searched from ``dataoff`` to the next comma."""
+        limit = self._param_limit(dataoff)
+        p = self.header_search(dataoff, limit, name)
+        if p is None:
+            return 0, 0, 0
+        p += len(name)
+        end = self.header_search(p, limit, b";")
+        if end is None:
+            end = limit
+        return 1, p, end - p
+
+    def parse_numerical_param(self, dataoff: int, name: bytes) -> tuple[int, int]:
+        """ct_sip_parse_numerical_param(): returns (ret, value)."""
+        limit = self._param_limit(dataoff)
+        p = self.header_search(dataoff, limit, name)
+        if p is None:
+            return 0, 0
+        p += len(name)
+        # 6.1.170 parsed parameters with simple_strtoul(..., 0): octal and hex.
+        value, end = self.parse_uint(p, limit - p, base=0)
+        if end == p:
+            return -1, 0
+        return 1, value
+
+    def parse_transport(self, dataoff: int) -> int:
+        """ct_sip_parse_transport(): the URI's ``transport=`` must name the
+        master's protocol; without it the master's protocol is assumed.
+        Returns the protocol number, or 0 when the contact is to be ignored."""
+        ret, off, _ = self.parse_param(dataoff, b"transport=")
+        if not ret:
+            return self.proto
+        if casecmp(self.buf, off, b"tcp"):
+            proto = IPPROTO_TCP
+        elif casecmp(self.buf, off, b"udp"):
+            proto = IPPROTO_UDP
+        else:
+            return 0
+        return proto if proto == self.proto else 0

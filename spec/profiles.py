@@ -1,0 +1,104 @@
+"""Kernel version profiles: the behaviour that differs between kernels.
+
+Every difference is one named field here, documented with the kernel change that
+introduced it, so the rest of the spec asks the profile instead of comparing
+version numbers. The Debian 6.1 kernels changed between 6.1.170 and 6.1.192 with
+the 2026 backports of the upstream ``nf_conntrack_sip`` hardening series
+(``sip_parse_port()``, ``sip_strtouint()``, lazy expectation expiry); 6.12.117 has
+the same ``nf_conntrack_sip.c`` as 6.1.192 (diff: only the ``nf_ct_refresh``
+signature). The running 6.18 kernel's source is not packaged here: its profile is
+established by measurement (``sipct run``) and recorded in docs/.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True)
+class KernelProfile:
+    name: str
+    description: str
+    # sip_parse_port() (6.1.192): a URI port is 1-5 digits, 1024-65535, and must
+    # not end at the buffer end; the same rule in epaddr_len(), the request URI
+    # and header URIs. Before: epaddr_len() skipped any run of digits, and the
+    # URI parsers used simple_strtoul() with a 1024-65535 check on the
+    # unsigned-int-truncated value.
+    strict_uri_port: bool
+    # sip_strtouint() (6.1.192): numbers are bounded (at most 11 characters,
+    # at most UINT_MAX) and base 10 everywhere. Before: simple_strtoul(), which
+    # wraps, reads past the message, and parsed `expires=` parameters with
+    # base 0 (so `expires=010` meant 8 and `expires=0x10` meant 16).
+    bounded_numbers: bool
+    # sip_skip_whitespace() returns NULL at the buffer end (6.1.192); before it
+    # returned the limit itself and the caller went on to read at the limit.
+    skip_whitespace_null_at_end: bool
+
+    @classmethod
+    def feature_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in ("name", "description")]
+
+
+LEGACY_6_1_170 = KernelProfile(
+    name="6.1.170",
+    description="Debian 6.1.170 (linux-image-6.1.0-47): simple_strtoul number parsing, loose URI ports",
+    strict_uri_port=False,
+    bounded_numbers=False,
+    skip_whitespace_null_at_end=False,
+)
+
+HARDENED_6_1_192 = KernelProfile(
+    name="6.1.192",
+    description="Debian 6.1.192 / 6.12.117: sip_parse_port(), sip_strtouint(), lazy expectation expiry",
+    strict_uri_port=True,
+    bounded_numbers=True,
+    skip_whitespace_null_at_end=True,
+)
+
+RUNNING_6_18 = KernelProfile(
+    name="6.18",
+    description="6.18.44 (this machine's kernel): the hardened parser, established by measurement",
+    strict_uri_port=True,
+    bounded_numbers=True,
+    skip_whitespace_null_at_end=True,
+)
+
+PROFILES: dict[str, KernelProfile] = {p.name: p for p in (LEGACY_6_1_170, HARDENED_6_1_192, RUNNING_6_18)}
+DEFAULT_PROFILE = RUNNING_6_18
+
+
+class UnknownProfile(LookupError):
+    pass
+
+
+def profile_named(name: str) -> KernelProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfile(f"unknown kernel profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise UnknownProfile(f"cannot read a kernel version from {text!r}")
+    return tuple(int(g) for g in match.groups() if g is not None)
+
+
+def profile_for_kernel(release: str) -> KernelProfile:
+    """The profile for a kernel release string such as ``6.1.170`` or ``6.12.117``.
+
+    6.1 kernels before 6.1.192 and 6.12 kernels before 6.12.117 predate the
+    hardening series in the versions packaged here; later ones carry it.
+    """
+    version = _version_tuple(release)
+    major_minor = version[:2]
+    patch = version[2] if len(version) > 2 else 0
+    if major_minor == (6, 1):
+        return HARDENED_6_1_192 if patch >= 192 else LEGACY_6_1_170
+    if major_minor == (6, 12):
+        return HARDENED_6_1_192 if patch >= 117 else LEGACY_6_1_170
+    if major_minor >= (6, 18):
+        return RUNNING_6_18
+    return LEGACY_6_1_170

@@ -1,0 +1,198 @@
+"""The rule catalogue: every decision the spec can make, with the kernel
+function it models.
+
+A rule fires when the spec takes the corresponding path through the kernel
+code; the trace of a packet is the list of rules that fired. The docs render
+this table, the conformance suite counts which rules a run exercised, and a
+verdict names the rule that decided it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    function: str  # the kernel function (net/netfilter/nf_conntrack_sip.c unless stated)
+    summary: str
+    drop: bool = False  # the rule drops the packet
+    log: str | None = None  # the nf_ct_helper_log() text the kernel prints when it drops
+
+
+RULES: dict[str, Rule] = {}
+
+
+def _rule(id: str, function: str, summary: str, *, drop: bool = False, log: str | None = None) -> Rule:
+    if id in RULES:
+        raise ValueError(f"duplicate rule id {id}")
+    rule = Rule(id, function, summary, drop, log)
+    RULES[id] = rule
+    return rule
+
+
+# --- entry points: sip_help_udp() / sip_help_tcp() -------------------------------
+NO_PAYLOAD = _rule("helper.no-payload", "sip_help_udp/sip_help_tcp",
+                   "A packet without payload is accepted untouched and does not refresh the master.")
+TCP_NOT_ESTABLISHED = _rule("helper.tcp-not-established", "sip_help_tcp",
+                            "TCP payload on a connection that is not ESTABLISHED is accepted unprocessed.")
+REFRESH_MASTER = _rule("helper.refresh-master", "sip_help_udp/sip_help_tcp -> nf_ct_refresh",
+                       "Every packet with payload sets the master's timeout to sip_timeout.")
+UNCONFIRMED_DROP = _rule("helper.drop-unconfirmed", "nf_conntrack_core.c: nf_conntrack_free via nf_ct_destroy",
+                         "When the first packet of a connection is dropped, its unconfirmed conntrack and every "
+                         "expectation it created go with it.")
+SHORT_PAYLOAD = _rule("helper.short", "sip_help_udp/sip_help_tcp",
+                      "A payload shorter than \"SIP/2.0 200\" (11 bytes) is accepted unprocessed.")
+TCP_NO_CONTENT_LENGTH = _rule("tcp.no-content-length", "sip_help_tcp",
+                              "No parsable Content-Length: the rest of the segment is accepted unprocessed.")
+TCP_BAD_CONTENT_LENGTH = _rule("tcp.bad-content-length", "sip_help_tcp",
+                               "Content-Length is not a number (or overflows): the rest is accepted unprocessed.")
+TCP_CONTENT_LENGTH_TOO_BIG = _rule("tcp.content-length-too-big", "sip_help_tcp",
+                                   "Content-Length larger than the remaining segment: the rest is accepted unprocessed.")
+TCP_NO_BLANK_LINE = _rule("tcp.no-blank-line", "sip_help_tcp",
+                          "No CRLFCRLF after the Content-Length value: the rest is accepted unprocessed.")
+TCP_PAST_SEGMENT = _rule("tcp.message-past-segment", "sip_help_tcp",
+                         "A message running past the end of the segment is accepted unprocessed.")
+TCP_MESSAGE = _rule("tcp.message", "sip_help_tcp",
+                    "One complete message (headers, CRLFCRLF, Content-Length bytes) is processed.")
+
+# --- dispatch: process_sip_msg() ------------------------------------------------
+REQUEST = _rule("msg.request", "process_sip_msg",
+                "A message not starting with \"SIP/2.0 \" (case-insensitive) is a request.")
+RESPONSE = _rule("msg.response", "process_sip_msg", "A message starting with \"SIP/2.0 \" is a response.")
+VIA_FORCED_DPORT = _rule("request.via-forced-dport", "process_sip_request",
+                         "A Via (UDP) address equal to the sender with another port stores forced_dport (used by NAT).")
+UNHANDLED_METHOD = _rule("request.unhandled-method", "process_sip_request",
+                         "A method not in sip_handlers[] (or not followed by SP and a letter) is accepted untouched.")
+REQUEST_NO_CSEQ = _rule("request.no-cseq", "process_sip_request",
+                        "A handled request without a parsable CSeq header is dropped.", drop=True,
+                        log="cannot parse cseq")
+REQUEST_BAD_CSEQ = _rule("request.bad-cseq", "process_sip_request",
+                         "A handled request whose CSeq number cannot be read is dropped.", drop=True,
+                         log="cannot get cseq")
+RESPONSE_SHORT = _rule("response.short", "process_sip_response",
+                       "A response shorter than \"SIP/2.0 200\" is accepted untouched.")
+RESPONSE_NO_CODE = _rule("response.no-code", "process_sip_response",
+                         "A status code that reads as 0 (or no digits) drops the response.", drop=True,
+                         log="cannot get code")
+RESPONSE_NO_CSEQ = _rule("response.no-cseq", "process_sip_response",
+                         "A response without a parsable CSeq header is dropped.", drop=True,
+                         log="cannot parse cseq")
+RESPONSE_BAD_CSEQ = _rule("response.bad-cseq", "process_sip_response",
+                          "A response whose CSeq number cannot be read is dropped.", drop=True,
+                          log="cannot get cseq")
+RESPONSE_UNHANDLED = _rule("response.unhandled-method", "process_sip_response",
+                           "A response whose CSeq method (one space after the number) has no response handler is accepted.")
+
+# --- SDP: process_sdp() / set_expected_rtp_rtcp() ----------------------------------
+SDP_NONE = _rule("sdp.none", "process_sdp", "No \"v=<digits>\" line: no SDP, accepted.")
+SDP_SESSION_ADDR = _rule("sdp.session-connection", "process_sdp",
+                         "A c= line before the first m= line is the session connection address.")
+SDP_MEDIA_UNKNOWN = _rule("sdp.media-unknown", "process_sdp -> sdp_media_type",
+                          "An m= line whose type is not \"audio \", \"video \" or \"image \" (case-sensitive) is skipped.")
+SDP_MEDIA_PORT_ZERO = _rule("sdp.media-port-zero", "process_sdp",
+                            "An m= port of 0 (inactive stream) or without digits is skipped.")
+SDP_MEDIA_PORT_RANGE = _rule("sdp.media-port-range", "process_sdp",
+                             "An m= port outside 1024-65535 drops the packet.", drop=True, log="wrong port")
+SDP_MEDIA_ADDR = _rule("sdp.media-connection", "process_sdp",
+                       "A c= line inside the media description overrides the session address.")
+SDP_NO_CONNECTION = _rule("sdp.no-connection", "process_sdp",
+                          "A media description with no usable c= (media or session) drops the packet.", drop=True,
+                          log="cannot parse SDP message")
+SDP_MEDIA_LIMIT = _rule("sdp.media-limit", "process_sdp",
+                        "At most three media descriptions with expectations are processed per message.")
+MEDIA_NOT_DIRECT = _rule("media.direct-media-mismatch", "set_expected_rtp_rtcp",
+                         "sip_direct_media: a media address other than the sender's creates no expectation.")
+MEDIA_EXTERNAL_SAME_IF = _rule("media.external-same-interface", "set_expected_rtp_rtcp",
+                               "sip_external_media: media reachable through the packet's own output interface "
+                               "creates no expectation.")
+MEDIA_OTHER_MASTER = _rule("media.other-master", "set_expected_rtp_rtcp -> __nf_ct_expect_find",
+                           "Another master already expects this media tuple (same class and helper): nothing is added.")
+MEDIA_EXPECT = _rule("media.expect", "set_expected_rtp_rtcp",
+                     "An RTP (even port) and RTCP (port+1) expectation pair of the media class is created.")
+MEDIA_ALREADY = _rule("media.already", "set_expected_rtp_rtcp -> nf_ct_expect_related",
+                      "-EALREADY (same tuple expected by another master or class) counts as success.")
+MEDIA_FAILED = _rule("media.failed", "set_expected_rtp_rtcp",
+                     "The expectation could not be added (-EBUSY clash or -EMFILE table full): the packet is dropped.",
+                     drop=True, log="cannot add expectation for voice")
+
+# --- INVITE / UPDATE / PRACK / ACK / BYE --------------------------------------------
+INVITE_FLUSH = _rule("invite.flush-media", "process_invite_request",
+                     "An INVITE first removes all of the master's media expectations.")
+INVITE_CSEQ = _rule("invite.store-cseq", "process_invite_request",
+                    "An accepted INVITE stores its CSeq as invite_cseq.")
+SDP_REQUEST = _rule("request.sdp", "sip_handlers[]: UPDATE/ACK/PRACK -> process_sdp",
+                    "UPDATE, ACK and PRACK requests have their SDP processed.")
+BYE_FLUSH = _rule("bye.flush-media", "process_bye_request", "A BYE removes all of the master's media expectations.")
+RESPONSE_SDP = _rule("response.sdp", "process_invite/update/prack_response",
+                     "A 1xx or 2xx response to INVITE, UPDATE or PRACK has its SDP processed.")
+RESPONSE_ERROR_FLUSH = _rule("response.error-flush", "process_invite/update/prack_response",
+                             "A non-1xx/2xx response whose CSeq equals invite_cseq removes all media expectations.")
+RESPONSE_ERROR_OTHER = _rule("response.error-other-cseq", "process_invite/update/prack_response",
+                             "A non-1xx/2xx response with another CSeq changes nothing.")
+
+# --- REGISTER -------------------------------------------------------------------------
+REGISTER_EXPECTED_MASTER = _rule("register.expected-master", "process_register_request",
+                                 "A connection that was itself expected cannot register: accepted untouched.")
+REGISTER_NO_CONTACT = _rule("register.no-contact", "process_register_request",
+                            "A REGISTER without a Contact URI is accepted untouched (register_cseq unchanged).")
+REGISTER_BAD_CONTACT = _rule("register.bad-contact", "process_register_request",
+                             "An unparsable Contact address or port drops the REGISTER.", drop=True,
+                             log="cannot parse contact")
+REGISTER_THIRD_PARTY = _rule("register.third-party", "process_register_request",
+                             "A Contact address other than the sender's is not supported: accepted untouched.")
+REGISTER_TRANSPORT = _rule("register.transport-mismatch", "process_register_request -> ct_sip_parse_transport",
+                           "A Contact transport= other than the master's protocol: accepted untouched.")
+REGISTER_BAD_EXPIRES = _rule("register.bad-expires", "process_register_request",
+                             "A Contact expires= without a number drops the REGISTER.", drop=True,
+                             log="cannot parse expires")
+REGISTER_UNBIND = _rule("register.unbind", "process_register_request",
+                        "Expires 0 (header or contact): no expectation; register_cseq is stored.")
+REGISTER_EXPECT = _rule("register.expect", "process_register_request",
+                        "A PERMANENT|INACTIVE signalling expectation for the contact is created; register_cseq stored.")
+REGISTER_FAILED = _rule("register.failed", "process_register_request",
+                        "The signalling expectation could not be added (clash with another master, table full): "
+                        "dropped.", drop=True, log="cannot add expectation")
+REG_RESPONSE_STALE = _rule("register-response.stale-cseq", "process_register_response",
+                           "A REGISTER response whose CSeq is not register_cseq is accepted untouched.")
+REG_RESPONSE_PROVISIONAL = _rule("register-response.provisional", "process_register_response",
+                                 "A 1xx REGISTER response changes nothing.")
+REG_RESPONSE_ERROR = _rule("register-response.error-flush", "process_register_response",
+                           "A non-2xx final response removes the first signalling expectation.")
+REG_RESPONSE_BAD_CONTACT = _rule("register-response.bad-contact", "process_register_response",
+                                 "An unparsable Contact in a 2xx drops it.", drop=True, log="cannot parse contact")
+REG_RESPONSE_BAD_EXPIRES = _rule("register-response.bad-expires", "process_register_response",
+                                 "A Contact expires= without a number drops the 2xx.", drop=True,
+                                 log="cannot parse expires")
+REG_RESPONSE_SKIP_CONTACT = _rule("register-response.skip-contact", "process_register_response",
+                                  "A contact of another address or transport is skipped.")
+REG_RESPONSE_REFRESH = _rule("register-response.refresh", "refresh_signalling_expectation",
+                             "A 2xx contact matching a signalling expectation activates it and sets its timeout "
+                             "to the contact's expires.")
+REG_RESPONSE_UNBIND = _rule("register-response.unbind-flush", "process_register_response",
+                            "A matching contact with expires 0 ends the walk: the first signalling expectation "
+                            "is removed.")
+REG_RESPONSE_NO_MATCH = _rule("register-response.no-match-flush", "process_register_response",
+                              "No contact refreshed an expectation: the first signalling expectation is removed.")
+
+# --- the expectation table: nf_conntrack_expect.c -------------------------------------------
+EXPECT_REPLACE = _rule("expect.replace", "nf_conntrack_expect.c: __nf_ct_expect_check",
+                       "Same master, class, tuple and mask: the old expectation is unlinked and replaced.")
+EXPECT_ALREADY = _rule("expect.already", "nf_conntrack_expect.c: __nf_ct_expect_check",
+                       "Same tuple and mask from another master or class: -EALREADY, nothing inserted.")
+EXPECT_CLASH = _rule("expect.clash", "nf_conntrack_expect.c: __nf_ct_expect_check -> expect_clash",
+                     "Overlapping tuple under the intersected masks: -EBUSY.")
+EXPECT_EVICT = _rule("expect.evict-oldest", "nf_conntrack_expect.c: evict_oldest_expect",
+                     "The master's class is at its policy maximum: its oldest expectation of that class goes.")
+EXPECT_TABLE_FULL = _rule("expect.table-full", "nf_conntrack_expect.c: __nf_ct_expect_check",
+                          "The namespace holds nf_ct_expect_max expectations: -EMFILE.")
+EXPECT_INSERT = _rule("expect.insert", "nf_conntrack_expect.c: nf_ct_expect_insert",
+                      "Inserted with the class policy's timeout (180 s).")
+EXPECT_EXPIRE = _rule("expect.expire", "nf_conntrack_expect.c: nf_ct_exp_is_expired",
+                      "An expectation past its timeout is gone.")
+EXPECT_MATCH = _rule("expect.match", "nf_conntrack_expect.c: nf_ct_find_expectation",
+                     "A new connection matching an active expectation is RELATED; a non-permanent expectation "
+                     "is used up, a PERMANENT one stays. INACTIVE ones never match.")
+MASTER_TIMEOUT = _rule("master.timeout", "nf_conntrack_core.c: nf_ct_remove_expectations",
+                       "A master idle for sip_timeout is destroyed with all its expectations.")

@@ -1,0 +1,210 @@
+"""The expectation table of one network namespace (nf_conntrack_expect.c).
+
+Only what the SIP helper can reach is modelled: insertion with its checks
+(``__nf_ct_expect_check``: replacement, -EALREADY, -EBUSY, eviction of the
+oldest per class, the global limit), lookup (``__nf_ct_expect_find``), the
+per-master flush and refresh the helper does itself, expiry, matching by a new
+connection, and the death of a master.
+
+Expiry is applied eagerly: an expectation is gone at the instant its timeout
+passes. Hardened kernels (6.1.192) unlink expired entries lazily; the only
+observable trace of that is a window in which ``refresh_signalling_expectation``
+can revive an expired entry not yet collected - recorded as a known divergence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import rules
+from .expectation import (SIP_EXPECT_POLICY, Address, ExpectClass, Expectation, ExpectFlag, ExpectTuple)
+from .machines import EXPECTATION, Runtime
+from .master import Master
+from .trace import Trace
+
+EALREADY = -114
+EBUSY = -16
+EMFILE = -24
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """A linked expectation: its value fields plus its lifecycle machine."""
+
+    tuple: ExpectTuple
+    klass: ExpectClass
+    flags: ExpectFlag
+    master: Master
+    expires: float
+    seq: int
+    lifecycle: Runtime
+
+    def value(self) -> Expectation:
+        return Expectation(self.tuple, self.klass, self.flags, self.master.original, self.expires)
+
+
+@dataclass(frozen=True, slots=True)
+class TableEvent:
+    """What ctnetlink's expectation events would say: IPEXP_NEW / IPEXP_DESTROY."""
+
+    kind: str  # "new" | "destroy"
+    expectation: Expectation
+    rule: str
+
+
+class ExpectationTable:
+    def __init__(self, expect_max: int) -> None:
+        self.expect_max = expect_max
+        self._entries: list[Entry] = []  # oldest first
+        self._seq = 0
+        self.journal: list[TableEvent] = []
+
+    # --- reading ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    def snapshot(self) -> list[Expectation]:
+        return sorted((e.value() for e in self._entries), key=_sort_key)
+
+    def of_master(self, master: Master) -> Iterator[Entry]:
+        """help->expectations: newest first (hlist_add_head in nf_ct_expect_insert)."""
+        for entry in reversed(self._entries):
+            if entry.master is master:
+                yield entry
+
+    def find(self, family: int, proto: int, src: Address | None, dst: Address, dport: int) -> Entry | None:
+        """__nf_ct_expect_find(): the newest live expectation whose masked tuple
+        covers (src or 0.0.0.0, sport 0) -> (dst, dport)."""
+        for entry in reversed(self._entries):
+            t = entry.tuple
+            if t.family == family and t.matches(src, 0, dst, dport, proto):  # type: ignore[arg-type]
+                return entry
+        return None
+
+    # --- time -----------------------------------------------------------------------
+    def advance(self, now: float, trace: Trace) -> None:
+        """Expire every expectation whose timeout has passed (nf_ct_exp_is_expired:
+        ``timeout - now <= 0``)."""
+        for entry in [e for e in self._entries if e.expires <= now]:
+            self._remove(entry, "expire", rules.EXPECT_EXPIRE, trace)
+
+    # --- changes --------------------------------------------------------------------
+    def related(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,
+                now: float, trace: Trace, *, skip_master: bool) -> int:
+        """nf_ct_expect_related_report() → __nf_ct_expect_check() + nf_ct_expect_insert().
+
+        Returns 0 or a negative errno, like the kernel."""
+        for entry in reversed(self._entries):
+            other = entry.tuple
+            same_dst = (other.family, other.proto, other.dst, other.dport) == \
+                (tuple.family, tuple.proto, tuple.dst, tuple.dport)
+            if not same_dst:
+                continue
+            master_matches = skip_master or entry.master is master
+            if master_matches and other == tuple and other.same_mask(tuple):
+                if entry.klass != klass or entry.master is not master:
+                    trace.fire(rules.EXPECT_ALREADY)
+                    return EALREADY
+                self._remove(entry, "unlink", rules.EXPECT_REPLACE, trace)
+                break
+            if other.clashes(tuple):
+                trace.fire(rules.EXPECT_CLASH)
+                return EBUSY
+        policy = SIP_EXPECT_POLICY[klass]
+        same_class = [e for e in self.of_master(master) if e.klass == klass]
+        if policy.max_expected and len(same_class) >= policy.max_expected:
+            # evict_oldest_expect(): the last of the class in help->expectations.
+            self._remove(same_class[-1], "unlink", rules.EXPECT_EVICT, trace)
+        if len(self._entries) >= self.expect_max:
+            trace.fire(rules.EXPECT_TABLE_FULL)
+            return EMFILE
+        self._seq += 1
+        entry = Entry(tuple, klass, flags, master, now + policy.timeout, self._seq, Runtime(EXPECTATION))
+        entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert")
+        self._entries.append(entry)
+        trace.fire(rules.EXPECT_INSERT)
+        self.journal.append(TableEvent("new", entry.value(), rules.EXPECT_INSERT.id))
+        if klass == ExpectClass.SIGNALLING:
+            master.registrar.fire("register")
+        else:
+            master.media.fire("expect")
+        return 0
+
+    def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, trace: Trace) -> None:
+        """nf_ct_unexpect_related(): take back an expectation inserted moments ago."""
+        for entry in reversed(self._entries):
+            if entry.master is master and entry.tuple == tuple and entry.klass == klass:
+                self._remove(entry, "unlink", rules.MEDIA_FAILED, trace, fire=False)
+                return
+
+    def flush(self, master: Master, media: bool, rule: rules.Rule, trace: Trace) -> int:
+        """flush_expectations(): all media expectations of the master, or only the
+        first (newest) signalling one. Returns how many went."""
+        removed = 0
+        for entry in list(self.of_master(master)):
+            if (entry.klass != ExpectClass.SIGNALLING) != media:
+                continue
+            self._remove(entry, "unlink", rule, trace, fire=False)  # the handler fired its rule
+            removed += 1
+            if not media:
+                break
+        return removed
+
+    def refresh_signalling(self, master: Master, addr: Address, proto: int, port: int, expires: int,
+                           now: float, trace: Trace) -> bool:
+        """refresh_signalling_expectation(): the first signalling expectation of
+        the master to (addr, proto, port) gets timeout now+expires and loses
+        INACTIVE."""
+        for entry in self.of_master(master):
+            t = entry.tuple
+            if entry.klass != ExpectClass.SIGNALLING or t.dst != addr or t.proto != proto or t.dport != port:
+                continue
+            entry.expires = now + expires
+            entry.flags &= ~ExpectFlag.INACTIVE
+            entry.lifecycle.fire("activate")
+            master.registrar.fire("refresh")
+            trace.fire(rules.REG_RESPONSE_REFRESH)
+            return True
+        return False
+
+    def match(self, src: Address, sport: int, dst: Address, dport: int, proto: int,
+              trace: Trace) -> Entry | None:
+        """nf_ct_find_expectation(): a new connection matches the newest active
+        expectation covering it; a non-permanent one is used up."""
+        for entry in reversed(self._entries):
+            if entry.flags & ExpectFlag.INACTIVE:
+                continue
+            if entry.tuple.family == src.version and entry.tuple.matches(src, sport, dst, dport, proto):
+                trace.fire(rules.EXPECT_MATCH)
+                if entry.flags & ExpectFlag.PERMANENT:
+                    entry.lifecycle.fire("match_permanent")
+                else:
+                    self._remove(entry, "match", rules.EXPECT_MATCH, trace)
+                return entry
+        return None
+
+    def remove_master(self, master: Master, rule: rules.Rule, trace: Trace) -> None:
+        """nf_ct_remove_expectations(): the master is destroyed."""
+        for entry in list(self.of_master(master)):
+            self._remove(entry, "unlink", rule, trace)
+
+    def _remove(self, entry: Entry, event: str, rule: rules.Rule, trace: Trace, *, fire: bool = True) -> None:
+        entry.lifecycle.fire(event)
+        self._entries.remove(entry)
+        if fire:
+            trace.fire(rule)
+        self.journal.append(TableEvent("destroy", entry.value(), rule.id))
+        master = entry.master
+        if entry.klass == ExpectClass.SIGNALLING:
+            master.registrar.fire("deregister")
+        elif not any(e.klass != ExpectClass.SIGNALLING for e in self.of_master(master)):
+            master.media.fire("drain")
+
+
+def _sort_key(e: Expectation) -> tuple:
+    t = e.tuple
+    return (t.family, t.proto, int(t.dst), t.dport, -1 if t.src is None else int(t.src), int(e.klass))

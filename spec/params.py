@@ -28,8 +28,8 @@ class ModuleParams:
     sip_direct_media: bool = True
     sip_external_media: bool = False
     # nf_conntrack_expect.c: nf_ct_expect_max = expect_hashsize * 4, global
-    # per network namespace; a lab namespace starts with the host's value.
-    expect_max: int = 1024
+    # per network namespace (a sysctl: nf_conntrack_expect_max; 4096 here).
+    expect_max: int = 4096
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ports) <= MAX_PORTS:

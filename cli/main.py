@@ -1,0 +1,109 @@
+"""``sipct``: the command line.
+
+Exit status: 0 success/agreement, 1 a divergence or a failed assertion,
+2 the run could not be made (bad input, missing prerequisite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+
+
+def _profile_arg(value: str):
+    from sipct.spec.profiles import UnknownProfile, profile_named
+    try:
+        return profile_named(value)
+    except UnknownProfile as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def examples_dir() -> Path:
+    import sipct.spec
+    return Path(sipct.spec.__file__).parent / "examples"
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    from sipct.spec.dialog import DialogError, load_dialog
+    from sipct.spec.predict import predict
+    from sipct.spec.report import prediction_json, print_prediction
+
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    outputs = []
+    status = EXIT_OK
+    paths = list(args.dialogs) or sorted(examples_dir().glob("*.yaml"))
+    for path in paths:
+        try:
+            dialog = load_dialog(path)
+        except DialogError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            return EXIT_ERROR
+        prediction = predict(dialog, args.profile)
+        if prediction.failures:
+            status = EXIT_DIVERGED
+        if args.json:
+            outputs.append(prediction_json(prediction))
+        else:
+            print_prediction(prediction, console, verbose=args.verbose)
+    if args.json:
+        json.dump(outputs if len(outputs) != 1 else outputs[0], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return status
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from sipct.spec.rules import RULES
+    for rule in RULES.values():
+        marker = "DROP " if rule.drop else "     "
+        print(f"{marker}{rule.id:36} {rule.function}\n      {rule.summary}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sipct.spec.profiles import DEFAULT_PROFILE
+
+    parser = argparse.ArgumentParser(prog="sipct", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("spec", help="predict what the kernel helper does with a dialog")
+    p.add_argument("dialogs", nargs="*", type=Path,
+                   help="dialog files (default: the bundled examples)")
+    p.add_argument("--profile", type=_profile_arg, default=DEFAULT_PROFILE,
+                   help=f"kernel version profile (default {DEFAULT_PROFILE.name})")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the rules that fired")
+    p.set_defaults(func=cmd_spec)
+
+    p = sub.add_parser("rules", help="list the rule catalogue")
+    p.set_defaults(func=cmd_rules)
+
+    try:
+        from sipct.harness.cli import add_run_parser
+    except ImportError:  # the harness part is optional for spec-only installs
+        pass
+    else:
+        add_run_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,473 @@
+"""Dialog files: the one input format of ``sipct spec``, ``sipct run`` and the
+conformance suite.
+
+A dialog is YAML (see docs/dialogs.rst for the reference)::
+
+    name: invite-audio-video
+    family: ipv4                 # ipv4 (default) or ipv6
+    transport: udp               # default transport of the steps
+    params: {sip_direct_media: 1}  # module parameters; absent = defaults
+    hosts:
+      ua: 192.0.2.2
+      server: 198.51.100.2
+    steps:
+      - send: ua:5060 -> server:5060
+        message: |
+          INVITE sip:bob@{server.uri} SIP/2.0
+          Content-Length: {body_length}
+
+          v=0
+        expect:
+          verdict: accept
+          expectations:
+            - udp server:* -> ua:5000 audio
+      - wait: 30
+      - connect: ua:5070 -> server:5060   # TCP three-way handshake
+
+Errors name the file and line. Loading never touches the network or a clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+import yaml
+
+from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, ExpectClass, Expectation, ExpectFlag,
+                          ExpectTuple)
+from .params import ModuleParams, ParameterError
+from .profiles import PROFILES
+
+PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
+FAMILIES = {"ipv4": 4, "ipv6": 6}
+EOLS = {"crlf": b"\r\n", "lf": b"\n", "cr": b"\r"}
+
+
+class DialogError(ValueError):
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        self.source, self.line, self.message = source, line, message
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {message}")
+
+
+# --- the dialog model ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedExpectation:
+    """An expectation written in a dialog, with symbolic hosts."""
+
+    proto: int
+    src: str | None  # host name, None for any
+    dst: str
+    dport: int
+    klass: ExpectClass
+    flags: ExpectFlag
+
+    def resolve(self, hosts: dict[str, Address]) -> tuple:
+        """The comparison key shared with :func:`expectation_key`."""
+        src = "*" if self.src is None else str(hosts[self.src])
+        return (self.proto, src, str(hosts[self.dst]), self.dport, int(self.klass), int(self.flags))
+
+    def __str__(self) -> str:
+        flags = ",".join(self.flags.labels())
+        return (f"{PROTO_NAMES[self.proto]} {self.src or '*'}:* -> {self.dst}:{self.dport} {self.klass.label}"
+                + (f" {flags}" if flags else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class StepExpect:
+    verdict: str | None = None  # "accept" | "drop"
+    expectations: tuple[ExpectedExpectation, ...] | None = None
+    rules: tuple[str, ...] = ()  # rule ids that must fire
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    line: int
+    src: Endpoint
+    dst: Endpoint
+    proto: int
+    segments: tuple[bytes, ...]  # one datagram (UDP) or the TCP segments as written
+    expect: StepExpect | None = None
+
+    @property
+    def payload(self) -> bytes:
+        return b"".join(self.segments)
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    line: int
+    src: Endpoint
+    dst: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    line: int
+    seconds: float
+
+
+Step = Send | Connect | Wait
+
+
+@dataclass(frozen=True, slots=True)
+class Dialog:
+    name: str
+    source: str
+    family: int
+    hosts: dict[str, Address]
+    steps: tuple[Step, ...]
+    params: ModuleParams | None = None  # None: whatever the kernel has (defaults in the spec)
+    description: str = ""
+    kernels: tuple[str, ...] = ()  # profiles the dialog is meant for; empty = all
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def effective_params(self) -> ModuleParams:
+        return self.params or ModuleParams()
+
+    def host_of(self, addr: Address) -> str | None:
+        for name, a in self.hosts.items():
+            if a == addr:
+                return name
+        return None
+
+    def symbolic(self, expectation: Expectation) -> str:
+        """An expectation written the way dialog files write them."""
+        t = expectation.tuple
+        src = "*" if t.src is None else (self.host_of(t.src) or str(t.src))
+        dst = self.host_of(t.dst) or str(t.dst)
+        flags = ",".join(expectation.flags.labels())
+        return (f"{PROTO_NAMES.get(t.proto, t.proto)} {src}:* -> {dst}:{t.dport} {expectation.klass.label}"
+                + (f" {flags}" if flags else ""))
+
+
+# --- loading -------------------------------------------------------------------------------------
+_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)(\.uri)?\}")
+_ENDPOINTS = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*->\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*$")
+_EXPECTATION = re.compile(
+    r"^\s*(udp|tcp)\s+(\*|[A-Za-z_][\w-]*):\*\s*->\s*([A-Za-z_][\w-]*):(\d+)\s+"
+    r"(signalling|audio|video|image)(?:\s+([A-Z,]+))?\s*$")
+
+
+class _Loader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: yaml.Node | None, message: str) -> DialogError:
+        line = node.start_mark.line + 1 if node is not None else None
+        return DialogError(self.source, line, message)
+
+    def mapping(self, node: yaml.Node, what: str) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping")
+        out: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                raise self.fail(key, f"{what}: keys must be plain names")
+            if key.value in out:
+                raise self.fail(key, f"{what}: duplicate key {key.value!r}")
+            out[key.value] = value
+        return out
+
+    def scalar(self, node: yaml.Node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, f"{what} must be a single value")
+        return node.value
+
+    def number(self, node: yaml.Node, what: str) -> float:
+        text = self.scalar(node, what)
+        try:
+            return float(text)
+        except ValueError:
+            raise self.fail(node, f"{what} must be a number, not {text!r}") from None
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, f"{what} must be a list")
+        return list(node.value)
+
+    def unknown_keys(self, fields: dict[str, yaml.Node], allowed: set[str], what: str) -> None:
+        for key, value in fields.items():
+            if key not in allowed:
+                raise self.fail(value, f"{what}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+    # --- top level ---------------------------------------------------------------------------
+    def dialog(self, root: yaml.Node | None) -> Dialog:
+        if root is None:
+            raise DialogError(self.source, None, "the file is empty")
+        top = self.mapping(root, "dialog")
+        self.unknown_keys(top, {"name", "description", "family", "transport", "params", "hosts", "steps",
+                                "kernels", "tags"}, "dialog")
+        for required in ("hosts", "steps"):
+            if required not in top:
+                raise self.fail(root, f"dialog: missing {required!r}")
+        name = self.scalar(top["name"], "name") if "name" in top else Path(self.source).stem
+        family_name = self.scalar(top["family"], "family") if "family" in top else "ipv4"
+        if family_name not in FAMILIES:
+            raise self.fail(top["family"], f"family must be ipv4 or ipv6, not {family_name!r}")
+        family = FAMILIES[family_name]
+        transport = self.scalar(top["transport"], "transport") if "transport" in top else "udp"
+        if transport not in PROTOS:
+            raise self.fail(top["transport"], f"transport must be udp or tcp, not {transport!r}")
+        params = self.params(top["params"]) if "params" in top else None
+        hosts = self.hosts(top["hosts"], family)
+        kernels: tuple[str, ...] = ()
+        if "kernels" in top:
+            kernels = tuple(self.scalar(n, "kernels[]") for n in self.sequence(top["kernels"], "kernels"))
+            for node, k in zip(top["kernels"].value, kernels):
+                if k not in PROFILES:
+                    raise self.fail(node, f"unknown kernel profile {k!r} (known: {', '.join(PROFILES)})")
+        tags = tuple(self.scalar(n, "tags[]") for n in self.sequence(top["tags"], "tags")) if "tags" in top else ()
+        steps = tuple(self.step(n, i, hosts, family, PROTOS[transport])
+                      for i, n in enumerate(self.sequence(top["steps"], "steps")))
+        if not steps:
+            raise self.fail(top["steps"], "steps: a dialog needs at least one step")
+        description = self.scalar(top["description"], "description") if "description" in top else ""
+        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags)
+
+    def params(self, node: yaml.Node) -> ModuleParams:
+        fields = self.mapping(node, "params")
+        values: dict[str, object] = {}
+        for key, value in fields.items():
+            if isinstance(value, yaml.SequenceNode):
+                values[key] = [self.scalar(v, f"params.{key}[]") for v in value.value]
+            else:
+                values[key] = self.scalar(value, f"params.{key}")
+        try:
+            return ModuleParams.from_mapping(values)
+        except (ParameterError, ValueError) as exc:
+            raise self.fail(node, f"params: {exc}") from None
+
+    def hosts(self, node: yaml.Node, family: int) -> dict[str, Address]:
+        hosts: dict[str, Address] = {}
+        for name, value in self.mapping(node, "hosts").items():
+            if not re.fullmatch(r"[A-Za-z_][\w-]*", name):
+                raise self.fail(value, f"hosts: {name!r} is not a valid host name")
+            text = self.scalar(value, f"hosts.{name}")
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                raise self.fail(value, f"hosts.{name}: {text!r} is not an IP address") from None
+            if addr.version != family:
+                raise self.fail(value, f"hosts.{name}: {addr} is not an IPv{family} address (family is "
+                                       f"ipv{family})")
+            if addr in hosts.values():
+                raise self.fail(value, f"hosts.{name}: {addr} is already used by another host")
+            hosts[name] = addr
+        if len(hosts) < 2:
+            raise self.fail(node, "hosts: a dialog needs at least two hosts")
+        return hosts
+
+    # --- steps ------------------------------------------------------------------------------------
+    def endpoints(self, node: yaml.Node, hosts: dict[str, Address], what: str) -> tuple[Endpoint, Endpoint]:
+        text = self.scalar(node, what)
+        match = _ENDPOINTS.match(text)
+        if not match:
+            raise self.fail(node, f"{what}: expected 'HOST:PORT -> HOST:PORT', got {text!r}")
+        src_host, sport, dst_host, dport = match.groups()
+        for host in (src_host, dst_host):
+            if host not in hosts:
+                raise self.fail(node, f"{what}: unknown host {host!r} (hosts: {', '.join(hosts)})")
+        if src_host == dst_host:
+            raise self.fail(node, f"{what}: a packet must cross the router (two different hosts)")
+        for port in (sport, dport):
+            if not 1 <= int(port) <= 65535:
+                raise self.fail(node, f"{what}: port {port} is out of range")
+        return Endpoint(src_host, int(sport)), Endpoint(dst_host, int(dport))
+
+    def step(self, node: yaml.Node, index: int, hosts: dict[str, Address], family: int, default_proto: int) -> Step:
+        what = f"steps[{index}]"
+        fields = self.mapping(node, what)
+        line = node.start_mark.line + 1
+        kinds = [k for k in ("send", "connect", "wait") if k in fields]
+        if len(kinds) != 1:
+            raise self.fail(node, f"{what}: a step is exactly one of send, connect, wait")
+        kind = kinds[0]
+        if kind == "wait":
+            self.unknown_keys(fields, {"wait"}, what)
+            seconds = self.number(fields["wait"], f"{what}.wait")
+            if seconds < 0:
+                raise self.fail(fields["wait"], f"{what}.wait: time cannot go backwards")
+            return Wait(line, seconds)
+        if kind == "connect":
+            self.unknown_keys(fields, {"connect"}, what)
+            src, dst = self.endpoints(fields["connect"], hosts, f"{what}.connect")
+            return Connect(line, src, dst)
+
+        self.unknown_keys(fields, {"send", "transport", "message", "messages", "raw", "eol", "split_at",
+                                   "expect"}, what)
+        src, dst = self.endpoints(fields["send"], hosts, f"{what}.send")
+        proto = default_proto
+        if "transport" in fields:
+            name = self.scalar(fields["transport"], f"{what}.transport")
+            if name not in PROTOS:
+                raise self.fail(fields["transport"], f"{what}.transport must be udp or tcp")
+            proto = PROTOS[name]
+        eol = EOLS["crlf"]
+        if "eol" in fields:
+            name = self.scalar(fields["eol"], f"{what}.eol")
+            if name not in EOLS:
+                raise self.fail(fields["eol"], f"{what}.eol must be one of {', '.join(EOLS)}")
+            eol = EOLS[name]
+        bodies = [k for k in ("message", "messages", "raw") if k in fields]
+        if len(bodies) != 1:
+            raise self.fail(node, f"{what}: give exactly one of message, messages, raw")
+        render = _Renderer(hosts, family)
+        if bodies[0] == "message":
+            payload = render.message(self.scalar(fields["message"], f"{what}.message"), eol)
+        elif bodies[0] == "raw":
+            payload = self.raw(fields["raw"], f"{what}.raw", render)
+        else:
+            if proto != IPPROTO_TCP:
+                raise self.fail(fields["messages"], f"{what}.messages: several messages in one payload need "
+                                                    f"transport tcp (UDP sends one message per datagram)")
+            parts = []
+            for i, item in enumerate(self.sequence(fields["messages"], f"{what}.messages")):
+                if isinstance(item, yaml.MappingNode):
+                    sub = self.mapping(item, f"{what}.messages[{i}]")
+                    self.unknown_keys(sub, {"raw"}, f"{what}.messages[{i}]")
+                    parts.append(self.raw(sub["raw"], f"{what}.messages[{i}].raw", render))
+                else:
+                    parts.append(render.message(self.scalar(item, f"{what}.messages[{i}]"), eol))
+            payload = b"".join(parts)
+        segments: tuple[bytes, ...] = (payload,)
+        if "split_at" in fields:
+            if proto != IPPROTO_TCP:
+                raise self.fail(fields["split_at"], f"{what}.split_at: only TCP payloads can be split")
+            offsets = []
+            for item in self.sequence(fields["split_at"], f"{what}.split_at"):
+                value = self.scalar(item, f"{what}.split_at[]")
+                if not value.isdigit() or not 0 < int(value) < len(payload):
+                    raise self.fail(item, f"{what}.split_at: {value!r} is not an offset inside the "
+                                          f"{len(payload)}-byte payload")
+                offsets.append(int(value))
+            if offsets != sorted(set(offsets)):
+                raise self.fail(fields["split_at"], f"{what}.split_at: offsets must increase")
+            bounds = [0, *offsets, len(payload)]
+            segments = tuple(payload[a:b] for a, b in zip(bounds, bounds[1:]))
+        if not payload:
+            raise self.fail(node, f"{what}: the payload is empty")
+        expect = self.expect(fields["expect"], f"{what}.expect", hosts) if "expect" in fields else None
+        return Send(line, src, dst, proto, segments, expect)
+
+    def raw(self, node: yaml.Node, what: str, render: "_Renderer") -> bytes:
+        text = self.scalar(node, what)
+        try:
+            return render.substitute(text).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise self.fail(node, f"{what}: raw payloads are bytes: character {text[exc.start]!r} is above "
+                                  f"\\xff (write bytes as \\xNN escapes in a double-quoted string)") from None
+
+    def expect(self, node: yaml.Node, what: str, hosts: dict[str, Address]) -> StepExpect:
+        fields = self.mapping(node, what)
+        self.unknown_keys(fields, {"verdict", "expectations", "rules"}, what)
+        verdict = None
+        if "verdict" in fields:
+            verdict = self.scalar(fields["verdict"], f"{what}.verdict")
+            if verdict not in ("accept", "drop"):
+                raise self.fail(fields["verdict"], f"{what}.verdict must be accept or drop")
+        expectations = None
+        if "expectations" in fields:
+            items = []
+            for item in self.sequence(fields["expectations"], f"{what}.expectations"):
+                items.append(self.expectation(item, f"{what}.expectations[]", hosts))
+            expectations = tuple(items)
+        rule_ids: tuple[str, ...] = ()
+        if "rules" in fields:
+            from .rules import RULES
+            rule_ids = tuple(self.scalar(n, f"{what}.rules[]") for n in self.sequence(fields["rules"], what))
+            for n, rid in zip(fields["rules"].value, rule_ids):
+                if rid not in RULES:
+                    raise self.fail(n, f"{what}.rules: unknown rule {rid!r}")
+        return StepExpect(verdict, expectations, rule_ids)
+
+    def expectation(self, node: yaml.Node, what: str, hosts: dict[str, Address]) -> ExpectedExpectation:
+        text = self.scalar(node, what)
+        match = _EXPECTATION.match(text)
+        if not match:
+            raise self.fail(node, f"{what}: expected 'udp|tcp SRC:* -> DST:PORT CLASS [FLAGS]', got {text!r}")
+        proto, src, dst, dport, klass, flags = match.groups()
+        for host in (src, dst):
+            if host != "*" and host not in hosts:
+                raise self.fail(node, f"{what}: unknown host {host!r}")
+        flag_value = ExpectFlag.NONE
+        for name in (flags.split(",") if flags else []):
+            if name not in ("PERMANENT", "INACTIVE", "USERSPACE"):
+                raise self.fail(node, f"{what}: unknown flag {name!r}")
+            flag_value |= ExpectFlag[name]
+        return ExpectedExpectation(PROTOS[proto], None if src == "*" else src, dst, int(dport),
+                                   ExpectClass[klass.upper()], flag_value)
+
+
+class _Renderer:
+    """Template substitution: ``{host}`` is the address, ``{host.uri}`` the
+    address as a SIP URI host (IPv6 in brackets), ``{body_length}`` the length
+    of the message body (bytes after the first blank line)."""
+
+    def __init__(self, hosts: dict[str, Address], family: int) -> None:
+        self.hosts = hosts
+        self.family = family
+
+    def substitute(self, text: str, body_length: int | None = None) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name, uri = match.group(1), match.group(2)
+            if name == "body_length" and body_length is not None and not uri:
+                return str(body_length)
+            if name in self.hosts:
+                addr = self.hosts[name]
+                return f"[{addr}]" if uri and addr.version == 6 else str(addr)
+            return match.group(0)
+
+        return _TEMPLATE.sub(replace, text)
+
+    def message(self, text: str, eol: bytes) -> bytes:
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        joined = eol.decode().join(lines) + eol.decode()
+        blank = eol.decode() * 2
+        cut = joined.find(blank)
+        body = joined[cut + len(blank):] if cut >= 0 else ""
+        # The body length is that of the rendered body, so render it first.
+        body_bytes = self.substitute(body).encode("utf-8")
+        return self.substitute(joined, len(body_bytes)).encode("utf-8")
+
+
+def load_dialog(path: str | Path) -> Dialog:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DialogError(str(path), None, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DialogError(str(path), None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_dialog(text, str(path))
+
+
+def parse_dialog(text: str, source: str = "<dialog>") -> Dialog:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise DialogError(source, mark.line + 1 if mark else None, f"YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise DialogError(source, None, f"YAML: {exc}") from None
+    return _Loader(source).dialog(root)
+
+
+def expectation_key(e: Expectation) -> tuple:
+    """How an actual expectation compares with an :class:`ExpectedExpectation`."""
+    t: ExpectTuple = e.tuple
+    return (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))

@@ -1,0 +1,109 @@
+"""Run a dialog through the spec: what the kernel helper should do, step by step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .dialog import Connect, Dialog, ExpectedExpectation, Send, Step, StepExpect, Wait, expectation_key
+from .expectation import Expectation
+from .helper import Packet, PacketResult, SipHelper
+from .params import ModuleParams
+from .profiles import DEFAULT_PROFILE, KernelProfile
+from .table import TableEvent
+from .topology import LabRouting
+from .trace import Firing
+
+
+@dataclass(frozen=True, slots=True)
+class StepPrediction:
+    index: int
+    step: Step
+    time: float
+    packets: tuple[PacketResult, ...]  # one per datagram / TCP segment (none for wait)
+    expectations: tuple[Expectation, ...]  # the table after the step
+    events: tuple[TableEvent, ...]
+    failures: tuple[str, ...] = ()  # the step's own `expect:` assertions that do not hold
+
+    @property
+    def delivered(self) -> bool | None:
+        if not isinstance(self.step, Send):
+            return None
+        return all(p.accepted for p in self.packets)
+
+    @property
+    def verdict(self) -> str | None:
+        d = self.delivered
+        return None if d is None else ("accept" if d else "drop")
+
+    @property
+    def firings(self) -> tuple[Firing, ...]:
+        return tuple(f for p in self.packets for f in p.firings)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    dialog: Dialog
+    profile: KernelProfile
+    params: ModuleParams
+    steps: tuple[StepPrediction, ...] = field(default_factory=tuple)
+
+    @property
+    def failures(self) -> list[tuple[int, str]]:
+        return [(s.index, f) for s in self.steps for f in s.failures]
+
+
+def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
+            params: ModuleParams | None = None) -> Prediction:
+    params = params or dialog.effective_params
+    routing = LabRouting(dialog.hosts.values())
+    helper = SipHelper(params, profile, routing.same_interface)
+    hosts = dialog.hosts
+    now = 0.0
+    out: list[StepPrediction] = []
+    for index, step in enumerate(dialog.steps):
+        journal_start = len(helper.table.journal)
+        results: list[PacketResult] = []
+        if isinstance(step, Wait):
+            now += step.seconds
+            helper.advance(now)
+        elif isinstance(step, Connect):
+            results.append(helper.tcp_connect(hosts[step.src.host], step.src.port,
+                                              hosts[step.dst.host], step.dst.port, now))
+        else:
+            for segment in step.segments:
+                results.append(helper.packet(Packet(hosts[step.src.host], step.src.port,
+                                                    hosts[step.dst.host], step.dst.port, step.proto, segment), now))
+                if not results[-1].accepted:
+                    # A dropped TCP segment is retransmitted, never overtaken:
+                    # the rest of the step cannot arrive either.
+                    break
+        table = tuple(helper.expectations())
+        prediction = StepPrediction(index, step, now, tuple(results), table,
+                                    tuple(helper.table.journal[journal_start:]))
+        if isinstance(step, Send) and step.expect is not None:
+            prediction = _check(prediction, step.expect, dialog)
+        out.append(prediction)
+    return Prediction(dialog, profile, params, tuple(out))
+
+
+def _check(prediction: StepPrediction, expect: StepExpect, dialog: Dialog) -> StepPrediction:
+    failures: list[str] = []
+    if expect.verdict is not None and expect.verdict != prediction.verdict:
+        failures.append(f"verdict {prediction.verdict}, the dialog expects {expect.verdict}")
+    if expect.expectations is not None:
+        want = sorted(_key(e, dialog) for e in expect.expectations)
+        have = sorted(expectation_key(e) for e in prediction.expectations)
+        if want != have:
+            failures.append("expectations differ: the dialog expects ["
+                            + "; ".join(str(e) for e in expect.expectations) + "], the spec has ["
+                            + "; ".join(dialog.symbolic(e) for e in prediction.expectations) + "]")
+    fired = {f.rule.id for f in prediction.firings}
+    for rule_id in expect.rules:
+        if rule_id not in fired:
+            failures.append(f"rule {rule_id} did not fire")
+    return StepPrediction(prediction.index, prediction.step, prediction.time, prediction.packets,
+                          prediction.expectations, prediction.events, tuple(failures))
+
+
+def _key(e: ExpectedExpectation, dialog: Dialog) -> tuple:
+    return e.resolve(dialog.hosts)

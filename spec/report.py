@@ -1,0 +1,99 @@
+"""Presenting a prediction: rich terminal text for people, JSON for machines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .dialog import Connect, Dialog, Send, Wait
+from .expectation import PROTO_NAMES, Expectation
+from .predict import Prediction, StepPrediction
+
+JSON_FORMAT = "sipct.prediction/1"
+
+
+def describe_step(dialog: Dialog, step: object) -> str:
+    if isinstance(step, Wait):
+        return f"wait {step.seconds:g}s"
+    if isinstance(step, Connect):
+        return f"connect tcp {step.src} -> {step.dst}"
+    assert isinstance(step, Send)
+    first_line = step.payload.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    segs = f" ({len(step.segments)} segments)" if len(step.segments) > 1 else ""
+    return f"{PROTO_NAMES[step.proto]} {step.src} -> {step.dst}: {first_line[:60]}{segs}"
+
+
+def expectation_json(dialog: Dialog, e: Expectation, now: float) -> dict[str, Any]:
+    t = e.tuple
+    return {
+        "text": dialog.symbolic(e),
+        "family": f"ipv{t.family}",
+        "proto": PROTO_NAMES.get(t.proto, t.proto),
+        "src": None if t.src is None else str(t.src),
+        "dst": str(t.dst),
+        "dport": t.dport,
+        "class": e.klass.label,
+        "flags": e.flags.labels(),
+        "helper": e.helper,
+        "master": {"src": str(e.master.src), "sport": e.master.sport, "dst": str(e.master.dst),
+                   "dport": e.master.dport, "proto": PROTO_NAMES.get(e.master.proto, e.master.proto)},
+        "timeout": round(e.remaining(now), 3),
+    }
+
+
+def step_json(dialog: Dialog, s: StepPrediction) -> dict[str, Any]:
+    return {
+        "index": s.index,
+        "line": s.step.line,
+        "time": s.time,
+        "step": describe_step(dialog, s.step),
+        "verdict": s.verdict,
+        "drop_rule": next((p.drop_rule.id for p in s.packets if p.drop_rule), None),
+        "rules": [f.rule.id for f in s.firings],
+        "expectations": [expectation_json(dialog, e, s.time) for e in s.expectations],
+        "events": [{"kind": ev.kind, "rule": ev.rule, "expectation": dialog.symbolic(ev.expectation)}
+                   for ev in s.events],
+        "failures": list(s.failures),
+    }
+
+
+def prediction_json(prediction: Prediction) -> dict[str, Any]:
+    d = prediction.dialog
+    return {
+        "format": JSON_FORMAT,
+        "dialog": d.name,
+        "source": d.source,
+        "profile": prediction.profile.name,
+        "params": prediction.params.as_mapping(),
+        "hosts": {name: str(addr) for name, addr in d.hosts.items()},
+        "steps": [step_json(d, s) for s in prediction.steps],
+        "ok": not prediction.failures,
+    }
+
+
+def print_prediction(prediction: Prediction, console: Console, *, verbose: bool = False) -> None:
+    d = prediction.dialog
+    console.print(f"[bold]{d.name}[/bold]  ({d.source})  profile [cyan]{prediction.profile.name}[/cyan]")
+    table = Table(show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("t", justify="right")
+    table.add_column("step")
+    table.add_column("verdict")
+    table.add_column("expectations after the step")
+    for s in prediction.steps:
+        verdict = s.verdict or ""
+        drop = next((p.drop_rule for p in s.packets if p.drop_rule), None)
+        if verdict == "drop" and drop is not None:
+            verdict = f"[red]drop[/red]\n{drop.id}"
+        elif verdict == "accept":
+            verdict = "[green]accept[/green]"
+        rows = "\n".join(f"{d.symbolic(e)}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
+        step_text = describe_step(d, s.step)
+        if verbose and s.firings:
+            step_text += "\n[dim]" + " ".join(f.rule.id for f in s.firings) + "[/dim]"
+        for failure in s.failures:
+            step_text += f"\n[red]✗ {failure}[/red]"
+        table.add_row(str(s.index), f"{s.time:g}", step_text, verdict, rows)
+    console.print(table)

@@ -93,7 +93,11 @@ def print_prediction(prediction: Prediction, console: Console, *, verbose: bool 
         step_text = describe_step(d, s.step)
         if verbose and s.firings:
             step_text += "\n[dim]" + " ".join(f.rule.id for f in s.firings) + "[/dim]"
-        for failure in s.failures:
-            step_text += f"\n[red]✗ {failure}[/red]"
+        if s.failures:
+            step_text += "\n[red]✗ see below[/red]"
         table.add_row(str(s.index), f"{s.time:g}", step_text, verdict, rows)
     console.print(table)
+    for s in prediction.steps:
+        for failure in s.failures:
+            console.print(f"[red]✗[/red] step {s.index} (line {s.step.line}): {failure}", highlight=False,
+                          soft_wrap=True)

@@ -1,0 +1,55 @@
+"""The sipct command: spec predictions, JSON output, exit codes, clear errors."""
+
+import json
+
+from sipct.cli.main import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, examples_dir, main
+
+
+def test_spec_on_every_example_succeeds(capsys):
+    assert main(["spec"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for path in examples_dir().glob("*.yaml"):
+        assert path.stem in out
+
+
+def test_spec_json_is_machine_readable(capsys):
+    assert main(["spec", "--json", str(examples_dir() / "register.yaml")]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["format"] == "sipct.prediction/1"
+    assert data["ok"] is True
+    first = data["steps"][0]
+    assert first["verdict"] == "accept"
+    assert [e["text"] for e in first["expectations"]] == [
+        "udp registrar:* -> ua:5060 signalling PERMANENT,INACTIVE"]
+    assert first["expectations"][0]["timeout"] == 180
+
+
+def test_bad_dialog_names_the_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hosts:\n  ua: 192.0.2.2\n  b: 198.51.100.2\nsteps:\n  - send: ua:5060 -> nowhere:5060\n"
+                   "    message: hi\n")
+    assert main(["spec", str(bad)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"{bad}:5:" in err.replace("\n", "")
+    assert "unknown host 'nowhere'" in err
+
+
+def test_failed_assertion_exits_1(tmp_path, capsys):
+    dialog = tmp_path / "wrong.yaml"
+    dialog.write_text((examples_dir() / "invite-bad-media-port.yaml").read_text()
+                      .replace("verdict: drop", "verdict: accept"))
+    assert main(["spec", str(dialog)]) == EXIT_DIVERGED
+    assert "the dialog expects accept" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_unknown_profile_is_refused(capsys):
+    try:
+        main(["spec", "--profile", "5.4"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "unknown kernel profile '5.4'" in capsys.readouterr().err
+
+
+def test_rules_lists_the_catalogue(capsys):
+    assert main(["rules"]) == EXIT_OK
+    assert "register.expect" in capsys.readouterr().out

@@ -1,0 +1,136 @@
+"""Spec and kernel side by side, step by step.
+
+Per step four things are compared: the verdict (was the packet delivered), the
+bytes that arrived (the lab has no NAT, so they must be the bytes sent), the
+expectation table after the step, and the expectation events of the step.
+Remaining timeouts agree when they differ by at most ``1 s + drift``: ctnetlink
+reports whole seconds rounded down, and ``drift`` is the wall-clock time the
+run has spent beyond the dialog's own clock (packet round trips, dumps).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sipct.harness.run import KernelRun, StepObservation
+from sipct.spec.dialog import Dialog, Send
+from sipct.spec.expectation import Expectation
+from sipct.spec.predict import Prediction, StepPrediction
+
+TIMEOUT_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    aspect: str  # verdict | payload | expectations | timeout | events
+    spec: str
+    kernel: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepDiff:
+    prediction: StepPrediction
+    observation: StepObservation
+    divergences: tuple[Divergence, ...]
+
+    @property
+    def agree(self) -> bool:
+        return not self.divergences
+
+    @property
+    def index(self) -> int:
+        return self.prediction.index
+
+
+@dataclass(frozen=True)
+class Comparison:
+    dialog: Dialog
+    kernel: str
+    profile: str
+    params: dict
+    steps: tuple[StepDiff, ...] = field(default_factory=tuple)
+
+    @property
+    def agree(self) -> bool:
+        return all(s.agree for s in self.steps)
+
+    @property
+    def divergent_rules(self) -> Counter[str]:
+        """The spec rules that fired in divergent steps (a divergence points at them)."""
+        counts: Counter[str] = Counter()
+        for s in self.steps:
+            if not s.agree:
+                counts.update({f.rule.id for f in s.prediction.firings})
+        return counts
+
+
+def identity(e: Expectation) -> tuple:
+    """Everything but the timeout."""
+    t, m = e.tuple, e.master
+    return (t.family, t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport,
+            "*" if t.sport is None else t.sport, int(e.klass), int(e.flags), e.helper,
+            str(m.src), m.sport, str(m.dst), m.dport, m.proto)
+
+
+def compare(prediction: Prediction, run: KernelRun, kernel: str) -> Comparison:
+    dialog = prediction.dialog
+    steps = []
+    spec_expired: set[tuple] = set()
+    for predicted, observed in zip(prediction.steps, run.steps):
+        steps.append(StepDiff(predicted, observed, tuple(_compare_step(dialog, predicted, observed, spec_expired))))
+        spec_expired |= {identity(ev.expectation) for ev in predicted.events if ev.rule == "expect.expire"}
+    return Comparison(dialog, kernel, prediction.profile.name, prediction.params.as_mapping(), tuple(steps))
+
+
+def _compare_step(dialog: Dialog, p: StepPrediction, o: StepObservation, spec_expired: set[tuple]):
+    step = p.step
+    if isinstance(step, Send):
+        if p.delivered != o.delivered:
+            rule = next((pk.drop_rule.id for pk in p.packets if pk.drop_rule), None)
+            yield Divergence("verdict", p.verdict + (f" ({rule})" if rule else ""),
+                             "delivered" if o.delivered else "not delivered")
+        elif o.delivered and o.data != step.payload:
+            yield Divergence("payload", f"{len(step.payload)} bytes as sent",
+                             f"{len(o.data or b'')} bytes, altered")
+
+    spec_table = {identity(e): e for e in p.expectations}
+    kernel_table = {identity(e): e for e in o.expectations}
+    missing = [spec_table[k] for k in spec_table if k not in kernel_table]
+    extra = [kernel_table[k] for k in kernel_table if k not in spec_table]
+    if missing or extra:
+        yield Divergence("expectations",
+                         "; ".join(dialog.symbolic(e) for e in missing) or "-",
+                         "; ".join(dialog.symbolic(e) for e in extra) or "-")
+    drift = max(0.0, o.real_elapsed - o.time)
+    for key in spec_table.keys() & kernel_table.keys():
+        spec_left = spec_table[key].remaining(p.time)
+        kernel_left = kernel_table[key].remaining(o.time)
+        if abs(spec_left - kernel_left) > TIMEOUT_TOLERANCE + drift:
+            yield Divergence("timeout", f"{dialog.symbolic(spec_table[key])}: {spec_left:.1f}s",
+                             f"{kernel_left:.0f}s")
+
+    spec_new = Counter(identity(ev.expectation) for ev in p.events if ev.kind == "new")
+    kernel_new = Counter(identity(ev.expectation) for ev in o.events if ev.kind == "new")
+    if spec_new != kernel_new:
+        yield Divergence("events", f"new: {_count(dialog, spec_new - kernel_new, p, o)}",
+                         f"new: {_count(dialog, kernel_new - spec_new, p, o)}")
+    spec_gone = Counter(identity(ev.expectation) for ev in p.events if ev.kind == "destroy")
+    kernel_gone = Counter(identity(ev.expectation) for ev in o.events if ev.kind == "destroy")
+    # Hardened kernels unlink expired expectations lazily: their destroy event
+    # may come any time after the spec's expiry.
+    unexplained = Counter({k: n for k, n in (kernel_gone - spec_gone).items() if k not in spec_expired})
+    not_seen = Counter({k: n for k, n in (spec_gone - kernel_gone).items()
+                        if not any(ev.rule == "expect.expire" and identity(ev.expectation) == k for ev in p.events)})
+    if unexplained or not_seen:
+        yield Divergence("events", f"destroy: {_count(dialog, not_seen, p, o)}",
+                         f"destroy: {_count(dialog, unexplained, p, o)}")
+
+
+def _count(dialog: Dialog, keys: Counter, p: StepPrediction, o: StepObservation) -> str:
+    if not keys:
+        return "-"
+    names = {}
+    for ev in (*p.events, *o.events):
+        names[identity(ev.expectation)] = dialog.symbolic(ev.expectation)
+    return "; ".join(f"{names.get(k, k)}" + (f" x{n}" if n > 1 else "") for k, n in keys.items())

@@ -1,0 +1,84 @@
+"""What the running kernel's SIP helper is configured with, and how its
+expectations look in the spec's terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sipct.harness.netlink.ctexp import KernelExpectation
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
+from sipct.spec.params import ModuleParams
+from sipct.spec.profiles import KernelProfile, profile_for_kernel
+
+PARAMS_DIR = Path("/sys/module/nf_conntrack_sip/parameters")
+EXPECT_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_expect_max")
+# Parameters that only the module load sets; `ports` is not among them: the
+# lab attaches the helper to the dialog's ports itself (see docs/decisions).
+LOAD_TIME_PARAMS = ("sip_timeout", "sip_direct_signalling", "sip_direct_media", "sip_external_media")
+
+
+class KernelUnavailable(RuntimeError):
+    """The running kernel cannot run a dialog (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class RunningKernel:
+    release: str
+    params: ModuleParams
+    profile: KernelProfile
+
+    @classmethod
+    def detect(cls, params_dir: Path = PARAMS_DIR) -> "RunningKernel":
+        import os
+
+        release = os.uname().release
+        if not params_dir.is_dir():
+            raise KernelUnavailable(
+                f"{params_dir} does not exist: the SIP conntrack helper is not loaded. "
+                "Load it with `modprobe nf_conntrack_sip` (kernel option CONFIG_NF_CONNTRACK_SIP).")
+        values: dict[str, object] = {}
+        for name in ("ports", *LOAD_TIME_PARAMS):
+            path = params_dir / name
+            if path.exists():
+                values[name] = path.read_text().strip()
+        if "ports" in values and not str(values["ports"]).strip(","):
+            del values["ports"]  # an empty array means the default port
+        try:
+            values["expect_max"] = int(EXPECT_MAX.read_text())
+        except (OSError, ValueError):
+            pass
+        return cls(release, ModuleParams.from_mapping(values), profile_for_kernel(release))
+
+    def conflicts(self, wanted: ModuleParams) -> list[str]:
+        """The load-time parameters a dialog wants that this kernel does not have."""
+        out = []
+        for name in LOAD_TIME_PARAMS:
+            have, want = getattr(self.params, name), getattr(wanted, name)
+            if have != want:
+                out.append(f"{name}={int(want) if isinstance(want, bool) else want} "
+                           f"(this kernel has {int(have) if isinstance(have, bool) else have})")
+        return out
+
+    def params_for(self, wanted: ModuleParams | None) -> ModuleParams:
+        """The parameters a dialog runs under: the kernel's, with the dialog's ports."""
+        if wanted is None:
+            return self.params
+        values = self.params.as_mapping()
+        values["ports"] = list(wanted.ports)
+        return ModuleParams.from_mapping(values)
+
+
+def to_spec(exp: KernelExpectation, now: float) -> Expectation:
+    """A ctnetlink expectation as a spec value; ``now`` is the dialog time of the dump."""
+    t, m = exp.tuple, exp.master
+    src = None if exp.mask.src_is_wildcard else t.src
+    sport = None if exp.mask.sport_is_wildcard else t.sport
+    return Expectation(
+        tuple=ExpectTuple(t.dst.version, exp.proto, src, t.dst, t.dport or 0, sport),
+        klass=ExpectClass(exp.klass),
+        flags=ExpectFlag(exp.flag_bits),
+        master=ConnTuple(m.src, m.dst, m.proto, m.sport or 0, m.dport or 0),
+        expires=now + exp.timeout,
+        helper=exp.helper or "",
+    )

@@ -1,0 +1,660 @@
+"""A network-namespace lab: endpoint hosts on both sides of a router whose
+netfilter attaches the kernel's SIP conntrack helper (nf_conntrack_sip).
+
+Topology.  One namespace per host plus one router namespace.  Hosts whose
+subnets overlap share one L2 segment: a Linux bridge in the router namespace
+that carries the router's addresses (a.b.c.1/24, <prefix>::1/64) for every
+subnet on it; each host hangs off its bridge by one veth (router side vN,
+host side eth0).  A bridge rather than per-host /32 routes because the host
+addresses live in real /24 and /64 subnets: with a bridge, same-subnet hosts
+reach each other on-link like on a real LAN, without proxy ARP/NDP on the
+router, and the routed path between subnets -- the one the SIP helper is
+meant to watch -- is plain IP forwarding.  bridge-nf-call-ip(6)tables is
+switched off in the router namespace so bridged (same-segment) frames do not
+also pass the inet hooks through br_netfilter, which is built into this
+kernel; only routed traffic meets conntrack and the helper.
+
+Everything is created inside the lab's own namespaces (the veth pair is
+created in the router namespace with its peer placed straight into the host
+namespace), sysctls are written through the namespace-local /proc/sys/net,
+and the nftables ruleset is loaded inside the router namespace, so nothing
+outside the lab is touched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import os
+import re
+import secrets
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from types import FrameType, TracebackType
+from typing import Any
+
+from pyroute2 import IPRoute, NFCTSocket, netns
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
+from sipct.spec.topology import network_of, router_address
+from sipct.harness.drivers import (
+    NETNS_RUN_DIR,
+    Delivery,
+    Family,
+    SocketDriver,
+    TcpConnection,
+    create_netns,
+    in_netns,
+    open_netns,
+    remove_netns,
+)
+
+__all__ = [
+    "DOCUMENTATION_NETWORKS",
+    "Delivery",
+    "HostSpec",
+    "Lab",
+    "LabError",
+    "TcpConnection",
+    "lab_namespaces",
+    "remove_stale_namespaces",
+]
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+# RFC 5737 and RFC 3849: the lab only ever carries documentation addresses.
+DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
+    IPv4Network("192.0.2.0/24"),
+    IPv4Network("198.51.100.0/24"),
+    IPv4Network("203.0.113.0/24"),
+    IPv6Network("2001:db8::/32"),
+)
+
+NETNS_PREFIX = "sipct-"
+_HOST_NAME = re.compile(r"[a-z][a-z0-9_]{0,23}")
+_ROUTER_ROLE = "router"
+DEFAULT_TIMEOUT = 0.2  # seconds a send waits before calling the packet dropped
+
+
+class LabError(RuntimeError):
+    """The lab could not be built (the message says which step failed)."""
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """An endpoint host: its name and its addresses (strings are accepted)."""
+
+    name: str
+    addresses: tuple[IPAddress, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not _HOST_NAME.fullmatch(self.name) or self.name == _ROUTER_ROLE:
+            raise ValueError(
+                f"host name {self.name!r}: use [a-z][a-z0-9_]* (at most 24), not 'router'"
+            )
+        addresses = tuple(ipaddress.ip_address(a) for a in self.addresses)
+        if not addresses:
+            raise ValueError(f"host {self.name!r} has no address")
+        object.__setattr__(self, "addresses", addresses)
+
+    def address(self, family: int) -> IPAddress:
+        """The host's first address of IP version `family` (4 or 6)."""
+        for addr in self.addresses:
+            if addr.version == family:
+                return addr
+        raise LookupError(f"host {self.name!r} has no IPv{family} address")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One L2 segment: a router-side bridge and the subnets/hosts on it."""
+
+    bridge: str
+    subnets: tuple[IPNetwork, ...]
+    hosts: tuple[str, ...]
+
+
+def plan_segments(hosts: Sequence[HostSpec]) -> list[Segment]:
+    """Group hosts into bridges: hosts that share any subnet share a segment."""
+    names = [h.name for h in hosts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate host names in {names}")
+    seen: dict[IPAddress, str] = {}
+    for host in hosts:
+        for addr in host.addresses:
+            if not any(addr in net for net in DOCUMENTATION_NETWORKS):
+                raise ValueError(
+                    f"{addr} of {host.name!r} is not a documentation address "
+                    "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)"
+                )
+            net = network_of(addr)
+            if addr == router_address(net):
+                raise ValueError(f"{addr} of {host.name!r} is the router's address in {net}")
+            if addr.version == 4 and addr in (net.network_address, net.broadcast_address):
+                raise ValueError(f"{addr} of {host.name!r} is not a host address of {net}")
+            if addr in seen:
+                raise ValueError(f"{addr} is given to both {seen[addr]!r} and {host.name!r}")
+            seen[addr] = host.name
+
+    # Union-find over hosts, joined through the subnets they have in common.
+    parent = list(range(len(hosts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[IPNetwork, int] = {}
+    for i, host in enumerate(hosts):
+        for addr in host.addresses:
+            j = owner.setdefault(network_of(addr), i)
+            parent[root(i)] = root(j)
+
+    groups: dict[int, list[int]] = {}
+    for i in range(len(hosts)):
+        groups.setdefault(root(i), []).append(i)
+    segments = []
+    for k, members in enumerate(groups.values()):
+        subnets = dict.fromkeys(network_of(a) for i in members for a in hosts[i].addresses)
+        segments.append(Segment(f"br{k}", tuple(subnets), tuple(hosts[i].name for i in members)))
+    return segments
+
+
+def render_ruleset(sip_ports: Sequence[int], helper: bool) -> str:
+    """The router's nftables ruleset.
+
+    The helper is attached in a filter-priority forward chain: `ct helper
+    set` needs the conntrack that the conntrack hook (priority -200) has
+    created by then, and only takes effect on a not-yet-confirmed entry,
+    i.e. on the first packet of a connection.  The helper itself then runs
+    from the confirm hook at postrouting, on that very packet.
+
+    Without the helper the chain still holds a ct expression: any ct
+    expression makes the namespace register the conntrack hooks
+    (nf_ct_netns_get), which are otherwise absent from a fresh namespace.
+    The baseline thus differs from the helper lab by the helper alone.
+    """
+    chain = "type filter hook forward priority filter; policy accept;"
+    if not helper:
+        return (
+            f"table inet sipct {{\n  chain forward {{ {chain}\n    ct state new counter\n  }}\n}}\n"
+        )
+    ports = ", ".join(str(int(p)) for p in sip_ports)
+    return (
+        "table inet sipct {\n"
+        '  ct helper sip-udp { type "sip" protocol udp; l3proto inet; }\n'
+        '  ct helper sip-tcp { type "sip" protocol tcp; l3proto inet; }\n'
+        f"  chain forward {{ {chain}\n"
+        f'    udp dport {{ {ports} }} ct helper set "sip-udp"\n'
+        f'    tcp dport {{ {ports} }} ct helper set "sip-tcp"\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+# -- namespaces and their cleanup -------------------------------------------
+
+_registry_lock = threading.RLock()
+_live: set[str] = set()
+_owner_pid = os.getpid()
+_atexit_registered = False
+_signals_installed = False
+_previous_handlers: dict[int, Any] = {}
+_CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _remove_all_live() -> None:
+    # A fork()ed copy of this process inherits the registry and the
+    # handlers: it must not tear down the parent's labs.
+    if os.getpid() != _owner_pid:
+        return
+    with _registry_lock:
+        names = list(_live)
+        _live.clear()
+    for name in names:
+        try:
+            remove_netns(name)
+        except OSError:
+            pass
+
+
+def _on_termination(signum: int, frame: FrameType | None) -> None:
+    _remove_all_live()
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        # Die of the signal, as without us, so the parent sees -SIGTERM.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _install_cleanup_handlers() -> None:
+    global _atexit_registered, _signals_installed, _owner_pid
+    with _registry_lock:
+        if _owner_pid != os.getpid():  # a forked child making labs of its own
+            _owner_pid = os.getpid()
+            _live.clear()
+            _signals_installed = False
+        if not _atexit_registered:
+            atexit.register(_remove_all_live)
+            _atexit_registered = True
+        # signal.signal only works in the main thread; a lab made elsewhere
+        # still has atexit and its own close(), and the next lab made in
+        # the main thread installs the handlers.
+        if not _signals_installed and threading.current_thread() is threading.main_thread():
+            _signals_installed = True
+            for signum in _CLEANUP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous == signal.SIG_IGN or previous is None:
+                    continue  # an ignored signal does not end the process
+                _previous_handlers[signum] = previous
+                signal.signal(signum, _on_termination)
+
+
+def create_tracked_netns(name: str) -> None:
+    """Create a namespace that the exit and signal cleanup will remove."""
+    _install_cleanup_handlers()
+    # Registered before creation: a crash between the two leaves nothing behind.
+    with _registry_lock:
+        _live.add(name)
+    create_netns(name)
+
+
+def destroy_tracked_netns(name: str) -> None:
+    """Remove a namespace made by create_tracked_netns (absent is fine)."""
+    remove_netns(name)
+    # Forgotten only once gone: an interrupt in between leaves it to atexit.
+    with _registry_lock:
+        _live.discard(name)
+
+
+def remove_stale_namespaces() -> list[str]:
+    """Delete lab namespaces whose creating process no longer exists.
+
+    Only SIGKILL (or a power cut) can leave lab namespaces behind; their
+    names carry the creator's pid, so they are recognisable.
+    """
+    removed = []
+    for name in netns.listnetns():
+        m = re.match(rf"{NETNS_PREFIX}(\d+)-[0-9a-f]+-", name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            remove_netns(name)
+            removed.append(name)
+        except PermissionError:
+            pass
+    return removed
+
+
+def _write_sysctls(netns_fd: int, values: dict[str, str]) -> None:
+    # /proc/sys/net resolves against the opening thread's namespace
+    # (net_ctl_header_lookup uses current->nsproxy->net_ns).
+    with in_netns(netns_fd):
+        for key, value in values.items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            if key.startswith("net.bridge.") and not os.path.exists(path):
+                continue  # no br_netfilter: nothing to switch off
+            with open(path, "w") as f:
+                f.write(value)
+
+
+# IPv6 duplicate address detection would keep new addresses tentative (and
+# unusable) for a second or so; router advertisements and redirects must not
+# rewrite the static routes.  Set on "default" before any device exists, so
+# the devices inherit it, and on "all" for the ones that already do (lo).
+_COMMON_SYSCTLS = {
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+}
+_HOST_SYSCTLS = {
+    **_COMMON_SYSCTLS,
+    "net.ipv4.conf.all.accept_redirects": "0",
+    "net.ipv4.conf.default.accept_redirects": "0",
+    "net.ipv6.conf.all.accept_redirects": "0",
+    "net.ipv6.conf.default.accept_redirects": "0",
+}
+_ROUTER_SYSCTLS = {
+    **_COMMON_SYSCTLS,
+    "net.ipv4.ip_forward": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.default.forwarding": "1",
+    # A router forwarding back out of the bridge it came in on would send
+    # ICMP redirects (IN_DEV_TX_REDIRECTS is all || dev).
+    "net.ipv4.conf.all.send_redirects": "0",
+    "net.ipv4.conf.default.send_redirects": "0",
+    # Per-namespace since 5.3; default 1 with br_netfilter built in.
+    "net.bridge.bridge-nf-call-iptables": "0",
+    "net.bridge.bridge-nf-call-ip6tables": "0",
+    "net.bridge.bridge-nf-call-arptables": "0",
+}
+
+
+# -- the lab -----------------------------------------------------------------
+
+
+class Lab:
+    """Hosts and a router in fresh network namespaces, the SIP helper on the router.
+
+    Use as a context manager (or call close()).  Every namespace is deleted
+    on close, on an exception during setup, at interpreter exit and on
+    SIGTERM/SIGHUP (chained to the previous handlers).
+    """
+
+    def __init__(
+        self,
+        hosts: Sequence[HostSpec],
+        *,
+        sip_ports: Sequence[int] = (5060,),
+        helper: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.hosts: dict[str, HostSpec] = {h.name: h for h in hosts}
+        self.segments = plan_segments(hosts)
+        if not sip_ports or not all(0 < int(p) < 65536 for p in sip_ports):
+            raise ValueError(f"bad SIP ports {sip_ports!r}")
+        self.sip_ports = tuple(int(p) for p in sip_ports)
+        self.helper = helper
+        self.token = secrets.token_hex(4)
+        prefix = f"{NETNS_PREFIX}{os.getpid()}-{self.token}"
+        self.router_netns = f"{prefix}-{_ROUTER_ROLE}"
+        self.host_netns: dict[str, str] = {name: f"{prefix}-{name}" for name in self.hosts}
+        self._closed = False
+        self._fds: dict[str, int] = {}  # namespace name -> open fd
+        self._host_fds: dict[str, int] = {}  # host name -> open fd
+        self._ct: NFCTSocket | None = None
+        self._driver = SocketDriver(self._host_fds, self.address, default_timeout=timeout)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace of this lab, router first."""
+        return (self.router_netns, *self.host_netns.values())
+
+    def address(self, host: str, family: int = 4) -> IPAddress:
+        """The host's first address of IP version `family`."""
+        try:
+            spec = self.hosts[host]
+        except KeyError:
+            raise KeyError(f"no host {host!r} in this lab") from None
+        return spec.address(family)
+
+    def udp_send(
+        self,
+        src: str,
+        sport: int,
+        dst: str,
+        dport: int,
+        payload: bytes,
+        *,
+        family: Family = 4,
+        timeout: float | None = None,
+    ) -> Delivery:
+        """One datagram from (src, sport) to (dst, dport) across the router."""
+        self._check_open()
+        return self._driver.udp_send(
+            src, sport, dst, dport, payload, family=family, timeout=timeout
+        )
+
+    def tcp_connect(
+        self,
+        client: str,
+        cport: int,
+        server: str,
+        sport: int,
+        family: Family = 4,
+        *,
+        timeout: float | None = None,
+    ) -> TcpConnection:
+        """An established TCP connection from (client, cport) to (server, sport)."""
+        self._check_open()
+        return self._driver.tcp_connect(client, cport, server, sport, family, timeout=timeout)
+
+    def reset(self) -> None:
+        """Make the lab as good as new for the next dialog.
+
+        Closes the open TCP connections (first, so their FIN/ACKs do not
+        leave fresh entries behind), drops unread datagrams, then flushes
+        the router's conntrack table.  Expectations need no flush of their
+        own: deleting a conntrack removes the expectations it is master of
+        (nf_ct_delete -> nf_ct_remove_expectations).
+        """
+        self._check_open()
+        self._driver.reset()
+        self.flush_conntrack()
+
+    def flush_conntrack(self) -> None:
+        """Delete every conntrack entry (and so every expectation) in the router."""
+        self._check_open()
+        # pyroute2 opens one netlink socket per thread, lazily, in whatever
+        # namespace the thread is in at that moment: so every use happens
+        # inside the router namespace, and a first use from a new thread
+        # still lands there (and never flushes the host's own table).
+        assert self._ct is not None
+        with in_netns(self._fds[self.router_netns]):
+            # nfgenmsg version 0 with AF_INET flushes every family:
+            # ctnetlink kept that meaning when flush learnt a family filter
+            # (Linux 5.3), so that `conntrack -F` kept working.
+            self._ct.flush()
+
+    def close(self) -> None:
+        """Close every socket and delete every namespace; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[BaseException] = []
+        for step in (self._driver.close, self._close_ct):
+            try:
+                step()
+            except Exception as exc:  # keep going: the namespaces must go
+                errors.append(exc)
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._host_fds.clear()
+        for name in self.namespaces:
+            try:
+                destroy_tracked_netns(name)
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise LabError(f"lab cleanup incomplete: {errors!r}")
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Lab {self.token} {sorted(self.hosts)} helper={self.helper} {state}>"
+
+    # -- setup -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the lab is closed")
+
+    def _close_ct(self) -> None:
+        if self._ct is not None:
+            self._ct.close()
+            self._ct = None
+
+    def _build(self) -> None:
+        for name in self.namespaces:
+            create_tracked_netns(name)
+            self._fds[name] = open_netns(name)
+        for host, name in self.host_netns.items():
+            self._host_fds[host] = self._fds[name]
+        for name, fd in self._fds.items():
+            _write_sysctls(fd, _ROUTER_SYSCTLS if name == self.router_netns else _HOST_SYSCTLS)
+        self._build_links()
+        self._load_ruleset()
+        with in_netns(self._fds[self.router_netns]):
+            self._ct = NFCTSocket()
+            self._ct.count()  # makes this thread's socket now, in here
+
+    def _rtnl(self, netns_name: str) -> IPRoute:
+        """An rtnetlink socket in a lab namespace, made without a fork."""
+        with in_netns(self._fds[netns_name]):
+            ipr = IPRoute()
+            ipr.link_lookup(ifname="lo")  # makes the socket now, in here
+        return ipr
+
+    def _build_links(self) -> None:
+        index = {name: i for i, name in enumerate(self.hosts)}
+        with self._rtnl(self.router_netns) as router:
+            _link_up(router, "lo")
+            for segment in self.segments:
+                router.link(
+                    "add",
+                    ifname=segment.bridge,
+                    kind="bridge",
+                    # Snooping would start filtering the solicited-node
+                    # multicast NDP depends on once a querier shows up.
+                    br_mcast_snooping=0,
+                )
+                bridge = _ifindex(router, segment.bridge)
+                for subnet in segment.subnets:
+                    _add_address(router, bridge, router_address(subnet), subnet.prefixlen)
+                for host in segment.hosts:
+                    port = f"v{index[host]}"
+                    # Created here with its peer placed straight into the
+                    # host namespace: no device ever exists outside the lab.
+                    router.link(
+                        "add",
+                        ifname=port,
+                        kind="veth",
+                        peer={"ifname": "eth0", "net_ns_fd": self.host_netns[host]},
+                    )
+                    router.link("set", index=_ifindex(router, port), master=bridge, state="up")
+                router.link("set", index=bridge, state="up")
+            macs = {}
+            for segment in self.segments:
+                for host in segment.hosts:
+                    macs[host] = self._build_host(host)
+                # The bridge's MAC is its lowest port MAC, final only now.
+                bridge = _ifindex(router, segment.bridge)
+                bridge_mac = router.link("get", index=bridge)[0].get("IFLA_ADDRESS")
+                for host in segment.hosts:
+                    for addr in self.hosts[host].addresses:
+                        _add_neighbour(router, bridge, addr, macs[host])
+                    self._host_neighbours(host, segment, bridge_mac, macs)
+
+    def _build_host(self, host: str) -> str:
+        """Address eth0, route everything via the router; returns eth0's MAC."""
+        spec = self.hosts[host]
+        with self._rtnl(self.host_netns[host]) as ipr:
+            _link_up(ipr, "lo")
+            eth0 = _ifindex(ipr, "eth0")
+            for addr in spec.addresses:
+                _add_address(ipr, eth0, addr, network_of(addr).prefixlen)
+            ipr.link("set", index=eth0, state="up")
+            for family in (4, 6):
+                try:
+                    gateway = router_address(network_of(spec.address(family)))
+                except LookupError:
+                    continue
+                ipr.route(
+                    "add",
+                    dst="0.0.0.0/0" if family == 4 else "::/0",
+                    gateway=str(gateway),
+                    oif=eth0,
+                )
+            return ipr.link("get", index=eth0)[0].get("IFLA_ADDRESS")
+
+    def _host_neighbours(
+        self, host: str, segment: Segment, bridge_mac: str, macs: dict[str, str]
+    ) -> None:
+        """Permanent neighbour entries, so no packet ever waits for ARP/NDP.
+
+        Static entries instead of a warm-up exchange: no warm-up traffic
+        leaves conntrack entries in the router, and a permanent entry never
+        goes STALE/PROBE (which a dynamic one does after ~30 s).
+        """
+        own = {network_of(a) for a in self.hosts[host].addresses}
+        with self._rtnl(self.host_netns[host]) as ipr:
+            eth0 = _ifindex(ipr, "eth0")
+            for subnet in own:
+                _add_neighbour(ipr, eth0, router_address(subnet), bridge_mac)
+            for peer in segment.hosts:
+                if peer == host:
+                    continue
+                for addr in self.hosts[peer].addresses:
+                    if network_of(addr) in own:
+                        _add_neighbour(ipr, eth0, addr, macs[peer])
+
+    def _load_ruleset(self) -> None:
+        try:
+            proc = subprocess.run(
+                ["ip", "netns", "exec", self.router_netns, "nft", "-f", "-"],
+                input=render_ruleset(self.sip_ports, self.helper),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except FileNotFoundError as exc:
+            raise LabError(f"{exc.filename} not found (see sipct.harness.prereq)") from exc
+        if proc.returncode != 0:
+            raise LabError(
+                f"nft rejected the router ruleset in {self.router_netns}: "
+                f"{proc.stderr.strip()} (run sipct.harness.prereq.check_prerequisites())"
+            )
+
+
+def _ifindex(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise LabError(f"interface {ifname} missing")
+    return found[0]
+
+
+def _link_up(ipr: IPRoute, ifname: str) -> None:
+    ipr.link("set", index=_ifindex(ipr, ifname), state="up")
+
+
+def _add_address(ipr: IPRoute, ifindex: int, addr: IPAddress, prefixlen: int) -> None:
+    # IFA_F_NODAD on top of accept_dad=0: belt and braces, the address is
+    # usable the moment the call returns.
+    ipr.addr(
+        "add",
+        index=ifindex,
+        address=str(addr),
+        prefixlen=prefixlen,
+        flags=IFA_F_NODAD if addr.version == 6 else 0,
+    )
+
+
+def _add_neighbour(ipr: IPRoute, ifindex: int, addr: IPAddress, mac: str) -> None:
+    ipr.neigh("add", dst=str(addr), lladdr=mac, ifindex=ifindex, state=NUD_PERMANENT)
+
+
+def lab_namespaces() -> list[str]:
+    """The names of all lab namespaces (any process's) that exist right now."""
+    try:
+        return sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(NETNS_PREFIX))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,1 @@
+"""ctnetlink plumbing: expectation codec and sockets bound to a network namespace."""

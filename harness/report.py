@@ -1,0 +1,63 @@
+"""Presenting a comparison: agreements collapsed, divergences with both sides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sipct.harness.diff import Comparison
+from sipct.spec.report import describe_step, expectation_json
+
+JSON_FORMAT = "sipct.run/1"
+
+
+def comparison_json(c: Comparison) -> dict[str, Any]:
+    d = c.dialog
+    steps = []
+    for s in c.steps:
+        p, o = s.prediction, s.observation
+        steps.append({
+            "index": p.index,
+            "line": p.step.line,
+            "step": describe_step(d, p.step),
+            "agree": s.agree,
+            "spec": {"verdict": p.verdict, "rules": [f.rule.id for f in p.firings],
+                     "expectations": [expectation_json(d, e, p.time) for e in p.expectations]},
+            "kernel": {"delivered": o.delivered, "elapsed": round(o.real_elapsed, 4),
+                       "expectations": [expectation_json(d, e, o.time) for e in o.expectations],
+                       "events": [{"kind": ev.kind, "expectation": d.symbolic(ev.expectation)} for ev in o.events]},
+            "divergences": [{"aspect": v.aspect, "spec": v.spec, "kernel": v.kernel} for v in s.divergences],
+        })
+    return {"format": JSON_FORMAT, "dialog": d.name, "source": d.source, "kernel": c.kernel,
+            "profile": c.profile, "params": c.params, "agree": c.agree, "steps": steps}
+
+
+def print_comparison(c: Comparison, console: Console) -> None:
+    d = c.dialog
+    status = "[green]agree[/green]" if c.agree else "[red]DIVERGE[/red]"
+    console.print(f"[bold]{d.name}[/bold] ({d.source}) kernel {c.kernel}, profile {c.profile}: {status}",
+                  highlight=False)
+    if c.agree:
+        console.print(f"  {len(c.steps)} steps agree", highlight=False)
+        return
+    table = Table(show_lines=True)
+    for column in ("#", "step", "aspect", "spec", "kernel", "spec rules"):
+        table.add_column(column)
+    run_start = None
+    for s in c.steps:
+        if s.agree:
+            run_start = s.index if run_start is None else run_start
+            continue
+        if run_start is not None:
+            table.add_row(f"{run_start}-{s.index - 1}" if run_start != s.index - 1 else str(run_start),
+                          "[dim]agree[/dim]", "", "", "", "")
+            run_start = None
+        rules = " ".join(dict.fromkeys(f.rule.id for f in s.prediction.firings))
+        for i, v in enumerate(s.divergences):
+            table.add_row(str(s.index) if i == 0 else "", describe_step(d, s.prediction.step) if i == 0 else "",
+                          v.aspect, v.spec, v.kernel, rules if i == 0 else "")
+    if run_start is not None:
+        table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
+    console.print(table)

@@ -1,0 +1,159 @@
+"""Send a dialog through the running kernel's SIP helper and observe it.
+
+The lab is built from the dialog's hosts (or reused when it already has
+them); before the dialog the router's conntrack and expectation tables are
+emptied, the expectation event groups are joined (before any master exists:
+a conntrack only gets an event cache if a listener exists when it is created),
+and after every step the router's expectation table is dumped over ctnetlink.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sipct.harness.drivers import Delivery, TcpConnection
+from sipct.harness.kernel import to_spec
+from sipct.harness.lab import HostSpec, Lab
+from sipct.harness.netlink.socket import CtExpSocket
+from sipct.spec.dialog import Connect, Dialog, Send, Wait
+from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation
+
+# How long a packet may take before it counts as dropped by the helper.
+DROP_TIMEOUT = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class KernelEvent:
+    kind: str  # "new" | "destroy"
+    expectation: Expectation
+
+
+@dataclass(frozen=True, slots=True)
+class StepObservation:
+    index: int
+    time: float  # dialog time of the step
+    real_elapsed: float  # seconds since the dialog started, on the wall clock
+    delivered: bool | None  # None for wait steps
+    data: bytes | None  # what the receiver got (None when nothing arrived)
+    expectations: tuple[Expectation, ...]
+    events: tuple[KernelEvent, ...]
+
+
+@dataclass
+class KernelRun:
+    dialog: Dialog
+    steps: list[StepObservation] = field(default_factory=list)
+
+
+def lab_hosts(dialog: Dialog) -> list[HostSpec]:
+    return [HostSpec(f"h{i}", (addr,)) for i, addr in enumerate(dialog.hosts.values())]
+
+
+class DialogRunner:
+    """Runs dialogs in one lab, which it builds lazily and can reuse."""
+
+    def __init__(self, lab: Lab | None = None, *, drop_timeout: float = DROP_TIMEOUT) -> None:
+        self._lab = lab
+        self._own_lab = lab is None
+        self.drop_timeout = drop_timeout
+
+    def close(self) -> None:
+        if self._lab is not None and self._own_lab:
+            self._lab.close()
+        self._lab = None
+
+    def __enter__(self) -> "DialogRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _lab_for(self, dialog: Dialog, ports: tuple[int, ...]) -> tuple[Lab, dict[str, str]]:
+        lab = self._lab
+        if lab is not None:
+            names = _host_names(lab, dialog)
+            if names is not None and (not self._own_lab or lab.sip_ports == ports):
+                return lab, names
+            if not self._own_lab:
+                raise ValueError(f"the lab has no host for every address of dialog {dialog.name}")
+            lab.close()
+        lab = Lab(lab_hosts(dialog), sip_ports=ports, timeout=self.drop_timeout)
+        self._lab = lab
+        names = _host_names(lab, dialog)
+        assert names is not None
+        return lab, names
+
+    def run(self, dialog: Dialog, ports: tuple[int, ...]) -> KernelRun:
+        lab, names = self._lab_for(dialog, ports)
+        lab.reset()
+        family = dialog.family
+        result = KernelRun(dialog)
+        connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]] = {}
+        ctexp = CtExpSocket(lab.router_netns)
+        listener = CtExpSocket(lab.router_netns)
+        try:
+            listener.subscribe_events()
+            ctexp.flush()
+            listener.drain_events()
+            started = time.monotonic()
+            now = 0.0
+            for index, step in enumerate(dialog.steps):
+                delivered: bool | None = None
+                data: bytes | None = None
+                if isinstance(step, Wait):
+                    now += step.seconds
+                    _sleep_until(started + now)
+                elif isinstance(step, Connect):
+                    conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
+                                           step.dst.port, family, timeout=self.drop_timeout)
+                    key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
+                    connections[key] = (conn, True)
+                    connections[(key[2], key[3], key[0], key[1])] = (conn, False)
+                    delivered = True
+                else:
+                    assert isinstance(step, Send)
+                    delivery = self._send(lab, names, step, family, connections)
+                    delivered, data = delivery.delivered, delivery.data
+                elapsed = time.monotonic() - started
+                table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=_key))
+                events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
+                result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events))
+        finally:
+            ctexp.close()
+            listener.close()
+        return result
+
+    def _send(self, lab: Lab, names: dict[str, str], step: Send, family: int,
+              connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]]) -> Delivery:
+        if step.proto != IPPROTO_TCP:
+            return lab.udp_send(names[step.src.host], step.src.port, names[step.dst.host], step.dst.port,
+                                step.payload, family=family, timeout=self.drop_timeout)
+        key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
+        if key not in connections:
+            raise ValueError(f"line {step.line}: TCP data on {step.src} -> {step.dst} before a connect step")
+        conn, from_client = connections[key]
+        return conn.send(from_client, step.segments, timeout=self.drop_timeout)
+
+
+def _host_names(lab: Lab, dialog: Dialog) -> dict[str, str] | None:
+    by_addr: dict[Address, str] = {}
+    for host in lab.hosts.values():
+        for addr in host.addresses:
+            by_addr[addr] = host.name
+    names = {}
+    for name, addr in dialog.hosts.items():
+        if addr not in by_addr:
+            return None
+        names[name] = by_addr[addr]
+    return names
+
+
+def _sleep_until(deadline: float) -> None:
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 1.0))
+
+
+def _key(e: Expectation) -> tuple:
+    t = e.tuple
+    return (t.family, t.proto, str(t.dst), t.dport, "" if t.src is None else str(t.src), int(e.klass))

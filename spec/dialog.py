@@ -39,6 +39,7 @@ from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, Expect
                           ExpectTuple)
 from .params import ModuleParams, ParameterError
 from .profiles import PROFILES
+from .topology import network_of
 
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAMILIES = {"ipv4": 4, "ipv6": 6}
@@ -280,8 +281,10 @@ class _Loader:
         for host in (src_host, dst_host):
             if host not in hosts:
                 raise self.fail(node, f"{what}: unknown host {host!r} (hosts: {', '.join(hosts)})")
-        if src_host == dst_host:
-            raise self.fail(node, f"{what}: a packet must cross the router (two different hosts)")
+        if network_of(hosts[src_host]) == network_of(hosts[dst_host]):
+            raise self.fail(node, f"{what}: {src_host} and {dst_host} share the network "
+                                  f"{network_of(hosts[src_host])}, so the packet would not cross the router "
+                                  f"where the helper runs; put them in different /24 (/64) networks")
         for port in (sport, dport):
             if not 1 <= int(port) <= 65535:
                 raise self.fail(node, f"{what}: port {port} is out of range")

@@ -75,6 +75,7 @@ class PacketResult:
     new_conntrack: bool
     helper_attached: bool
     related_to: Expectation | None = None
+    transitions: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def rule_ids(self) -> list[str]:
@@ -159,6 +160,7 @@ class SipHelper:
             new_conntrack=new,
             helper_attached=ct.master is not None,
             related_to=ct.expected_from if new else None,
+            transitions=tuple(trace.transitions),
         )
 
     # --- conntrack bookkeeping -------------------------------------------------------------

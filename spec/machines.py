@@ -30,9 +30,12 @@ event names the kernel function that causes it in ``EVENT_ORIGINS``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING
 
 from statemachine import State, StateMachine
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 
 class ExpectationLifecycle(StateMachine):
@@ -152,7 +155,6 @@ class Runtime:
     """The current state of one machine instance; every change is checked."""
 
     __slots__ = ("machine", "state")
-    transitions_seen: ClassVar[set[tuple[str, str, str]]] = set()
 
     def __init__(self, machine: CompiledMachine) -> None:
         self.machine = machine
@@ -161,12 +163,16 @@ class Runtime:
     def can(self, event: str) -> bool:
         return (self.state, event) in self.machine.table
 
-    def fire(self, event: str) -> str:
+    def fire(self, event: str, trace: "Trace | None" = None) -> str:
+        """Take the transition ``event`` from the current state; record it in
+        ``trace`` (for coverage) when given."""
         try:
             target = self.machine.table[(self.state, event)]
         except KeyError:
             raise IllegalTransition(
                 f"{self.machine.name}: no transition {event!r} from state {self.state!r}") from None
+        if trace is not None:
+            trace.transitions.append((self.machine.name, self.state, event))
         self.state = target
         return target
 

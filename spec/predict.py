@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .dialog import Connect, Dialog, ExpectedExpectation, Send, Step, StepExpect, Wait, expectation_key
@@ -11,7 +12,7 @@ from .params import ModuleParams
 from .profiles import DEFAULT_PROFILE, KernelProfile
 from .table import TableEvent
 from .topology import LabRouting
-from .trace import Firing
+from .trace import Firing, Trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class StepPrediction:
     expectations: tuple[Expectation, ...]  # the table after the step
     events: tuple[TableEvent, ...]
     failures: tuple[str, ...] = ()  # the step's own `expect:` assertions that do not hold
+    timer_firings: tuple[Firing, ...] = ()  # what time alone did (a wait step)
+    timer_transitions: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def delivered(self) -> bool | None:
@@ -37,7 +40,11 @@ class StepPrediction:
 
     @property
     def firings(self) -> tuple[Firing, ...]:
-        return tuple(f for p in self.packets for f in p.firings)
+        return self.timer_firings + tuple(f for p in self.packets for f in p.firings)
+
+    @property
+    def transitions(self) -> tuple[tuple[str, str, str], ...]:
+        return self.timer_transitions + tuple(t for p in self.packets for t in p.transitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +70,10 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
     for index, step in enumerate(dialog.steps):
         journal_start = len(helper.table.journal)
         results: list[PacketResult] = []
+        timer = Trace()
         if isinstance(step, Wait):
             now += step.seconds
-            helper.advance(now)
+            helper.advance(now, timer)
         elif isinstance(step, Connect):
             results.append(helper.tcp_connect(hosts[step.src.host], step.src.port,
                                               hosts[step.dst.host], step.dst.port, now))
@@ -79,7 +87,8 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
                     break
         table = tuple(helper.expectations())
         prediction = StepPrediction(index, step, now, tuple(results), table,
-                                    tuple(helper.table.journal[journal_start:]))
+                                    tuple(helper.table.journal[journal_start:]),
+                                    timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions))
         if isinstance(step, Send) and step.expect is not None:
             prediction = _check(prediction, step.expect, dialog)
         out.append(prediction)
@@ -101,8 +110,7 @@ def _check(prediction: StepPrediction, expect: StepExpect, dialog: Dialog) -> St
     for rule_id in expect.rules:
         if rule_id not in fired:
             failures.append(f"rule {rule_id} did not fire")
-    return StepPrediction(prediction.index, prediction.step, prediction.time, prediction.packets,
-                          prediction.expectations, prediction.events, tuple(failures))
+    return dataclasses.replace(prediction, failures=tuple(failures))
 
 
 def _key(e: ExpectedExpectation, dialog: Dialog) -> tuple:

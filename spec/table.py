@@ -124,14 +124,14 @@ class ExpectationTable:
             return EMFILE
         self._seq += 1
         entry = Entry(tuple, klass, flags, master, now + policy.timeout, self._seq, Runtime(EXPECTATION))
-        entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert")
+        entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert", trace)
         self._entries.append(entry)
         trace.fire(rules.EXPECT_INSERT)
         self.journal.append(TableEvent("new", entry.value(), rules.EXPECT_INSERT.id))
         if klass == ExpectClass.SIGNALLING:
-            master.registrar.fire("register")
+            master.registrar.fire("register", trace)
         else:
-            master.media.fire("expect")
+            master.media.fire("expect", trace)
         return 0
 
     def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, trace: Trace) -> None:
@@ -165,8 +165,8 @@ class ExpectationTable:
                 continue
             entry.expires = now + expires
             entry.flags &= ~ExpectFlag.INACTIVE
-            entry.lifecycle.fire("activate")
-            master.registrar.fire("refresh")
+            entry.lifecycle.fire("activate", trace)
+            master.registrar.fire("refresh", trace)
             trace.fire(rules.REG_RESPONSE_REFRESH)
             return True
         return False
@@ -181,7 +181,7 @@ class ExpectationTable:
             if entry.tuple.family == src.version and entry.tuple.matches(src, sport, dst, dport, proto):
                 trace.fire(rules.EXPECT_MATCH)
                 if entry.flags & ExpectFlag.PERMANENT:
-                    entry.lifecycle.fire("match_permanent")
+                    entry.lifecycle.fire("match_permanent", trace)
                 else:
                     self._remove(entry, "match", rules.EXPECT_MATCH, trace)
                 return entry
@@ -193,16 +193,16 @@ class ExpectationTable:
             self._remove(entry, "unlink", rule, trace)
 
     def _remove(self, entry: Entry, event: str, rule: rules.Rule, trace: Trace, *, fire: bool = True) -> None:
-        entry.lifecycle.fire(event)
+        entry.lifecycle.fire(event, trace)
         self._entries.remove(entry)
         if fire:
             trace.fire(rule)
         self.journal.append(TableEvent("destroy", entry.value(), rule.id))
         master = entry.master
         if entry.klass == ExpectClass.SIGNALLING:
-            master.registrar.fire("deregister")
+            master.registrar.fire("deregister", trace)
         elif not any(e.klass != ExpectClass.SIGNALLING for e in self.of_master(master)):
-            master.media.fire("drain")
+            master.media.fire("drain", trace)
 
 
 def _sort_key(e: Expectation) -> tuple:

@@ -16,6 +16,7 @@ class Firing:
 @dataclass(slots=True)
 class Trace:
     firings: list[Firing] = field(default_factory=list)
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (machine, from state, event)
 
     def fire(self, rule: Rule, detail: str | None = None) -> None:
         self.firings.append(Firing(rule, detail))

@@ -165,6 +165,7 @@ _EXPECTATION = re.compile(
 class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.templates = True
 
     def fail(self, node: yaml.Node | None, message: str) -> DialogError:
         line = node.start_mark.line + 1 if node is not None else None
@@ -210,7 +211,12 @@ class _Loader:
             raise DialogError(self.source, None, "the file is empty")
         top = self.mapping(root, "dialog")
         self.unknown_keys(top, {"name", "description", "family", "transport", "params", "hosts", "steps",
-                                "kernels", "tags"}, "dialog")
+                                "kernels", "tags", "templates"}, "dialog")
+        if "templates" in top:
+            value = self.scalar(top["templates"], "templates")
+            if value not in ("true", "false"):
+                raise self.fail(top["templates"], "templates must be true or false")
+            self.templates = value == "true"
         for required in ("hosts", "steps"):
             if required not in top:
                 raise self.fail(root, f"dialog: missing {required!r}")
@@ -327,7 +333,7 @@ class _Loader:
         bodies = [k for k in ("message", "messages", "raw") if k in fields]
         if len(bodies) != 1:
             raise self.fail(node, f"{what}: give exactly one of message, messages, raw")
-        render = _Renderer(hosts, family)
+        render = _Renderer(hosts, family, self.templates)
         if bodies[0] == "message":
             payload = render.message(self.scalar(fields["message"], f"{what}.message"), eol)
         elif bodies[0] == "raw":
@@ -419,11 +425,15 @@ class _Renderer:
     address as a SIP URI host (IPv6 in brackets), ``{body_length}`` the length
     of the message body (bytes after the first blank line)."""
 
-    def __init__(self, hosts: dict[str, Address], family: int) -> None:
+    def __init__(self, hosts: dict[str, Address], family: int, enabled: bool = True) -> None:
         self.hosts = hosts
         self.family = family
+        self.enabled = enabled
 
     def substitute(self, text: str, body_length: int | None = None) -> str:
+        if not self.enabled:
+            return text
+
         def replace(match: re.Match[str]) -> str:
             name, uri = match.group(1), match.group(2)
             if name == "body_length" and body_length is not None and not uri:
@@ -474,3 +484,72 @@ def expectation_key(e: Expectation) -> tuple:
     """How an actual expectation compares with an :class:`ExpectedExpectation`."""
     t: ExpectTuple = e.tuple
     return (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))
+
+
+# --- writing ---------------------------------------------------------------------------------------
+def _quote_bytes(data: bytes, indent: str) -> str:
+    """A YAML double-quoted scalar holding exactly ``data`` (as latin-1 text),
+    broken after every line feed so a reader sees the message's lines."""
+    out = ['"']
+    at_line_start = True
+    for byte in data:
+        ch = chr(byte)
+        if at_line_start and ch in " \t":
+            out.append(f"\\x{byte:02x}")  # YAML would strip it from a continuation line
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\n":
+            out.append("\\n\\\n" + indent)
+        elif 0x20 <= byte < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\x{byte:02x}")
+        at_line_start = ch == "\n"
+    out.append('"')
+    return "".join(out)
+
+
+def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
+    """The dialog as a file that :func:`load_dialog` reads back to an equal dialog
+    (payloads are written as ``raw`` bytes)."""
+    proto_names = {v: k for k, v in PROTOS.items()}
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()] if comment else []
+    lines.append(f"name: {_scalar(dialog.name)}")
+    if dialog.description:
+        lines.append(f"description: {_scalar(dialog.description)}")
+    lines.append(f"family: ipv{dialog.family}")
+    lines.append("templates: false  # the payloads are exact bytes")
+    if dialog.params is not None:
+        lines.append("params:")
+        for key, value in dialog.params.as_mapping().items():
+            lines.append(f"  {key}: {value}")
+    if dialog.kernels:
+        lines.append(f"kernels: [{', '.join(_scalar(k) for k in dialog.kernels)}]")
+    lines.append("hosts:")
+    for name, addr in dialog.hosts.items():
+        lines.append(f"  {name}: {_scalar(str(addr))}")
+    lines.append("steps:")
+    for step in dialog.steps:
+        if isinstance(step, Wait):
+            lines.append(f"  - wait: {step.seconds:g}")
+        elif isinstance(step, Connect):
+            lines.append(f"  - connect: {step.src} -> {step.dst}")
+        else:
+            lines.append(f"  - send: {step.src} -> {step.dst}")
+            lines.append(f"    transport: {proto_names[step.proto]}")
+            lines.append(f"    raw: {_quote_bytes(step.payload, '      ')}")
+            if len(step.segments) > 1:
+                offsets, total = [], 0
+                for segment in step.segments[:-1]:
+                    total += len(segment)
+                    offsets.append(str(total))
+                lines.append(f"    split_at: [{', '.join(offsets)}]")
+    return "\n".join(lines) + "\n"
+
+
+def _scalar(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -365,7 +365,8 @@ def process_sip_response(ctx: PacketContext) -> Verdict:
     msg, trace = ctx.msg, ctx.trace
     trace.fire(rules.RESPONSE)
     if msg.datalen < STATUS_LINE_MIN:
-        trace.fire(rules.RESPONSE_SHORT)
+        # Unreachable: sip_help_udp() refuses such payloads first, and every
+        # message sip_help_tcp() frames holds a Content-Length header.
         return None
     code_at = msg.start + len(b"SIP/2.0 ")
     code, _ = msg.parse_uint(code_at, msg.limit - code_at)

@@ -19,15 +19,28 @@ class Rule:
     summary: str
     drop: bool = False  # the rule drops the packet
     log: str | None = None  # the nf_ct_helper_log() text the kernel prints when it drops
+    # Module parameters without which the rule cannot fire ((name, value), ...).
+    needs_params: tuple[tuple[str, object], ...] = ()
+    # Why a conformance run may not reach the rule (time, table size); None if it can.
+    needs: str | None = None
+    # Kernel profiles on which the rule can fire at all (empty: all).
+    only_profiles: tuple[str, ...] = ()
+
+    def reachable_with(self, params: object, profile: str | None = None) -> bool:
+        if profile is not None and self.only_profiles and profile not in self.only_profiles:
+            return False
+        return all(getattr(params, name) == value for name, value in self.needs_params)
 
 
 RULES: dict[str, Rule] = {}
 
 
-def _rule(id: str, function: str, summary: str, *, drop: bool = False, log: str | None = None) -> Rule:
+def _rule(id: str, function: str, summary: str, *, drop: bool = False, log: str | None = None,
+          needs_params: tuple[tuple[str, object], ...] = (), needs: str | None = None,
+          only_profiles: tuple[str, ...] = ()) -> Rule:
     if id in RULES:
         raise ValueError(f"duplicate rule id {id}")
-    rule = Rule(id, function, summary, drop, log)
+    rule = Rule(id, function, summary, drop, log, needs_params, needs, only_profiles)
     RULES[id] = rule
     return rule
 
@@ -35,8 +48,6 @@ def _rule(id: str, function: str, summary: str, *, drop: bool = False, log: str 
 # --- entry points: sip_help_udp() / sip_help_tcp() -------------------------------
 NO_PAYLOAD = _rule("helper.no-payload", "sip_help_udp/sip_help_tcp",
                    "A packet without payload is accepted untouched and does not refresh the master.")
-TCP_NOT_ESTABLISHED = _rule("helper.tcp-not-established", "sip_help_tcp",
-                            "TCP payload on a connection that is not ESTABLISHED is accepted unprocessed.")
 REFRESH_MASTER = _rule("helper.refresh-master", "sip_help_udp/sip_help_tcp -> nf_ct_refresh",
                        "Every packet with payload sets the master's timeout to sip_timeout.")
 UNCONFIRMED_DROP = _rule("helper.drop-unconfirmed", "nf_conntrack_core.c: nf_conntrack_free via nf_ct_destroy",
@@ -71,8 +82,6 @@ REQUEST_NO_CSEQ = _rule("request.no-cseq", "process_sip_request",
 REQUEST_BAD_CSEQ = _rule("request.bad-cseq", "process_sip_request",
                          "A handled request whose CSeq number cannot be read is dropped.", drop=True,
                          log="cannot get cseq")
-RESPONSE_SHORT = _rule("response.short", "process_sip_response",
-                       "A response shorter than \"SIP/2.0 200\" is accepted untouched.")
 RESPONSE_NO_CODE = _rule("response.no-code", "process_sip_response",
                          "A status code that reads as 0 (or no digits) drops the response.", drop=True,
                          log="cannot get code")
@@ -106,7 +115,8 @@ MEDIA_NOT_DIRECT = _rule("media.direct-media-mismatch", "set_expected_rtp_rtcp",
                          "sip_direct_media: a media address other than the sender's creates no expectation.")
 MEDIA_EXTERNAL_SAME_IF = _rule("media.external-same-interface", "set_expected_rtp_rtcp",
                                "sip_external_media: media reachable through the packet's own output interface "
-                               "creates no expectation.")
+                               "creates no expectation.",
+                               needs_params=(("sip_direct_media", False), ("sip_external_media", True)))
 MEDIA_OTHER_MASTER = _rule("media.other-master", "set_expected_rtp_rtcp -> __nf_ct_expect_find",
                            "Another master already expects this media tuple (same class and helper): nothing is added.")
 MEDIA_EXPECT = _rule("media.expect", "set_expected_rtp_rtcp",
@@ -115,7 +125,9 @@ MEDIA_ALREADY = _rule("media.already", "set_expected_rtp_rtcp -> nf_ct_expect_re
                       "-EALREADY (same tuple expected by another master or class) counts as success.")
 MEDIA_FAILED = _rule("media.failed", "set_expected_rtp_rtcp",
                      "The expectation could not be added (-EBUSY clash or -EMFILE table full): the packet is dropped.",
-                     drop=True, log="cannot add expectation for voice")
+                     drop=True, log="cannot add expectation for voice",
+                     needs="a clash needs masks that differ (sip_direct_signalling=0 or sip_direct_media=0) "
+                           "or a full table")
 
 # --- INVITE / UPDATE / PRACK / ACK / BYE --------------------------------------------
 INVITE_FLUSH = _rule("invite.flush-media", "process_invite_request",
@@ -138,8 +150,10 @@ REGISTER_EXPECTED_MASTER = _rule("register.expected-master", "process_register_r
 REGISTER_NO_CONTACT = _rule("register.no-contact", "process_register_request",
                             "A REGISTER without a Contact URI is accepted untouched (register_cseq unchanged).")
 REGISTER_BAD_CONTACT = _rule("register.bad-contact", "process_register_request",
-                             "An unparsable Contact address or port drops the REGISTER.", drop=True,
-                             log="cannot parse contact")
+                             "An unparsable Contact address or port drops the REGISTER. Only on kernels "
+                             "without sip_parse_port(): hardened epaddr_len() already refuses such a URI, so "
+                             "the Contact counts as absent.", drop=True, log="cannot parse contact",
+                             only_profiles=("6.1.170",))
 REGISTER_THIRD_PARTY = _rule("register.third-party", "process_register_request",
                              "A Contact address other than the sender's is not supported: accepted untouched.")
 REGISTER_TRANSPORT = _rule("register.transport-mismatch", "process_register_request -> ct_sip_parse_transport",
@@ -161,7 +175,9 @@ REG_RESPONSE_PROVISIONAL = _rule("register-response.provisional", "process_regis
 REG_RESPONSE_ERROR = _rule("register-response.error-flush", "process_register_response",
                            "A non-2xx final response removes the first signalling expectation.")
 REG_RESPONSE_BAD_CONTACT = _rule("register-response.bad-contact", "process_register_response",
-                                 "An unparsable Contact in a 2xx drops it.", drop=True, log="cannot parse contact")
+                                 "An unparsable Contact in a 2xx drops it (kernels without sip_parse_port() only, "
+                                 "as for the REGISTER).", drop=True, log="cannot parse contact",
+                                 only_profiles=("6.1.170",))
 REG_RESPONSE_BAD_EXPIRES = _rule("register-response.bad-expires", "process_register_response",
                                  "A Contact expires= without a number drops the 2xx.", drop=True,
                                  log="cannot parse expires")
@@ -186,13 +202,15 @@ EXPECT_CLASH = _rule("expect.clash", "nf_conntrack_expect.c: __nf_ct_expect_chec
 EXPECT_EVICT = _rule("expect.evict-oldest", "nf_conntrack_expect.c: evict_oldest_expect",
                      "The master's class is at its policy maximum: its oldest expectation of that class goes.")
 EXPECT_TABLE_FULL = _rule("expect.table-full", "nf_conntrack_expect.c: __nf_ct_expect_check",
-                          "The namespace holds nf_ct_expect_max expectations: -EMFILE.")
+                          "The namespace holds nf_ct_expect_max expectations: -EMFILE.",
+                          needs="nf_conntrack_expect_max (4096) expectations in one namespace")
 EXPECT_INSERT = _rule("expect.insert", "nf_conntrack_expect.c: nf_ct_expect_insert",
                       "Inserted with the class policy's timeout (180 s).")
 EXPECT_EXPIRE = _rule("expect.expire", "nf_conntrack_expect.c: nf_ct_exp_is_expired",
-                      "An expectation past its timeout is gone.")
+                      "An expectation past its timeout is gone.", needs="a wait of 180 s")
 EXPECT_MATCH = _rule("expect.match", "nf_conntrack_expect.c: nf_ct_find_expectation",
                      "A new connection matching an active expectation is RELATED; a non-permanent expectation "
                      "is used up, a PERMANENT one stays. INACTIVE ones never match.")
 MASTER_TIMEOUT = _rule("master.timeout", "nf_conntrack_core.c: nf_ct_remove_expectations",
-                       "A master idle for sip_timeout is destroyed with all its expectations.")
+                       "A master idle for sip_timeout is destroyed with all its expectations.",
+                       needs="a wait of sip_timeout (3600 s)")

@@ -1,0 +1,1 @@
+"""The conformance suite: generated and curated dialogs through spec and kernel."""

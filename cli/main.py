@@ -85,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rules)
 
     try:
+        from sipct.conformance.cli import add_conformance_parser
         from sipct.harness.cli import add_run_parser
     except ImportError:  # the harness part is optional for spec-only installs
         pass
     else:
         add_run_parser(sub)
+        add_conformance_parser(sub)
     return parser
 
 

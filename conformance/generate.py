@@ -444,8 +444,6 @@ def dialogs(draw) -> Dialog:
             client, srv = srv, client  # the callee sends the request
         exchange = draw(st.sampled_from(EXCHANGES))
         draw(exchange(ctx, client, srv))
-        if draw(st.integers(0, 9)) == 0:
-            ctx.steps.append(Wait(0, draw(st.sampled_from([0.5, 1.0]))))
     steps = ctx.steps
     if proto == IPPROTO_TCP:
         steps = draw(segmentation(steps))

@@ -94,6 +94,9 @@ def _compare_step(dialog: Dialog, p: StepPrediction, o: StepObservation, spec_ex
             yield Divergence("payload", f"{len(step.payload)} bytes as sent",
                              f"{len(o.data or b'')} bytes, altered")
 
+    if o.late:
+        yield Divergence("timing", "-", f"{o.late} datagram(s) judged dropped arrived later: the drop timeout "
+                                        f"is too short for this machine's load (the verdict above is unreliable)")
     spec_table = {identity(e): e for e in p.expectations}
     kernel_table = {identity(e): e for e in o.expectations}
     missing = [spec_table[k] for k in spec_table if k not in kernel_table]

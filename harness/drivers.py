@@ -326,12 +326,15 @@ def _drain_stream(sock: socket.socket, into: bytearray | None = None) -> None:
             into += chunk
 
 
-def _drain_datagrams(sock: socket.socket) -> None:
+def _drain_datagrams(sock: socket.socket) -> int:
+    """Read and discard what is queued; return how many datagrams that was."""
+    count = 0
     while True:
         try:
             sock.recv(_RECV_MAX)
         except BlockingIOError:
-            return
+            return count
+        count += 1
 
 
 def _tcp_state(sock: socket.socket) -> int:
@@ -372,6 +375,9 @@ class SocketDriver:
         self._address_of = address_of
         self.default_timeout = default_timeout
         self._udp: dict[tuple[str, int, int], socket.socket] = {}
+        # Datagrams that arrived after udp_send() had given up on them: a
+        # "dropped" verdict that was only a slow delivery.
+        self.stragglers = 0
         self._listeners: dict[tuple[str, int, int], socket.socket] = {}
         self._connections: list[TcpConnection] = []
 
@@ -435,7 +441,7 @@ class SocketDriver:
         timeout = self.default_timeout if timeout is None else timeout
         tx = self.udp_socket(src, family, sport)
         rx = self.udp_socket(dst, family, dport)
-        _drain_datagrams(rx)
+        self.stragglers += _drain_datagrams(rx)
         deadline = time.monotonic() + timeout
         target = self._endpoint(dst, family, dport)
         while True:
@@ -537,8 +543,13 @@ class SocketDriver:
         """Close every TCP connection and drop datagrams nobody read."""
         for conn in list(self._connections):
             conn.close()
+        self.sweep_stragglers()
+
+    def sweep_stragglers(self) -> int:
+        """Drain every UDP socket now; count what was there in ``stragglers``."""
         for sock in self._udp.values():
-            _drain_datagrams(sock)
+            self.stragglers += _drain_datagrams(sock)
+        return self.stragglers
 
     def close(self) -> None:
         """Close every socket (each pins its namespace alive)."""

@@ -427,6 +427,11 @@ class Lab:
         self._check_open()
         return self._driver.tcp_connect(client, cport, server, sport, family, timeout=timeout)
 
+    def sweep_stragglers(self) -> int:
+        """How many datagrams so far arrived after their delivery check gave up
+        (after draining every host socket now)."""
+        return self._driver.sweep_stragglers()
+
     def reset(self) -> None:
         """Make the lab as good as new for the next dialog.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sipct.harness.diff import Comparison
@@ -56,8 +57,9 @@ def print_comparison(c: Comparison, console: Console) -> None:
             run_start = None
         rules = " ".join(dict.fromkeys(f.rule.id for f in s.prediction.firings))
         for i, v in enumerate(s.divergences):
-            table.add_row(str(s.index) if i == 0 else "", describe_step(d, s.prediction.step) if i == 0 else "",
-                          v.aspect, v.spec, v.kernel, rules if i == 0 else "")
+            table.add_row(str(s.index) if i == 0 else "",
+                          escape(describe_step(d, s.prediction.step)) if i == 0 else "",
+                          v.aspect, escape(v.spec), escape(v.kernel), rules if i == 0 else "")
     if run_start is not None:
         table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
     console.print(table)

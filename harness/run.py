@@ -38,6 +38,7 @@ class StepObservation:
     data: bytes | None  # what the receiver got (None when nothing arrived)
     expectations: tuple[Expectation, ...]
     events: tuple[KernelEvent, ...]
+    late: int = 0  # datagrams judged dropped that arrived after all, seen during this step
 
 
 @dataclass
@@ -98,6 +99,7 @@ class DialogRunner:
             listener.drain_events()
             started = time.monotonic()
             now = 0.0
+            stragglers = lab.sweep_stragglers()
             for index, step in enumerate(dialog.steps):
                 delivered: bool | None = None
                 data: bytes | None = None
@@ -118,7 +120,8 @@ class DialogRunner:
                 elapsed = time.monotonic() - started
                 table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=_key))
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
-                result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events))
+                late, stragglers = lab.sweep_stragglers() - stragglers, lab.sweep_stragglers()
+                result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late))
         finally:
             ctexp.close()
             listener.close()

@@ -39,7 +39,7 @@ from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, Expect
                           ExpectTuple)
 from .params import ModuleParams, ParameterError
 from .profiles import PROFILES
-from .topology import network_of
+from .topology import network_of, router_address
 
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAMILIES = {"ipv4": 4, "ipv6": 6}
@@ -270,6 +270,12 @@ class _Loader:
             if addr.version != family:
                 raise self.fail(value, f"hosts.{name}: {addr} is not an IPv{family} address (family is "
                                        f"ipv{family})")
+            net = network_of(addr)
+            if addr == router_address(net):
+                raise self.fail(value, f"hosts.{name}: {addr} is the lab router's address in {net}; "
+                                       f"use another host address")
+            if addr.version == 4 and addr in (net.network_address, net.broadcast_address):
+                raise self.fail(value, f"hosts.{name}: {addr} is not a host address of {net}")
             if addr in hosts.values():
                 raise self.fail(value, f"hosts.{name}: {addr} is already used by another host")
             hosts[name] = addr

@@ -100,6 +100,10 @@ def set_expected_rtp_rtcp(ctx: PacketContext, daddr: Address, port: int, klass: 
             return None
         if errp == 0:
             table.unexpect(master, rtp, klass, trace)
+    # set_expected_rtp_rtcp() returns NF_DROP and process_sdp() logs "cannot add
+    # expectation for voice": the rule decides the verdict, so it fires like
+    # every other dropping rule (it was returned without being traced).
+    trace.fire(rules.MEDIA_FAILED)
     return rules.MEDIA_FAILED
 
 

@@ -62,6 +62,9 @@ class Conntrack:
     master: Master | None = None  # helper data, when the SIP helper is attached
     seen_reply: bool = False
     expected_from: Expectation | None = None
+    stalled: set[bool] = field(default_factory=set)  # directions (reply?) whose TCP stream is stuck
+    # ct->proto.udp.stream_ts (nf_conntrack_udp_packet): 2 s after the first packet.
+    udp_stream_ts: float = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +143,24 @@ class SipHelper:
             reply = False
         else:
             ct, reply = found
-            if reply:
-                ct.seen_reply = True
         self._l4_refresh(ct, pkt, now, syn)
+        if reply:
+            # nf_conntrack_in() sets IPS_SEEN_REPLY only after the L4 tracker has
+            # run (nf_conntrack_core.c: "if (set_reply && !test_and_set_bit(
+            # IPS_SEEN_REPLY_BIT, ...))" follows nf_conntrack_handle_packet()):
+            # the first reply still gets the unreplied timeout.
+            ct.seen_reply = True
 
         verdict: Verdict = None
-        if ct.master is not None and pkt.payload:
+        if reply in ct.stalled and pkt.payload:
+            # The receiver still waits for the dropped bytes: TCP queues these
+            # behind them, and the retransmissions keep being dropped.
+            trace.fire(rules.TCP_STALLED)
+            verdict = rules.TCP_STALLED
+        elif ct.master is not None and pkt.payload:
             verdict = self._help(ct.master, reply, pkt, now, trace)
+            if verdict is not None and pkt.proto == IPPROTO_TCP:
+                ct.stalled.add(reply)
         elif ct.master is not None:
             trace.fire(rules.NO_PAYLOAD)
         if verdict is not None and new:
@@ -168,7 +182,7 @@ class SipHelper:
         """init_conntrack(): match an expectation, then the nft ``ct helper set``
         rule attaches the helper if the conntrack has none yet."""
         original = pkt.tuple
-        ct = Conntrack(original, now)
+        ct = Conntrack(original, now, udp_stream_ts=now + 2)
         entry = self.table.match(pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, trace)
         helper = False
         if entry is not None:
@@ -185,9 +199,17 @@ class SipHelper:
 
     def _l4_refresh(self, ct: Conntrack, pkt: Packet, now: float, syn: bool) -> None:
         if pkt.proto == IPPROTO_TCP:
-            ct.timeout_at = now + (TCP_TIMEOUT_SYN_SENT if syn else TCP_TIMEOUT_ESTABLISHED)
+            # tcp_connect() stands for the whole three-way handshake: its final
+            # ACK moves the conntrack SYN_RECV -> ESTABLISHED, whose timeout is
+            # tcp_timeouts[TCP_CONNTRACK_ESTABLISHED] (5 days), not SYN_SENT's 2
+            # minutes (nf_conntrack_proto_tcp.c: nf_conntrack_tcp_packet()).
+            ct.timeout_at = now + TCP_TIMEOUT_ESTABLISHED
         else:
-            ct.timeout_at = now + (UDP_TIMEOUT_REPLIED if ct.seen_reply else UDP_TIMEOUT_UNREPLIED)
+            # nf_conntrack_udp_packet(): UDP_CT_REPLIED only once IPS_SEEN_REPLY is
+            # set and the flow is still active 2 s after its first packet
+            # (time_after(jiffies, ct->proto.udp.stream_ts)).
+            stream = ct.seen_reply and now > ct.udp_stream_ts
+            ct.timeout_at = now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED)
 
     def _destroy(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
         self._conntracks.pop(ct.original, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .dialog import Connect, Dialog, Send, Wait
@@ -89,7 +90,7 @@ def print_prediction(prediction: Prediction, console: Console, *, verbose: bool 
             verdict = f"[red]drop[/red]\n{drop.id}"
         elif verdict == "accept":
             verdict = "[green]accept[/green]"
-        rows = "\n".join(f"{d.symbolic(e)}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
+        rows = "\n".join(f"{escape(d.symbolic(e))}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
         step_text = describe_step(d, s.step)
         if verbose and s.firings:
             step_text += "\n[dim]" + " ".join(f.rule.id for f in s.firings) + "[/dim]"
@@ -99,5 +100,5 @@ def print_prediction(prediction: Prediction, console: Console, *, verbose: bool 
     console.print(table)
     for s in prediction.steps:
         for failure in s.failures:
-            console.print(f"[red]✗[/red] step {s.index} (line {s.step.line}): {failure}", highlight=False,
-                          soft_wrap=True)
+            console.print(f"[red]✗[/red] step {s.index} (line {s.step.line}): {escape(failure)}",
+                          highlight=False, soft_wrap=True)

@@ -53,6 +53,9 @@ REFRESH_MASTER = _rule("helper.refresh-master", "sip_help_udp/sip_help_tcp -> nf
 UNCONFIRMED_DROP = _rule("helper.drop-unconfirmed", "nf_conntrack_core.c: nf_conntrack_free via nf_ct_destroy",
                          "When the first packet of a connection is dropped, its unconfirmed conntrack and every "
                          "expectation it created go with it.")
+TCP_STALLED = _rule("helper.tcp-stalled", "sip_help_tcp (with TCP retransmission)",
+                    "Once the helper dropped a TCP segment, TCP retransmits it and the helper drops it again: "
+                    "nothing sent later in that direction arrives or is processed.", drop=True)
 SHORT_PAYLOAD = _rule("helper.short", "sip_help_udp/sip_help_tcp",
                       "A payload shorter than \"SIP/2.0 200\" (11 bytes) is accepted unprocessed.")
 TCP_NO_CONTENT_LENGTH = _rule("tcp.no-content-length", "sip_help_tcp",

@@ -1,0 +1,124 @@
+"""The conformance report: terminal table, JSON, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sipct.conformance.suite import Stats
+from sipct.spec.params import ModuleParams
+
+JSON_FORMAT = "sipct.conformance/1"
+
+
+def stats_json(stats: Stats) -> dict[str, Any]:
+    params = ModuleParams.from_mapping(stats.params)
+    by_rule = stats.divergences_by_rule()
+    return {
+        "format": JSON_FORMAT,
+        "kernel": stats.kernel,
+        "profile": stats.profile,
+        "params": stats.params,
+        "seed": stats.seed,
+        "examples": stats.examples,
+        "ok": stats.ok,
+        "dialogs": dict(stats.dialogs),
+        "agreeing": dict(stats.agreeing),
+        "steps": stats.steps,
+        "messages": stats.messages,
+        "elapsed": round(stats.elapsed, 2),
+        "divergences": {
+            "unregistered": len(stats.unregistered),
+            "registered": len(stats.findings) - len(stats.unregistered),
+            "by_rule": {k: dict(v) for k, v in by_rule.items()},
+            "findings": [f.__dict__ for f in stats.findings],
+        },
+        "stale_registry_entries": stats.stale_entries,
+        "not_runnable": stats.not_runnable,
+        "minimal_dialog": str(stats.minimal_dialog) if stats.minimal_dialog else None,
+        "coverage": stats.coverage(params),
+    }
+
+
+def write_json(stats: Stats, path: Path) -> None:
+    path.write_text(json.dumps(stats_json(stats), indent=2, default=str) + "\n")
+
+
+def write_junit(stats: Stats, path: Path) -> None:
+    suite = ET.Element("testsuite", name="sipct-conformance", time=f"{stats.elapsed:.2f}")
+    cases = 0
+    failures = 0
+    by_dialog: dict[tuple[str, str], list] = {}
+    for f in stats.findings:
+        by_dialog.setdefault((f.kind, f.dialog), []).append(f)
+    for kind, count in stats.dialogs.items():
+        case = ET.SubElement(suite, "testcase", classname=f"conformance.{kind}",
+                             name=f"{count} {kind} dialogs on {stats.kernel}")
+        cases += 1
+        bad = [f for (k, _), fs in by_dialog.items() if k == kind for f in fs if f.known is None]
+        if bad:
+            failures += 1
+            failure = ET.SubElement(case, "failure", message=f"{len(bad)} unregistered divergences")
+            failure.text = "\n".join(f"{f.dialog} step {f.step} {f.aspect}: spec {f.spec} | kernel {f.kernel}"
+                                     for f in bad)
+    for stale in stats.stale_entries:
+        case = ET.SubElement(suite, "testcase", classname="conformance.registry", name=stale.split(":")[0])
+        ET.SubElement(case, "failure", message=stale)
+        cases += 1
+        failures += 1
+    if stats.minimal_dialog:
+        case = ET.SubElement(suite, "testcase", classname="conformance.generated", name="minimal divergence")
+        ET.SubElement(case, "failure", message=f"minimal dialog written to {stats.minimal_dialog}")
+        cases += 1
+        failures += 1
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
+
+
+def print_report(stats: Stats, console: Console) -> None:
+    params = ModuleParams.from_mapping(stats.params)
+    cov = stats.coverage(params)
+    table = Table(title=f"sipct conformance - kernel {stats.kernel}, profile {stats.profile}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    total = sum(stats.dialogs.values())
+    agreeing = sum(stats.agreeing.values())
+    table.add_row("dialogs", ", ".join(f"{n} {k}" for k, n in stats.dialogs.items()) + f" ({total} in all)")
+    table.add_row("messages", f"{stats.messages} in {stats.steps} steps")
+    table.add_row("agreement", f"{agreeing}/{total} dialogs agree completely" if total else "-")
+    by_rule = stats.divergences_by_rule()
+    for kind in ("unregistered", "registered"):
+        counts = by_rule[kind]
+        n = sum(1 for f in stats.findings if (f.known is None) == (kind == "unregistered"))
+        text = f"{n}" + (": " + ", ".join(f"{r} {c}" for r, c in counts.most_common(6)) if counts else "")
+        table.add_row(f"{kind} divergences", text)
+    table.add_row("rules exercised", f"{len(cov['rules_exercised'])} of {len(cov['rules_exercised']) + len(cov['rules_never'])}"
+                  f" reachable; never: {', '.join(cov['rules_never']) or 'none'}")
+    if cov["rules_excluded"]:
+        table.add_row("rules out of reach", "; ".join(f"{r} ({why})" for r, why in cov["rules_excluded"].items()))
+    table.add_row("transitions", f"{cov['transitions_total'] - len(cov['transitions_never'])} of "
+                  f"{cov['transitions_total']}; never: {', '.join(cov['transitions_never']) or 'none'}")
+    if stats.seed is not None:
+        table.add_row("generation", f"{stats.examples} examples, seed {stats.seed}")
+    table.add_row("time", f"{stats.elapsed:.1f} s")
+    console.print(table)
+    for f in stats.unregistered[:20]:
+        console.print(f"[red]✗[/red] {escape(f.dialog)} ({escape(f.source)}) step {f.step} line {f.line} "
+                      f"{f.aspect}: spec {escape(f.spec)} | kernel {escape(f.kernel)}", highlight=False,
+                      soft_wrap=True)
+    for stale in stats.stale_entries:
+        console.print(f"[red]✗ stale registry entry[/red] {escape(stale)}", highlight=False, soft_wrap=True)
+    for item in stats.not_runnable:
+        console.print(f"[yellow]not runnable on this kernel:[/yellow] {escape(item)}", highlight=False,
+                      soft_wrap=True)
+    if stats.minimal_dialog:
+        console.print(f"[red]minimal divergent dialog:[/red] {stats.minimal_dialog}  "
+                      f"(reproduce: sipct run {stats.minimal_dialog})", highlight=False, soft_wrap=True)
+    console.print("[green]conformance: OK[/green]" if stats.ok else "[red]conformance: FAILED[/red]")

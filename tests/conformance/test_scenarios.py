@@ -1,0 +1,102 @@
+"""The curated conformance scenarios (conformance/scenarios/): each one loads,
+is written the way the suite expects, and its ``expect:`` assertions - derived
+from the kernel source - hold in the spec.
+
+Pure: no root, no network, no kernel. Running the scenarios through a real
+kernel belongs to the conformance suite (``sipct run`` / ``sipct conformance``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sipct.spec.dialog import Send, Wait, load_dialog
+from sipct.spec.predict import predict
+from sipct.spec.profiles import PROFILES
+from sipct.spec.topology import network_of, router_address
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
+GROUPS = ("rfc3665", "seed")
+FILES = sorted(SCENARIOS.glob("**/*.yaml"))
+
+DOCUMENTATION = [ipaddress.ip_network(n) for n in
+                 ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
+MAX_WAIT = 3.0  # seconds: a kernel run waits in real time
+
+# A kernel function named in a description: process_sdp(), sip_help_tcp, ...
+KERNEL_FUNCTION = re.compile(
+    r"\b(?:process_\w+|sip_help_(?:udp|tcp)|set_expected_rtp_rtcp|flush_expectations|"
+    r"refresh_signalling_expectation|ct_sip_\w+|ct_sdp_\w+|sdp_\w+|sip_parse_\w+|epaddr_len|"
+    r"skp_epaddr_len|nf_ct_expect_\w+|__nf_ct_expect_\w+|evict_oldest_expect|expect_clash)\b")
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(SCENARIOS))
+
+
+def _raw(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def test_every_group_has_scenarios():
+    for group in GROUPS:
+        assert sorted((SCENARIOS / group).glob("*.yaml")), f"no scenarios in {group}/"
+
+
+def test_scenario_names_are_unique():
+    names = [_raw(p)["name"] for p in FILES]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+@pytest.mark.parametrize("path", FILES, ids=_id)
+def test_scenario_expectations_hold_in_the_spec(path: Path):
+    dialog = load_dialog(path)
+    prediction = predict(dialog)
+    failures = [f"step {i} (line {dialog.steps[i].line}): {text}" for i, text in prediction.failures]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("path", FILES, ids=_id)
+def test_scenario_expectations_hold_for_every_profile(path: Path):
+    """The scenarios stay on behaviour every modelled kernel shares, unless
+    they name the kernels they are for."""
+    dialog = load_dialog(path)
+    for name in dialog.kernels or tuple(PROFILES):
+        prediction = predict(dialog, PROFILES[name])
+        assert not prediction.failures, (name, prediction.failures)
+
+
+@pytest.mark.parametrize("path", FILES, ids=_id)
+def test_scenario_is_curated(path: Path):
+    raw = _raw(path)
+    dialog = load_dialog(path)
+    assert path.parent.name in GROUPS, f"{path.parent.name}/ is not a scenario group"
+    assert raw.get("name"), "a scenario names itself"
+    assert dialog.name.startswith(f"{path.parent.name}-"), "the name starts with the group"
+    assert len(dialog.description) > 80, "a scenario says what it shows"
+    assert KERNEL_FUNCTION.search(dialog.description), "the description names the kernel functions it exercises"
+
+    sends = [s for s in dialog.steps if isinstance(s, Send)]
+    assert sends, "a scenario sends something"
+    assert any(s.expect is not None for s in sends), "a scenario asserts something"
+    assert any(s.expect is not None and (s.expect.expectations is not None or s.expect.rules)
+               for s in sends), "a scenario asserts expectations or rules, not only verdicts"
+    for step in dialog.steps:
+        if isinstance(step, Wait):
+            assert step.seconds <= MAX_WAIT, f"line {step.line}: wait {step.seconds}s is too long for a kernel run"
+
+    for name, addr in dialog.hosts.items():
+        assert any(addr in net for net in DOCUMENTATION), f"{name}: {addr} is not a documentation address"
+        assert addr != router_address(network_of(addr)), f"{name}: {addr} is the lab router's address"
+
+
+@pytest.mark.parametrize("path", sorted((SCENARIOS / "seed").glob("*.yaml")), ids=_id)
+def test_seed_scenarios_state_the_address_mapping_and_missing_nat(path: Path):
+    description = load_dialog(path).description
+    assert "Address mapping" in description
+    assert "NAT" in description

@@ -3,6 +3,7 @@ expectations look in the spec's terms."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sipct.spec.profiles import KernelProfile, profile_for_kernel
 
 PARAMS_DIR = Path("/sys/module/nf_conntrack_sip/parameters")
 EXPECT_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_expect_max")
+PROC_VERSION = Path("/proc/version")
 # Parameters that only the module load sets; `ports` is not among them: the
 # lab attaches the helper to the dialog's ports itself (see docs/decisions).
 LOAD_TIME_PARAMS = ("sip_timeout", "sip_direct_signalling", "sip_direct_media", "sip_external_media")
@@ -48,7 +50,7 @@ class RunningKernel:
             values["expect_max"] = int(EXPECT_MAX.read_text())
         except (OSError, ValueError):
             pass
-        return cls(release, ModuleParams.from_mapping(values), profile_for_kernel(release))
+        return cls(release, ModuleParams.from_mapping(values), profile_for_kernel(kernel_version(release)))
 
     def conflicts(self, wanted: ModuleParams) -> list[str]:
         """The load-time parameters a dialog wants that this kernel does not have."""
@@ -67,6 +69,21 @@ class RunningKernel:
         values = self.params.as_mapping()
         values["ports"] = list(wanted.ports)
         return ModuleParams.from_mapping(values)
+
+
+def kernel_version(release: str, proc_version: Path = PROC_VERSION) -> str:
+    """The upstream version of the running kernel, for choosing its profile.
+
+    Usually the release itself (6.18.44-fc-v669, 6.12.117+deb12-amd64), but
+    Debian's 6.1 kernels carry an ABI name (6.1.0-56-amd64) whose patch level
+    is not the version: /proc/version has it ("... Debian 6.1.192-2 ...").
+    """
+    try:
+        # after the build number: the compiler's "(Debian 12.2.0-14)" comes before it
+        match = re.search(r"#\d+\b.*\bDebian (\d+\.\d+\.\d+)", proc_version.read_text())
+    except OSError:
+        match = None
+    return match.group(1) if match else release
 
 
 def to_spec(exp: KernelExpectation, now: float) -> Expectation:

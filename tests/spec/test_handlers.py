@@ -812,18 +812,25 @@ def test_packets_without_payload_do_not_refresh_the_master() -> None:
 
 def test_udp_stream_timeout_after_a_reply() -> None:
     # nf_conntrack_udp_packet(): UDP_CT_REPLIED (120 s) once a reply was seen and
-    # the flow is older than 2 s; until then 30 s.
+    # the flow is older than 2 s (time_after(jiffies, ct->proto.udp.stream_ts));
+    # until then UDP_CT_UNREPLIED (30 s).
+    key = Packet(UA, 5060, SRV, 5060, IPPROTO_UDP).tuple
     lab = Lab()
     accepted(lab.send(request("OPTIONS"), at=0))
     lab.reply(b"", at=1)  # the first reply: 30 s (IPS_SEEN_REPLY is set after the tracker ran)
     lab.send(b"", at=1.5)  # reply seen, but within 2 s of the first packet: 30 s
     lab.advance(31.4)
-    assert lab.helper.conntrack(Packet(UA, 5060, SRV, 5060, IPPROTO_UDP).tuple) is not None
-    lab.send(b"", at=31.45)  # now a stream: 120 s
-    lab.advance(151.4)
-    assert lab.helper.conntrack(Packet(UA, 5060, SRV, 5060, IPPROTO_UDP).tuple) is not None
-    lab.advance(151.45)
-    assert lab.helper.conntrack(Packet(UA, 5060, SRV, 5060, IPPROTO_UDP).tuple) is None
+    assert lab.helper.conntrack(key) is not None
+    lab.advance(31.5)
+    assert lab.helper.conntrack(key) is None
+    lab = Lab()
+    accepted(lab.send(request("OPTIONS"), at=0))
+    lab.reply(b"", at=1)
+    lab.send(b"", at=3)  # now a stream: 120 s
+    lab.advance(122.9)
+    assert lab.helper.conntrack(key) is not None
+    lab.advance(123)
+    assert lab.helper.conntrack(key) is None
 
 
 def test_media_connection_uses_up_its_expectation() -> None:

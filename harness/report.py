@@ -63,3 +63,40 @@ def print_comparison(c: Comparison, console: Console) -> None:
     if run_start is not None:
         table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
     console.print(table)
+
+
+def print_run_json(data: dict[str, Any], console: Console) -> None:
+    """Print one ``sipct.run/1`` object -- e.g. what a VM guest's `sipct run
+    --json` wrote -- the way print_comparison prints a Comparison."""
+    name, source = data.get("dialog", "?"), data.get("source", "?")
+    if data.get("runnable") is False:
+        console.print(f"[bold]{name}[/bold] ({source}): [yellow]not runnable[/yellow] - it needs "
+                      f"{', '.join(data.get('needs', []))}", highlight=False)
+        return
+    status = "[green]agree[/green]" if data.get("agree") else "[red]DIVERGE[/red]"
+    console.print(f"[bold]{name}[/bold] ({source}) kernel {data.get('kernel')}, profile {data.get('profile')}: "
+                  f"{status}", highlight=False)
+    steps = data.get("steps", [])
+    if data.get("agree"):
+        console.print(f"  {len(steps)} steps agree", highlight=False)
+        return
+    table = Table(show_lines=True)
+    for column in ("#", "step", "aspect", "spec", "kernel", "spec rules"):
+        table.add_column(column)
+    run_start = None
+    for s in steps:
+        index = s["index"]
+        if s.get("agree"):
+            run_start = index if run_start is None else run_start
+            continue
+        if run_start is not None:
+            table.add_row(f"{run_start}-{index - 1}" if run_start != index - 1 else str(run_start),
+                          "[dim]agree[/dim]", "", "", "", "")
+            run_start = None
+        rules = " ".join(dict.fromkeys(s.get("spec", {}).get("rules", [])))
+        for i, v in enumerate(s.get("divergences", [])):
+            table.add_row(str(index) if i == 0 else "", s.get("step", "") if i == 0 else "",
+                          v["aspect"], v["spec"], v["kernel"], rules if i == 0 else "")
+    if run_start is not None:
+        table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
+    console.print(table)

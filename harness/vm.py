@@ -55,10 +55,11 @@ __all__ = [
     "group_by_module_params",
     "module_params_for",
     "run_in_vm",
+    "timeout_for",
 ]
 
 VNG_TESTED = "1.42"  # the virtme-ng version this runner was written against (pyproject: sipct[vm])
-SETUP_HINT = "scripts/setup-kernels.sh (as root)"
+SETUP_HINT = "scripts/setup-kernels.sh as root"
 MODULE = "nf_conntrack_sip"
 # Loaded after nf_conntrack_sip when the kernel has them; only the helper itself is required.
 GUEST_MODULES = ("nf_nat_sip", "nfnetlink_cthelper", "nfnetlink_queue", "nf_conntrack_netlink", "nft_ct")
@@ -143,15 +144,22 @@ class VmKernel:
         modules are missing."""
         text = os.fspath(image)
         path = Path(text)
-        if not path.exists() and "/" not in text and (Path("/boot") / f"vmlinuz-{text}").exists():
-            path = Path("/boot") / f"vmlinuz-{text}"
-        name = path.name.removeprefix("vmlinuz-") if path.name.startswith("vmlinuz-") else text
+        if not path.exists() and "/" not in text:
+            boot = Path("/boot") / f"vmlinuz-{text.removeprefix('vmlinuz-')}"
+            if boot.exists():
+                path = boot
+            else:
+                release = text.removeprefix("vmlinuz-").removeprefix("linux-image-")
+                raise VmError(f"no kernel image {text} (nor {boot}): install it with "
+                              f"`apt-get install --no-install-recommends linux-image-{release}` "
+                              f"or run {SETUP_HINT}", kernel=text)
+        name = path.name.removeprefix("vmlinuz-")
         if not path.exists():
             raise VmError(
-                f"no kernel image {path}: install it with `apt-get install linux-image-{name}` "
-                f"or run {SETUP_HINT}" if path.name.startswith("vmlinuz-") else
+                f"no kernel image {path}: install it with `apt-get install --no-install-recommends "
+                f"linux-image-{name}` or run {SETUP_HINT}" if path.name.startswith("vmlinuz-") else
                 f"no kernel image {path}: give a vmlinuz path such as /boot/vmlinuz-6.1.0-56-amd64 "
-                f"(installed by {SETUP_HINT})", kernel=name)
+                f"(run {SETUP_HINT} to install the kernels)", kernel=text)
         if not path.is_file():
             raise VmError(f"{path} is not a file (give a vmlinuz image)", kernel=name)
         try:
@@ -530,3 +538,14 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 def _guest_tail(share: Path) -> str:
     err = _read(share / "stderr").strip().splitlines()
     return "guest sipct stderr: " + (" | ".join(err[-10:]) if err else "empty")
+
+
+def timeout_for(dialogs: Iterable[Any]) -> float:
+    """A generous limit for one boot running these dialogs: boot and imports,
+    plus each dialog's own waits and a minute of slow TCG per dialog."""
+    from sipct.spec.dialog import Wait
+
+    total = DEFAULT_BOOT_TIMEOUT + 120.0
+    for dialog in dialogs:
+        total += 60.0 + sum(s.seconds for s in dialog.steps if isinstance(s, Wait))
+    return total

@@ -15,6 +15,9 @@ the helper to a new conntrack whose first packet goes to one of
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import rules
@@ -93,6 +96,8 @@ class SipHelper:
     table: ExpectationTable = field(init=False)
     _conntracks: dict[ConnTuple, tuple[Conntrack, bool]] = field(init=False, default_factory=dict)
     _now: float = field(init=False, default=float("-inf"))
+    _deadlines: list[tuple[float, int, Conntrack]] = field(init=False, default_factory=list)  # a heap
+    _pushes: Iterator[int] = field(init=False, default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self.table = ExpectationTable(self.params.expect_max)
@@ -120,16 +125,24 @@ class SipHelper:
             raise SpecError(f"time went backwards: {now} < {self._now}")
         self._now = now
         self.table.advance(now, trace)
-        for ct in {id(c): c for c, _ in self._conntracks.values()}.values():
-            if ct.timeout_at <= now:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            timeout_at, _, ct = heapq.heappop(self._deadlines)
+            if ct.timeout_at == timeout_at and self._conntracks.get(ct.original, (None,))[0] is ct:
                 self._destroy(ct, rules.MASTER_TIMEOUT, trace)
         return trace
+
+    def _set_timeout(self, ct: Conntrack, timeout_at: float) -> None:
+        ct.timeout_at = timeout_at
+        heapq.heappush(self._deadlines, (timeout_at, next(self._pushes), ct))
 
     # --- packets ---------------------------------------------------------------------
     def tcp_connect(self, client: Address, cport: int, server: Address, sport: int, now: float) -> PacketResult:
         """The three-way handshake: the SYN creates the conntrack (and may match
-        an expectation); no payload, so the helper itself does nothing."""
-        return self.packet(Packet(client, cport, server, sport, IPPROTO_TCP), now, syn=True)
+        an expectation), the SYN-ACK is the reply that makes it ESTABLISHED; no
+        payload, so the helper itself does nothing."""
+        result = self.packet(Packet(client, cport, server, sport, IPPROTO_TCP), now, syn=True)
+        self.packet(Packet(server, sport, client, cport, IPPROTO_TCP), now, syn=True)
+        return result
 
     def packet(self, pkt: Packet, now: float, *, syn: bool = False) -> PacketResult:
         trace = self.advance(now)
@@ -137,8 +150,8 @@ class SipHelper:
         found = self._conntracks.get(pkt.tuple)
         new = found is None
         if found is None:
-            if pkt.proto == IPPROTO_TCP and not syn:
-                raise SpecError(f"TCP data on a connection that was never opened: {pkt.tuple}")
+            # TCP data without a conntrack (it timed out or was flushed while the
+            # connection lived) is picked up mid-stream (nf_conntrack_tcp_loose).
             ct = self._create(pkt, now, trace)
             reply = False
         else:
@@ -157,10 +170,18 @@ class SipHelper:
             # behind them, and the retransmissions keep being dropped.
             trace.fire(rules.TCP_STALLED)
             verdict = rules.TCP_STALLED
+        elif ct.master is not None and pkt.payload and pkt.proto == IPPROTO_TCP and not reply \
+                and not ct.seen_reply:
+            trace.fire(rules.TCP_NOT_ESTABLISHED)
         elif ct.master is not None and pkt.payload:
             verdict = self._help(ct.master, reply, pkt, now, trace)
-            if verdict is not None and pkt.proto == IPPROTO_TCP:
-                ct.stalled.add(reply)
+            if pkt.proto == IPPROTO_TCP:
+                if verdict is not None:
+                    ct.stalled.add(reply)
+                else:
+                    # The peer's ACK follows at once; a pure ACK gets the
+                    # tracker's ESTABLISHED timeout, not sip_timeout.
+                    self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
         elif ct.master is not None:
             trace.fire(rules.NO_PAYLOAD)
         if verdict is not None and new:
@@ -203,13 +224,13 @@ class SipHelper:
             # ACK moves the conntrack SYN_RECV -> ESTABLISHED, whose timeout is
             # tcp_timeouts[TCP_CONNTRACK_ESTABLISHED] (5 days), not SYN_SENT's 2
             # minutes (nf_conntrack_proto_tcp.c: nf_conntrack_tcp_packet()).
-            ct.timeout_at = now + TCP_TIMEOUT_ESTABLISHED
+            self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
         else:
             # nf_conntrack_udp_packet(): UDP_CT_REPLIED only once IPS_SEEN_REPLY is
             # set and the flow is still active 2 s after its first packet
             # (time_after(jiffies, ct->proto.udp.stream_ts)).
             stream = ct.seen_reply and now > ct.udp_stream_ts
-            ct.timeout_at = now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED)
+            self._set_timeout(ct, now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED))
 
     def _destroy(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
         self._conntracks.pop(ct.original, None)
@@ -220,7 +241,7 @@ class SipHelper:
     # --- sip_help_udp() / sip_help_tcp() ------------------------------------------------------
     def _help(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
         master.timeout_at = now + self.params.sip_timeout
-        self._conntracks[master.original][0].timeout_at = master.timeout_at
+        self._set_timeout(self._conntracks[master.original][0], master.timeout_at)
         trace.fire(rules.REFRESH_MASTER)
         buf = pkt.payload
         if len(buf) < len(b"SIP/2.0 200"):

@@ -53,6 +53,10 @@ REFRESH_MASTER = _rule("helper.refresh-master", "sip_help_udp/sip_help_tcp -> nf
 UNCONFIRMED_DROP = _rule("helper.drop-unconfirmed", "nf_conntrack_core.c: nf_conntrack_free via nf_ct_destroy",
                          "When the first packet of a connection is dropped, its unconfirmed conntrack and every "
                          "expectation it created go with it.")
+TCP_NOT_ESTABLISHED = _rule("helper.tcp-not-established", "sip_help_tcp",
+                            "TCP data while the conntrack is not ESTABLISHED (ctinfo IP_CT_NEW: no reply seen yet, "
+                            "e.g. a connection picked up mid-stream after its conntrack died) is accepted "
+                            "unprocessed.")
 TCP_STALLED = _rule("helper.tcp-stalled", "sip_help_tcp (with TCP retransmission)",
                     "Once the helper dropped a TCP segment, TCP retransmits it and the helper drops it again: "
                     "nothing sent later in that direction arrives or is processed.", drop=True)

@@ -14,6 +14,8 @@ can revive an expired entry not yet collected - recorded as a known divergence.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -54,9 +56,17 @@ class TableEvent:
 
 
 class ExpectationTable:
+    """The namespace's expectations, indexed the ways the kernel reaches them:
+    by destination (the expectation hash: nf_ct_expect_dst_hash() hashes the
+    destination part) and by master (help->expectations)."""
+
     def __init__(self, expect_max: int) -> None:
         self.expect_max = expect_max
-        self._entries: list[Entry] = []  # oldest first
+        self._entries: dict[int, Entry] = {}  # by seq, oldest first
+        self._by_dst: dict[tuple, list[Entry]] = {}  # oldest first
+        self._by_master: dict[Master, list[Entry]] = {}  # oldest first
+        self._deadlines: list[tuple[float, int, Entry]] = []  # a heap; stale items are skipped
+        self._pushes = itertools.count()
         self._seq = 0
         self.journal: list[TableEvent] = []
 
@@ -65,32 +75,46 @@ class ExpectationTable:
         return len(self._entries)
 
     def entries(self) -> list[Entry]:
-        return list(self._entries)
+        return list(self._entries.values())
 
     def snapshot(self) -> list[Expectation]:
-        return sorted((e.value() for e in self._entries), key=_sort_key)
+        return sorted((e.value() for e in self._entries.values()), key=_sort_key)
 
     def of_master(self, master: Master) -> Iterator[Entry]:
         """help->expectations: newest first (hlist_add_head in nf_ct_expect_insert)."""
-        for entry in reversed(self._entries):
-            if entry.master is master:
-                yield entry
+        return reversed(list(self._by_master.get(master, ())))
+
+    def _same_dst(self, family: int, proto: int, dst: Address, dport: int) -> Iterator[Entry]:
+        """The hash chain of (family, proto, dst, dport), newest first."""
+        return reversed(list(self._by_dst.get((family, proto, dst, dport), ())))
 
     def find(self, family: int, proto: int, src: Address | None, dst: Address, dport: int) -> Entry | None:
         """__nf_ct_expect_find(): the newest live expectation whose masked tuple
         covers (src or 0.0.0.0, sport 0) -> (dst, dport)."""
-        for entry in reversed(self._entries):
-            t = entry.tuple
-            if t.family == family and t.matches(src, 0, dst, dport, proto):  # type: ignore[arg-type]
+        for entry in self._same_dst(family, proto, dst, dport):
+            if entry.tuple.matches(src, 0, dst, dport, proto):  # type: ignore[arg-type]
                 return entry
         return None
 
     # --- time -----------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        while self._deadlines:
+            expires, _, entry = self._deadlines[0]
+            seq = entry.seq
+            if seq in self._entries and self._entries[seq] is entry and entry.expires == expires:
+                return expires
+            heapq.heappop(self._deadlines)
+        return None
+
     def advance(self, now: float, trace: Trace) -> None:
         """Expire every expectation whose timeout has passed (nf_ct_exp_is_expired:
         ``timeout - now <= 0``)."""
-        for entry in [e for e in self._entries if e.expires <= now]:
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            entry = heapq.heappop(self._deadlines)[2]
             self._remove(entry, "expire", rules.EXPECT_EXPIRE, trace)
+
+    def _schedule(self, entry: Entry) -> None:
+        heapq.heappush(self._deadlines, (entry.expires, next(self._pushes), entry))
 
     # --- changes --------------------------------------------------------------------
     def related(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,
@@ -98,12 +122,8 @@ class ExpectationTable:
         """nf_ct_expect_related_report() → __nf_ct_expect_check() + nf_ct_expect_insert().
 
         Returns 0 or a negative errno, like the kernel."""
-        for entry in reversed(self._entries):
+        for entry in self._same_dst(tuple.family, tuple.proto, tuple.dst, tuple.dport):
             other = entry.tuple
-            same_dst = (other.family, other.proto, other.dst, other.dport) == \
-                (tuple.family, tuple.proto, tuple.dst, tuple.dport)
-            if not same_dst:
-                continue
             master_matches = skip_master or entry.master is master
             if master_matches and other == tuple and other.same_mask(tuple):
                 if entry.klass != klass or entry.master is not master:
@@ -125,7 +145,10 @@ class ExpectationTable:
         self._seq += 1
         entry = Entry(tuple, klass, flags, master, now + policy.timeout, self._seq, Runtime(EXPECTATION))
         entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert", trace)
-        self._entries.append(entry)
+        self._entries[entry.seq] = entry
+        self._by_dst.setdefault(_dst_key(tuple), []).append(entry)
+        self._by_master.setdefault(master, []).append(entry)
+        self._schedule(entry)
         trace.fire(rules.EXPECT_INSERT)
         self.journal.append(TableEvent("new", entry.value(), rules.EXPECT_INSERT.id))
         if klass == ExpectClass.SIGNALLING:
@@ -136,8 +159,8 @@ class ExpectationTable:
 
     def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, trace: Trace) -> None:
         """nf_ct_unexpect_related(): take back an expectation inserted moments ago."""
-        for entry in reversed(self._entries):
-            if entry.master is master and entry.tuple == tuple and entry.klass == klass:
+        for entry in self.of_master(master):
+            if entry.tuple == tuple and entry.klass == klass:
                 self._remove(entry, "unlink", rules.MEDIA_FAILED, trace, fire=False)
                 return
 
@@ -164,6 +187,7 @@ class ExpectationTable:
             if entry.klass != ExpectClass.SIGNALLING or t.dst != addr or t.proto != proto or t.dport != port:
                 continue
             entry.expires = now + expires
+            self._schedule(entry)
             entry.flags &= ~ExpectFlag.INACTIVE
             entry.lifecycle.fire("activate", trace)
             master.registrar.fire("refresh", trace)
@@ -175,10 +199,10 @@ class ExpectationTable:
               trace: Trace) -> Entry | None:
         """nf_ct_find_expectation(): a new connection matches the newest active
         expectation covering it; a non-permanent one is used up."""
-        for entry in reversed(self._entries):
+        for entry in self._same_dst(src.version, proto, dst, dport):
             if entry.flags & ExpectFlag.INACTIVE:
                 continue
-            if entry.tuple.family == src.version and entry.tuple.matches(src, sport, dst, dport, proto):
+            if entry.tuple.matches(src, sport, dst, dport, proto):
                 trace.fire(rules.EXPECT_MATCH)
                 if entry.flags & ExpectFlag.PERMANENT:
                     entry.lifecycle.fire("match_permanent", trace)
@@ -194,7 +218,9 @@ class ExpectationTable:
 
     def _remove(self, entry: Entry, event: str, rule: rules.Rule, trace: Trace, *, fire: bool = True) -> None:
         entry.lifecycle.fire(event, trace)
-        self._entries.remove(entry)
+        del self._entries[entry.seq]
+        _unlist(self._by_dst, _dst_key(entry.tuple), entry)
+        _unlist(self._by_master, entry.master, entry)
         if fire:
             trace.fire(rule)
         self.journal.append(TableEvent("destroy", entry.value(), rule.id))
@@ -203,6 +229,17 @@ class ExpectationTable:
             master.registrar.fire("deregister", trace)
         elif not any(e.klass != ExpectClass.SIGNALLING for e in self.of_master(master)):
             master.media.fire("drain", trace)
+
+
+def _dst_key(t: ExpectTuple) -> tuple:
+    return (t.family, t.proto, t.dst, t.dport)
+
+
+def _unlist(index: dict, key: object, entry: Entry) -> None:
+    chain = index[key]
+    chain.remove(entry)
+    if not chain:
+        del index[key]
 
 
 def _sort_key(e: Expectation) -> tuple:

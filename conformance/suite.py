@@ -10,7 +10,6 @@ written out as a dialog file that ``sipct run`` reproduces.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field

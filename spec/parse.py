@@ -13,6 +13,7 @@ present but unparsable.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
@@ -65,6 +66,19 @@ class UriMatch:
     addr: Address
     port: int
     dataoff: int  # where the next search of a header list continues
+
+
+EOL = re.compile(rb"[\r\n]")
+_NEEDLES: dict[bytes, re.Pattern[bytes]] = {}
+
+
+def _needle(needle: bytes) -> re.Pattern[bytes]:
+    """A case-insensitive pattern for an ASCII needle: re.IGNORECASE on bytes
+    folds ASCII letters only, like strncasecmp() on these needles."""
+    pattern = _NEEDLES.get(needle)
+    if pattern is None:
+        pattern = _NEEDLES[needle] = re.compile(re.escape(needle), re.IGNORECASE)
+    return pattern
 
 
 class SipMessage:
@@ -243,23 +257,26 @@ class SipMessage:
 
     def header_search(self, pos: int, limit: int, needle: bytes) -> int | None:
         """ct_sip_header_search(): case-insensitive search within one header
-        value, following continuation lines. The needle must end before
-        ``limit`` (the kernel loops while ``dptr < limit - len``)."""
+        value, following continuation lines. The needle must start before
+        ``limit - len(needle)`` (the kernel loops while ``dptr < limit - len``)."""
         buf = self.buf
         end = limit - len(needle)
+        pattern = _needle(needle)
         while pos < end:
-            c = buf[pos]
-            if c == CR or c == LF:
-                nxt = self.follow_continuation(pos, end)
-                if nxt is None:
-                    return None
-                # The kernel's for-loop increment then skips the first
-                # character of the continuation line.
-                pos = nxt + 1
-                continue
-            if casecmp(buf, pos, needle):
-                return pos
-            pos += 1
+            eol = EOL.search(buf, pos, end)
+            stop = eol.start() if eol is not None else end
+            # Needles hold no CR or LF, so a match cannot straddle the line end.
+            found = pattern.search(buf, pos, stop - 1 + len(needle))
+            if found is not None:
+                return found.start()
+            if eol is None:
+                return None
+            nxt = self.follow_continuation(stop, end)
+            if nxt is None:
+                return None
+            # The kernel's for-loop increment then skips the first character
+            # of the continuation line.
+            pos = nxt + 1
         return None
 
     # --- header lookup -----------------------------------------------------------
@@ -276,11 +293,10 @@ class SipMessage:
         buf, limit = self.buf, self.limit
         pos = dataoff
         while pos < limit:
-            c = buf[pos]
-            if c != CR and c != LF:
-                pos += 1
-                continue
-            pos += 1
+            eol = EOL.search(buf, pos, limit)
+            if eol is None:
+                break
+            pos = eol.start() + 1
             if pos >= limit:
                 break
             if buf[pos - 1] == CR and buf[pos] == LF:

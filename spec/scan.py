@@ -10,6 +10,7 @@ Python's ``bytes.isalpha`` that changes what ``string_len`` accepts.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 # lib/ctype.c: _U=1 _L=2 _D=4 (only what the helper asks for).
 _UPPER = frozenset(range(0x41, 0x5B)) | frozenset(range(0xC0, 0xDF)) - {0xD7}
@@ -154,8 +155,25 @@ def _at(buf: bytes, pos: int, srclen: int) -> int:
     return buf[pos] if srclen > 0 else 0
 
 
+_DOTTED_QUAD = re.compile(rb"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
+_HEX_LETTERS = frozenset(b"abcdefABCDEF")
+
+
 def in4_pton(buf: bytes, pos: int, srclen: int) -> tuple[bytes | None, int]:
     """Returns (4 address bytes or None, end position)."""
+    quad = _DOTTED_QUAD.match(buf, pos, pos + max(srclen, 0))
+    if quad is not None:
+        end = quad.end()
+        nxt = buf[end] if end < pos + srclen else 0
+        octets = [int(g) for g in quad.groups()]
+        # The common case, decided without the byte loop: four octets of at
+        # most three digits each, followed by a byte that ends the address.
+        if max(octets) <= 255 and nxt not in DIGIT and nxt != 0x2E and nxt not in _HEX_LETTERS:
+            return bytes(octets), end
+    return _in4_pton_loop(buf, pos, srclen)
+
+
+def _in4_pton_loop(buf: bytes, pos: int, srclen: int) -> tuple[bytes | None, int]:
     s = pos
     out = bytearray()
     w = 0

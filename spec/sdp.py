@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .expectation import Address, ExpectClass
-from .parse import SipMessage
+from .parse import EOL, SipMessage
 from .scan import CR, LF, casecmp, pton
 
 SDP_HDR_UNSPEC = "unspec"
@@ -60,14 +60,12 @@ def sdp_header_search(msg: SipMessage, pos: int, limit: int, needle: bytes) -> i
     """ct_sdp_header_search(): case-sensitive, within the line."""
     buf = msg.buf
     end = limit - len(needle)
-    while pos < end:
-        c = buf[pos]
-        if c == CR or c == LF:
-            return None
-        if buf.startswith(needle, pos):
-            return pos
-        pos += 1
-    return None
+    if pos >= end:
+        return None
+    eol = EOL.search(buf, pos, end)
+    stop = eol.start() if eol is not None else end
+    found = buf.find(needle, pos, stop - 1 + len(needle))
+    return found if found >= 0 else None
 
 
 def get_sdp_header(msg: SipMessage, dataoff: int, kind: str, term: str) -> tuple[int, int, int]:
@@ -79,11 +77,10 @@ def get_sdp_header(msg: SipMessage, dataoff: int, kind: str, term: str) -> tuple
     buf, limit = msg.buf, msg.limit
     pos = dataoff
     while pos < limit:
-        c = buf[pos]
-        if c != CR and c != LF:
-            pos += 1
-            continue
-        pos += 1
+        eol = EOL.search(buf, pos, limit)
+        if eol is None:
+            break
+        pos = eol.start() + 1
         if pos >= limit:
             break
         if buf[pos - 1] == CR and buf[pos] == LF:

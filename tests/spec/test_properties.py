@@ -14,7 +14,6 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -155,8 +154,10 @@ def run(helper: SipHelper, fam: int, steps: list[Step], check=None) -> None:
             result = helper.packet(Packet(h[src], 7078, h[dst], port, IPPROTO_UDP, b"\x80rtp"), now)
         else:
             client, cport, server, sport, proto = CONNECTIONS[step.conn]
-            if proto == IPPROTO_TCP and step.conn not in opened:
-                helper.tcp_connect(h[client], cport, h[server], sport, now)
+            if proto == IPPROTO_TCP and (step.conn not in opened or
+                                         helper.conntrack(Packet(h[client], cport, h[server], sport, proto).tuple)
+                                         is None):
+                helper.tcp_connect(h[client], cport, h[server], sport, now)  # (again, if it timed out)
                 opened.add(step.conn)
             if step.reply:
                 pkt = Packet(h[server], sport, h[client], cport, proto, step.payload)

@@ -1,0 +1,23 @@
+"""The fast paths of the scanners decide exactly as the kernel's byte loops."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipct.spec.scan import _in4_pton_loop, in4_pton
+
+ALPHABET = st.sampled_from(list(b"0123456789.:aAfgz ]\r\n"))
+
+
+@settings(max_examples=3000)
+@given(st.lists(ALPHABET, max_size=20).map(bytes), st.tuples(*[st.integers(0, 300)] * 4), st.booleans(),
+       st.integers(0, 3))
+def test_in4_pton_fast_path_equals_the_loop(tail, octets, with_quad, cut):
+    buf = (b"%d.%d.%d.%d" % octets if with_quad else b"") + tail
+    for srclen in (len(buf), max(0, len(buf) - cut)):
+        assert in4_pton(buf, 0, srclen) == _in4_pton_loop(buf, 0, srclen)
+
+
+def test_hex_letter_after_an_address_fails_like_the_kernel():
+    # xdigit2bin(): 'a'-'f' are hex digits, not delimiters, and in4_pton wants digits.
+    assert in4_pton(b"192.0.2.2a", 0, 10)[0] is None
+    assert in4_pton(b"192.0.2.2g", 0, 10) == (bytes([192, 0, 2, 2]), 9)

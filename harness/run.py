@@ -58,8 +58,10 @@ class DialogRunner:
         self._lab = lab
         self._own_lab = lab is None
         self.drop_timeout = drop_timeout
+        self._netlink: tuple[Lab, CtExpSocket, CtExpSocket] | None = None
 
     def close(self) -> None:
+        self._close_sockets()
         if self._lab is not None and self._own_lab:
             self._lab.close()
         self._lab = None
@@ -78,6 +80,7 @@ class DialogRunner:
                 return lab, names
             if not self._own_lab:
                 raise ValueError(f"the lab has no host for every address of dialog {dialog.name}")
+            self._close_sockets()
             lab.close()
         lab = Lab(lab_hosts(dialog), sip_ports=ports, timeout=self.drop_timeout)
         self._lab = lab
@@ -91,10 +94,8 @@ class DialogRunner:
         family = dialog.family
         result = KernelRun(dialog)
         connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]] = {}
-        ctexp = CtExpSocket(lab.router_netns)
-        listener = CtExpSocket(lab.router_netns)
+        ctexp, listener = self._sockets(lab)
         try:
-            listener.subscribe_events()
             ctexp.flush()
             listener.drain_events()
             started = time.monotonic()
@@ -122,10 +123,26 @@ class DialogRunner:
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
                 late, stragglers = lab.sweep_stragglers() - stragglers, lab.sweep_stragglers()
                 result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late))
-        finally:
-            ctexp.close()
-            listener.close()
+        except BaseException:
+            self._close_sockets()
+            raise
         return result
+
+    def _sockets(self, lab: Lab) -> tuple[CtExpSocket, CtExpSocket]:
+        """The router's ctnetlink sockets (dumps; events), kept while the lab lives."""
+        if self._netlink is None or self._netlink[0] is not lab:
+            self._close_sockets()
+            ctexp = CtExpSocket(lab.router_netns)
+            listener = CtExpSocket(lab.router_netns)
+            listener.subscribe_events()
+            self._netlink = (lab, ctexp, listener)
+        return self._netlink[1], self._netlink[2]
+
+    def _close_sockets(self) -> None:
+        if self._netlink is not None:
+            for sock in self._netlink[1:]:
+                sock.close()
+            self._netlink = None
 
     def _send(self, lab: Lab, names: dict[str, str], step: Send, family: int,
               connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]]) -> Delivery:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -332,19 +334,29 @@ def _any(family: int) -> IPAddress:
     return ipaddress.IPv4Address(0) if family == socket.AF_INET else ipaddress.IPv6Address(0)
 
 
-def _decode_tuple(t: Any, family: int) -> tuple[IPAddress, IPAddress, int | None, int | None, int]:
-    """Mirror of ctnetlink_parse_tuple() for a decoded cta_tuple."""
+def attr_tree(nla: Any) -> dict[str, Any]:
+    """A decoded message's attributes as nested dicts, walked once: pyroute2's
+    get_attr() searches and re-wraps on every call, which dominated dumps."""
+    out: dict[str, Any] = {}
+    for slot in nla["attrs"]:
+        name, value = slot[0], slot[1]
+        out[name] = attr_tree(value) if hasattr(value, "get") and "attrs" in value else value
+    return out
+
+
+def _decode_tuple(t: dict[str, Any] | None, family: int) -> tuple[IPAddress, IPAddress, int | None, int | None, int]:
+    """Mirror of ctnetlink_parse_tuple() for a tuple's attribute tree."""
     v = _family_suffix(family)
-    ip = t.get_attr("CTA_TUPLE_IP")
-    proto = t.get_attr("CTA_TUPLE_PROTO")
+    ip = t.get("CTA_TUPLE_IP") if t else None
+    proto = t.get("CTA_TUPLE_PROTO") if t else None
     if ip is None or proto is None:
         raise ValueError("tuple without CTA_TUPLE_IP or CTA_TUPLE_PROTO")
     return (
-        ipaddress.ip_address(ip.get_attr(f"CTA_IP_{v}_SRC")),
-        ipaddress.ip_address(ip.get_attr(f"CTA_IP_{v}_DST")),
-        proto.get_attr("CTA_PROTO_SRC_PORT"),
-        proto.get_attr("CTA_PROTO_DST_PORT"),
-        proto.get_attr("CTA_PROTO_NUM"),
+        ipaddress.ip_address(ip.get(f"CTA_IP_{v}_SRC")),
+        ipaddress.ip_address(ip.get(f"CTA_IP_{v}_DST")),
+        proto.get("CTA_PROTO_SRC_PORT"),
+        proto.get("CTA_PROTO_DST_PORT"),
+        proto.get("CTA_PROTO_NUM"),
     )
 
 
@@ -402,9 +414,8 @@ class KernelExpectation:
     @classmethod
     def from_msg(cls, msg: Any) -> KernelExpectation:
         family = msg["nfgen_family"]
-        tup, mask, master = (
-            msg.get_attr(n) for n in ("CTA_EXPECT_TUPLE", "CTA_EXPECT_MASK", "CTA_EXPECT_MASTER")
-        )
+        attrs = attr_tree(msg)
+        tup, mask, master = (attrs.get(n) for n in ("CTA_EXPECT_TUPLE", "CTA_EXPECT_MASK", "CTA_EXPECT_MASTER"))
         if tup is None or mask is None or master is None:
             raise ValueError("expectation message lacks CTA_EXPECT_TUPLE, _MASK or _MASTER")
         t_src, t_dst, t_sport, t_dport, proto = _decode_tuple(tup, family)
@@ -413,22 +424,22 @@ class KernelExpectation:
         # with ones, so only the source side carries information.
         k_src, _, k_sport, _, _ = _decode_tuple(mask, family)
         nat = None
-        nat_attr = msg.get_attr("CTA_EXPECT_NAT")
+        nat_attr = attrs.get("CTA_EXPECT_NAT")
         if nat_attr is not None:
-            n_src, _, n_sport, _, _ = _decode_tuple(nat_attr.get_attr("CTA_EXPECT_NAT_TUPLE"), family)
-            nat = ExpectNat(nat_attr.get_attr("CTA_EXPECT_NAT_DIR"), n_src, n_sport)
+            n_src, _, n_sport, _, _ = _decode_tuple(nat_attr.get("CTA_EXPECT_NAT_TUPLE"), family)
+            nat = ExpectNat(nat_attr.get("CTA_EXPECT_NAT_DIR"), n_src, n_sport)
         return cls(
             family=family,
             proto=proto,
             master=MasterTuple(m_src, m_dst, m_sport, m_dport, m_proto),
             tuple=ExpectTuple(t_src, t_dst, t_sport, t_dport),
             mask=ExpectMask(k_src, k_sport),
-            timeout=msg.get_attr("CTA_EXPECT_TIMEOUT", 0),
-            flags=_flag_names(msg.get_attr("CTA_EXPECT_FLAGS", 0)),
-            klass=msg.get_attr("CTA_EXPECT_CLASS", 0),
-            helper=msg.get_attr("CTA_EXPECT_HELP_NAME"),
-            id=msg.get_attr("CTA_EXPECT_ID"),
-            fn=msg.get_attr("CTA_EXPECT_FN"),
+            timeout=attrs.get("CTA_EXPECT_TIMEOUT", 0),
+            flags=_flag_names(attrs.get("CTA_EXPECT_FLAGS", 0)),
+            klass=attrs.get("CTA_EXPECT_CLASS", 0),
+            helper=attrs.get("CTA_EXPECT_HELP_NAME"),
+            id=attrs.get("CTA_EXPECT_ID"),
+            fn=attrs.get("CTA_EXPECT_FN"),
             nat=nat,
         )
 
@@ -496,3 +507,89 @@ class KernelExpectation:
         msg["res_id"] = 0
         msg["attrs"] = self.to_attrs()
         return msg
+
+
+# --- the fast path: expectation messages straight from bytes ------------------------------
+# The harness dumps the expectation table after every step of every dialog;
+# pyroute2's lazy attribute objects cost ~0.6 ms per expectation there, so
+# messages of the dump and event paths are read with struct instead. The
+# pyroute2 classes above stay the codec for everything else (and the tests
+# check that both read real kernel bytes alike).
+_NLA = struct.Struct("=HH")
+_NLMSG = struct.Struct("=IHHII")
+NLA_TYPE_MASK = 0x3FFF  # ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
+
+
+def _nlas(data: bytes, off: int, end: int) -> dict[int, memoryview | bytes]:
+    out: dict[int, memoryview | bytes] = {}
+    while off + 4 <= end:
+        length, kind = _NLA.unpack_from(data, off)
+        if length < 4:
+            break
+        out[kind & NLA_TYPE_MASK] = data[off + 4:off + length]
+        off += (length + 3) & ~3
+    return out
+
+
+def _raw_tuple(raw: bytes, family: int) -> tuple[IPAddress, IPAddress, int | None, int | None, int]:
+    t = _nlas(raw, 0, len(raw))
+    ip = _nlas(t[1], 0, len(t[1]))
+    l4 = _nlas(t[2], 0, len(t[2]))
+    src_key, dst_key = (1, 2) if family == socket.AF_INET else (3, 4)
+    return (
+        ipaddress.ip_address(bytes(ip[src_key])),
+        ipaddress.ip_address(bytes(ip[dst_key])),
+        int.from_bytes(l4[2], "big") if 2 in l4 else None,
+        int.from_bytes(l4[3], "big") if 3 in l4 else None,
+        l4[1][0],
+    )
+
+
+def expectation_from_bytes(data: bytes, off: int = 0) -> KernelExpectation:
+    """Decode the IPCTNL_MSG_EXP_NEW/DELETE message at ``off`` (netlink header included)."""
+    length = _NLMSG.unpack_from(data, off)[0]
+    family = data[off + 16]
+    a = _nlas(data, off + 20, off + length)
+    for required in (CTA_EXPECT_MASTER, CTA_EXPECT_TUPLE, CTA_EXPECT_MASK):
+        if required not in a:
+            raise ValueError("expectation message lacks CTA_EXPECT_TUPLE, _MASK or _MASTER")
+    t_src, t_dst, t_sport, t_dport, proto = _raw_tuple(a[CTA_EXPECT_TUPLE], family)
+    m_src, m_dst, m_sport, m_dport, m_proto = _raw_tuple(a[CTA_EXPECT_MASTER], family)
+    k_src, _, k_sport, _, _ = _raw_tuple(a[CTA_EXPECT_MASK], family)
+    nat = None
+    if CTA_EXPECT_NAT in a:
+        n = _nlas(a[CTA_EXPECT_NAT], 0, len(a[CTA_EXPECT_NAT]))
+        n_src, _, n_sport, _, _ = _raw_tuple(n[2], family)
+        nat = ExpectNat(int.from_bytes(n[1], "big"), n_src, n_sport)
+
+    def be32(key: int) -> int | None:
+        return int.from_bytes(a[key], "big") if key in a else None
+
+    def text(key: int) -> str | None:
+        return bytes(a[key]).split(b"\0", 1)[0].decode() if key in a else None
+
+    return KernelExpectation(
+        family=family,
+        proto=proto,
+        master=MasterTuple(m_src, m_dst, m_sport, m_dport, m_proto),
+        tuple=ExpectTuple(t_src, t_dst, t_sport, t_dport),
+        mask=ExpectMask(k_src, k_sport),
+        timeout=be32(CTA_EXPECT_TIMEOUT) or 0,
+        flags=_flag_names(be32(CTA_EXPECT_FLAGS) or 0),
+        klass=be32(CTA_EXPECT_CLASS) or 0,
+        helper=text(CTA_EXPECT_HELP_NAME),
+        id=be32(CTA_EXPECT_ID),
+        fn=text(CTA_EXPECT_FN),
+        nat=nat,
+    )
+
+
+def netlink_messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(type, flags, sequence number, offset) of each message in a datagram."""
+    off = 0
+    while off + _NLMSG.size <= len(data):
+        length, kind, flags, seq, _ = _NLMSG.unpack_from(data, off)
+        if length < _NLMSG.size:
+            return
+        yield kind, flags, seq, off
+        off += (length + 3) & ~3

@@ -24,6 +24,7 @@ from pyroute2.netlink import (
     NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REQUEST,
+    NLMSG_DONE,
     NLMSG_ERROR,
 )
 from pyroute2.netlink.exceptions import NetlinkError
@@ -34,6 +35,8 @@ from pyroute2.netlink.nfnetlink.nfctsocket import (
 from pyroute2.netlink.nlsocket import NetlinkSocket
 
 from .ctexp import (
+    expectation_from_bytes,
+    netlink_messages,
     IPCTNL_MSG_EXP_DELETE,
     IPCTNL_MSG_EXP_GET,
     IPCTNL_MSG_EXP_GET_STATS_CPU,
@@ -139,6 +142,7 @@ class CtExpSocket(NetlinkSocket):
             raw.close()
             raise
         self._raw = raw
+        self._stash: list[tuple[str, KernelExpectation]] = []  # events read while dumping
         self.netns = netns
         self.register_policy(self._policy())
 
@@ -197,8 +201,32 @@ class CtExpSocket(NetlinkSocket):
         non-zero, so AF_UNSPEC lists IPv4 and IPv6 alike.
         """
         msg = self._bare(_socket.AF_UNSPEC)
-        replies = self._request("dump", msg, exp_msg_type(IPCTNL_MSG_EXP_GET), NLM_F_REQUEST | NLM_F_DUMP)
-        return [KernelExpectation.from_msg(m) for m in replies]
+        msg["header"]["type"] = exp_msg_type(IPCTNL_MSG_EXP_GET)
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        self._dump_seq = getattr(self, "_dump_seq", 1 << 30) + 1
+        msg["header"]["sequence_number"] = self._dump_seq
+        msg.encode()
+        # A plain send/recv loop: the dump runs after every step of every
+        # dialog, and pyroute2's asyncio request path costs more than the dump.
+        self._raw.send(msg.data)
+        out: list[KernelExpectation] = []
+        while True:
+            data = self._raw.recv(1 << 16)
+            for kind, _, seq, off in netlink_messages(data):
+                if seq != self._dump_seq:
+                    # A multicast event read while dumping: keep it for events().
+                    event = _EVENT_KINDS.get(kind)
+                    if event is not None:
+                        self._stash.append((event, expectation_from_bytes(data, off)))
+                    continue
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    code = abs(int.from_bytes(data[off + 16:off + 20], "little", signed=True))
+                    if code:
+                        raise explain(NetlinkError(code), "dump")
+                    return out
+                out.append(expectation_from_bytes(data, off))
 
     def flush(self) -> None:
         """Remove every expectation of the namespace, both families.
@@ -307,6 +335,8 @@ class CtExpSocket(NetlinkSocket):
     def events(self, timeout: float) -> Iterator[tuple[str, KernelExpectation]]:
         """("new" | "destroy", expectation) as they arrive, for `timeout` seconds
         counted from the call. Events queued since subscribe_events() come first."""
+        stashed, self._stash = self._stash, []
+        yield from stashed
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -328,7 +358,7 @@ class CtExpSocket(NetlinkSocket):
         been delivered its events are here. Use a socket that sends no
         requests: replies would be read here too.
         """
-        out: list[tuple[str, KernelExpectation]] = []
+        out, self._stash = self._stash, []
         while True:
             try:
                 data = self._raw.recv(1 << 16, _socket.MSG_DONTWAIT)
@@ -339,10 +369,10 @@ class CtExpSocket(NetlinkSocket):
                     raise OSError(e.errno, "ctnetlink events: the socket overflowed and events were lost "
                                            "(read them more often or enlarge SO_RCVBUF)") from e
                 raise
-            for msg in self.marshal.parse(data):
-                kind = _EVENT_KINDS.get(msg["header"]["type"])
+            for msg_type, _, _, off in netlink_messages(data):
+                kind = _EVENT_KINDS.get(msg_type)
                 if kind is not None:
-                    out.append((kind, KernelExpectation.from_msg(msg)))
+                    out.append((kind, expectation_from_bytes(data, off)))
 
     async def _next_multicast(self, timeout: float) -> list[Any]:
         async def one_datagram() -> list[Any]:

@@ -372,3 +372,12 @@ def expectations(draw: st.DrawFn) -> KernelExpectation:
 @given(expectations())
 def test_round_trip_property(exp: KernelExpectation) -> None:
     assert KernelExpectation.from_msg(decode(encode(exp))) == exp
+
+
+@pytest.mark.parametrize("raw", [KERNEL_V4_REGISTER_EVENT, KERNEL_V6_REGISTER_DUMP, KERNEL_V4_INVITE_RTP_DUMP])
+def test_fast_decoder_reads_kernel_bytes_like_the_pyroute2_codec(raw):
+    from sipct.harness.netlink.ctexp import ctexp_msg, expectation_from_bytes
+
+    msg = ctexp_msg(raw)
+    msg.decode()
+    assert expectation_from_bytes(raw) == KernelExpectation.from_msg(msg)

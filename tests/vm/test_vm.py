@@ -1,0 +1,102 @@
+"""Dialogs in other kernels: virtme-ng boots them and `sipct run` runs inside."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sipct.cli.main import examples_dir
+from sipct.harness.vm import VmError, VmKernel, run_in_vm
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the guest runs the netns lab as root)"),
+]
+
+DIALOGS = Path(__file__).parent / "dialogs"
+DIRECT_MEDIA_OFF = DIALOGS / "invite-third-party-media-direct-media-off.yaml"
+
+
+@pytest.fixture(scope="module")
+def boot_6_1_192(kernel_6_1_192: VmKernel, record_boot):
+    """The one boot of the default run: two examples in 6.1.192."""
+    paths = [str(examples_dir() / "register.yaml"), str(examples_dir() / "invite-audio-video.yaml")]
+    return record_boot("examples", run_in_vm(kernel_6_1_192, paths, timeout=600))
+
+
+def test_examples_agree_in_6_1_192(boot_6_1_192):
+    vm = boot_6_1_192
+    assert vm.guest_release == "6.1.0-56-amd64"
+    assert "Debian 6.1.192" in vm.guest_version
+    assert vm.exit_code == 0, vm.stderr
+    assert [r["dialog"] for r in vm.results] == ["register", "invite-audio-video"]
+    for r in vm.results:
+        diverged = [(s["index"], s["divergences"]) for s in r["steps"] if not s["agree"]]
+        assert r["agree"], diverged
+        assert r["kernel"] == "6.1.0-56-amd64"
+        assert r["profile"] == "6.1.192"  # from /proc/version's Debian version, not 6.1.0
+        assert r["source"] == str(examples_dir() / f"{r['dialog']}.yaml")  # the host's path
+    assert vm.loaded_params["sip_direct_media"] == "1"  # the module's defaults
+    assert vm.missing_modules == []
+    assert 0 < vm.boot_seconds < vm.total_seconds
+
+
+def test_module_parameters_are_set_at_load_time(kernel_6_1_192, record_boot, second_boot):
+    vm = record_boot("sip_direct_media=0", run_in_vm(
+        kernel_6_1_192, [str(DIRECT_MEDIA_OFF)], module_params={"sip_direct_media": 0}, timeout=600))
+    assert vm.loaded_params["sip_direct_media"] == "0"
+    (r,) = vm.results
+    assert r["params"]["sip_direct_media"] == 0  # what the guest's RunningKernel read from sysfs
+    assert r["agree"], [(s["index"], s["divergences"]) for s in r["steps"] if not s["agree"]]
+    assert vm.exit_code == 0
+    # The kernel itself made the third-party media expectation that only
+    # sip_direct_media=0 allows.
+    offer = r["steps"][0]["kernel"]["expectations"]
+    assert {e["text"] for e in offer} == {"udp *:* -> media:4000 audio", "udp *:* -> media:4001 audio"}
+
+
+def test_cli_groups_dialogs_by_module_parameters(kernel_6_1_192, second_boot, capsys):
+    from sipct.cli.main import main
+    import json
+
+    status = main(["run", "--json", "--kernel", str(kernel_6_1_192.vmlinuz),
+                   str(examples_dir() / "register.yaml"), str(DIRECT_MEDIA_OFF)])
+    data = json.loads(capsys.readouterr().out)
+    assert status == 0
+    by_name = {d["dialog"]: d for d in data}
+    assert by_name["register"]["vm"]["module_params"] == {}
+    assert by_name["invite-third-party-media-direct-media-off"]["vm"]["module_params"] == {"sip_direct_media": 0}
+    assert all(d["agree"] and d["profile"] == "6.1.192" for d in data)
+
+
+def test_a_missing_kernel_image_is_a_clear_error(tmp_path):
+    with pytest.raises(VmError) as info:
+        run_in_vm(tmp_path / "vmlinuz-9.9.9-nope", ["register.yaml"], timeout=5)
+    message = str(info.value)
+    assert "vmlinuz-9.9.9-nope" in message
+    assert "linux-image-9.9.9-nope" in message and "scripts/setup-kernels.sh" in message
+
+
+def test_a_guest_timeout_kills_qemu(kernel_6_1_192, second_boot, monkeypatch):
+    import sipct.harness.vm as vm
+
+    made = []
+    real_mkdtemp = vm.tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        made.append(real_mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(vm.tempfile, "mkdtemp", mkdtemp)
+    started = time.monotonic()
+    # QEMU is running by then: ~10 s of vng setup, ~10 s of boot, then sipct's imports.
+    with pytest.raises(VmError, match="did not (boot|finish) within 30 s"):
+        run_in_vm(kernel_6_1_192, [str(examples_dir() / "register.yaml")], timeout=30, boot_timeout=30)
+    assert time.monotonic() - started < 50
+    (workdir,) = made
+    left = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True).stdout.split()
+    assert left == [], f"processes of {workdir} outlived the timeout"

@@ -1,0 +1,92 @@
+"""The VM runner's pieces that need no VM: images, parameters, grouping, the guest script."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from sipct.harness.vm import (
+    VmError,
+    VmKernel,
+    _format_params,
+    group_by_module_params,
+    module_params_for,
+    read_image_banner,
+    run_in_vm,
+    timeout_for,
+)
+from sipct.spec.dialog import load_dialog
+from sipct.cli.main import examples_dir
+
+DIALOGS = Path(__file__).parent / "dialogs"
+BANNER = "6.1.0-56-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)"
+
+
+def fake_bzimage(path: Path, banner: str = BANNER) -> Path:
+    data = bytearray(0x400)
+    data[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", data, 0x20E, 0x300 - 0x200)
+    data[0x300:0x300 + len(banner)] = banner.encode()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def fake_modules(root: Path, release: str, sip: bool = True) -> None:
+    d = root / release
+    (d / "kernel/net/netfilter").mkdir(parents=True)
+    (d / "modules.dep").write_text("")
+    if sip:
+        (d / "kernel/net/netfilter/nf_conntrack_sip.ko.xz").write_bytes(b"")
+
+
+def test_the_image_banner_gives_release_and_debian_version(tmp_path):
+    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
+    k = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
+    assert read_image_banner(k.vmlinuz) == BANNER
+    assert (k.release, k.version, k.package_version) == ("6.1.0-56-amd64", "6.1.192", "6.1.192-2")
+    assert str(k) == "6.1.0-56-amd64 (Debian 6.1.192-2)"
+
+
+def test_missing_modules_name_the_package(tmp_path):
+    image = fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64")
+    with pytest.raises(VmError, match=r"no modules in .*6\.1\.0-56-amd64.*linux-image-6\.1\.0-56-amd64"):
+        VmKernel.from_path(image, modules_root=tmp_path / "modules")
+    fake_modules(tmp_path / "modules", "6.1.0-56-amd64", sip=False)
+    with pytest.raises(VmError, match="no nf_conntrack_sip module"):
+        VmKernel.from_path(image, modules_root=tmp_path / "modules")
+
+
+def test_a_file_that_is_no_kernel_is_refused(tmp_path):
+    (tmp_path / "vmlinuz-x").write_text("not a kernel")
+    with pytest.raises(VmError, match="not an x86 bzImage"):
+        VmKernel.from_path(tmp_path / "vmlinuz-x")
+
+
+def test_a_missing_release_names_the_package():
+    with pytest.raises(VmError, match=r"apt-get install --no-install-recommends linux-image-9\.9\.9-nope"):
+        run_in_vm("9.9.9-nope", [], timeout=1)
+
+
+def test_module_parameters_are_checked():
+    assert _format_params({"sip_direct_media": 0, "ports": [5060, 5062], "sip_timeout": 60}) == [
+        "sip_direct_media=0", "ports=5060,5062", "sip_timeout=60"]
+    with pytest.raises(VmError, match="unknown nf_conntrack_sip parameter"):
+        _format_params({"direct_media": 0})
+    with pytest.raises(VmError, match="expected a number"):
+        _format_params({"sip_timeout": "1; reboot"})
+
+
+def test_dialogs_are_grouped_by_their_load_time_parameters():
+    register = load_dialog(examples_dir() / "register.yaml")
+    invite = load_dialog(examples_dir() / "invite-audio-video.yaml")
+    off = load_dialog(DIALOGS / "invite-third-party-media-direct-media-off.yaml")
+    assert module_params_for(register.params) == {}
+    assert module_params_for(off.params) == {"sip_direct_media": 0}
+    groups = group_by_module_params([register, off, invite])
+    assert [(p, [d.name for d in ds]) for p, ds in groups] == [
+        ({}, ["register", "invite-audio-video"]),
+        ({"sip_direct_media": 0}, ["invite-third-party-media-direct-media-off"]),
+    ]
+    assert timeout_for([register]) > timeout_for([invite])  # register waits 5 s

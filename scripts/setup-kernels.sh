@@ -29,10 +29,18 @@ export DEBIAN_FRONTEND=noninteractive
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
+kernels=("$@")
+for k in "${kernels[@]}"; do
+    case "$k" in
+        linux-image-*-cloud-amd64) echo "setup-kernels.sh: $k is a cloud image (no 9p): use the generic one" >&2; exit 2 ;;
+        linux-image-*) ;;
+        *) echo "setup-kernels.sh: $k is not a linux-image-* package" >&2; exit 2 ;;
+    esac
+done
+
 echo "setup-kernels.sh: apt-get update"
 apt-get update -q >/dev/null
 
-kernels=("$@")
 if [ ${#kernels[@]} -eq 0 ]; then
     newest_612=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64$' \
                  | awk '{print $1}' | sort -V | tail -n 1)
@@ -44,11 +52,6 @@ if [ ${#kernels[@]} -eq 0 ]; then
     fi
 fi
 for k in "${kernels[@]}"; do
-    case "$k" in
-        linux-image-*-cloud-amd64) echo "setup-kernels.sh: $k is a cloud image (no 9p): use the generic one" >&2; exit 2 ;;
-        linux-image-*) ;;
-        *) echo "setup-kernels.sh: $k is not a linux-image-* package" >&2; exit 2 ;;
-    esac
     if ! apt-cache show "$k" >/dev/null 2>&1; then
         echo "setup-kernels.sh: apt offers no package $k (see: apt-cache search --names-only '^linux-image-6')" >&2
         exit 2

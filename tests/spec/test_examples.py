@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from sipct.spec.dialog import Connect, DialogError, Send, Wait, load_dialog, parse_dialog
+from sipct.spec.dialog import (
+    Connect,
+    DialogError,
+    Send,
+    Wait,
+    load_dialog,
+    parse_dialog,
+)
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES

@@ -13,10 +13,9 @@ nf_ct_find_expectation() in net/netfilter/nf_conntrack_expect.c (6.1.192;
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-
 from sipct.spec import rules
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP, Address, Expectation
 from sipct.spec.helper import Packet, PacketResult, SipHelper, SpecError

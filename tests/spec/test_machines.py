@@ -12,11 +12,18 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from statemachine.exceptions import TransitionNotAllowed
-
-from sipct.spec.machines import (EVENT_ORIGINS, EXPECTATION, MACHINES, MEDIA, REGISTRAR, IllegalTransition, Runtime,
-                                 compile_machine)
+from sipct.spec.machines import (
+    EVENT_ORIGINS,
+    EXPECTATION,
+    MACHINES,
+    MEDIA,
+    REGISTRAR,
+    IllegalTransition,
+    Runtime,
+    compile_machine,
+)
 from sipct.spec.trace import Trace
+from statemachine.exceptions import TransitionNotAllowed
 
 PAIRS = [(name, state, event)
          for name, (cls, compiled) in MACHINES.items()
@@ -42,7 +49,7 @@ def test_pair_matches_the_library(name: str, state: str, event: str) -> None:
 
 def test_pairs_cover_every_state_and_event() -> None:
     assert len(PAIRS) == 6 * 7 + 3 * 3 + 2 * 2
-    for name, (cls, compiled) in MACHINES.items():
+    for cls, compiled in MACHINES.values():
         assert set(compiled.states) == {s.id for s in cls.states}
         assert set(compiled.events) == {e.id for e in cls.events}
         assert compiled.initial == next(s.id for s in cls.states if s.initial)
@@ -52,7 +59,7 @@ def test_pairs_cover_every_state_and_event() -> None:
 
 
 def test_compile_is_deterministic() -> None:
-    for name, (cls, compiled) in MACHINES.items():
+    for cls, compiled in MACHINES.values():
         assert compile_machine(cls) == compiled
 
 

@@ -13,10 +13,20 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
 from sipct.spec import scan
-from sipct.spec.scan import (ALPHA, casecmp, digits_len, in4_pton, in6_pton, is_alpha, pton, simple_strtoul,
-                             sip_strtouint, string_len, word_len)
+from sipct.spec.scan import (
+    ALPHA,
+    casecmp,
+    digits_len,
+    in4_pton,
+    in6_pton,
+    is_alpha,
+    pton,
+    simple_strtoul,
+    sip_strtouint,
+    string_len,
+    word_len,
+)
 
 
 # --- in4_pton(src, srclen, dst, delim=-1, &end) -------------------------------------------

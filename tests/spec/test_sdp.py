@@ -11,12 +11,21 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
 from sipct.spec.expectation import IPPROTO_UDP, ExpectClass
 from sipct.spec.parse import SipMessage
 from sipct.spec.profiles import HARDENED_6_1_192, LEGACY_6_1_170
-from sipct.spec.sdp import (CT_SDP_HDRS, SDP_HDR_CONNECTION, SDP_HDR_MEDIA, SDP_HDR_OWNER, SDP_HDR_UNSPEC,
-                            SDP_HDR_VERSION, SDP_MEDIA_TYPES, get_sdp_header, parse_sdp_addr, sdp_media_type)
+from sipct.spec.sdp import (
+    CT_SDP_HDRS,
+    SDP_HDR_CONNECTION,
+    SDP_HDR_MEDIA,
+    SDP_HDR_OWNER,
+    SDP_HDR_UNSPEC,
+    SDP_HDR_VERSION,
+    SDP_MEDIA_TYPES,
+    get_sdp_header,
+    parse_sdp_addr,
+    sdp_media_type,
+)
 
 HEAD = b"INVITE sip:b@198.51.100.2 SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n"
 
@@ -153,7 +162,7 @@ def test_media_types(line: bytes, klass: ExpectClass | None) -> None:
 def test_media_type_needs_the_whole_name_inside_the_match() -> None:
     # matchlen < t->len: "audio" followed by a space only because the match ended
     m = msg(b"m=audio 5000\r\n")
-    ret, off, length = get_sdp_header(m, 0, SDP_HDR_MEDIA, SDP_HDR_UNSPEC)
+    _, off, _ = get_sdp_header(m, 0, SDP_HDR_MEDIA, SDP_HDR_UNSPEC)
     assert sdp_media_type(m, off, 5) is None
     assert sdp_media_type(m, off, 6).klass == ExpectClass.AUDIO
 

@@ -129,7 +129,8 @@ class Suite:
             return []
         params = self.kernel.params_for(dialog.params)
         prediction = predict(dialog, self.profile, params)
-        comparison = compare(prediction, runner.run(dialog, params.ports), self.kernel.release)
+        comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps]),
+                             self.kernel.release)
         findings = self._findings(comparison, kind)
         if count:
             self._count(comparison, kind, findings)

@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             params = kernel.params_for(dialog.params)
             prediction = predict(dialog, profile, params)
-            run = runner.run(dialog, params.ports)
+            run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps])
             comparison = compare(prediction, run, kernel.release)
             if not comparison.agree:
                 status = max(status, EXIT_DIVERGED) if status != EXIT_ERROR else status

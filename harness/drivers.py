@@ -169,6 +169,7 @@ class TcpConnection:
         # Set once a send went undelivered: the dropped segment is still in
         # the sender's retransmit queue and a FIN would queue behind it.
         self._broken = False
+        self.aborted_after_drop = False
         self.client_endpoint: Endpoint = client.getsockname()[:2]
         self.server_endpoint: Endpoint = server.getsockname()[:2]
 
@@ -193,6 +194,8 @@ class TcpConnection:
         send are discarded first.
         """
         if self.closed:
+            if self.aborted_after_drop:
+                return Delivery(False, None, None, None)
             raise RuntimeError("TCP connection is closed")
         if any(len(s) == 0 for s in segments):
             raise ValueError("an empty write sends no segment")
@@ -208,7 +211,15 @@ class TcpConnection:
                 rx, received, expected, deadline
             ):
                 self._broken = True
-                return Delivery(False, bytes(received) or None, *_ends(rx))
+                ends = _ends(rx)
+                # The helper dropped the segment. Left alone, TCP would go on
+                # retransmitting it, merged with later data as the stack sees
+                # fit, and the helper would process each retransmission: reset
+                # the connection instead (the spec predicts the same: nothing
+                # more is sent on it, and the conntrack closes).
+                self.aborted_after_drop = True
+                self.abort()
+                return Delivery(False, bytes(received) or None, *ends)
         _drain_stream(rx, into=received)  # bytes beyond what was written, if any
         return Delivery(True, bytes(received), *_ends(rx))
 

@@ -307,6 +307,7 @@ class VmResult:
     guest_times: dict[str, float] = field(default_factory=dict)  # guest uptime at: booted, modules, done
     vng_log: str = ""  # vng's output (the kernel console too with console=True)
     command: list[str] = field(default_factory=list)  # the vng command line
+    workdir: Path | None = None  # the kept work folder (keep=True): guest.sh, vng.log, share/
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -369,8 +370,8 @@ def run_in_vm(
     folder, so any host path works) and options such as ``--profile``.  The
     whole QEMU process group is killed after ``timeout`` seconds (or
     ``boot_timeout`` without the guest's script starting).  ``console`` adds
-    the kernel console to ``vng_log``; ``keep`` keeps the work folder (its
-    path is in the VmError / ``command``).
+    the kernel console to ``vng_log``; ``keep`` keeps the work folder
+    (``VmResult.workdir``, or named in the VmError).
     """
     if not isinstance(kernel, VmKernel):
         kernel = VmKernel.from_path(kernel)
@@ -380,11 +381,11 @@ def run_in_vm(
 
     workdir = Path(tempfile.mkdtemp(prefix="sipct-vm-"))
     share = workdir / "share"
-    share.mkdir()
-    if _hidden_in_guest(workdir):
-        raise VmError(f"the temporary folder {workdir} is not visible in the guest: set TMPDIR to "
-                      "a folder under /tmp")
     try:
+        if _hidden_in_guest(workdir):
+            raise VmError(f"the temporary folder {workdir} is not visible in the guest: set TMPDIR to "
+                          "a folder under /tmp")
+        share.mkdir()
         guest_args, sources = _stage_inputs(argv, share / "in")
         script = _GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), module=MODULE, params=" ".join(params_args),
@@ -396,8 +397,14 @@ def run_in_vm(
                    "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
         if console:
             command.insert(1, "--verbose")
-        result = _boot(kernel, command, workdir, share, timeout, boot_timeout)
+        try:
+            result = _boot(kernel, command, workdir, share, timeout, boot_timeout, params_args)
+        except VmError as exc:
+            if keep:
+                raise VmError(f"{exc} (files kept in {workdir})") from exc
+            raise
         result.module_params = dict(module_params or {})
+        result.workdir = workdir if keep else None
         for item in result.results:
             if isinstance(item, dict) and item.get("source") in sources:
                 item["source"] = sources[item["source"]]
@@ -425,7 +432,7 @@ def _stage_inputs(argv: Sequence[str], folder: Path) -> tuple[list[str], dict[st
 
 
 def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
-          timeout: float, boot_timeout: float) -> VmResult:
+          timeout: float, boot_timeout: float, params: list[str]) -> VmResult:
     env = dict(os.environ)
     # vng runs virtme-run from PATH: the venv's bin folder must be on it.
     env["PATH"] = f"{Path(command[0]).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
@@ -469,12 +476,13 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
 
     release = _read(share / "uname").strip()
     if (share / "modprobe.failed").exists():
-        err = _read(share / "modprobe.err").strip()
-        what = (f"the guest has no {MODULE} module" if "not found" in err
-                else f"`modprobe {MODULE}` failed")
-        raise VmError(f"{what}: {err or 'no message'}; the modules of {release} belong to the package "
-                      f"linux-image-{release} (apt-get install linux-image-{release}, or {SETUP_HINT})",
-                      kernel=kernel.release)
+        err = " ".join(_read(share / "modprobe.err").split()) or "no message"
+        if "not found" in err:
+            raise VmError(f"the guest has no {MODULE} module ({err}): its modules come from the package "
+                          f"linux-image-{release} (`apt-get install --no-install-recommends "
+                          f"linux-image-{release}`, or {SETUP_HINT})", kernel=kernel.release)
+        raise VmError(f"`{' '.join(['modprobe', MODULE, *params])}` failed in the guest: {err} "
+                      "(check the module parameters)", kernel=kernel.release)
     if not (share / "rc").exists():
         raise VmError(f"the guest stopped before sipct finished (vng exited with {proc.returncode}); "
                       f"{_guest_tail(share)}; {_log_tail(log_path)}", kernel=kernel.release)

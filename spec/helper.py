@@ -38,6 +38,7 @@ UDP_TIMEOUT_UNREPLIED = 30
 UDP_TIMEOUT_REPLIED = 120
 TCP_TIMEOUT_SYN_SENT = 120
 TCP_TIMEOUT_ESTABLISHED = 5 * 24 * 3600
+TCP_TIMEOUT_CLOSE = 10
 
 class SpecError(ValueError):
     """The caller asked something the kernel could never see (e.g. TCP data on
@@ -144,6 +145,15 @@ class SipHelper:
         self.packet(Packet(server, sport, client, cport, IPPROTO_TCP), now, syn=True)
         return result
 
+    def tcp_reset(self, a: Address, aport: int, b: Address, bport: int, now: float) -> Trace:
+        """An RST crosses the conntrack of a TCP connection: it moves to CLOSE and
+        dies 10 s later (tcp_timeouts[TCP_CONNTRACK_CLOSE]), with its expectations."""
+        trace = self.advance(now)
+        found = self._conntracks.get(ConnTuple(a, b, IPPROTO_TCP, aport, bport))
+        if found is not None:
+            self._set_timeout(found[0], now + TCP_TIMEOUT_CLOSE)
+        return trace
+
     def packet(self, pkt: Packet, now: float, *, syn: bool = False) -> PacketResult:
         trace = self.advance(now)
         journal_start = len(self.table.journal)
@@ -197,6 +207,51 @@ class SipHelper:
             related_to=ct.expected_from if new else None,
             transitions=tuple(trace.transitions),
         )
+
+    # --- conntracks the kernel knows and the spec did not see --------------------------------
+    def adopt(self, original: ConnTuple, now: float, *, expected: bool = False, seen_reply: bool = False,
+              timeout: float | None = None) -> Master:
+        """A conntrack the kernel tracks with this helper attached although the
+        spec did not see it being created: a userspace helper learns of its
+        masters from the packets the kernel queues to it and from ctnetlink.
+
+        Returns the conntrack's master. One the spec already has with that
+        original tuple is kept as it is; any other conntrack holding either
+        direction of the tuple is gone in the kernel and goes here too.
+        ``timeout`` is the kernel's remaining conntrack timeout in seconds
+        (default: the L4 tracker's unreplied/replied one)."""
+        self.advance(now)
+        found = self._conntracks.get(original)
+        if found is not None and not found[1] and found[0].master is not None:
+            return found[0].master
+        trace = Trace()
+        for key in (original, original.reply()):
+            stale = self._conntracks.get(key)
+            if stale is not None:
+                self._destroy(stale[0], rules.MASTER_TIMEOUT, trace)
+        ct = Conntrack(original, now, seen_reply=seen_reply,
+                       udp_stream_ts=float("-inf") if seen_reply else now + 2)
+        ct.master = Master(original, created=now, timeout_at=now, expected=expected)
+        self._conntracks[original] = (ct, False)
+        self._conntracks[original.reply()] = (ct, True)
+        if not timeout or timeout <= 0:
+            if original.proto == IPPROTO_TCP:
+                timeout = TCP_TIMEOUT_ESTABLISHED
+            else:
+                timeout = UDP_TIMEOUT_REPLIED if seen_reply else UDP_TIMEOUT_UNREPLIED
+        self._set_timeout(ct, now + timeout)
+        return ct.master
+
+    def forget(self, original: ConnTuple, now: float) -> tuple[TableEvent, ...]:
+        """The kernel's conntrack ``original`` is gone (or was replaced by a new
+        one with the same tuple): it goes, and its expectations with it
+        (nf_ct_remove_expectations). Returns the journal events that caused."""
+        self.advance(now)
+        start = len(self.table.journal)
+        found = self._conntracks.get(original)
+        if found is not None and found[0].original == original:
+            self._destroy(found[0], rules.MASTER_TIMEOUT, Trace())
+        return tuple(self.table.journal[start:])
 
     # --- conntrack bookkeeping -------------------------------------------------------------
     def _create(self, pkt: Packet, now: float, trace: Trace) -> Conntrack:

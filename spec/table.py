@@ -211,6 +211,53 @@ class ExpectationTable:
                 return entry
         return None
 
+    # --- a table that mirrors a kernel's (the userspace reference helper) -----------------
+    def lookup(self, master: Master, tuple: ExpectTuple, klass: ExpectClass) -> Entry | None:
+        """The master's linked expectation with this tuple (and mask) and class."""
+        for entry in self._by_master.get(master, ()):
+            if entry.tuple == tuple and entry.klass == klass:
+                return entry
+        return None
+
+    def restore(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,
+                expires: float, trace: Trace | None = None) -> Entry:
+        """Take in an expectation the kernel already has - read back over
+        ctnetlink when a userspace helper (re)starts - as the master's newest.
+
+        Unlike :meth:`related` nothing is checked, evicted or journalled: the
+        kernel's table does not change, the spec only learns about it."""
+        trace = trace if trace is not None else Trace()
+        self._seq += 1
+        entry = Entry(tuple, klass, flags, master, expires, self._seq, Runtime(EXPECTATION))
+        entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert", trace)
+        self._entries[entry.seq] = entry
+        self._by_dst.setdefault(_dst_key(tuple), []).append(entry)
+        self._by_master.setdefault(master, []).append(entry)
+        self._schedule(entry)
+        if klass == ExpectClass.SIGNALLING:
+            if master.registrar.can("register"):
+                master.registrar.fire("register", trace)
+            if not flags & ExpectFlag.INACTIVE and master.registrar.can("refresh"):
+                master.registrar.fire("refresh", trace)
+        else:
+            master.media.fire("expect", trace)
+        return entry
+
+    def gone(self, entry: Entry, now: float, trace: Trace | None = None) -> None:
+        """The kernel reports ``entry`` gone for a reason the spec did not see
+        (a connection it does not track matched it, it expired on the kernel's
+        clock, its master died): unlink it as the likeliest of those would.
+        Journalled like every removal."""
+        trace = trace if trace is not None else Trace()
+        if self._entries.get(entry.seq) is not entry:
+            return
+        if entry.expires <= now:
+            self._remove(entry, "expire", rules.EXPECT_EXPIRE, trace)
+        elif entry.lifecycle.can("match") and not entry.flags & ExpectFlag.PERMANENT:
+            self._remove(entry, "match", rules.EXPECT_MATCH, trace)
+        else:
+            self._remove(entry, "unlink", rules.MASTER_TIMEOUT, trace)
+
     def remove_master(self, master: Master, rule: rules.Rule, trace: Trace) -> None:
         """nf_ct_remove_expectations(): the master is destroyed."""
         for entry in list(self.of_master(master)):

@@ -100,3 +100,21 @@ def test_a_guest_timeout_kills_qemu(kernel_6_1_192, second_boot, monkeypatch):
     (workdir,) = made
     left = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True).stdout.split()
     assert left == [], f"processes of {workdir} outlived the timeout"
+
+
+def test_a_module_the_guest_lacks_is_a_clear_error(kernel_6_1_192, second_boot, monkeypatch):
+    import sipct.harness.vm as vm
+
+    monkeypatch.setattr(vm, "MODULE", "nf_conntrack_nonexistent")  # what the guest script loads
+    with pytest.raises(VmError) as info:
+        run_in_vm(kernel_6_1_192, [str(examples_dir() / "register.yaml")], timeout=300)
+    message = str(info.value)
+    assert message.startswith("kernel 6.1.0-56-amd64: the guest has no nf_conntrack_nonexistent module")
+    assert "apt-get install --no-install-recommends linux-image-6.1.0-56-amd64" in message
+
+
+def test_a_parameter_the_module_refuses_is_a_clear_error(kernel_6_1_192, second_boot):
+    with pytest.raises(VmError, match=r"`modprobe nf_conntrack_sip sip_timeout=99999999999` failed in the "
+                                      r"guest: .*Numerical result out of range"):
+        run_in_vm(kernel_6_1_192, [str(examples_dir() / "register.yaml")],
+                  module_params={"sip_timeout": 99999999999}, timeout=300)

@@ -1,0 +1,572 @@
+"""The reference helper's core: queued packets in, verdicts and expectation operations out.
+
+Theory of operation
+-------------------
+The kernel helper decides and changes the expectation table in one go,
+inside the kernel. A userspace helper sees a packet only after the kernel
+queued it (``nfnl_userspace_cthelper()`` returns ``NF_QUEUE``), changes the
+table over netlink, and lets the packet go with a verdict. This module is
+the part of that which needs no socket (sans-I/O, like h11): the daemon
+feeds it decoded packets and kernel reports, it answers with what to do.
+
+*State.* One :class:`~sipct.spec.helper.SipHelper` - the spec - per network
+namespace is the helper's memory (the *shadow*): its masters carry
+``struct nf_ct_sip_master`` and its expectation table mirrors the kernel's
+expectations of this helper. Every queued packet goes through the spec
+exactly once; the spec's journal of that packet (``TableEvent``) is what
+has to happen in the kernel's table. Nothing about SIP is decided here.
+
+*Masters.* The kernel says which conntrack a packet belongs to (NFQA_CT):
+its original tuple, id, IPS_EXPECTED, IPS_SEEN_REPLY, timeout and our
+private data. A conntrack the shadow does not know (a restart, a conntrack
+that outlived its shadow, a new one with a recycled tuple: the id differs)
+is *adopted* (``SipHelper.adopt``) with those facts; a stale one is
+forgotten first. Masters die in the shadow when the spec's own clock says
+so: the helper writes the same timeout into the kernel's conntrack
+(CTA_TIMEOUT, what nf_ct_refresh() does for the kernel helper), so both
+clocks agree; a conntrack the kernel killed earlier (flush, conntrack -D)
+is noticed by its expectations' destroy events and by the id of the next
+conntrack on the tuple.
+
+*Which journal entries become kernel operations.* Entries the helper causes
+while handling the packet (insertion, replacement, eviction, the flushes,
+taking back an RTP expectation whose RTCP twin failed) are replayed, in
+order. Entries the kernel causes itself are not: expiry, a connection
+matching an expectation, a master's death, the drop of an unconfirmed
+first packet (its conntrack and everything it expected vanish with it).
+``refresh_signalling_expectation()`` changes an expectation in place and
+journals nothing: the core sees it by comparing the master's expectations
+before and after the packet.
+
+*How operations reach the kernel.* Media expectations, removals and new
+timeouts go over ctnetlink (IPCTNL_MSG_EXP_NEW/_DELETE), which needs the
+master in the conntrack hash - i.e. confirmed. A signalling expectation
+goes in the verdict (NFQA_EXP): only ctnetlink_glue_attach_expect() takes
+CTA_EXPECT_HELP_NAME, which makes the registrar's later connection to the
+UA get this helper (process_register_request() sets ``assign_helper``), and
+it works on an unconfirmed master too. ctnetlink cannot clear
+NF_CT_EXPECT_INACTIVE in place, so activating a registration is delete +
+NFQA_EXP + new timeout. When an operation must wait (ctnetlink on an
+unconfirmed master, or anything after an NFQA_EXP) the verdict is
+NF_REPEAT: nfqnl_reinject() confirms the conntrack (nf_confirm_cthelper()),
+the hook runs again and queues the same packet once more; its second
+arrival carries on where the first stopped. So every change is made before
+the packet leaves, as the kernel helper does it.
+
+*Kernel refusals* are read with the spec's meaning (see ``failed()``), and
+any surprise makes the shadow resynchronise from a ctnetlink dump.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sipct.harness.kernel import to_spec
+from sipct.harness.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
+from sipct.spec import rules
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag
+from sipct.spec.helper import Packet, PacketResult, SipHelper
+from sipct.spec.master import Master
+from sipct.spec.params import ModuleParams
+from sipct.spec.profiles import KernelProfile
+from sipct.spec.table import TableEvent
+
+from .netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack, MasterState
+from .netlink.queue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
+from .packet import PacketError, parse_packet
+
+__all__ = [
+    "CTNETLINK",
+    "KERNEL_RULES",
+    "VERDICT",
+    "Decision",
+    "ExpectOp",
+    "Failure",
+    "HelperCore",
+    "Phase",
+    "identity",
+    "plan",
+]
+
+CTNETLINK = "ctnetlink"
+VERDICT = "verdict"  # NFQA_EXP in the verdict
+
+# Journal entries the kernel makes happen by itself (never replayed).
+KERNEL_RULES = frozenset({rules.EXPECT_EXPIRE.id, rules.EXPECT_MATCH.id, rules.MASTER_TIMEOUT.id,
+                          rules.UNCONFIRMED_DROP.id})
+REFRESH_RULE = rules.REG_RESPONSE_REFRESH.id
+
+# How long a packet answered with NF_REPEAT may take to come back.
+PENDING_TIMEOUT = 2.0
+
+
+def identity(e: Expectation) -> tuple:
+    """What tells two expectations apart in the kernel's table (not the timeout, not the flags)."""
+    return (e.tuple, int(e.klass), e.master)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectOp:
+    """One change to the kernel's expectation table.
+
+    ``create``: insert ``expectation`` (ctnetlink, or NFQA_EXP when ``via`` is
+    VERDICT, with ``helper`` for the expected connection); ``delete``: remove
+    it; ``timeout``: give it ``timeout`` seconds from now. ``rule`` is the spec
+    rule behind it."""
+
+    kind: str
+    expectation: Expectation
+    via: str
+    rule: str
+    timeout: int | None = None
+    helper: str | None = None
+
+    def kernel(self, helper_name: str) -> KernelExpectation:
+        """The expectation as ctnetlink writes it: masks from the spec's
+        wildcards (no source address: any; source port: always any for SIP)."""
+        e = self.expectation
+        t, m = e.tuple, e.master
+        family = socket.AF_INET if t.family == 4 else socket.AF_INET6
+        zero = t.dst.__class__(0)
+        ones = t.dst.__class__((1 << t.dst.max_prefixlen) - 1)
+        return KernelExpectation(
+            family=family,
+            proto=t.proto,
+            master=MasterTuple(m.src, m.dst, m.sport, m.dport, m.proto),
+            tuple=KernelExpectTuple(zero if t.src is None else t.src, t.dst,
+                                    0 if t.sport is None else t.sport, t.dport),
+            mask=ExpectMask(zero if t.src is None else ones, None if t.sport is None else 0xFFFF),
+            timeout=self.timeout or 0,
+            flags=int(e.flags),
+            klass=int(e.klass),
+            helper=helper_name,
+        )
+
+    def __str__(self) -> str:
+        e = self.expectation
+        extra = f" timeout={self.timeout}s" if self.kind == "timeout" else ""
+        flags = ",".join(e.flags.labels()) or "-"
+        return f"{self.kind} {e.tuple} class={e.klass.label} flags={flags} via {self.via}{extra} ({self.rule})"
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One pass of a packet through the queue: ctnetlink operations first,
+    then the verdict (NF_REPEAT when another pass follows), which may carry
+    one expectation in NFQA_EXP."""
+
+    ops: tuple[ExpectOp, ...]
+    exp: ExpectOp | None
+    verdict: int
+
+
+def plan(ops: Iterable[ExpectOp], verdict: int, confirmed: bool) -> list[Phase]:
+    """Order operations into passes (see the module docstring).
+
+    A dropped first packet needs nothing: its unconfirmed conntrack and all
+    it expected die with it. Otherwise each NFQA_EXP ends a pass, ctnetlink
+    operations on an unconfirmed master wait for the second pass, and the
+    last pass carries the real verdict."""
+    ops = list(ops)
+    if not confirmed and verdict == NF_DROP:
+        return [Phase((), None, NF_DROP)]
+    phases: list[Phase] = []
+    batch: list[ExpectOp] = []
+    for op in ops:
+        if op.via == VERDICT:
+            phases.append(Phase(tuple(batch), op, NF_REPEAT))
+            batch = []
+        else:
+            batch.append(op)
+    if batch or not phases:
+        phases.append(Phase(tuple(batch), None, NF_REPEAT))
+    last = phases[-1]
+    phases[-1] = Phase(last.ops, last.exp, verdict)
+    if not confirmed and phases[0].ops:
+        phases.insert(0, Phase((), None, NF_REPEAT))
+    return phases
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one queued packet now: run ``ops`` over ctnetlink in
+    order, then send ``verdict`` with ``exp`` (NFQA_EXP), the conntrack timeout
+    ``ct_timeout`` and the helper's private data ``helper_info`` (NFQA_CT)."""
+
+    verdict: int
+    ops: tuple[ExpectOp, ...] = ()
+    exp: ExpectOp | None = None
+    ct_timeout: int | None = None
+    helper_info: bytes | None = None
+    reason: str = ""
+    pass_no: int = 1
+    events: tuple[TableEvent, ...] = ()
+    result: PacketResult | None = None
+    error: str | None = None
+    key: tuple | None = field(default=None, repr=False)
+
+    @property
+    def verdict_name(self) -> str:
+        return VERDICT_NAMES.get(self.verdict, str(self.verdict))
+
+    @property
+    def all_ops(self) -> tuple[ExpectOp, ...]:
+        return self.ops + ((self.exp,) if self.exp is not None else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a refused operation means: ``verdict`` replaces the decision's
+    (None: carry on), ``undo`` runs next, ``stop`` skips the rest."""
+
+    verdict: int | None
+    undo: tuple[ExpectOp, ...] = ()
+    stop: bool = False
+    reason: str = ""
+
+
+@dataclass
+class _Pending:
+    phases: list[Phase]
+    deadline: float
+    pass_no: int
+    master: ConnTuple
+    ct_timeout: int | None
+    helper_info: bytes | None
+    events: tuple[TableEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    removed: int
+    added: int
+    adopted: int
+    unknown_masters: int
+
+
+class HelperCore:
+    """The shadow of one network namespace and the rules that turn its
+    journal into kernel operations. Time (``now``) is always an argument:
+    seconds on a monotonic clock."""
+
+    def __init__(self, params: ModuleParams, profile: KernelProfile, *, helper_name: str = "sip",
+                 fail_open: bool = True, same_interface: Callable | None = None,
+                 pending_timeout: float = PENDING_TIMEOUT) -> None:
+        self.params = params
+        self.profile = profile
+        self.helper_name = helper_name
+        self.fail_open = fail_open
+        self.pending_timeout = pending_timeout
+        self.shadow = SipHelper(params, profile, same_interface)
+        self._ids: dict[ConnTuple, int | None] = {}  # kernel conntrack id of each shadow master
+        self._pending: dict[tuple, _Pending] = {}
+        self._own_deletes: Counter[tuple] = Counter()  # destroy events we caused and still expect
+        self.needs_resync = False
+        self.stats: Counter[str] = Counter()
+
+    # --- packets -------------------------------------------------------------------------
+    @property
+    def policy_verdict(self) -> int:
+        return NF_ACCEPT if self.fail_open else NF_DROP
+
+    def error_decision(self, reason: str) -> Decision:
+        """The failure policy's verdict for a packet the helper could not handle."""
+        self.stats["errors"] += 1
+        return Decision(self.policy_verdict, reason=f"error: {reason}", error=reason)
+
+    def decide(self, pkt: QueuedPacket, now: float) -> Decision:
+        """The decision for one queued packet. Never raises: an internal error
+        gives the failure policy's verdict and a resynchronisation."""
+        self.stats["packets"] += 1
+        try:
+            return self._decide(pkt, now)
+        except Exception as exc:  # the daemon must survive anything the spec or a packet does
+            self.needs_resync = True
+            return self.error_decision(f"{type(exc).__name__}: {exc}")
+
+    def _decide(self, pkt: QueuedPacket, now: float) -> Decision:
+        ct = pkt.ct
+        if ct is None or pkt.ctinfo is None:
+            return self.error_decision("no conntrack with the packet (NFQA_CFG_F_CONNTRACK off, or the kernel "
+                                       "lacks CONFIG_NETFILTER_NETLINK_GLUE_CT)")
+        try:
+            l4 = parse_packet(pkt.payload)
+        except PacketError as exc:
+            return self.error_decision(f"unreadable packet: {exc}")
+        reply = pkt.ctinfo >= IP_CT_IS_REPLY
+        key = (ct.id, ct.original, reply, l4.tcp_flags, l4.payload)
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            return self._next_pass(key, pending)
+
+        shadow = self.shadow
+        shadow.advance(now)
+        master = self._master_for(ct, now)
+        # The entries themselves are kept so that no id() is reused meanwhile.
+        before = {id(e): (e, e.flags, e.expires) for e in shadow.table.of_master(master)}
+        start = len(shadow.table.journal)
+        result = shadow.packet(Packet(l4.src, l4.sport, l4.dst, l4.dport, l4.proto, l4.payload), now,
+                               syn=l4.syn)
+        events = tuple(shadow.table.journal[start:])
+        verdict = NF_ACCEPT if result.accepted else NF_DROP
+        reason = "accept" if result.accepted else (result.drop_rule.id if result.drop_rule else "drop")
+        if verdict == NF_DROP and not ct.confirmed:
+            # nf_conntrack_confirm() never runs for this packet: the kernel
+            # frees the conntrack and what it expected (nf_ct_destroy).
+            events += shadow.forget(ct.original, now)
+            ops: list[ExpectOp] = []
+        else:
+            ops = self._ops(events, master, before, now)
+        alive = shadow.conntrack(ct.original) is not None
+        refreshed = any(f.rule is rules.REFRESH_MASTER for f in result.firings)
+        ct_timeout = self.params.sip_timeout if refreshed and alive else None
+        info = MasterState(master.register_cseq, master.invite_cseq, master.forced_dport).pack() if alive else None
+        phases = plan(ops, verdict, ct.confirmed)
+        self.stats["verdict." + VERDICT_NAMES.get(verdict, str(verdict))] += 1
+        first, rest = phases[0], phases[1:]
+        if rest:
+            self._pending[key] = _Pending(rest, now + self.pending_timeout, 2, ct.original, ct_timeout, info, events)
+        return Decision(first.verdict, first.ops, first.exp, ct_timeout, info,
+                        reason if not rest else f"repeat: {len(rest)} more pass(es), then {reason}",
+                        1, events, result, key=key)
+
+    def _next_pass(self, key: tuple, pending: _Pending) -> Decision:
+        phase = pending.phases.pop(0)
+        pass_no = pending.pass_no
+        if pending.phases:
+            pending.pass_no += 1
+            self._pending[key] = pending
+        return Decision(phase.verdict, phase.ops, phase.exp, pending.ct_timeout, pending.helper_info,
+                        f"pass {pass_no}", pass_no, pending.events, key=key)
+
+    def _master_for(self, ct: KernelConntrack, now: float) -> Master:
+        """The shadow's master for the kernel's conntrack, adopted if need be."""
+        shadow = self.shadow
+        original = ct.original
+        found = shadow.conntrack(original)
+        known = self._ids.get(original)
+        same = (found is not None and found.original == original and found.master is not None
+                and (known is None or ct.id is None or known == ct.id))
+        if same:
+            assert found is not None and found.master is not None
+            self._ids[original] = ct.id
+            return found.master
+        if found is not None:
+            # The kernel's conntrack on this tuple is another one: the old is gone.
+            shadow.forget(found.original, now)
+            self._ids.pop(found.original, None)
+            self.stats["masters.replaced"] += 1
+        return self._adopt(ct, now)
+
+    def _adopt(self, ct: KernelConntrack, now: float) -> Master:
+        master = self.shadow.adopt(ct.original, now, expected=ct.expected, seen_reply=ct.seen_reply,
+                                   timeout=ct.timeout or None)
+        state = MasterState.unpack(ct.helper_info)
+        if state is not None:
+            master.register_cseq = state.register_cseq
+            master.invite_cseq = state.invite_cseq
+            master.forced_dport = state.forced_dport
+        self._ids[ct.original] = ct.id
+        self.stats["masters.adopted"] += 1
+        return master
+
+    def _ops(self, events: tuple[TableEvent, ...], master: Master, before: dict[int, tuple], now: float
+             ) -> list[ExpectOp]:
+        ops: list[ExpectOp] = []
+        created: dict[tuple, Expectation] = {}
+        for ev in events:
+            if ev.rule in KERNEL_RULES:
+                continue
+            e = ev.expectation
+            if ev.kind == "new":
+                signalling = e.klass == ExpectClass.SIGNALLING
+                ops.append(ExpectOp("create", e, VERDICT if signalling else CTNETLINK, ev.rule,
+                                    helper=self.helper_name if signalling else None))
+                created[identity(e)] = e
+            else:
+                ops.append(ExpectOp("delete", e, CTNETLINK, ev.rule))
+                created.pop(identity(e), None)
+        # refresh_signalling_expectation(): a timeout and flags changed in place.
+        for entry in self.shadow.table.of_master(master):
+            value = entry.value()
+            if id(entry) in before and identity(value) not in created:
+                _, old_flags, old_expires = before[id(entry)]
+            elif identity(value) in created:
+                old = created[identity(value)]
+                old_flags, old_expires = old.flags, old.expires
+            else:
+                continue
+            if entry.flags == old_flags and entry.expires == old_expires:
+                continue
+            timeout = max(1, round(entry.expires - now))
+            if entry.flags != old_flags:
+                # ctnetlink cannot clear NF_CT_EXPECT_INACTIVE: take it out and put it back.
+                stale = Expectation(value.tuple, value.klass, ExpectFlag(old_flags), value.master, old_expires)
+                ops.append(ExpectOp("delete", stale, CTNETLINK, REFRESH_RULE))
+                ops.append(ExpectOp("create", value, VERDICT, REFRESH_RULE, helper=self.helper_name))
+            ops.append(ExpectOp("timeout", value, CTNETLINK, REFRESH_RULE, timeout=timeout))
+        return ops
+
+    # --- what the kernel said about operations -------------------------------------------------
+    def applied(self, op: ExpectOp) -> None:
+        """The kernel did ``op``: a removal's destroy event is ours, not news."""
+        self.stats[f"ops.{op.kind}"] += 1
+        if op.kind == "delete":
+            self._own_deletes[identity(op.expectation)] += 1
+
+    def failed(self, decision: Decision, op: ExpectOp, err: int) -> Failure:
+        """The kernel refused ``op`` with errno ``err``; what that means.
+
+        ``delete`` ENOENT: already gone (a connection used it, it expired,
+        its master died) - which is what was asked. ``timeout`` ENOENT: gone
+        as well. ``create`` EEXIST: an expectation covering the tuple exists,
+        for the spec "already expected" (media.already). ``create`` EBUSY
+        (clash), EMFILE/ENOSPC (no room), ESHUTDOWN/ENOENT (master dying or
+        gone), EALREADY: the expectation cannot be added, and the kernel
+        helper then drops the packet (media.failed, register.failed) after
+        taking back the RTP expectation of a failed RTCP one. Anything else
+        is an internal error: the failure policy decides. Every refusal but
+        the first means the shadow and the kernel disagree: resynchronise."""
+        self.stats[f"refused.{op.kind}.{errno.errorcode.get(err, err)}"] += 1
+        name = errno.errorcode.get(err, str(err))
+        if op.kind in ("delete", "timeout") and err == errno.ENOENT:
+            if op.kind == "timeout":
+                self.needs_resync = True
+            return Failure(None, reason=f"{op.kind}: already gone")
+        self.needs_resync = True
+        if op.kind == "create" and err == errno.EEXIST:
+            return Failure(None, reason="create: already expected (EEXIST)")
+        if op.kind == "create" and err in (errno.EBUSY, errno.EMFILE, errno.ENOSPC, errno.ESHUTDOWN,
+                                           errno.ENOENT, errno.EALREADY):
+            e = op.expectation
+            rule = rules.REGISTER_FAILED if e.klass == ExpectClass.SIGNALLING else rules.MEDIA_FAILED
+            undo = ()
+            if e.klass != ExpectClass.SIGNALLING and e.tuple.dport % 2 == 1:
+                for earlier in decision.all_ops:
+                    if earlier is op:
+                        break
+                    t = earlier.expectation.tuple
+                    if (earlier.kind == "create" and earlier.expectation.klass == e.klass
+                            and earlier.expectation.master == e.master and t.dst == e.tuple.dst
+                            and t.dport == e.tuple.dport - 1 and t.src == e.tuple.src):
+                        undo = (ExpectOp("delete", earlier.expectation, CTNETLINK, rules.MEDIA_FAILED.id),)
+            self._cancel(decision)
+            return Failure(NF_DROP, undo, True, f"{rule.id}: the kernel refused {op.kind} ({name})")
+        self._cancel(decision)
+        self.stats["errors"] += 1
+        return Failure(self.policy_verdict, (), True, f"error: the kernel refused {op.kind} ({name})")
+
+    def _cancel(self, decision: Decision) -> None:
+        if decision.key is not None:
+            self._pending.pop(decision.key, None)
+
+    def expire_pending(self, now: float) -> int:
+        """Forget passes whose packet never came back (the queue overflowed
+        and, with the bypass flag, the kernel let it through). Returns how many."""
+        gone = [k for k, p in self._pending.items() if p.deadline <= now]
+        for k in gone:
+            del self._pending[k]
+        if gone:
+            self.needs_resync = True
+            self.stats["pending.expired"] += len(gone)
+        return len(gone)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # --- what the kernel reports on its own ------------------------------------------------------
+    def expectation_destroyed(self, exp: KernelExpectation, now: float) -> bool:
+        """An IPEXP_DESTROY event. Returns True when it told the shadow
+        something new (a connection matched the expectation, it expired on
+        the kernel's clock, its master died, someone deleted it)."""
+        if exp.helper != self.helper_name:
+            return False
+        value = to_spec(exp, now)
+        key = identity(value)
+        if self._own_deletes[key] > 0:
+            self._own_deletes[key] -= 1
+            if not self._own_deletes[key]:
+                del self._own_deletes[key]
+            return False
+        self.shadow.advance(now)
+        found = self.shadow.conntrack(value.master)
+        if found is None or found.master is None or found.original != value.master:
+            return False
+        entry = self.shadow.table.lookup(found.master, value.tuple, value.klass)
+        if entry is None:
+            return False
+        self.shadow.table.gone(entry, now)
+        self.stats["events.destroy"] += 1
+        return True
+
+    def missing_masters(self, expectations: Iterable[KernelExpectation]) -> list[ConnTuple]:
+        """Masters of these kernel expectations that the shadow lacks."""
+        out = []
+        for exp in expectations:
+            if exp.helper != self.helper_name:
+                continue
+            m = exp.master
+            original = ConnTuple(m.src, m.dst, m.proto, m.sport or 0, m.dport or 0)
+            found = self.shadow.conntrack(original)
+            if (found is None or found.master is None or found.original != original) and original not in out:
+                out.append(original)
+        return out
+
+    def reconcile(self, expectations: Iterable[KernelExpectation], masters: Mapping[ConnTuple, KernelConntrack],
+                  now: float) -> ReconcileReport:
+        """Make the shadow's expectations the kernel's (a ctnetlink dump):
+        at start (restart while calls are up), periodically, and after a
+        surprise. ``masters`` holds the kernel's conntracks for
+        missing_masters(). Masters with a packet between two passes are left alone."""
+        shadow = self.shadow
+        shadow.advance(now)
+        busy = {p.master for p in self._pending.values()}
+        kernel: dict[tuple, Expectation] = {}
+        for exp in expectations:
+            if exp.helper == self.helper_name:
+                value = to_spec(exp, now)
+                kernel[identity(value)] = value
+        removed = added = adopted = unknown = 0
+        have = set()
+        for entry in shadow.table.entries():
+            value = entry.value()
+            if value.master in busy:
+                have.add(identity(value))
+                continue
+            if identity(value) in kernel:
+                have.add(identity(value))
+            else:
+                shadow.table.gone(entry, now)
+                removed += 1
+        # Oldest first (least time left), so that the shadow evicts what the kernel would.
+        for key, value in sorted(kernel.items(), key=lambda kv: kv[1].expires):
+            if key in have or value.master in busy:
+                continue
+            found = shadow.conntrack(value.master)
+            if found is not None and found.master is not None and found.original == value.master:
+                master = found.master
+            else:
+                facts = masters.get(value.master)
+                if facts is None or facts.helper != self.helper_name:
+                    unknown += 1
+                    continue
+                if found is not None:
+                    shadow.forget(found.original, now)
+                master = self._adopt(facts, now)
+                adopted += 1
+            shadow.table.restore(master, value.tuple, value.klass, value.flags, value.expires)
+            added += 1
+        self.needs_resync = False
+        self.prune()
+        self.stats["resyncs"] += 1
+        return ReconcileReport(removed, added, adopted, unknown)
+
+    def prune(self) -> None:
+        """Drop bookkeeping of masters the shadow no longer has."""
+        for original in [o for o in self._ids if self.shadow.conntrack(o) is None]:
+            del self._ids[original]

@@ -2,10 +2,11 @@
 
 Every difference is one named field here, documented with the kernel change that
 introduced it, so the rest of the spec asks the profile instead of comparing
-version numbers. The Debian 6.1 kernels changed between 6.1.170 and 6.1.192 with
-the 2026 backports of the upstream ``nf_conntrack_sip`` hardening series
-(``sip_parse_port()``, ``sip_strtouint()``, lazy expectation expiry); 6.12.117 has
-the same ``nf_conntrack_sip.c`` as 6.1.192 (diff: only the ``nf_ct_refresh``
+version numbers. The Debian 6.1 kernels took the 2026 backports of the upstream
+``nf_conntrack_sip`` hardening series in steps: ``sip_parse_port()`` and
+``sip_strtouint()`` by 6.1.176, ``assign_helper`` by 6.1.187, the NULL-returning
+``sip_skip_whitespace()`` in 6.1.190, lazy expectation expiry in 6.1.192; 6.12.117
+has the same ``nf_conntrack_sip.c`` as 6.1.192 (diff: only the ``nf_ct_refresh``
 signature). The running 6.18 kernel's source is not packaged here: its profile is
 established by measurement (``sipct run``) and recorded in docs/.
 """
@@ -48,9 +49,19 @@ LEGACY_6_1_170 = KernelProfile(
     skip_whitespace_null_at_end=False,
 )
 
+PARTIAL_6_1_176 = KernelProfile(
+    name="6.1.176",
+    description="Debian 6.1.176-6.1.189, 6.12.107-6.12.110: sip_parse_port() and sip_strtouint(), "
+                "the old sip_skip_whitespace()",
+    strict_uri_port=True,
+    bounded_numbers=True,
+    skip_whitespace_null_at_end=False,
+)
+
 HARDENED_6_1_192 = KernelProfile(
     name="6.1.192",
-    description="Debian 6.1.192 / 6.12.117: sip_parse_port(), sip_strtouint(), lazy expectation expiry",
+    description="Debian 6.1.190+, 6.12.111+: also sip_skip_whitespace() returning NULL at the end "
+                "(6.1.192 and 6.12.115+ add lazy expectation expiry, not observable here)",
     strict_uri_port=True,
     bounded_numbers=True,
     skip_whitespace_null_at_end=True,
@@ -64,7 +75,8 @@ RUNNING_6_18 = KernelProfile(
     skip_whitespace_null_at_end=True,
 )
 
-PROFILES: dict[str, KernelProfile] = {p.name: p for p in (LEGACY_6_1_170, HARDENED_6_1_192, RUNNING_6_18)}
+PROFILES: dict[str, KernelProfile] = {
+    p.name: p for p in (LEGACY_6_1_170, PARTIAL_6_1_176, HARDENED_6_1_192, RUNNING_6_18)}
 DEFAULT_PROFILE = RUNNING_6_18
 
 
@@ -87,18 +99,25 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def profile_for_kernel(release: str) -> KernelProfile:
-    """The profile for a kernel release string such as ``6.1.170`` or ``6.12.117``.
+    """The profile for a kernel version such as ``6.1.170`` or ``6.12.117``.
 
-    6.1 kernels before 6.1.192 and 6.12 kernels before 6.12.117 predate the
-    hardening series in the versions packaged here; later ones carry it.
+    The boundaries come from the packaged sources (``nf_conntrack_sip.c`` of
+    Debian 6.1.170, .176, .187, .190, .192 and 6.12.107, .111, .113, .115,
+    .117): sip_parse_port()/sip_strtouint() are in 6.1.176 and 6.12.107, the
+    NULL-returning sip_skip_whitespace() in 6.1.190 and 6.12.111. Versions older
+    than the oldest packaged ones are assumed to parse like 6.1.170.
     """
     version = _version_tuple(release)
     major_minor = version[:2]
     patch = version[2] if len(version) > 2 else 0
     if major_minor == (6, 1):
-        return HARDENED_6_1_192 if patch >= 192 else LEGACY_6_1_170
+        if patch >= 190:
+            return HARDENED_6_1_192
+        return PARTIAL_6_1_176 if patch >= 176 else LEGACY_6_1_170
     if major_minor == (6, 12):
-        return HARDENED_6_1_192 if patch >= 117 else LEGACY_6_1_170
+        if patch >= 111:
+            return HARDENED_6_1_192
+        return PARTIAL_6_1_176 if patch >= 107 else LEGACY_6_1_170
     if major_minor >= (6, 18):
         return RUNNING_6_18
     return LEGACY_6_1_170

@@ -40,7 +40,7 @@ from .queue import (NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BI
                     NFQNL_COPY_PACKET, NFQNL_MSG_PACKET, QueueConfig, QueuedPacket, Verdict, nfq_msg,
                     queue_msg_type)
 
-__all__ = ["ExpectationSocket", "HelperNetlinkError", "HelperSocket", "subsystem_errors"]
+__all__ = ["ExpectationSocket", "HelperNetlinkError", "HelperSocket", "netlink_text", "subsystem_errors"]
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -87,6 +87,17 @@ _MEANINGS: dict[str, dict[int, str]] = {
 
 class HelperNetlinkError(NetlinkError):
     """A refused cthelper/queue request, with what it means."""
+
+    def __str__(self) -> str:
+        return netlink_text(self)
+
+
+def netlink_text(exc: BaseException) -> str:
+    """A NetlinkError's message without pyroute2's (code, text) tuple form."""
+    args = getattr(exc, "args", ())
+    if isinstance(exc, NetlinkError) and len(args) > 1 and isinstance(args[1], str):
+        return args[1]
+    return str(exc)
 
 
 def _explained(code: int, op: str) -> HelperNetlinkError:

@@ -1,0 +1,432 @@
+"""``sipct helper``: the daemon around HelperCore.
+
+One process serves the network namespace it runs in (start it with
+``ip netns exec NAME`` for another one). It
+
+1. joins ctnetlink's expectation-destroy events (before anything else, so
+   nothing the kernel removes from now on goes unnoticed),
+2. registers the userspace helper once per (family, transport) with
+   nfnetlink_cthelper - or updates the registration a previous run left -
+3. binds its queue(s) with NFQA_CFG_F_CONNTRACK (whole packets; fail-open
+   on queue overflow when the failure policy is "open"),
+4. reads the kernel's expectations of the helper back over ctnetlink and
+   rebuilds its shadow from them (a restart while calls are up keeps them),
+5. tells systemd it is ready (sd_notify READY=1), then loops: queued packet
+   -> HelperCore.decide() -> ctnetlink operations -> verdict.
+
+SIGTERM/SIGINT: unbind the queues and unregister the helper (while nft
+``ct helper`` objects still refer to it the kernel refuses, EBUSY; it is
+then left registered but disabled, so its packets pass unqueued), exit 0.
+SIGHUP: re-read the configuration's log level.
+
+Nothing a packet, the spec or the kernel does ends the loop: every
+per-packet failure is logged and answered with the failure policy's verdict.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .config import HelperConfig, load_config
+from .core import CTNETLINK, Decision, ExpectOp, HelperCore
+from .netlink.queue import QueuedPacket, Verdict
+from .netlink.socket import ExpectationSocket, HelperSocket, netlink_text
+
+__all__ = ["HelperDaemon", "RouteOracle", "notify", "setup_logging"]
+
+log = logging.getLogger("sipct.helper")
+TICK = 1.0  # seconds between housekeeping rounds
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr; without timestamps under systemd (journald adds them)."""
+    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(message)s"
+    root = logging.getLogger("sipct")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(fmt))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def notify(state: str) -> bool:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(state.encode())
+        return True
+    except OSError as exc:
+        log.warning("sd_notify to %s failed: %s", address, exc)
+        return False
+
+
+class RouteOracle:
+    """The routing question of sip_external_media (set_expected_rtp_rtcp()):
+    does the route to the media address leave by the device this packet
+    leaves by? Answered from the namespace's routing table, cached briefly."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        from pyroute2 import IPRoute
+
+        self._ipr = IPRoute()
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, int | None]] = {}
+
+    def _oif(self, addr: object) -> int | None:
+        key = str(addr)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            routes = self._ipr.route("get", dst=key)
+            oif = routes[0].get("RTA_OIF") if routes else None
+        except Exception:  # no route: NetlinkError ENETUNREACH and friends
+            oif = None
+        self._cache[key] = (now + self._ttl, oif)
+        return oif
+
+    def __call__(self, media: object, packet_dst: object) -> bool | None:
+        media_oif = self._oif(media)
+        if media_oif is None:
+            return None
+        return media_oif == self._oif(packet_dst)
+
+    def close(self) -> None:
+        self._ipr.close()
+
+
+@dataclass
+class _Signals:
+    stop: bool = False
+    reload: bool = False
+
+
+class HelperDaemon:
+    """The I/O around HelperCore. ``clock`` gives monotonic seconds."""
+
+    def __init__(self, config: HelperConfig, *, netns: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.netns = netns
+        self.clock = clock
+        self.params = config.module_params()
+        self.profile = config.kernel_profile()
+        self.registrations = config.registrations()
+        self.core: HelperCore | None = None
+        self.queue: HelperSocket | None = None
+        self.ops: ExpectationSocket | None = None
+        self.events: ExpectationSocket | None = None
+        self.routes: RouteOracle | None = None
+        self.signals = _Signals()
+        self.registered: list = []
+        self.bound: list[int] = []
+        self._last_resync = 0.0
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        if self.params.sip_external_media:
+            self.routes = RouteOracle()
+        self.core = HelperCore(self.params, self.profile, helper_name=cfg.name, fail_open=cfg.fail_open,
+                               same_interface=self.routes)
+        self.events = ExpectationSocket(self.netns)
+        self.events.subscribe_destroy_events()
+        self.ops = ExpectationSocket(self.netns)
+        self.queue = HelperSocket(self.netns)
+        for helper in self.registrations:
+            self.queue.register(helper)
+            self.registered.append(helper)
+            log.info("registered userspace helper %s (policies %s, %d bytes of private data)", helper,
+                     ", ".join(f"{p.name} max {p.max_expected} {p.timeout}s" for p in helper.policies),
+                     helper.priv_data_len)
+        for queue_num in cfg.queues:
+            self.queue.bind_queue(queue_num, fail_open=cfg.fail_open, maxlen=cfg.queue_maxlen)
+            self.bound.append(queue_num)
+            log.info("bound queue %d (NFQA_CT, fail-%s, max %d packets)", queue_num, cfg.fail_policy,
+                     cfg.queue_maxlen)
+        report = self.resync("start")
+        log.info("ready: profile %s, ports %s, sip_timeout %d, direct_signalling %d, direct_media %d, "
+                 "external_media %d; %d expectation(s) of %d master(s) taken over from the kernel",
+                 self.profile.name, ",".join(map(str, self.params.ports)), self.params.sip_timeout,
+                 self.params.sip_direct_signalling, self.params.sip_direct_media, self.params.sip_external_media,
+                 report.added if report else 0, report.adopted if report else 0)
+        notify(f"READY=1\nSTATUS=helper {cfg.name} on queue(s) {','.join(map(str, cfg.queues))}")
+
+    def stop(self) -> None:
+        """Unbind, unregister, close; every step is tried whatever the others did."""
+        notify("STOPPING=1")
+        if self.queue is not None:
+            for queue_num in self.bound:
+                try:
+                    self.queue.unbind_queue(queue_num)
+                    log.info("unbound queue %d", queue_num)
+                except (OSError, NetlinkError) as exc:
+                    log.warning("%s", netlink_text(exc))
+            self.bound.clear()
+            for helper in self.registered:
+                try:
+                    self.queue.unregister(helper)
+                    log.info("unregistered %s", helper)
+                except NetlinkError as exc:
+                    if exc.code != errno.EBUSY:
+                        log.warning("%s", netlink_text(exc))
+                        continue
+                    try:
+                        self.queue.set_enabled(helper, False)
+                        log.info("%s is still referenced (nft ct helper object): left registered, disabled "
+                                 "(its packets pass unqueued until the helper runs again)", helper)
+                    except (OSError, NetlinkError) as exc2:
+                        log.warning("%s", netlink_text(exc2))
+                except OSError as exc:
+                    log.warning("unregister %s: %s", helper, exc)
+            self.registered.clear()
+        for sock in (self.queue, self.ops, self.events, self.routes):
+            if sock is not None:
+                try:
+                    sock.close()
+                except Exception as exc:  # closing must not stop the others
+                    log.debug("close: %s", exc)
+        self.queue = self.ops = self.events = self.routes = None
+
+    def install_signal_handlers(self) -> int:
+        """SIGTERM/SIGINT stop, SIGHUP reloads; returns a wake-up fd for select()."""
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w)
+
+        def on_stop(signum: int, frame: object) -> None:
+            self.signals.stop = True
+
+        def on_hup(signum: int, frame: object) -> None:
+            self.signals.reload = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        return r
+
+    def run(self, wakeup_fd: int | None = None) -> None:
+        assert self.queue is not None and self.events is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.queue.fileno(), selectors.EVENT_READ, "queue")
+        sel.register(self.events.fileno(), selectors.EVENT_READ, "events")
+        if wakeup_fd is not None:
+            sel.register(wakeup_fd, selectors.EVENT_READ, "signal")
+        try:
+            while not self.signals.stop:
+                ready = {key.data for key, _ in sel.select(TICK)}
+                if "signal" in ready:
+                    try:
+                        os.read(wakeup_fd, 512)  # type: ignore[arg-type]
+                    except BlockingIOError:
+                        pass
+                # Events first: a destroy (say, RTP that used an expectation)
+                # happened before the packets queued since.
+                if "events" in ready:
+                    self.read_events()
+                if "queue" in ready:
+                    self.read_queue()
+                if self.signals.reload:
+                    self.signals.reload = False
+                    self.reload()
+                self.housekeeping()
+        finally:
+            sel.close()
+
+    # --- the work --------------------------------------------------------------------------------
+    def read_queue(self) -> None:
+        assert self.queue is not None
+        try:
+            packets = self.queue.receive()
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                log.warning("queue socket overflowed: the kernel could not deliver some packets (with "
+                            "fail_policy=open they passed unhelped, else they were dropped)")
+                return
+            log.error("reading the queue: %s", exc)
+            return
+        for pkt in packets:
+            self.handle(pkt)
+        for code, seq in self.queue.errors:
+            log.warning("the kernel refused a verdict: %s", os.strerror(code))
+        self.queue.errors.clear()
+
+    def handle(self, pkt: QueuedPacket) -> None:
+        """One packet: decide, change the table, answer. Never raises."""
+        assert self.core is not None and self.queue is not None
+        now = self.clock()
+        try:
+            decision = self.core.decide(pkt, now)
+            if decision.error:
+                log.warning("packet %d: %s -> %s", pkt.packet_id, decision.error, decision.verdict_name)
+            verdict, exp = self._execute(decision)
+            self.queue.send_verdict(Verdict(
+                pkt.queue_num, pkt.packet_id, verdict, pkt.family,
+                ct_timeout=decision.ct_timeout,
+                helper=self.config.name if decision.helper_info is not None else None,
+                helper_info=decision.helper_info,
+                exp=None if exp is None else exp.kernel(self.config.name),
+                exp_helper=None if exp is None else exp.helper))
+            if exp is not None:
+                self.core.applied(exp)
+            if log.isEnabledFor(logging.DEBUG):
+                self._trace(pkt, decision, verdict)
+        except Exception as exc:  # an internal error never kills the daemon
+            log.exception("packet %d: internal error: %s", pkt.packet_id, exc)
+            self.core.needs_resync = True
+            try:
+                self.queue.send_verdict(Verdict(pkt.queue_num, pkt.packet_id, self.core.policy_verdict, pkt.family))
+            except Exception as exc2:
+                log.error("packet %d: cannot send the policy verdict either: %s", pkt.packet_id, exc2)
+
+    def _execute(self, decision: Decision) -> tuple[int, ExpectOp | None]:
+        """Run the decision's ctnetlink operations; the verdict and NFQA_EXP to send."""
+        assert self.core is not None
+        verdict, exp = decision.verdict, decision.exp
+        for op in decision.ops:
+            try:
+                self.apply(op)
+                self.core.applied(op)
+                continue
+            except NetlinkError as exc:
+                failure = self.core.failed(decision, op, exc.code)
+            level = logging.INFO if failure.verdict is None else logging.WARNING
+            log.log(level, "%s: %s", op, failure.reason)
+            for undo in failure.undo:
+                try:
+                    self.apply(undo)
+                    self.core.applied(undo)
+                except NetlinkError as exc:
+                    log.info("%s: %s", undo, os.strerror(exc.code))
+            if failure.verdict is not None:
+                verdict = failure.verdict
+            if failure.stop:
+                exp = None  # it came after the refused operation
+                break
+        return verdict, exp
+
+    def apply(self, op: ExpectOp) -> None:
+        """One ctnetlink operation (raises NetlinkError when refused)."""
+        assert self.ops is not None and op.via == CTNETLINK
+        k = op.kernel(self.config.name)
+        if op.kind == "create":
+            self.ops.create(k.master, k.tuple, proto=k.proto, mask=k.mask, klass=k.klass, flags=k.flag_bits)
+        elif op.kind == "delete":
+            self.ops.delete(k, match_id=False)
+        elif op.kind == "timeout":
+            self.ops.set_timeout(k, op.timeout or 0)
+        else:
+            raise ValueError(f"unknown operation {op.kind}")
+
+    def read_events(self) -> None:
+        assert self.core is not None and self.events is not None
+        try:
+            events = self.events.drain_events()
+        except OSError as exc:
+            log.warning("%s: resynchronising", exc)
+            self.core.needs_resync = True
+            return
+        now = self.clock()
+        for kind, exp in events:
+            if kind == "destroy":
+                try:
+                    if self.core.expectation_destroyed(exp, now):
+                        log.debug("the kernel removed %s -> %s:%s class %d", exp.tuple.src, exp.tuple.dst,
+                                  exp.tuple.dport, exp.klass)
+                except Exception as exc:
+                    log.exception("destroy event: %s", exc)
+                    self.core.needs_resync = True
+
+    def housekeeping(self) -> None:
+        assert self.core is not None
+        now = self.clock()
+        try:
+            if self.core.expire_pending(now):
+                log.warning("packet(s) answered with NF_REPEAT did not come back: resynchronising")
+            interval = self.config.resync_interval
+            due = interval > 0 and now - self._last_resync >= interval
+            if (self.core.needs_resync or due) and not self.core.pending:
+                self.resync("after a surprise" if self.core.needs_resync else "periodic")
+        except Exception as exc:
+            log.exception("housekeeping: %s", exc)
+
+    def resync(self, why: str):
+        """Read the kernel's expectations (and the masters the shadow lacks)
+        and make the shadow agree."""
+        assert self.core is not None and self.ops is not None
+        self._last_resync = self.clock()
+        try:
+            dump = self.ops.dump()
+            masters = self.ops.conntracks(self.core.missing_masters(dump))
+            report = self.core.reconcile(dump, masters, self.clock())
+        except (OSError, NetlinkError) as exc:
+            log.warning("resynchronisation (%s) failed: %s", why, netlink_text(exc))
+            return None
+        if report.removed or report.added or report.unknown_masters:
+            log.info("resynchronised (%s): %d expectation(s) added, %d removed, %d master(s) adopted, "
+                     "%d without a known master", why, report.added, report.removed, report.adopted,
+                     report.unknown_masters)
+        return report
+
+    def reload(self) -> None:
+        path = self.config.path
+        if path is None:
+            return
+        try:
+            fresh = load_config(path)
+        except Exception as exc:
+            log.error("SIGHUP: %s (keeping the running configuration)", exc)
+            return
+        setup_logging(fresh.log_level)
+        changed = [k for k in ("name", "families", "transports", "queue", "tcp_queue", "queue_maxlen",
+                               "fail_policy", "profile", "resync_interval", "params")
+                   if getattr(fresh, k) != getattr(self.config, k)]
+        log.info("SIGHUP: log level %s%s", fresh.log_level,
+                 f"; changed but only applied by a restart: {', '.join(changed)}" if changed else "")
+
+    def _trace(self, pkt: QueuedPacket, decision: Decision, verdict: int) -> None:
+        ct = pkt.ct
+        rule_ids = decision.result.rule_ids if decision.result is not None else []
+        log.debug("packet %d ct %s pass %d: %s (%s) rules %s ops [%s]%s", pkt.packet_id,
+                  ct.original if ct else "-", decision.pass_no, Verdict(0, 0, verdict).name, decision.reason,
+                  ",".join(rule_ids) or "-", "; ".join(str(o) for o in decision.ops),
+                  f" exp {decision.exp}" if decision.exp else "")
+
+
+def run(config: HelperConfig, netns: str | None = None) -> int:
+    """Start, serve until SIGTERM/SIGINT, stop. Exit status 0, or 2 when it
+    could not start (the reason is logged)."""
+    setup_logging(config.log_level)
+    daemon = HelperDaemon(config, netns=netns)
+    wakeup = daemon.install_signal_handlers()
+    try:
+        try:
+            daemon.start()
+        except (OSError, NetlinkError, TimeoutError) as exc:
+            log.error("cannot start: %s", netlink_text(exc))
+            return 2
+        daemon.run(wakeup)
+        log.info("stopping")
+        return 0
+    finally:
+        daemon.stop()

@@ -1,0 +1,297 @@
+"""The reference helper's core without sockets: decisions equal the spec's predictions.
+
+Every dialog runs twice: through the spec alone (``predict``), and through
+HelperCore wired to FakeKernel (reference_support.py), a small model of the
+kernel around a userspace helper - ctnetlink's errors, NFQA_EXP,
+NF_REPEAT, expectation matching and expiry, destroy events. After every
+step the fake kernel's expectation table must be the spec's, and every
+verdict the spec's verdict.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from reference_support import FakeKernel, StepOutcome, identities, run_dialog
+from sipct.conformance.generate import dialogs
+from sipct.reference.core import CTNETLINK, VERDICT, Decision, ExpectOp, HelperCore, Phase, plan
+from sipct.reference.netlink.conntrack import IPS_CONFIRMED, KernelConntrack, MasterState
+from sipct.reference.netlink.queue import ETH_P_IP, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
+from sipct.reference.packet import build_packet
+from sipct.spec import rules
+from sipct.spec.dialog import Dialog, Send, load_dialog
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
+from sipct.spec.predict import Prediction, predict
+from sipct.spec.profiles import HARDENED_6_1_192, profile_named
+from sipct.spec.topology import LabRouting
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "spec" / "examples").glob("*.yaml"))
+SCENARIOS = sorted((ROOT / "conformance" / "scenarios").rglob("*.yaml"))
+ip = ipaddress.ip_address
+
+
+def make(dialog: Dialog, profile=HARDENED_6_1_192, **kwargs) -> tuple[HelperCore, FakeKernel]:
+    params = dialog.effective_params
+    core = HelperCore(params, profile, same_interface=LabRouting(dialog.hosts.values()).same_interface, **kwargs)
+    return core, FakeKernel(core, params.ports)
+
+
+def assert_same(prediction: Prediction, outcomes: list[StepOutcome], start: int = 0) -> None:
+    dialog = prediction.dialog
+    for predicted, observed in zip(prediction.steps[start:], outcomes):
+        where = f"{dialog.name} step {predicted.index} (line {getattr(predicted.step, 'line', '?')})"
+        if isinstance(predicted.step, Send):
+            assert observed.delivered == predicted.delivered, f"{where}: verdict"
+        assert identities(observed.table) == identities(predicted.expectations), f"{where}: table"
+        spec_left = sorted((str(e.tuple), round(e.expires, 3)) for e in predicted.expectations)
+        kernel_left = sorted((str(e.tuple), round(e.expires, 3)) for e in observed.table)
+        for (t, a), (_, b) in zip(spec_left, kernel_left):
+            assert abs(a - b) <= 1, f"{where}: timeout of {t}: spec {a}, kernel {b}"
+
+
+# --- the bundled dialogs ------------------------------------------------------------------------
+@pytest.mark.parametrize("path", EXAMPLES + SCENARIOS, ids=lambda p: p.stem)
+def test_decisions_equal_the_spec(path: Path) -> None:
+    dialog = load_dialog(path)
+    profile = profile_named("6.1.192")
+    core, kernel = make(dialog, profile)
+    outcomes = run_dialog(kernel, dialog)
+    assert_same(predict(dialog, profile), outcomes)
+    assert not kernel.refusals, kernel.refusals
+    assert core.stats["errors"] == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(dialog=dialogs())
+def test_generated_dialogs_equal_the_spec(dialog: Dialog) -> None:
+    """Hypothesis' dialogs: registrations, calls, re-INVITEs, media that
+    consumes expectations, incoming calls over the registration, TCP."""
+    core, kernel = make(dialog)
+    outcomes = run_dialog(kernel, dialog)
+    assert_same(predict(dialog, HARDENED_6_1_192), outcomes)
+    assert core.stats["errors"] == 0
+
+
+# --- how operations reach the kernel -------------------------------------------------------------
+def test_register_rides_in_the_verdict_and_activation_repeats() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "register.yaml")
+    core, kernel = make(dialog)
+    register, ok, _, *_ = run_dialog(kernel, dialog, dialog.steps[:3])
+    (decision,) = register.decisions
+    # process_register_request(): one PERMANENT|INACTIVE signalling expectation,
+    # in NFQA_EXP, with the helper for the registrar's later connection.
+    assert decision.verdict == NF_ACCEPT and decision.ops == ()
+    assert decision.exp.kind == "create" and decision.exp.via == VERDICT and decision.exp.helper == "sip"
+    assert decision.exp.expectation.flags == ExpectFlag.PERMANENT | ExpectFlag.INACTIVE
+    assert decision.ct_timeout == 3600  # nf_ct_refresh(ct, skb, sip_timeout * HZ)
+    assert MasterState.unpack(decision.helper_info) == MasterState(register_cseq=1826)
+    # refresh_signalling_expectation(): INACTIVE cleared and 600 s - delete, NFQA_EXP, NF_REPEAT, then the timeout.
+    first, second = ok.decisions
+    assert first.verdict == NF_REPEAT and [op.kind for op in first.ops] == ["delete"]
+    assert first.exp.kind == "create" and first.exp.expectation.flags == ExpectFlag.PERMANENT
+    assert second.verdict == NF_ACCEPT and second.pass_no == 2
+    assert [(op.kind, op.timeout) for op in second.ops] == [("timeout", 600)]
+    assert [e.flags for e in kernel.table()] == [ExpectFlag.PERMANENT]
+
+
+def test_media_on_a_new_master_waits_for_confirmation() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core, kernel = make(dialog)
+    (invite,) = run_dialog(kernel, dialog, dialog.steps[:1])
+    first, second = invite.decisions
+    # ctnetlink_create_expect() finds only confirmed masters: NF_REPEAT first.
+    assert (first.verdict, first.ops, first.exp) == (NF_REPEAT, (), None)
+    assert second.verdict == NF_ACCEPT
+    assert [(op.kind, op.via, op.expectation.tuple.dport) for op in second.ops] == [
+        ("create", CTNETLINK, 5000), ("create", CTNETLINK, 5001), ("create", CTNETLINK, 7000),
+        ("create", CTNETLINK, 7001)]
+
+
+def test_plan() -> None:
+    e = Expectation(ExpectTuple(4, 17, None, ip("192.0.2.2"), 5000), ExpectClass.AUDIO, ExpectFlag.NONE,
+                    ConnTuple(ip("192.0.2.2"), ip("198.51.100.2"), 17, 5060, 5060), 180)
+    media = ExpectOp("create", e, CTNETLINK, "expect.insert")
+    gone = ExpectOp("delete", e, CTNETLINK, "bye.flush-media")
+    sig = ExpectOp("create", e, VERDICT, "expect.insert", helper="sip")
+    assert plan([], NF_ACCEPT, False) == [Phase((), None, NF_ACCEPT)]
+    assert plan([media], NF_DROP, False) == [Phase((), None, NF_DROP)]  # it all dies with the conntrack
+    assert plan([sig], NF_ACCEPT, False) == [Phase((), sig, NF_ACCEPT)]
+    assert plan([media], NF_ACCEPT, False) == [Phase((), None, NF_REPEAT), Phase((media,), None, NF_ACCEPT)]
+    assert plan([gone, media], NF_DROP, True) == [Phase((gone, media), None, NF_DROP)]
+    assert plan([gone, sig, media], NF_ACCEPT, True) == [Phase((gone,), sig, NF_REPEAT),
+                                                         Phase((media,), None, NF_ACCEPT)]
+
+
+# --- the kernel's own doings ----------------------------------------------------------------------
+def test_media_used_by_a_connection_leaves_the_shadow_too() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core, kernel = make(dialog)
+    run_dialog(kernel, dialog, dialog.steps[:2])
+    ua, server = dialog.hosts["ua"], dialog.hosts["server"]
+    before = len(core.shadow.expectations())
+    # RTP from the callee to the caller's port 5000: nf_ct_find_expectation() unlinks it, no helper, not queued.
+    kernel.send(server, 40000, ua, 5000, 17, b"rtp")
+    assert len(kernel.table()) == before - 1
+    assert identities(core.shadow.expectations()) == identities(kernel.table())
+    assert core.stats["events.destroy"] == 1
+
+
+def test_own_removals_are_not_news() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core, kernel = make(dialog)
+    *_, before_bye, bye = run_dialog(kernel, dialog)  # BYE: flush_expectations(ct, true)
+    assert len(before_bye.table) == 6 and bye.table == []
+    assert core.stats["ops.delete"] == 6 and core.stats["events.destroy"] == 0  # our own, not news
+    assert not core._own_deletes
+
+
+def test_a_killed_master_is_replaced_by_the_next_conntrack_on_its_tuple() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core, kernel = make(dialog)
+    run_dialog(kernel, dialog, dialog.steps[:1])
+    (master,) = core.shadow.masters()
+    kernel.kill(master.original)  # conntrack -D
+    assert core.shadow.expectations() == []  # learnt from the destroy events
+    # The same INVITE again: a new conntrack (new id) on the same tuple.
+    outcome, = run_dialog(kernel, dialog, dialog.steps[:1])
+    assert outcome.delivered and len(kernel.table()) == 4
+    assert core.stats["masters.replaced"] == 1
+    assert identities(core.shadow.expectations()) == identities(kernel.table())
+
+
+# --- restart -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,split", [("register.yaml", 2), ("invite-audio-video.yaml", 2),
+                                        ("invite-cancel.yaml", 1)])
+def test_restart_keeps_calls_working(name: str, split: int) -> None:
+    """A new helper rebuilds its shadow from the kernel (ctnetlink dump,
+    master conntracks with their private data) and finishes the dialog as
+    if it had seen it all."""
+    dialog = load_dialog(ROOT / "spec" / "examples" / name)
+    prediction = predict(dialog, HARDENED_6_1_192)
+    old, kernel = make(dialog)
+    run_dialog(kernel, dialog, dialog.steps[:split])
+    fresh = HelperCore(dialog.effective_params, HARDENED_6_1_192,
+                       same_interface=LabRouting(dialog.hosts.values()).same_interface)
+    kernel.core = fresh
+    dump = kernel.dump()
+    report = fresh.reconcile(dump, kernel.masters(fresh.missing_masters(dump)), kernel.now)
+    assert report.added == len(dump) and report.unknown_masters == 0
+    assert identities(fresh.shadow.expectations()) == identities(kernel.table())
+    rest = run_dialog(kernel, dialog, dialog.steps[split:])
+    assert_same(prediction, rest, start=split)
+    assert not kernel.refusals
+
+
+def test_reconcile_drops_what_the_kernel_lost() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core, kernel = make(dialog)
+    run_dialog(kernel, dialog, dialog.steps[:1])
+    kernel.expectations.pop()  # lost without an event (no event cache on the master)
+    report = core.reconcile(kernel.dump(), {}, kernel.now)
+    assert (report.removed, report.added) == (1, 0)
+    assert identities(core.shadow.expectations()) == identities(kernel.table())
+
+
+# --- failures ------------------------------------------------------------------------------------------
+def queued(payload: bytes = b"OPTIONS sip:x SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n", status: int = IPS_CONFIRMED,
+           ct: bool = True) -> QueuedPacket:
+    a, b = ip("192.0.2.2"), ip("198.51.100.2")
+    facts = KernelConntrack(socket.AF_INET, ConnTuple(a, b, 17, 5060, 5060), None, 7, status, 30, helper="sip")
+    return QueuedPacket(0, socket.AF_INET, 1, ETH_P_IP, 4, build_packet(a, 5060, b, 5060, 17, payload),
+                        facts if ct else None, 0 if ct else None)
+
+
+@pytest.mark.parametrize("fail_open,verdict", [(True, NF_ACCEPT), (False, NF_DROP)])
+def test_an_exception_in_the_spec_gives_the_policy_verdict(monkeypatch, fail_open: bool, verdict: int) -> None:
+    core = HelperCore(HARDENED_6_1_192 and load_dialog(EXAMPLES[0]).effective_params, HARDENED_6_1_192,
+                      fail_open=fail_open)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(core.shadow, "packet", broken)
+    decision = core.decide(queued(), 1.0)
+    assert decision.verdict == verdict and "RuntimeError: boom" in decision.error
+    assert core.needs_resync and core.stats["errors"] == 1
+    monkeypatch.undo()
+    assert core.decide(queued(), 2.0).verdict == NF_ACCEPT  # and it goes on
+
+
+def test_bad_input_gives_the_policy_verdict() -> None:
+    core = HelperCore(load_dialog(EXAMPLES[0]).effective_params, HARDENED_6_1_192, fail_open=False)
+    assert core.decide(queued(ct=False), 1.0).verdict == NF_DROP
+    broken = queued()
+    broken = QueuedPacket(0, 2, 2, ETH_P_IP, 4, b"\x45\x00", broken.ct, 0)
+    decision = core.decide(broken, 2.0)
+    assert decision.verdict == NF_DROP and "unreadable packet" in decision.error
+
+
+def _decision_with(*ops: ExpectOp) -> Decision:
+    return Decision(NF_ACCEPT, tuple(ops))
+
+
+def _media(port: int) -> ExpectOp:
+    e = Expectation(ExpectTuple(4, 17, None, ip("192.0.2.2"), port), ExpectClass.AUDIO, ExpectFlag.NONE,
+                    ConnTuple(ip("192.0.2.2"), ip("198.51.100.2"), 17, 5060, 5060), 180)
+    return ExpectOp("create", e, CTNETLINK, "expect.insert")
+
+
+def test_refusals_mean_what_the_spec_says() -> None:
+    core = HelperCore(load_dialog(EXAMPLES[0]).effective_params, HARDENED_6_1_192)
+    rtp, rtcp = _media(5000), _media(5001)
+    decision = _decision_with(rtp, rtcp)
+    gone = ExpectOp("delete", rtp.expectation, CTNETLINK, "bye.flush-media")
+    assert core.failed(decision, gone, errno.ENOENT).verdict is None  # already gone: fine
+    assert core.failed(decision, rtp, errno.EEXIST).verdict is None  # already expected: media.already
+    assert core.needs_resync
+    # set_expected_rtp_rtcp(): RTCP refused -> take back RTP, drop the packet.
+    failure = core.failed(decision, rtcp, errno.EBUSY)
+    assert failure.verdict == NF_DROP and failure.stop
+    assert [(u.kind, u.expectation.tuple.dport) for u in failure.undo] == [("delete", 5000)]
+    assert failure.reason.startswith(rules.MEDIA_FAILED.id)
+    for code in (errno.EMFILE, errno.ENOSPC, errno.ESHUTDOWN, errno.ENOENT):
+        assert core.failed(decision, rtp, code).verdict == NF_DROP
+    # Anything else: the failure policy.
+    assert core.failed(decision, rtp, errno.EPERM).verdict == NF_ACCEPT
+    closed = HelperCore(load_dialog(EXAMPLES[0]).effective_params, HARDENED_6_1_192, fail_open=False)
+    assert closed.failed(decision, rtp, errno.EPERM).verdict == NF_DROP
+
+
+def test_a_refused_creation_drops_like_the_kernel_helper() -> None:
+    """The shadow thinks an RTCP port is free but the kernel has another
+    master's expectation from a given source there, which clashes with ours
+    from any source (sip_direct_media=0): EBUSY, RTP taken back, packet dropped."""
+    from reference_support import FakeExpectation
+    from sipct.spec.params import ModuleParams
+
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core = HelperCore(ModuleParams(sip_direct_media=False), HARDENED_6_1_192)
+    kernel = FakeKernel(core)
+    ua = dialog.hosts["ua"]
+    stranger = Expectation(ExpectTuple(4, 17, ip("203.0.113.9"), ua, 5001), ExpectClass.AUDIO, ExpectFlag.NONE,
+                           ConnTuple(ip("203.0.113.9"), ua, 17, 1, 1), 1000)
+    kernel.expectations.append(FakeExpectation(stranger, None, 99))
+    (invite,) = run_dialog(kernel, dialog, dialog.steps[:1])
+    assert not invite.delivered
+    assert [(op.expectation.tuple.dport, err) for op, err in kernel.refusals] == [(5001, errno.EBUSY)]
+    assert [e.tuple.dport for e in kernel.table()] == [5001]  # only the stranger's: RTP was taken back
+    assert core.needs_resync
+
+
+def test_a_repeat_that_never_comes_back_expires() -> None:
+    dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
+    core, _ = make(dialog)
+    ua, server = dialog.hosts["ua"], dialog.hosts["server"]
+    step = dialog.steps[0]
+    facts = KernelConntrack(socket.AF_INET, ConnTuple(ua, server, 17, 5060, 5060), None, 5, 0, 0, helper="sip")
+    pkt = QueuedPacket(0, 2, 1, ETH_P_IP, 4, build_packet(ua, 5060, server, 5060, 17, step.payload), facts, 2)
+    assert core.decide(pkt, 0.0).verdict == NF_REPEAT
+    assert core.pending == 1 and core.expire_pending(1.0) == 0
+    assert core.expire_pending(10.0) == 1 and core.pending == 0 and core.needs_resync

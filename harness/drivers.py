@@ -14,7 +14,6 @@ only signal of a drop there is.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -23,92 +22,21 @@ import socket
 import struct
 import termios
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
-from pyroute2 import netns
+from sipct.harness.netns import in_netns
 
 Family = Literal[4, 6]
 Endpoint = tuple[str, int]
 AddressOf = Callable[[str, int], IPv4Address | IPv6Address]
 
-NETNS_RUN_DIR = netns.NETNS_RUN_DIR  # where `ip netns add` mounts them
-CLONE_NEWNET = 0x40000000
 # include/net/tcp_states.h: TCP_CLOSE, the state a LAST_ACK socket reaches
 # once its FIN has been acknowledged.
 _TCP_CLOSE = 7
 _RECV_MAX = 65536  # larger than any UDP payload over IPv4 or IPv6 (no jumbograms)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    # os.setns only exists from Python 3.12 on.
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
-
-
-@contextmanager
-def in_netns(netns_fd: int) -> Iterator[None]:
-    """Run the block with the calling thread inside the namespace `netns_fd`.
-
-    The thread's own namespace is taken from /proc/thread-self (not
-    /proc/self, which names the main thread's) and restored in any case.
-    """
-    origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(netns_fd)
-        try:
-            yield
-        finally:
-            _setns(origin)
-    finally:
-        os.close(origin)
-
-
-def open_netns(name: str) -> int:
-    """An fd on the bind mount that `ip netns add NAME` (or pyroute2) made."""
-    return os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-
-
-def create_netns(name: str) -> None:
-    """Create the named namespace, like `ip netns add NAME`, without a fork.
-
-    The calling thread unshares into a fresh namespace, pyroute2 bind-mounts
-    it at /run/netns/NAME (making /run/netns a shared mount first, as
-    iproute2 does), and the thread returns to its own namespace.
-    pyroute2.netns.create would fork a child for this; a forked copy of the
-    interpreter is what we avoid (it inherits signal handlers and could run
-    a caller's SIGTERM handler, or our cleanup, in the copy).
-    """
-    origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
-        try:
-            netns.attach(name, "thread-self")  # mounts /proc/thread-self/ns/net
-        finally:
-            _setns(origin)
-    finally:
-        os.close(origin)
-
-
-def remove_netns(name: str) -> None:
-    """Unmount and unlink /run/netns/NAME (`ip netns del`); absent is fine.
-
-    The kernel destroys the namespace, and every device in it, once the
-    last reference (mount, open fd, socket) is gone.
-    """
-    try:
-        netns.remove(name)
-    except FileNotFoundError:
-        pass
-
 
 def _af(family: int) -> socket.AddressFamily:
     if family == 4:

@@ -41,17 +41,8 @@ from pyroute2 import IPRoute, NFCTSocket, netns
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 from sipct.spec.topology import network_of, router_address
-from sipct.harness.drivers import (
-    NETNS_RUN_DIR,
-    Delivery,
-    Family,
-    SocketDriver,
-    TcpConnection,
-    create_netns,
-    in_netns,
-    open_netns,
-    remove_netns,
-)
+from sipct.harness.drivers import Delivery, Family, SocketDriver, TcpConnection
+from sipct.harness.netns import NETNS_RUN_DIR, create_netns, in_netns, open_netns, remove_netns
 
 __all__ = [
     "DOCUMENTATION_NETWORKS",

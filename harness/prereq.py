@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 from pyroute2 import IPRoute, NFCTSocket
-from sipct.harness.drivers import in_netns, open_netns
+from sipct.harness.netns import in_netns, open_netns
 from sipct.harness.lab import create_tracked_netns, destroy_tracked_netns
 
 __all__ = ["PrerequisiteError", "check_prerequisites"]

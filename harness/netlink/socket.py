@@ -55,7 +55,7 @@ from .ctexp import (
     exp_msg_type,
     family_of,
 )
-from .netns import entered_netns
+from sipct.harness.netns import entered_netns
 
 __all__ = ["CtExpSocket", "explain"]
 

@@ -29,7 +29,7 @@ from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET
 
 from sipct.harness.netlink.ctexp import (IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY, KernelExpectation,
                                          ct_msg, exp_msg_type, netlink_messages)
-from sipct.harness.netlink.netns import entered_netns
+from sipct.harness.netns import entered_netns
 from sipct.harness.netlink.socket import CtExpSocket
 from sipct.spec.expectation import ConnTuple
 

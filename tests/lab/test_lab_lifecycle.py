@@ -279,7 +279,7 @@ def test_handlers_are_inherited_harmlessly_by_forked_children() -> None:
 
 
 def test_stale_namespaces_of_dead_processes_are_swept(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sipct.harness.drivers import create_netns, remove_netns
+    from sipct.harness.netns import create_netns, remove_netns
     from sipct.harness.lab import remove_stale_namespaces
 
     dead = subprocess.Popen(["true"])

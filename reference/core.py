@@ -77,7 +77,7 @@ from sipct.spec.table import TableEvent
 
 from .netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack, MasterState
 from .netlink.queue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
-from .packet import PacketError, parse_packet
+from .packet import TCP_RST, PacketError, parse_packet
 
 __all__ = [
     "CTNETLINK",
@@ -105,8 +105,12 @@ PENDING_TIMEOUT = 2.0
 
 
 def identity(e: Expectation) -> tuple:
-    """What tells two expectations apart in the kernel's table (not the timeout, not the flags)."""
-    return (e.tuple, int(e.klass), e.master)
+    """What tells two expectations apart in the kernel's table (not the timeout,
+    not the flags). Made of ints: ipaddress objects hash slowly."""
+    t, m = e.tuple, e.master
+    return (t.family, t.proto, -1 if t.src is None else int(t.src), int(t.dst), t.dport,
+            -1 if t.sport is None else t.sport, int(e.klass),
+            int(m.src), int(m.dst), m.proto, m.sport, m.dport)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,10 @@ class ExpectOp:
 
     def kernel(self, helper_name: str) -> KernelExpectation:
         """The expectation as ctnetlink writes it: masks from the spec's
-        wildcards (no source address: any; source port: always any for SIP)."""
+        wildcards (no source address: any; source port: always any for SIP).
+        Both ports are always present, in the tuple and in the mask:
+        ctnetlink_parse_tuple() refuses a tuple without either (EINVAL from
+        nf_ct_port_nlattr_to_tuple())."""
         e = self.expectation
         t, m = e.tuple, e.master
         family = socket.AF_INET if t.family == 4 else socket.AF_INET6
@@ -139,7 +146,7 @@ class ExpectOp:
             master=MasterTuple(m.src, m.dst, m.sport, m.dport, m.proto),
             tuple=KernelExpectTuple(zero if t.src is None else t.src, t.dst,
                                     0 if t.sport is None else t.sport, t.dport),
-            mask=ExpectMask(zero if t.src is None else ones, None if t.sport is None else 0xFFFF),
+            mask=ExpectMask(zero if t.src is None else ones, 0 if t.sport is None else 0xFFFF),
             timeout=self.timeout or 0,
             flags=int(e.flags),
             klass=int(e.klass),
@@ -298,12 +305,14 @@ class HelperCore:
         except PacketError as exc:
             return self.error_decision(f"unreadable packet: {exc}")
         reply = pkt.ctinfo >= IP_CT_IS_REPLY
-        key = (ct.id, ct.original, reply, l4.tcp_flags, l4.payload)
+        key = (ct.original if ct.id is None else ct.id, reply, l4.tcp_flags, l4.payload)
         pending = self._pending.pop(key, None)
         if pending is not None:
             return self._next_pass(key, pending)
 
         shadow = self.shadow
+        # The journal only matters per packet here; a daemon must not keep it forever.
+        shadow.table.journal.clear()
         shadow.advance(now)
         master = self._master_for(ct, now)
         # The entries themselves are kept so that no id() is reused meanwhile.
@@ -311,6 +320,9 @@ class HelperCore:
         start = len(shadow.table.journal)
         result = shadow.packet(Packet(l4.src, l4.sport, l4.dst, l4.dport, l4.proto, l4.payload), now,
                                syn=l4.syn)
+        if l4.tcp_flags & TCP_RST:
+            # The kernel's TCP tracker moves the conntrack to CLOSE (10 s).
+            shadow.tcp_reset(l4.src, l4.sport, l4.dst, l4.dport, now)
         events = tuple(shadow.table.journal[start:])
         verdict = NF_ACCEPT if result.accepted else NF_DROP
         reason = "accept" if result.accepted else (result.drop_rule.id if result.drop_rule else "drop")
@@ -493,6 +505,7 @@ class HelperCore:
             if not self._own_deletes[key]:
                 del self._own_deletes[key]
             return False
+        self.shadow.table.journal.clear()
         self.shadow.advance(now)
         found = self.shadow.conntrack(value.master)
         if found is None or found.master is None or found.original != value.master:
@@ -524,6 +537,7 @@ class HelperCore:
         surprise. ``masters`` holds the kernel's conntracks for
         missing_masters(). Masters with a packet between two passes are left alone."""
         shadow = self.shadow
+        shadow.table.journal.clear()
         shadow.advance(now)
         busy = {p.master for p in self._pending.values()}
         kernel: dict[tuple, Expectation] = {}

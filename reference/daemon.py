@@ -74,7 +74,7 @@ def notify(state: str) -> bool:
             s.sendall(state.encode())
         return True
     except OSError as exc:
-        log.warning("sd_notify to %s failed: %s", address, exc)
+        log.debug("sd_notify to %s failed: %s", address, exc)
         return False
 
 
@@ -83,10 +83,14 @@ class RouteOracle:
     does the route to the media address leave by the device this packet
     leaves by? Answered from the namespace's routing table, cached briefly."""
 
-    def __init__(self, ttl: float = 10.0) -> None:
+    def __init__(self, netns: str | None = None, ttl: float = 10.0) -> None:
         from pyroute2 import IPRoute
 
-        self._ipr = IPRoute()
+        from sipct.harness.netns import entered_netns
+
+        with entered_netns(netns):
+            self._ipr = IPRoute()
+            self._ipr.link_lookup(ifname="lo")  # makes the socket now, in the namespace
         self._ttl = ttl
         self._cache: dict[str, tuple[float, int | None]] = {}
 
@@ -139,13 +143,14 @@ class HelperDaemon:
         self.signals = _Signals()
         self.registered: list = []
         self.bound: list[int] = []
+        self.serving = False  # started completely: the registration is ours to remove
         self._last_resync = 0.0
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
         if self.params.sip_external_media:
-            self.routes = RouteOracle()
+            self.routes = RouteOracle(self.netns)
         self.core = HelperCore(self.params, self.profile, helper_name=cfg.name, fail_open=cfg.fail_open,
                                same_interface=self.routes)
         self.events = ExpectationSocket(self.netns)
@@ -169,6 +174,7 @@ class HelperDaemon:
                  self.profile.name, ",".join(map(str, self.params.ports)), self.params.sip_timeout,
                  self.params.sip_direct_signalling, self.params.sip_direct_media, self.params.sip_external_media,
                  report.added if report else 0, report.adopted if report else 0)
+        self.serving = True
         notify(f"READY=1\nSTATUS=helper {cfg.name} on queue(s) {','.join(map(str, cfg.queues))}")
 
     def stop(self) -> None:
@@ -182,6 +188,10 @@ class HelperDaemon:
                 except (OSError, NetlinkError) as exc:
                     log.warning("%s", netlink_text(exc))
             self.bound.clear()
+            if not self.serving:
+                # Start-up failed (another process owns the queue, say): the
+                # registration may be that process's - leave it alone.
+                self.registered.clear()
             for helper in self.registered:
                 try:
                     self.queue.unregister(helper)

@@ -135,6 +135,14 @@ class SipHelper:
     def _set_timeout(self, ct: Conntrack, timeout_at: float) -> None:
         ct.timeout_at = timeout_at
         heapq.heappush(self._deadlines, (timeout_at, next(self._pushes), ct))
+        if len(self._deadlines) > 64 + 4 * len(self._conntracks):
+            # Every refresh leaves a stale entry behind; rebuild from the live
+            # conntracks before they outnumber them (a long-running reference
+            # helper refreshes on every message).
+            live = {id(c): c for c, _ in self._conntracks.values()}
+            live[id(ct)] = ct
+            self._deadlines = [(c.timeout_at, next(self._pushes), c) for c in live.values()]
+            heapq.heapify(self._deadlines)
 
     # --- packets ---------------------------------------------------------------------
     def tcp_connect(self, client: Address, cport: int, server: Address, sport: int, now: float) -> PacketResult:

@@ -115,6 +115,12 @@ class ExpectationTable:
 
     def _schedule(self, entry: Entry) -> None:
         heapq.heappush(self._deadlines, (entry.expires, next(self._pushes), entry))
+        if len(self._deadlines) > 64 + 4 * len(self._entries):
+            # Refreshes and removals leave stale entries: rebuild from the live ones.
+            self._deadlines = [(e.expires, next(self._pushes), e) for e in self._entries.values()]
+            if entry.seq not in self._entries:
+                self._deadlines.append((entry.expires, next(self._pushes), entry))
+            heapq.heapify(self._deadlines)
 
     # --- changes --------------------------------------------------------------------
     def related(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,

@@ -24,8 +24,10 @@ from sipct.reference.core import CTNETLINK, Decision, ExpectOp, HelperCore
 from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED,
                                                IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack)
 from sipct.reference.netlink.queue import ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
-from sipct.reference.packet import TCP_ACK, TCP_SYN, build_packet
+from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
 from sipct.spec.dialog import Connect, Dialog, Send, Wait
+from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
+                               UDP_TIMEOUT_UNREPLIED)
 from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
                                     ExpectFlag, ExpectTuple)
 
@@ -39,6 +41,7 @@ class FakeConntrack:
     helper_info: bytes = bytes(12)
     timeout_at: float = 0.0
     master: ConnTuple | None = None
+    first_seen: float = 0.0
 
     def facts(self) -> KernelConntrack:
         return KernelConntrack(socket.AF_INET if self.original.family == 4 else socket.AF_INET6,
@@ -81,6 +84,7 @@ class FakeKernel:
         self._seq = itertools.count(1)
         self.refusals: list[tuple[ExpectOp, int]] = []
         self.passes = 0
+        self.reset: set[frozenset] = set()  # TCP connections (endpoint pairs) the lab aborted
 
     # -- the table ---------------------------------------------------------------------------
     def table(self) -> list[Expectation]:
@@ -146,6 +150,9 @@ class FakeKernel:
         self.now += seconds
         for e in [e for e in self.expectations if e.value.expires <= self.now]:
             self._destroy(e)
+        for ct, reply in list(self.conntracks.values()):
+            if not reply and ct.timeout_at <= self.now:
+                self.kill(ct.original)
         self.deliver_events()
 
     def deliver_events(self) -> None:
@@ -159,7 +166,7 @@ class FakeKernel:
         found = self.conntracks.get(t)
         if found is not None:
             return found
-        ct = FakeConntrack(next(self._ids), t)
+        ct = FakeConntrack(next(self._ids), t, first_seen=self.now)
         # init_conntrack(): the newest active expectation covering the tuple.
         for e in reversed(self.expectations):
             if e.value.flags & ExpectFlag.INACTIVE:
@@ -182,12 +189,13 @@ class FakeKernel:
         """One packet through the router; True if it was let through."""
         ct, reply = self._conntracks_pkt(src, sport, dst, dport, proto)
         outcome = StepOutcome(True)
+        self._l4_refresh(ct, reply, proto, flags)
+        if reply:
+            ct.status |= IPS_SEEN_REPLY
         if ct.helper is None:
             ct.status |= IPS_CONFIRMED
             self.deliver_events()
             return outcome
-        if reply:
-            ct.status |= IPS_SEEN_REPLY
         data = build_packet(src, sport, dst, dport, proto, payload, flags)
         new = not ct.status & IPS_CONFIRMED
         ctinfo = (IP_CT_NEW if new else IP_CT_ESTABLISHED) + (IP_CT_IS_REPLY if reply else 0)
@@ -211,6 +219,14 @@ class FakeKernel:
         self.deliver_events()
         return outcome
 
+    def _l4_refresh(self, ct: FakeConntrack, reply: bool, proto: int, flags: int) -> None:
+        """nf_conntrack_udp_packet() / nf_conntrack_tcp_packet(), as the spec models them."""
+        if proto == IPPROTO_TCP:
+            ct.timeout_at = self.now + (TCP_TIMEOUT_CLOSE if flags & TCP_RST else TCP_TIMEOUT_ESTABLISHED)
+        else:
+            stream = bool(ct.status & IPS_SEEN_REPLY) and self.now > ct.first_seen + 2
+            ct.timeout_at = self.now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED)
+
     def _conntracks_pkt(self, src, sport, dst, dport, proto):
         return self._conntrack_for(src, sport, dst, dport, proto)
 
@@ -222,7 +238,6 @@ class FakeKernel:
 
     def kill(self, original: ConnTuple) -> None:
         """conntrack -D: the master and its expectations go (nf_ct_remove_expectations)."""
-        ct, _ = self.conntracks[original]
         self.conntracks.pop(original, None)
         self.conntracks.pop(original.reply(), None)
         for e in [e for e in self.expectations if e.value.master == original]:
@@ -247,6 +262,8 @@ class FakeKernel:
             if failure.stop:
                 exp = None
                 break
+        if decision.ct_timeout is not None:
+            ct.timeout_at = self.now + decision.ct_timeout  # ctnetlink_change_timeout()
         if decision.helper_info is not None and ct.master is None:
             ct.helper_info = decision.helper_info  # nfnl_cthelper_from_nlattr(); not for expected conntracks
         if exp is not None:
@@ -273,7 +290,9 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
     hosts = dialog.hosts
     out: list[StepOutcome] = []
     for step in (dialog.steps if steps is None else steps):
-        if isinstance(step, Wait):
+        if isinstance(step, Send) and step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in kernel.reset:
+            outcome = StepOutcome(False)  # the lab reset that connection: nothing is sent on it
+        elif isinstance(step, Wait):
             kernel.advance(step.seconds)
             outcome = StepOutcome(None)
         elif isinstance(step, Connect):
@@ -291,6 +310,13 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
                 if not one.delivered:
                     outcome.delivered = False
                     break
+            if step.proto == IPPROTO_TCP and not outcome.delivered:
+                # The lab aborts the connection after a dropped segment (SO_LINGER 0):
+                # an RST from each end crosses the router (harness/drivers.py).
+                a, b = hosts[step.src.host], hosts[step.dst.host]
+                kernel.send(b, step.dst.port, a, step.src.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+                kernel.send(a, step.src.port, b, step.dst.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+                kernel.reset.add(frozenset((step.src, step.dst)))
         outcome.table = kernel.table()
         outcome.shadow = kernel.core.shadow.expectations()
         out.append(outcome)

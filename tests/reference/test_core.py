@@ -82,7 +82,7 @@ def test_generated_dialogs_equal_the_spec(dialog: Dialog) -> None:
 # --- how operations reach the kernel -------------------------------------------------------------
 def test_register_rides_in_the_verdict_and_activation_repeats() -> None:
     dialog = load_dialog(ROOT / "spec" / "examples" / "register.yaml")
-    core, kernel = make(dialog)
+    _, kernel = make(dialog)
     register, ok, _, *_ = run_dialog(kernel, dialog, dialog.steps[:3])
     (decision,) = register.decisions
     # process_register_request(): one PERMANENT|INACTIVE signalling expectation,
@@ -103,7 +103,7 @@ def test_register_rides_in_the_verdict_and_activation_repeats() -> None:
 
 def test_media_on_a_new_master_waits_for_confirmation() -> None:
     dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
-    core, kernel = make(dialog)
+    _, kernel = make(dialog)
     (invite,) = run_dialog(kernel, dialog, dialog.steps[:1])
     first, second = invite.decisions
     # ctnetlink_create_expect() finds only confirmed masters: NF_REPEAT first.
@@ -129,6 +129,28 @@ def test_plan() -> None:
                                                          Phase((media,), None, NF_ACCEPT)]
 
 
+def test_operations_carry_both_ports_in_tuple_and_mask() -> None:
+    """ctnetlink_parse_tuple() -> nf_ct_port_nlattr_to_tuple() wants
+    CTA_PROTO_SRC_PORT and _DST_PORT in the tuple and in the mask (EINVAL
+    otherwise, and for NFQA_EXP a silent failure): a wildcard port is 0."""
+    from sipct.harness.netlink.ctexp import attr_tree, ctexp_msg
+
+    k = _media(5000).kernel("sip")
+    msg = ctexp_msg(bytes(encoded(k.to_msg())))
+    msg.decode()
+    tree = attr_tree(msg)
+    for name in ("CTA_EXPECT_TUPLE", "CTA_EXPECT_MASK"):
+        proto = tree[name]["CTA_TUPLE_PROTO"]
+        assert "CTA_PROTO_SRC_PORT" in proto and "CTA_PROTO_DST_PORT" in proto, name
+    assert tree["CTA_EXPECT_MASK"]["CTA_TUPLE_PROTO"]["CTA_PROTO_SRC_PORT"] == 0
+    assert str(tree["CTA_EXPECT_MASK"]["CTA_TUPLE_IP"]["CTA_IP_V4_SRC"]) == "0.0.0.0"  # any source
+
+
+def encoded(msg):
+    msg.encode()
+    return msg.data
+
+
 # --- the kernel's own doings ----------------------------------------------------------------------
 def test_media_used_by_a_connection_leaves_the_shadow_too() -> None:
     dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
@@ -150,6 +172,7 @@ def test_own_removals_are_not_news() -> None:
     assert len(before_bye.table) == 6 and bye.table == []
     assert core.stats["ops.delete"] == 6 and core.stats["events.destroy"] == 0  # our own, not news
     assert not core._own_deletes
+    assert len(core.shadow.table.journal) <= 6  # a long-running helper keeps only the last packet's
 
 
 def test_a_killed_master_is_replaced_by_the_next_conntrack_on_its_tuple() -> None:
@@ -175,7 +198,7 @@ def test_restart_keeps_calls_working(name: str, split: int) -> None:
     if it had seen it all."""
     dialog = load_dialog(ROOT / "spec" / "examples" / name)
     prediction = predict(dialog, HARDENED_6_1_192)
-    old, kernel = make(dialog)
+    _, kernel = make(dialog)
     run_dialog(kernel, dialog, dialog.steps[:split])
     fresh = HelperCore(dialog.effective_params, HARDENED_6_1_192,
                        same_interface=LabRouting(dialog.hosts.values()).same_interface)

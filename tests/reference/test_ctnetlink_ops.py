@@ -1,0 +1,141 @@
+"""The helper's ctnetlink operations against the running kernel (netns, root).
+
+The running kernel cannot queue packets to a userspace helper, but its
+ctnetlink is the same: in a namespace where the kernel's own SIP helper is
+attached (so that a master conntrack with a helper exists), the daemon's
+expectation operations - create, new timeout, delete, in the exact encoding
+HelperDaemon.apply() sends - and the destroy events the core reads are
+checked for real. (A tuple or mask without both ports is refused with
+EINVAL by ctnetlink_parse_tuple(): this is where such a mistake shows.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from sipct.harness.netns import entered_netns
+from sipct.reference.config import parse_config
+from sipct.reference.core import CTNETLINK, ExpectOp, HelperCore
+from sipct.reference.daemon import HelperDaemon
+from sipct.reference.netlink.socket import ExpectationSocket
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
+from sipct.spec.profiles import HARDENED_6_1_192
+
+pytestmark = pytest.mark.netns
+
+ip = ipaddress.ip_address
+A, B = ip("192.0.2.1"), ip("192.0.2.2")
+RULESET = """
+table inet t {
+    ct helper sip-udp { type "sip" protocol udp; l3proto inet; }
+    chain out {
+        type filter hook output priority filter;
+        udp dport 5060 ct helper set "sip-udp";
+    }
+}
+"""
+OPTIONS = b"OPTIONS sip:192.0.2.2 SIP/2.0\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+
+
+def _run(*argv: str, stdin: str | None = None) -> None:
+    subprocess.run(argv, input=stdin, text=True, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def master_netns():
+    """A namespace with one UDP master conntrack carrying the kernel's "sip"
+    helper, and an expectation-destroy listener that joined before the
+    master was made (with nf_conntrack_events=2 a conntrack gets its event
+    cache only if a listener exists when it is created - the reason the
+    daemon subscribes first thing)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    if shutil.which("nft") is None or shutil.which("ip") is None:
+        pytest.skip("needs `ip` and `nft`")
+    name = f"sipct-ref{os.getpid()}-{secrets.token_hex(3)}"
+    _run("ip", "netns", "add", name)
+    try:
+        _run("ip", "-n", name, "link", "set", "lo", "up")
+        for addr in ("192.0.2.1/24", "192.0.2.2/24"):
+            _run("ip", "-n", name, "addr", "add", addr, "dev", "lo")
+        try:
+            _run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=RULESET)
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"no kernel SIP helper to attach here: {exc.stderr.strip()}")
+        events = ExpectationSocket(name)
+        events.subscribe_destroy_events()
+        with entered_netns(name):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            sock.bind((str(A), 5060))
+            sock.sendto(OPTIONS, (str(B), 5060))
+        try:
+            yield name, events
+        finally:
+            events.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+
+
+def media(port: int, src=B) -> ExpectOp:
+    e = Expectation(ExpectTuple(4, 17, src, A, port), ExpectClass.AUDIO, ExpectFlag.NONE,
+                    ConnTuple(A, B, 17, 5060, 5060), 180)
+    return ExpectOp("create", e, CTNETLINK, "expect.insert")
+
+
+def test_create_timeout_delete_and_the_destroy_event(master_netns) -> None:
+    name, events = master_netns
+    daemon = HelperDaemon(parse_config('[helper]\nprofile = "6.1.192"\n[sip]\nexpect_max = 4096\n'), netns=name)
+    daemon.ops = ExpectationSocket(name)
+    core = daemon.core = HelperCore(daemon.params, HARDENED_6_1_192)
+    try:
+        rtp, any_source = media(5000), media(5002, src=None)
+        for op in (rtp, any_source):
+            daemon.apply(op)
+        table = {e.tuple.dport: e for e in daemon.ops.dump()}
+        assert set(table) == {5000, 5002}
+        assert table[5000].mask.src == ip("255.255.255.255") and table[5002].mask.src == ip("0.0.0.0")
+        assert table[5000].helper == "sip" and table[5000].klass == int(ExpectClass.AUDIO)
+        assert 170 <= table[5000].timeout <= 180  # the helper's policy timeout (sip_exp_policy[])
+
+        daemon.apply(ExpectOp("timeout", rtp.expectation, CTNETLINK, "register-response.refresh", timeout=600))
+        assert 590 <= {e.tuple.dport: e for e in daemon.ops.dump()}[5000].timeout <= 600
+
+        gone = ExpectOp("delete", rtp.expectation, CTNETLINK, "bye.flush-media")
+        daemon.apply(gone)
+        core.applied(gone)
+        assert [e.tuple.dport for e in daemon.ops.dump()] == [5002]
+        deadline = time.monotonic() + 2
+        seen = []
+        while time.monotonic() < deadline and not seen:
+            seen = [e for kind, e in events.drain_events() if kind == "destroy"]
+        assert [e.tuple.dport for e in seen] == [5000]
+        assert core.expectation_destroyed(seen[0], 1.0) is False  # our own removal: not news
+    finally:
+        daemon.ops.close()
+
+
+def test_a_mask_without_source_port_is_refused(master_netns) -> None:
+    """Why ExpectOp.kernel() always writes both ports: ctnetlink_parse_tuple()
+    -> nf_ct_port_nlattr_to_tuple() answers EINVAL otherwise."""
+    import errno
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from sipct.harness.netlink.ctexp import ExpectMask
+
+    name, _ = master_netns
+    k = media(5000).kernel("sip")
+    with ExpectationSocket(name) as ops:
+        with pytest.raises(NetlinkError) as info:
+            ops.create(k.master, k.tuple, proto=k.proto, mask=ExpectMask(k.mask.src, None), klass=k.klass)
+        assert info.value.code == errno.EINVAL
+        assert ops.dump() == []

@@ -27,6 +27,22 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
                    help="where a minimal divergent dialog is written (default ./conformance-out)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--no-reproducers", action="store_true",
+                   help="skip the reproducers of the known-divergence registry")
+    p.add_argument("--dialog-files", type=Path, metavar="DIR",
+                   help="run the dialog files in DIR as the generated dialogs instead of generating them "
+                        "(what the guest of --kernel does; no Hypothesis, no shrinking)")
+    m = p.add_argument_group("kernel matrix (other kernels booted with virtme-ng; scripts/setup-kernels.sh)")
+    m.add_argument("--kernel", dest="kernels", action="append", default=[], metavar="VMLINUZ",
+                   help="also run the suite in this kernel image (or release, e.g. 6.1.0-56-amd64); repeatable")
+    m.add_argument("--kernels", dest="preset", metavar="PRESET", choices=("debian", "all-installed"),
+                   help="also run it in a preset's kernels: debian (6.1.170, 6.1.192, the newest 6.12: "
+                        "scripts/setup-kernels.sh's default) or all-installed")
+    m.add_argument("--no-host", action="store_true", help="with --kernel/--kernels: not on the running kernel")
+    m.add_argument("--docs", type=Path, metavar="FILE",
+                   help="with --kernel/--kernels: write the behaviour-by-kernel page (e.g. docs/matrix.rst)")
+    m.add_argument("--vm-timeout", type=float, metavar="SECONDS",
+                   help="seconds one boot may take (default: from the number of dialogs)")
     p.set_defaults(func=cmd_conformance)
 
 
@@ -41,6 +57,21 @@ def _collect(paths: list[Path]) -> list:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    if args.kernels or args.preset:
+        from sipct.conformance.matrix import cmd_matrix
+
+        return cmd_matrix(args)
+    if args.no_host or args.docs or args.vm_timeout:
+        Console(stderr=True).print("[red]error:[/red] --no-host, --docs and --vm-timeout go with --kernel or "
+                                   "--kernels", highlight=False)
+        return EXIT_ERROR
+    return run_here(args)
+
+
+def run_here(args: argparse.Namespace, *, quiet: bool = False):
+    """The suite on the running kernel; the exit status, or with ``quiet``
+    (the host row of a matrix) the Stats without printing or writing them
+    (an int when the run could not be made)."""
     from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs, shared_dir
     from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
     from sipct.conformance.report import print_report, write_json, write_junit
@@ -55,6 +86,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         registry = load_registry(args.registry or REGISTRY)
         curated = [] if args.no_curated else [*example_dialogs(), *scenario_dialogs(), *rfc4475_dialogs()]
         curated += _collect(args.scenarios)
+        files = _collect([args.dialog_files]) if args.dialog_files else None
         check_prerequisites()
         kernel = RunningKernel.detect()
         profile = kernel.profile if args.profile == "auto" else profile_named(args.profile)
@@ -71,16 +103,23 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         tasks = {
             "curated": progress.add_task("curated dialogs", total=len(curated)),
             "reproducer": progress.add_task("known divergences", total=len(registry)),
-            "generated": progress.add_task("generated dialogs", total=args.examples),
+            "generated": progress.add_task("generated dialogs",
+                                           total=args.examples if files is None else len(files)),
         }
         suite = Suite(kernel, profile, registry, on_dialog=lambda kind: progress.advance(tasks[kind]))
         try:
             suite.run_curated(curated)
-            suite.run_reproducers()
-            suite.run_generated(args.examples, args.seed, args.out)
+            if not args.no_reproducers:
+                suite.run_reproducers()
+            if files is None:
+                suite.run_generated(args.examples, args.seed, args.out)
+            else:
+                suite.run_files(files, args.seed)
         finally:
             suite.close()
     suite.stats.elapsed = time.monotonic() - started
+    if quiet:
+        return suite.stats
     print_report(suite.stats, out)
     if args.json:
         write_json(suite.stats, args.json)

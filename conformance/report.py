@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sipct.conformance.suite import Stats
+from sipct.conformance.suite import Finding, Stats
 from sipct.spec.params import ModuleParams
 
 JSON_FORMAT = "sipct.conformance/1"
@@ -41,9 +41,37 @@ def stats_json(stats: Stats) -> dict[str, Any]:
         },
         "stale_registry_entries": stats.stale_entries,
         "not_runnable": stats.not_runnable,
+        "failed_dialogs": stats.failed_dialogs,
         "minimal_dialog": str(stats.minimal_dialog) if stats.minimal_dialog else None,
         "coverage": stats.coverage(params),
+        # The raw counts behind "coverage", so that reports of several runs
+        # (the boots of a VM kernel) can be merged.
+        "rule_firings": dict(sorted(stats.rules.items())),
+        "transitions_exercised": sorted(list(t) for t in stats.transitions),
+        "probes": stats.probes,
     }
+
+
+def stats_from_json(data: dict[str, Any]) -> Stats:
+    """The Stats behind a ``sipct.conformance/1`` object (e.g. what a VM
+    guest wrote); the inverse of :func:`stats_json`."""
+    from collections import Counter
+
+    if data.get("format") != JSON_FORMAT:
+        raise ValueError(f"not a {JSON_FORMAT} report (format {data.get('format')!r})")
+    stats = Stats(data["profile"], data["kernel"], dict(data["params"]))
+    stats.dialogs, stats.agreeing = Counter(data["dialogs"]), Counter(data["agreeing"])
+    stats.steps, stats.messages = data["steps"], data["messages"]
+    stats.findings = [Finding(**{**f, "rules": tuple(f["rules"])}) for f in data["divergences"]["findings"]]
+    stats.rules = Counter(data.get("rule_firings", {}))
+    stats.transitions = {tuple(t) for t in data.get("transitions_exercised", [])}
+    stats.stale_entries = list(data["stale_registry_entries"])
+    stats.not_runnable = list(data["not_runnable"])
+    stats.failed_dialogs = list(data.get("failed_dialogs", []))
+    stats.minimal_dialog = Path(data["minimal_dialog"]) if data.get("minimal_dialog") else None
+    stats.seed, stats.examples, stats.elapsed = data["seed"], data["examples"], data["elapsed"]
+    stats.probes = list(data.get("probes", []))
+    return stats
 
 
 def write_json(stats: Stats, path: Path) -> None:
@@ -51,7 +79,12 @@ def write_json(stats: Stats, path: Path) -> None:
 
 
 def write_junit(stats: Stats, path: Path) -> None:
-    suite = ET.Element("testsuite", name="sipct-conformance", time=f"{stats.elapsed:.2f}")
+    ET.ElementTree(junit_suite(stats)).write(path, encoding="unicode", xml_declaration=True)
+
+
+def junit_suite(stats: Stats, name: str = "sipct-conformance") -> ET.Element:
+    """One JUnit <testsuite> for a run (a kernel matrix has one per kernel)."""
+    suite = ET.Element("testsuite", name=name, time=f"{stats.elapsed:.2f}")
     cases = 0
     failures = 0
     by_dialog: dict[tuple[str, str], list] = {}
@@ -79,7 +112,7 @@ def write_junit(stats: Stats, path: Path) -> None:
         failures += 1
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
-    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
+    return suite
 
 
 def print_report(stats: Stats, console: Console) -> None:

@@ -17,7 +17,9 @@ Inside the guest a small shell script (``guest.sh`` in the shared folder)
 2. records what it got (``uname -r``, ``/proc/version``, the module's
    parameters from sysfs, the modules it could not load);
 3. runs ``sipct run --json ARGS`` from the host's venv, several dialogs in one
-   invocation, and writes its JSON, stderr and exit status.
+   invocation, and writes its JSON, stderr and exit status (or another sipct
+   command: ``sipct conformance --kernel`` runs ``sipct conformance`` there,
+   over dialog files the host generated, and reads the report it writes).
 
 The helper's ``ports`` parameter is only passed on when asked for explicitly:
 nf_conntrack_sip names its helper "sip" only for port 5060 ("sip-0" etc.
@@ -48,11 +50,14 @@ from typing import Any
 
 __all__ = [
     "GUEST_MODULES",
+    "PRESETS",
     "VmError",
     "VmKernel",
     "VmResult",
     "find_vng",
     "group_by_module_params",
+    "installed_kernels",
+    "kernel_preset",
     "module_params_for",
     "run_in_vm",
     "timeout_for",
@@ -308,6 +313,17 @@ class VmResult:
     vng_log: str = ""  # vng's output (the kernel console too with console=True)
     command: list[str] = field(default_factory=list)  # the vng command line
     workdir: Path | None = None  # the kept work folder (keep=True): guest.sh, vng.log, share/
+    sources: dict[str, str] = field(default_factory=dict)  # guest path of a staged input -> host path
+
+    def host_path(self, text: str) -> str:
+        """The host path of a file the guest named (a staged input or a file
+        in one); other text unchanged."""
+        if text in self.sources:
+            return self.sources[text]
+        for guest, host in self.sources.items():
+            if text.startswith(guest.rstrip("/") + "/"):
+                return host.rstrip("/") + text[len(guest.rstrip("/")):]
+        return text
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -344,7 +360,7 @@ done
 for f in /sys/module/{module}/parameters/*; do echo "${{f##*/}}=$(cat "$f")"; done > "$R/params"
 up > "$R/t.modules"
 cd "$R"
-{sipct} run --json {args} > "$R/result.json" 2> "$R/stderr"
+{sipct} {command} {args} > "$R/result.json" 2> "$R/stderr"
 echo $? > "$R/rc"
 up > "$R/t.done"
 dmesg > "$R/dmesg" 2>&1
@@ -362,6 +378,9 @@ def run_in_vm(
     cpus: int = 2,
     console: bool = False,
     keep: bool = False,
+    command: Sequence[str] = ("run", "--json"),
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    json_file: str | None = None,
 ) -> VmResult:
     """Boot ``kernel`` and run ``sipct run --json ARGV`` in it after ``modprobe
     nf_conntrack_sip MODULE_PARAMS``.
@@ -372,6 +391,14 @@ def run_in_vm(
     ``boot_timeout`` without the guest's script starting).  ``console`` adds
     the kernel console to ``vng_log``; ``keep`` keeps the work folder
     (``VmResult.workdir``, or named in the VmError).
+
+    Another sipct command: ``command`` replaces ``run --json``; ``inputs``
+    (name -> host file or folder) are copied into the shared folder as
+    ``in/NAME``, which ``argv`` names by that relative path (the guest runs
+    in the shared folder, where relative output paths land too); with
+    ``json_file`` the JSON is read from that file (relative to the shared
+    folder) instead of sipct's stdout.  ``VmResult.host_path`` maps the
+    guest's paths of staged inputs back.
     """
     if not isinstance(kernel, VmKernel):
         kernel = VmKernel.from_path(kernel)
@@ -387,24 +414,28 @@ def run_in_vm(
                           "a folder under /tmp")
         share.mkdir()
         guest_args, sources = _stage_inputs(argv, share / "in")
+        for name, source in (inputs or {}).items():
+            sources.update(_stage_input(Path(source), share / "in", name))
         script = _GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), module=MODULE, params=" ".join(params_args),
             optional=" ".join(GUEST_MODULES), sipct=shlex.quote(str(sipct)),
+            command=" ".join(shlex.quote(c) for c in command),
             args=" ".join(shlex.quote(a) for a in guest_args))
         (share / "guest.sh").write_text(script)
-        command = [str(vng), "--run", str(kernel.vmlinuz), "--disable-kvm", "--memory", memory,
-                   "--cpus", str(cpus), "--user", "root", f"--rwdir={share}",
-                   "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
+        vng_command = [str(vng), "--run", str(kernel.vmlinuz), "--disable-kvm", "--memory", memory,
+                       "--cpus", str(cpus), "--user", "root", f"--rwdir={share}",
+                       "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
         if console:
-            command.insert(1, "--verbose")
+            vng_command.insert(1, "--verbose")
         try:
-            result = _boot(kernel, command, workdir, share, timeout, boot_timeout, params_args)
+            result = _boot(kernel, vng_command, workdir, share, timeout, boot_timeout, params_args, json_file)
         except VmError as exc:
             if keep:
                 raise VmError(f"{exc} (files kept in {workdir})") from exc
             raise
         result.module_params = dict(module_params or {})
         result.workdir = workdir if keep else None
+        result.sources = sources
         for item in result.results:
             if isinstance(item, dict) and item.get("source") in sources:
                 item["source"] = sources[item["source"]]
@@ -412,6 +443,23 @@ def run_in_vm(
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stage_input(source: Path, folder: Path, name: str) -> dict[str, str]:
+    """Copy a host file or folder to ``folder/name``; the guest paths (absolute
+    and as ``in/NAME``, relative to the shared folder) mapped to the host's."""
+    if "/" in name or name in ("", ".", ".."):
+        raise VmError(f"input name {name!r}: a plain file name")
+    folder.mkdir(exist_ok=True)
+    target = folder / name
+    if source.is_dir():
+        shutil.copytree(source, target)
+    elif source.is_file():
+        shutil.copyfile(source, target)
+    else:
+        raise VmError(f"no file or folder {source} to give the guest")
+    host = str(source)
+    return {str(target): host, f"{folder.name}/{name}": host}
 
 
 def _stage_inputs(argv: Sequence[str], folder: Path) -> tuple[list[str], dict[str, str]]:
@@ -432,7 +480,7 @@ def _stage_inputs(argv: Sequence[str], folder: Path) -> tuple[list[str], dict[st
 
 
 def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
-          timeout: float, boot_timeout: float, params: list[str]) -> VmResult:
+          timeout: float, boot_timeout: float, params: list[str], json_file: str | None = None) -> VmResult:
     env = dict(os.environ)
     # vng runs virtme-run from PATH: the venv's bin folder must be on it.
     env["PATH"] = f"{Path(command[0]).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
@@ -489,9 +537,10 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
     exit_code = int(_read(share / "rc").strip() or "-1")
     stdout, stderr = _read(share / "result.json"), _read(share / "stderr")
     try:
-        data = json.loads(stdout)
+        data = json.loads(_read(share / json_file) if json_file else stdout)
     except json.JSONDecodeError:
-        raise VmError(f"sipct in the guest printed no JSON (exit status {exit_code}): "
+        what = f"wrote no JSON to {json_file}" if json_file else "printed no JSON"
+        raise VmError(f"sipct in the guest {what} (exit status {exit_code}): "
                       f"{stderr.strip()[-2000:] or stdout.strip()[-2000:] or 'no output'}",
                       kernel=kernel.release) from None
     loaded = {}
@@ -548,12 +597,69 @@ def _guest_tail(share: Path) -> str:
     return "guest sipct stderr: " + (" | ".join(err[-10:]) if err else "empty")
 
 
-def timeout_for(dialogs: Iterable[Any]) -> float:
+def timeout_for(dialogs: Iterable[Any], per_dialog: float = 60.0) -> float:
     """A generous limit for one boot running these dialogs: boot and imports,
-    plus each dialog's own waits and a minute of slow TCG per dialog."""
+    plus each dialog's own waits and ``per_dialog`` seconds of slow TCG per
+    dialog (a minute for `sipct run`; a generated dialog in a conformance run
+    takes ~0.2 s in the guest)."""
     from sipct.spec.dialog import Wait
 
     total = DEFAULT_BOOT_TIMEOUT + 120.0
     for dialog in dialogs:
-        total += 60.0 + sum(s.seconds for s in dialog.steps if isinstance(s, Wait))
+        total += per_dialog + sum(s.seconds for s in dialog.steps if isinstance(s, Wait))
     return total
+
+
+# -- which kernels ------------------------------------------------------------------------------------
+
+# The default kernels of scripts/setup-kernels.sh: the oldest and the newest
+# Debian 6.1 and the newest 6.12 (whichever is installed).
+PRESET_DEBIAN = ("6.1.0-47-amd64", "6.1.0-56-amd64", "6.12.*+deb12-amd64")
+PRESETS = ("debian", "all-installed")
+
+
+def _version_key(kernel: VmKernel) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", kernel.version))
+
+
+def installed_kernels(boot: Path = Path("/boot"), *, modules_root: Path = MODULES_ROOT) -> list[VmKernel]:
+    """Every /boot/vmlinuz-* this machine can boot: with its modules and
+    nf_conntrack_sip; oldest version first."""
+    out = []
+    for image in sorted(boot.glob("vmlinuz-*")):
+        try:
+            out.append(VmKernel.from_path(image, modules_root=modules_root))
+        except VmError:
+            continue
+    return sorted(out, key=_version_key)
+
+
+def kernel_preset(name: str, boot: Path = Path("/boot"), *, modules_root: Path = MODULES_ROOT) -> list[VmKernel]:
+    """The kernels of a preset: ``debian`` (scripts/setup-kernels.sh's default
+    set: 6.1.170, 6.1.192 and the newest installed 6.12) or ``all-installed``.
+    VmError names what to install when a kernel of ``debian`` is missing."""
+    if name == "all-installed":
+        kernels = installed_kernels(boot, modules_root=modules_root)
+        if not kernels:
+            raise VmError(f"no bootable kernel in {boot} (vmlinuz-* with modules and {MODULE}): "
+                          f"run {SETUP_HINT}")
+        return kernels
+    if name != "debian":
+        raise VmError(f"unknown kernel preset {name!r} (known: {', '.join(PRESETS)})")
+    out = []
+    for release in PRESET_DEBIAN:
+        if "*" in release:
+            found = []
+            for image in boot.glob(f"vmlinuz-{release}"):
+                try:
+                    found.append(VmKernel.from_path(image, modules_root=modules_root))
+                except VmError:
+                    continue
+            found.sort(key=_version_key)
+            if not found:
+                raise VmError(f"preset debian: no linux-image-{release} installed: run {SETUP_HINT} "
+                              "(it installs the newest 6.12 that apt offers)")
+            out.append(found[-1])
+        else:
+            out.append(VmKernel.from_path(boot / f"vmlinuz-{release}", modules_root=modules_root))
+    return out

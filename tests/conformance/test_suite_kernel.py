@@ -52,3 +52,27 @@ def test_an_injected_spec_mistake_is_shrunk_to_a_minimal_dialog(tmp_path, monkey
     assert "minimal divergent dialog" in capsys.readouterr().out.replace("\n", "")
     # The file reproduces with sipct run (the mistake is still injected).
     assert main(["run", data["minimal_dialog"]]) == 1
+
+
+def test_dialog_files_run_as_the_generated_part(tmp_path, monkeypatch):
+    """What a VM guest of the kernel matrix runs: dialog files generated on
+    the host, no Hypothesis, no shrinking; a divergent file is named."""
+    from sipct.conformance.matrix import write_generated
+    from sipct.conformance.suite import generate_dialogs
+
+    folder = tmp_path / "generated"
+    write_generated(generate_dialogs(30, 4), folder, 4)
+    report = tmp_path / "r.json"
+    status = main(["conformance", "--no-curated", "--no-reproducers", "--dialog-files", str(folder), "--seed", "4",
+                   "--json", str(report)])
+    data = json.loads(report.read_text())
+    assert status == 0, json.dumps(data["divergences"]["findings"][:5], indent=1)
+    assert data["dialogs"] == {"generated": 30} and data["examples"] == 30 and data["seed"] == 4
+
+    monkeypatch.setattr(handlers, "MAX_MEDIA", 1)
+    status = main(["conformance", "--no-curated", "--no-reproducers", "--dialog-files", str(folder),
+                   "--json", str(report)])
+    data = json.loads(report.read_text())
+    assert status == 1 and data["minimal_dialog"] is None
+    assert data["failed_dialogs"] and all(str(folder) in text for text in data["failed_dialogs"])
+    assert {f["source"] for f in data["divergences"]["findings"]} <= {str(p) for p in folder.iterdir()}

@@ -2,8 +2,12 @@
 
 Without vng/QEMU or the kernel image the tests skip, saying what to run
 (scripts/setup-kernels.sh).  A boot takes a minute or more, so the default
-`pytest` run boots at most once: tests that need another boot run only when
-the vm marker is selected explicitly (`pytest -m vm tests/vm`).
+`pytest` run boots 6.1.192 only for two tests: `sipct run --kernel` on two
+examples (one boot) and a small kernel matrix (`sipct conformance --kernel`:
+the curated dialogs and 10 generated ones, two boots, ~3 minutes; CI installs
+the kernel with `scripts/setup-kernels.sh linux-image-6.1.0-56-amd64`).
+Tests that need more boots run only when the vm marker is selected
+explicitly (`pytest -m vm tests/vm`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import pytest
 from sipct.harness.vm import VmError, VmKernel, VmResult, find_vng
 
 KERNEL_6_1_192 = "/boot/vmlinuz-6.1.0-56-amd64"  # linux-image-6.1.0-56-amd64 (6.1.192)
-SETUP = "run `scripts/setup-kernels.sh` as root"
+SETUP = "run `scripts/setup-kernels.sh linux-image-6.1.0-56-amd64` as root"
 
 _boots: list[tuple[str, VmResult]] = []
 

@@ -11,6 +11,7 @@ import pytest
 
 from sipct.cli.main import examples_dir
 from sipct.harness.vm import VmError, VmKernel, run_in_vm
+from sipct.spec.dialog import load_dialog
 
 pytestmark = [
     pytest.mark.vm,
@@ -43,6 +44,43 @@ def test_examples_agree_in_6_1_192(boot_6_1_192):
     assert vm.loaded_params["sip_direct_media"] == "1"  # the module's defaults
     assert vm.missing_modules == []
     assert 0 < vm.boot_seconds < vm.total_seconds
+
+
+MATRIX_EXAMPLES = int(os.environ.get("SIPCT_VM_EXAMPLES", "10"))
+
+
+def test_conformance_matrix_in_6_1_192(kernel_6_1_192, tmp_path, capsys):
+    """The kernel matrix on the kernel CI installs: the curated dialogs (the
+    version probes among them) and a few generated ones in 6.1.192, the
+    sip_direct_media=0 scenario in a second boot, the report and the docs
+    page."""
+    from sipct.cli.main import main
+    from sipct.conformance.corpus import SCENARIOS, rfc4475_dialogs, scenario_dialogs
+    import json
+
+    report, docs = tmp_path / "matrix.json", tmp_path / "matrix.rst"
+    status = main(["conformance", "--kernel", str(kernel_6_1_192.vmlinuz), "--no-host",
+                   "--examples", str(MATRIX_EXAMPLES), "--seed", "1", "--out", str(tmp_path / "out"),
+                   "--json", str(report), "--docs", str(docs)])
+    out = capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["format"] == "sipct.conformance-matrix/1"
+    (k,) = data["kernels"]
+    assert status == 0, (k.get("error"), json.dumps(k.get("divergences", {}).get("findings", [])[:5], indent=1))
+    assert k["kernel"] == "6.1.0-56-amd64" and k["host"] is False
+    assert k["profile"] == "6.1.192" == k["vm"]["expected_profile"]  # chosen in the guest
+    assert k["ok"] and k["divergences"]["unregistered"] == 0
+    assert k["dialogs"]["generated"] == MATRIX_EXAMPLES == k["examples"]
+    assert k["dialogs"]["curated"] >= len(scenario_dialogs()) + len(rfc4475_dialogs())
+    assert [b["module_params"] for b in k["vm"]["boots"]] == [{}, {"sip_direct_media": 0}]
+    assert [b["loaded_params"]["sip_direct_media"] for b in k["vm"]["boots"]] == ["1", "0"]
+    assert k["not_runnable"] == []  # the direct_media=0 scenario ran in its own boot
+    probes = {p["dialog"]: p["agree"] for p in k["probes"]}
+    assert set(probes) == {load_dialog(p).name for p in (SCENARIOS / "versions").glob("*.yaml")}
+    assert all(probes.values()), probes
+    assert "conformance matrix: OK" in out
+    page = docs.read_text()
+    assert "Behaviour by kernel" in page and "versions-register-contact-expires-octal" in page
 
 
 def test_module_parameters_are_set_at_load_time(kernel_6_1_192, record_boot, second_boot):

@@ -90,3 +90,74 @@ def test_dialogs_are_grouped_by_their_load_time_parameters():
         ({"sip_direct_media": 0}, ["invite-third-party-media-direct-media-off"]),
     ]
     assert timeout_for([register]) > timeout_for([invite])  # register waits 5 s
+
+
+def _fake_kernel(boot: Path, modules: Path, release: str, version: str) -> None:
+    fake_modules(modules, release)
+    fake_bzimage(boot / f"vmlinuz-{release}", BANNER.replace("6.1.0-56-amd64", release).replace("6.1.192-2", version))
+
+
+def test_kernel_presets(tmp_path):
+    from sipct.harness.vm import installed_kernels, kernel_preset
+
+    boot, modules = tmp_path / "boot", tmp_path / "modules"
+    boot.mkdir()
+    with pytest.raises(VmError, match="no bootable kernel"):
+        kernel_preset("all-installed", boot, modules_root=modules)
+    for release, version in [("6.1.0-56-amd64", "6.1.192-2"), ("6.12.9+deb12-amd64", "6.12.9-1"),
+                             ("6.12.117+deb12-amd64", "6.12.117-1"), ("6.1.0-47-amd64", "6.1.170-3")]:
+        _fake_kernel(boot, modules, release, version)
+    fake_bzimage(boot / "vmlinuz-6.1.0-99-amd64", BANNER.replace("6.1.0-56", "6.1.0-99"))  # no modules here
+    assert [k.version for k in installed_kernels(boot, modules_root=modules)] == [
+        "6.1.170", "6.1.192", "6.12.9", "6.12.117"]
+    assert [k.release for k in kernel_preset("debian", boot, modules_root=modules)] == [
+        "6.1.0-47-amd64", "6.1.0-56-amd64", "6.12.117+deb12-amd64"]
+    (boot / "vmlinuz-6.1.0-47-amd64").unlink()
+    with pytest.raises(VmError, match=r"linux-image-6\.1\.0-47-amd64"):
+        kernel_preset("debian", boot, modules_root=modules)
+    with pytest.raises(VmError, match="unknown kernel preset"):
+        kernel_preset("newest", boot, modules_root=modules)
+
+
+def test_inputs_are_staged_and_mapped_back(tmp_path):
+    from sipct.harness.vm import VmResult, _stage_input
+
+    source = tmp_path / "generated"
+    source.mkdir()
+    (source / "a.yaml").write_text("x")
+    share = tmp_path / "share"
+    share.mkdir()
+    sources = _stage_input(source, share / "in", "generated")
+    assert (share / "in" / "generated" / "a.yaml").read_text() == "x"
+    result = VmResult(VmKernel(Path("/boot/x"), "r", "b", Path("/m")), {}, 0, None, "", "", "", "", {}, [], 0, 0,
+                      sources=sources)
+    assert result.host_path("in/generated/a.yaml") == str(source / "a.yaml")
+    assert result.host_path(str(share / "in" / "generated" / "a.yaml")) == str(source / "a.yaml")
+    assert result.host_path("/elsewhere/b.yaml") == "/elsewhere/b.yaml"
+    with pytest.raises(VmError, match="plain file name"):
+        _stage_input(source, share / "in", "../x")
+    with pytest.raises(VmError, match="no file or folder"):
+        _stage_input(tmp_path / "missing", share / "in", "m")
+
+
+def test_the_guest_runs_the_command_asked_for(tmp_path, monkeypatch):
+    import sipct.harness.vm as vm
+
+    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
+    kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
+    seen = {}
+
+    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
+        seen["script"] = (share / "guest.sh").read_text()
+        seen["json_file"] = json_file
+        seen["staged"] = sorted(p.name for p in (share / "in").iterdir())
+        raise VmError("stop here")
+
+    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
+    monkeypatch.setattr(vm, "_boot", boot)
+    (tmp_path / "gen").mkdir()
+    with pytest.raises(VmError, match="stop here"):
+        run_in_vm(kernel, ["--dialog-files", "in/generated", "--json", "report.json"], command=("conformance",),
+                  inputs={"generated": tmp_path / "gen"}, json_file="report.json")
+    assert " conformance --dialog-files in/generated --json report.json > \"$R/result.json\"" in seen["script"]
+    assert seen["json_file"] == "report.json" and seen["staged"] == ["generated"]

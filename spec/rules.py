@@ -66,8 +66,11 @@ SHORT_PAYLOAD = _rule("helper.short", "sip_help_udp/sip_help_tcp",
                       "A payload shorter than \"SIP/2.0 200\" (11 bytes) is accepted unprocessed.")
 TCP_NO_CONTENT_LENGTH = _rule("tcp.no-content-length", "sip_help_tcp",
                               "No parsable Content-Length: the rest of the segment is accepted unprocessed.")
+# On 6.1.170 the header only matches with digits_len() > 0 and simple_strtoul()
+# cannot fail on a digit, so only sip_strtouint()'s overflow (6.1.176+) gets here.
 TCP_BAD_CONTENT_LENGTH = _rule("tcp.bad-content-length", "sip_help_tcp",
-                               "Content-Length is not a number (or overflows): the rest is accepted unprocessed.")
+                               "Content-Length overflows sip_strtouint(): the rest is accepted unprocessed.",
+                               only_profiles=("6.1.176", "6.1.192", "6.18"))
 TCP_CONTENT_LENGTH_TOO_BIG = _rule("tcp.content-length-too-big", "sip_help_tcp",
                                    "Content-Length larger than the remaining segment: the rest is accepted unprocessed.")
 TCP_NO_BLANK_LINE = _rule("tcp.no-blank-line", "sip_help_tcp",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import accumulate
+
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
 from .profiles import KernelProfile
@@ -81,10 +83,51 @@ def _needle(needle: bytes) -> re.Pattern[bytes]:
     return pattern
 
 
+def walk_line_starts(buf: bytes, pos: int, limit: int, most: int = -1) -> list[int]:
+    """The line starts the kernel's header loops test from ``pos``
+    (ct_sip_get_header(), ct_sip_get_sdp_header()), at most ``most``: one
+    character after CR, LF or CRLF. Every test that does not end the loop
+    steps over that character (dptr++), so a CR or LF there never ends a line
+    itself - "\\n\\nCSeq" hides CSeq, "\\r\\n\\r\\nCSeq" does not."""
+    starts: list[int] = []
+    while pos < limit and most:
+        eol = EOL.search(buf, pos, limit)
+        if eol is None:
+            break
+        pos = eol.start() + 1
+        if pos >= limit:
+            break
+        if buf[pos - 1] == CR and buf[pos] == LF:
+            pos += 1
+            if pos >= limit:
+                break
+        starts.append(pos)
+        most -= 1
+        pos += 1
+    return starts
+
+
+def line_starts(buf: bytes, start: int, limit: int) -> list[int]:
+    """walk_line_starts() from ``start``; for a message whose lines all end
+    in CRLF (no lone CR or LF) that is the position after each CRLF, which
+    split() finds without a Python loop over the lines."""
+    window = buf[start:limit]
+    lines = window.split(b"\r\n")
+    crlfs = len(lines) - 1
+    if window.count(b"\r") != crlfs or window.count(b"\n") != crlfs:
+        return walk_line_starts(buf, start, limit)
+    # start + len(line) + 2 for each line but the last.
+    starts = list(accumulate(map((2).__add__, map(len, lines[:-1])), initial=start))
+    del starts[0]
+    if starts and starts[-1] >= limit:
+        starts.pop()  # a CRLF at the very end starts nothing
+    return starts
+
+
 class SipMessage:
     """One SIP message inside a payload, parsed the way the kernel helper does."""
 
-    __slots__ = ("buf", "start", "limit", "family", "proto", "profile")
+    __slots__ = ("buf", "start", "limit", "family", "proto", "profile", "lower", "_starts", "_rank")
 
     def __init__(self, buf: bytes, start: int, limit: int, family: int, proto: int,
                  profile: KernelProfile) -> None:
@@ -94,6 +137,35 @@ class SipMessage:
         self.family = family
         self.proto = proto
         self.profile = profile
+        # strncasecmp() against a lowercase ASCII needle is startswith() on
+        # the payload lowered once (bytes.lower() folds ASCII letters only).
+        self.lower = buf.lower()
+        self._starts: list[int] | None = None
+        self._rank: dict[int, int] = {}
+
+    def line_starts(self, dataoff: int) -> list[int]:
+        """The positions, in order, where the header loops of ct_sip_get_header()
+        and ct_sip_get_sdp_header() started at ``dataoff`` test a name.
+
+        Indexed once per message: where a loop tests next depends only on where
+        it tested last (see :func:`walk_line_starts`), so a loop started at any
+        ``dataoff`` joins the one started at the message start after its first
+        test."""
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = line_starts(self.buf, self.start, self.limit)
+            self._rank = {pos: i for i, pos in enumerate(starts)}
+        if dataoff == self.start:
+            return starts
+        first = walk_line_starts(self.buf, dataoff, self.limit, 1)
+        if not first:
+            return []
+        rank = self._rank.get(first[0])
+        if rank is None:
+            # dataoff pointed at a CR or LF the message-start loop tested as
+            # a name, so this loop takes it as a line end instead.
+            return walk_line_starts(self.buf, dataoff, self.limit)
+        return starts[rank:]
 
     @property
     def datalen(self) -> int:
@@ -290,30 +362,18 @@ class SipMessage:
         non-letter after it, a full name does not.
         """
         hdr = CT_SIP_HDRS[kind]
-        buf, limit = self.buf, self.limit
-        pos = dataoff
-        while pos < limit:
-            eol = EOL.search(buf, pos, limit)
-            if eol is None:
-                break
-            pos = eol.start() + 1
-            if pos >= limit:
-                break
-            if buf[pos - 1] == CR and buf[pos] == LF:
-                pos += 1
-                if pos >= limit:
-                    break
+        buf, limit, lower = self.buf, self.limit, self.lower
+        name, cname = hdr.name, hdr.cname
+        for pos in self.line_starts(dataoff):
             c = buf[pos]
             if c == SP or c == HT:
-                pos += 1
                 continue
-            if limit - pos >= len(hdr.name) and casecmp(buf, pos, hdr.name):
-                pos += len(hdr.name)
-            elif (hdr.cname is not None and limit - pos >= len(hdr.cname) + 1
-                  and casecmp(buf, pos, hdr.cname) and buf[pos + len(hdr.cname)] not in ALPHA):
-                pos += len(hdr.cname)
+            if lower.startswith(name, pos, limit):
+                pos += len(name)
+            elif (cname is not None and lower.startswith(cname, pos, limit - 1)
+                  and buf[pos + len(cname)] not in ALPHA):
+                pos += len(cname)
             else:
-                pos += 1
                 continue
             p = self.skip_whitespace(pos, limit)
             if p is None:

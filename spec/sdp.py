@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .expectation import Address, ExpectClass
 from .parse import EOL, SipMessage
-from .scan import CR, LF, casecmp, pton
+from .scan import pton
 
 SDP_HDR_UNSPEC = "unspec"
 SDP_HDR_VERSION = "v"
@@ -74,26 +74,13 @@ def get_sdp_header(msg: SipMessage, dataoff: int, kind: str, term: str) -> tuple
     hdrs = CT_SDP_HDRS[msg.family]
     hdr = hdrs[kind]
     thdr = hdrs[term] if term != SDP_HDR_UNSPEC else None
-    buf, limit = msg.buf, msg.limit
-    pos = dataoff
-    while pos < limit:
-        eol = EOL.search(buf, pos, limit)
-        if eol is None:
+    limit, lower = msg.limit, msg.lower
+    for pos in msg.line_starts(dataoff):
+        if thdr is not None and lower.startswith(thdr.name, pos, limit):
             break
-        pos = eol.start() + 1
-        if pos >= limit:
-            break
-        if buf[pos - 1] == CR and buf[pos] == LF:
-            pos += 1
-            if pos >= limit:
-                break
-        if thdr is not None and limit - pos >= len(thdr.name) and casecmp(buf, pos, thdr.name):
-            break
-        if limit - pos >= len(hdr.name) and casecmp(buf, pos, hdr.name):
-            pos += len(hdr.name)
-        else:
-            pos += 1
+        if not lower.startswith(hdr.name, pos, limit):
             continue
+        pos += len(hdr.name)
         matchoff = pos
         if hdr.search is not None:
             found = sdp_header_search(msg, pos, limit, hdr.search)

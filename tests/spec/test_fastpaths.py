@@ -34,3 +34,22 @@ def test_a_line_start_consumed_by_a_failed_name_test_is_not_a_line_end():
         buf = b"INVITE x SIP/2.0" + eol + eol + b"CSeq: 1 INVITE" + eol
         msg = SipMessage(buf, 0, len(buf), 4, 17, DEFAULT_PROFILE)
         assert msg.get_header(0, SIP_HDR_CSEQ)[0] == found
+
+
+LINES = st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b"CSeq: 1", b" ", b"\r\n\r\n"]), max_size=12).map(b"".join)
+
+
+@settings(max_examples=3000)
+@given(LINES, st.integers(0, 3), st.integers(0, 3))
+def test_indexed_line_starts_equal_the_kernel_loop(buf, cut_start, cut_end):
+    # The split() fast path for CRLF-only messages, and joining the
+    # message-start walk from any dataoff, test where the kernel's loop tests.
+    from sipct.spec.parse import SipMessage, line_starts, walk_line_starts
+    from sipct.spec.profiles import DEFAULT_PROFILE
+
+    start = min(cut_start, len(buf))
+    limit = max(start, len(buf) - cut_end)
+    assert line_starts(buf, start, limit) == walk_line_starts(buf, start, limit)
+    msg = SipMessage(buf, start, limit, 4, 17, DEFAULT_PROFILE)
+    for dataoff in range(start, limit + 1):
+        assert msg.line_starts(dataoff) == walk_line_starts(buf, dataoff, limit)

@@ -32,6 +32,10 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dialog-files", type=Path, metavar="DIR",
                    help="run the dialog files in DIR as the generated dialogs instead of generating them "
                         "(what the guest of --kernel does; no Hypothesis, no shrinking)")
+    p.add_argument("--helper", choices=("kernel", "reference"), default="kernel",
+                   help="kernel: the kernel's nf_conntrack_sip (default); reference: also the userspace reference "
+                        "helper (sipct helper) over the same dialogs - needs nfnetlink_cthelper, so usually with "
+                        "--kernel")
     m = p.add_argument_group("kernel matrix (other kernels booted with virtme-ng; scripts/setup-kernels.sh)")
     m.add_argument("--kernel", dest="kernels", action="append", default=[], metavar="VMLINUZ",
                    help="also run the suite in this kernel image (or release, e.g. 6.1.0-56-amd64); repeatable")
@@ -73,11 +77,13 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
     (the host row of a matrix) the Stats without printing or writing them
     (an int when the run could not be made)."""
     from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs, shared_dir
-    from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
+    from sipct.conformance.registry import REGISTRY, RegistryError, for_helper, load_registry
     from sipct.conformance.report import print_report, write_json, write_junit
     from sipct.conformance.suite import Suite
     from sipct.harness.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
+    from sipct.reference.lab import ReferenceUnavailable
+    from sipct.reference.lab import check_kernel as reference_check
     from sipct.spec.dialog import DialogError
     from sipct.spec.profiles import UnknownProfile, profile_named
 
@@ -90,7 +96,10 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
         check_prerequisites()
         kernel = RunningKernel.detect()
         profile = kernel.profile if args.profile == "auto" else profile_named(args.profile)
-    except (RegistryError, DialogError, PrerequisiteError, KernelUnavailable, UnknownProfile) as exc:
+        if getattr(args, "helper", "kernel") == "reference":
+            reference_check()
+    except (RegistryError, DialogError, PrerequisiteError, KernelUnavailable, UnknownProfile,
+            ReferenceUnavailable) as exc:
         err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
         return EXIT_ERROR
     if not args.no_curated and shared_dir() is None:
@@ -106,7 +115,8 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
             "generated": progress.add_task("generated dialogs",
                                            total=args.examples if files is None else len(files)),
         }
-        suite = Suite(kernel, profile, registry, on_dialog=lambda kind: progress.advance(tasks[kind]))
+        suite = Suite(kernel, profile, for_helper(registry, "kernel"),
+                      on_dialog=lambda kind: progress.advance(tasks[kind]))
         try:
             suite.run_curated(curated)
             if not args.no_reproducers:
@@ -118,6 +128,8 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
         finally:
             suite.close()
     suite.stats.elapsed = time.monotonic() - started
+    if getattr(args, "helper", "kernel") == "reference":
+        return _with_reference(args, suite.stats, kernel, profile, registry, curated, files, quiet, out, err)
     if quiet:
         return suite.stats
     print_report(suite.stats, out)
@@ -126,3 +138,54 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
     if args.junit:
         write_junit(suite.stats, args.junit)
     return EXIT_OK if suite.stats.ok else EXIT_DIVERGED
+
+
+def _with_reference(args: argparse.Namespace, stats, kernel, profile, registry, curated: list, files: list | None,
+                    quiet: bool, out: Console, err: Console):
+    """The same dialogs through the reference helper; the report is the kernel
+    helper's ``sipct.conformance/1`` object with the reference helper's under
+    ``"reference"`` (the Stats pair with ``quiet``)."""
+    import json
+    from xml.etree import ElementTree as ET
+
+    from sipct.conformance.reference_suite import ReferenceSuite
+    from sipct.conformance.report import junit_suite, print_report, stats_json
+    from sipct.conformance.suite import generate_dialogs
+
+    if files is None:
+        # The kernel's generated dialogs were Hypothesis's, shrunk when one diverged: the reference runs
+        # the same seed's dialogs as generate_dialogs() makes them.
+        files = [d for d in generate_dialogs(args.examples, args.seed) if d.steps]
+    started = time.monotonic()
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as progress:
+            task = progress.add_task("reference helper", total=len(curated) + len(files))
+            suite = ReferenceSuite(kernel, profile, registry, [*curated, *files],
+                                   on_dialog=lambda kind: progress.advance(task))
+            try:
+                suite.run_curated(curated)
+                if not args.no_reproducers:
+                    suite.run_reproducers()
+                suite.run_files(files, args.seed)
+            finally:
+                suite.close()
+    except (RuntimeError, OSError) as exc:
+        err.print(f"[red]the reference helper could not run:[/red] {exc}", highlight=False)
+        return EXIT_ERROR
+    reference = suite.stats
+    reference.elapsed = time.monotonic() - started
+    if quiet:
+        return stats, reference
+    print_report(stats, out)
+    print_report(reference, out)
+    if args.json:
+        data = stats_json(stats)
+        data["reference"] = stats_json(reference)
+        args.json.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    if args.junit:
+        root = ET.Element("testsuites", name="sipct-conformance")
+        root.append(junit_suite(stats))
+        root.append(junit_suite(reference, "sipct-conformance reference"))
+        ET.ElementTree(root).write(args.junit, encoding="unicode", xml_declaration=True)
+    return EXIT_OK if stats.ok and reference.ok else EXIT_DIVERGED

@@ -86,10 +86,17 @@ class KernelReport:
     seconds: float = 0.0  # host wall time, boots included
     error: str | None = None
     divergent_files: list[str] = field(default_factory=list)
+    # --helper reference: the same dialogs through the userspace reference helper
+    # (None: not asked for, or not available - the running kernel has no nfnetlink_cthelper)
+    reference: Stats | None = None
+    three_way: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.stats is not None and self.stats.ok
+        kernel_ok = self.error is None and self.stats is not None and self.stats.ok
+        if self.three_way and not self.host:
+            return kernel_ok and self.reference is not None and self.reference.ok
+        return kernel_ok
 
     @property
     def profile(self) -> str:
@@ -105,6 +112,8 @@ class KernelReport:
             "expected_profile": self.expected_profile, "boots": [b.json() for b in self.boots]}
         data["wall_seconds"] = round(self.seconds, 1)
         data["divergent_files"] = self.divergent_files
+        if self.three_way:
+            data["reference"] = stats_json(self.reference) if self.reference else None
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -116,7 +125,16 @@ class KernelReport:
             "total": sum(s.dialogs.values()) if s else 0,
             "divergences": ({k: dict(v) for k, v in s.divergences_by_rule().items()} if s else {}),
             "boots": len(self.boots) or (1 if self.host else 0), "seconds": round(self.seconds, 1),
+            **({"reference": _reference_summary(self.reference)} if self.three_way else {}),
         }
+
+
+def _reference_summary(s: Stats | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"ok": s.ok, "dialogs": dict(s.dialogs), "agreeing": sum(s.agreeing.values()),
+            "total": sum(s.dialogs.values()), "elapsed": round(s.elapsed, 1),
+            "divergences": {k: dict(v) for k, v in s.divergences_by_rule().items()}}
 
 
 # -- planning --------------------------------------------------------------------------------------
@@ -183,6 +201,8 @@ def guest_argv(args: argparse.Namespace, boot: Boot) -> tuple[list[str], dict[st
     inputs: dict[str, Path] = {}
     if args.profile != "auto":
         argv += ["--profile", args.profile]
+    if getattr(args, "helper", "kernel") == "reference":
+        argv += ["--helper", "reference"]
     if args.registry is not None:
         # The registry's reproducers are named relative to it: give the guest its folder.
         registry = Path(args.registry).resolve()
@@ -212,10 +232,13 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
     from sipct.harness.vm import VmError, run_in_vm
     from sipct.spec.profiles import profile_for_kernel
 
+    three_way = getattr(args, "helper", "kernel") == "reference"
     report = KernelReport(kernel.release, kernel.package_version or kernel.version, None,
-                          vmlinuz=str(kernel.vmlinuz), expected_profile=profile_for_kernel(kernel.version).name)
+                          vmlinuz=str(kernel.vmlinuz), expected_profile=profile_for_kernel(kernel.version).name,
+                          three_way=three_way)
     started = time.monotonic()
     parts: list[Stats] = []
+    reference_parts: list[Stats] = []
     elsewhere: set[str] = set()  # dialogs that ran in another boot
     for boot in boots:
         boot = replace(boot, dialogs=list(boot.dialogs))
@@ -229,6 +252,9 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
             dialogs_here = len(boot.dialogs)
             elsewhere.update(d.name for d in boot.dialogs)
             limit = 240.0 + 120.0 + CURATED_SECONDS * len(boot.dialogs)
+        if three_way:
+            # Every dialog twice, the reference's through a Python daemon, which first has to start.
+            limit = 2 * limit + 300.0
         label = " ".join(f"{k}={v}" for k, v in boot.params.items()) or "default parameters"
         log.print(f"kernel {kernel}: booting {kernel.vmlinuz} ({label}), {dialogs_here} dialogs ...",
                   highlight=False)
@@ -252,6 +278,16 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
         log.print(f"  boot {t['boot']} s, sipct conformance in the guest {t['sipct']} s, total {t['total']} s; "
                   f"profile {stats.profile}, {sum(stats.agreeing.values())}/{sum(stats.dialogs.values())} agree",
                   highlight=False)
+        if three_way:
+            if not isinstance(vm.json.get("reference"), dict):
+                report.error = (f"the guest ran no reference helper (exit status {vm.exit_code}): "
+                                f"{vm.stderr.strip()[-2000:] or 'no message'}")
+                break
+            reference = stats_from_json(vm.json["reference"])
+            _map_sources(reference, vm.host_path)
+            reference_parts.append(reference)
+            log.print(f"  reference helper: {sum(reference.agreeing.values())}/{sum(reference.dialogs.values())} "
+                      f"agree in {reference.elapsed:.0f} s", highlight=False)
     report.seconds = time.monotonic() - started
     if parts:
         report.stats = merge_stats(parts, elsewhere)
@@ -260,6 +296,8 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
             report.error = (f"the guest chose profile {report.stats.profile}, the host expected "
                             f"{report.expected_profile} for {kernel.version}")
         report.divergent_files = _keep_divergent(report, Path(args.out), generated)
+    if reference_parts:
+        report.reference = merge_stats(reference_parts, elsewhere)
     return report
 
 
@@ -368,7 +406,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if not args.no_host:
             err.print("the running kernel ...", highlight=False)
             t = time.monotonic()
-            stats = run_here(argparse.Namespace(**{**vars(args), "dialog_files": generated}), quiet=True)
+            # The kernel helper only: the running kernel has no nfnetlink_cthelper (docs/reference.rst).
+            stats = run_here(argparse.Namespace(**{**vars(args), "dialog_files": generated, "helper": "kernel"}),
+                             quiet=True)
             if isinstance(stats, int):
                 reports.append(KernelReport(_running_release(), _running_release(), None, host=True,
                                             error="the suite could not run on the running kernel (see above)"))
@@ -383,7 +423,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
 
-    print_matrix(reports, out)
+    print_matrix(reports, out, three_way=getattr(args, "helper", "kernel") == "reference")
     if args.json:
         args.json.write_text(json.dumps(matrix_json(reports, args, elapsed), indent=2, default=str) + "\n")
     if args.junit:
@@ -391,6 +431,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         for r in reports:
             if r.stats is not None:
                 root.append(junit_suite(r.stats, f"sipct-conformance {r.kernel}"))
+            if r.reference is not None:
+                root.append(junit_suite(r.reference, f"sipct-conformance {r.kernel} reference"))
             if r.error:
                 suite = ET.SubElement(root, "testsuite", name=f"sipct-conformance {r.kernel}", tests="1",
                                       failures="1")
@@ -436,6 +478,8 @@ def _command_line(args: argparse.Namespace) -> str:
         argv += ["--scenarios", str(path)]
     if args.profile != "auto":
         argv += ["--profile", args.profile]
+    if getattr(args, "helper", "kernel") != "kernel":
+        argv += ["--helper", args.helper]
     if args.docs:
         argv += ["--docs", str(args.docs)]
     return "sipct " + shlex.join(argv)
@@ -454,25 +498,40 @@ def _by_rule(stats: Stats | None, kind: str, top: int = 3) -> str:
     return f"{n}: " + ", ".join(f"{r} {c}" for r, c in counts.most_common(top)) if counts else str(n)
 
 
-def print_matrix(reports: list[KernelReport], console: Console) -> None:
-    table = Table(title="sipct conformance - kernel matrix")
-    for column in ("kernel", "release", "profile", "dialogs curated/generated", "agreement",
-                   "unregistered divergences", "registered divergences", "time"):
+def print_matrix(reports: list[KernelReport], console: Console, *, three_way: bool = False) -> None:
+    """The matrix table; with ``three_way`` (--helper reference) the kernel
+    helper's agreement and divergences, then the reference helper's."""
+    table = Table(title="sipct conformance - kernel matrix" + (" (spec / kernel / reference)" if three_way else ""))
+    columns = ["kernel", "release", "profile", "dialogs curated/generated",
+               "kernel agreement" if three_way else "agreement", "unregistered divergences",
+               "registered divergences"]
+    if three_way:
+        columns += ["reference agreement", "reference unregistered", "reference registered"]
+    for column in (*columns, "time"):
         table.add_column(column)
     for r in reports:
         s = r.stats
         name = f"{r.kernel} (running)" if r.host else r.kernel
         if s is None:
             table.add_row(escape(name), r.version, r.profile, "-", "-", "[red]not run[/red]", "-",
-                          f"{r.seconds:.0f} s")
+                          *(["-", "-", "-"] if three_way else []), f"{r.seconds:.0f} s")
             continue
         total, agreeing = sum(s.dialogs.values()), sum(s.agreeing.values())
         colour = "green" if r.ok else "red"
         boots = f" ({len(r.boots)} boots)" if len(r.boots) > 1 else ""
+        reference = []
+        if three_way:
+            ref = r.reference
+            if ref is None:
+                reference = ["n/a (no nfnetlink_cthelper)" if r.host else "[red]not run[/red]", "-", "-"]
+            else:
+                rc = "green" if ref.ok else "red"
+                reference = [f"[{rc}]{sum(ref.agreeing.values())}/{sum(ref.dialogs.values())}[/{rc}]",
+                             escape(_by_rule(ref, "unregistered")), escape(_by_rule(ref, "registered"))]
         table.add_row(escape(name), r.version, s.profile,
                       f"{s.dialogs.get('curated', 0)}/{s.dialogs.get('generated', 0)}",
                       f"[{colour}]{agreeing}/{total}[/{colour}]", escape(_by_rule(s, "unregistered")),
-                      escape(_by_rule(s, "registered")), f"{r.seconds:.0f} s{boots}")
+                      escape(_by_rule(s, "registered")), *reference, f"{r.seconds:.0f} s{boots}")
     console.print(table)
     for r in reports:
         if r.error:
@@ -489,6 +548,13 @@ def print_matrix(reports: list[KernelReport], console: Console) -> None:
         for item in r.stats.not_runnable:
             console.print(f"[yellow]{escape(r.kernel)}: not runnable:[/yellow] {escape(item)}", highlight=False,
                           soft_wrap=True)
+        for f in (r.reference.unregistered[:10] if r.reference else []):
+            console.print(f"[red]✗[/red] {escape(r.kernel)} reference helper: {escape(f.dialog)} ({escape(f.source)}) "
+                          f"step {f.step} line {f.line} {f.aspect}: spec {escape(f.spec)} | reference {escape(f.kernel)}",
+                          highlight=False, soft_wrap=True)
+        for stale in (r.reference.stale_entries if r.reference else []):
+            console.print(f"[red]✗ {escape(r.kernel)} reference helper: stale registry entry[/red] {escape(stale)}",
+                          highlight=False, soft_wrap=True)
         for path in r.divergent_files:
             console.print(f"[red]{escape(r.kernel)}: divergent generated dialog:[/red] {path}", highlight=False,
                           soft_wrap=True)

@@ -4,9 +4,12 @@ understood and recorded rather than fixed.
 Each entry names the kernels (profiles) it applies to, the aspect that differs
 (verdict, payload, expectations, timeout, events), the spec rules that fire in
 the divergent step, the reason (``kernel-bug``, ``version-difference``,
-``not-observable``), a reference and a reproducer dialog. A divergence is
-registered when an entry matches it; the suite fails on unregistered ones, and
-on an entry whose reproducer no longer diverges.
+``not-observable``, ``userspace-limit``), a reference and a reproducer dialog,
+and the helpers it concerns (``helpers``: ``kernel``, the kernel's
+nf_conntrack_sip - the default - and/or ``reference``, the userspace reference
+helper of ``--helper reference``). A divergence is registered when an entry
+of its helper matches it; the suite fails on unregistered ones, and on an
+entry whose reproducer no longer diverges.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 import yaml
 
 REGISTRY = Path(__file__).resolve().parent / "known-divergences.yaml"
-REASONS = ("kernel-bug", "version-difference", "not-observable")
+REASONS = ("kernel-bug", "version-difference", "not-observable", "userspace-limit")
+HELPERS = ("kernel", "reference")
 ASPECTS = ("verdict", "payload", "expectations", "timeout", "events", "timing")
 
 
@@ -36,6 +40,7 @@ class KnownDivergence:
     explanation: str
     reproducer: Path | None
     slow: bool = False
+    helpers: tuple[str, ...] = ("kernel",)
 
     def matches(self, profile: str, aspect: str, fired: set[str]) -> bool:
         return profile in self.kernels and aspect in self.aspects and set(self.rules) <= fired
@@ -71,7 +76,7 @@ def load_registry(path: Path = REGISTRY) -> list[KnownDivergence]:
         missing = required - data.keys()
         if missing:
             raise fail(f"missing {', '.join(sorted(missing))}")
-        unknown = data.keys() - required - {"reproducer", "slow"}
+        unknown = data.keys() - required - {"reproducer", "slow", "helpers"}
         if unknown:
             raise fail(f"unknown key(s) {', '.join(sorted(unknown))}")
         if data["id"] in seen:
@@ -88,10 +93,19 @@ def load_registry(path: Path = REGISTRY) -> list[KnownDivergence]:
         for rule in data["rules"]:
             if rule not in RULES:
                 raise fail(f"unknown rule {rule!r}")
+        helpers = data.get("helpers", ["kernel"])
+        if not isinstance(helpers, list) or not helpers or any(h not in HELPERS for h in helpers):
+            raise fail(f"helpers must be a list of {', '.join(HELPERS)}")
         reproducer = path.parent / data["reproducer"] if data.get("reproducer") else None
         if reproducer is not None and not reproducer.is_file():
             raise fail(f"reproducer {data['reproducer']} does not exist")
         entries.append(KnownDivergence(str(data["id"]), tuple(data["kernels"]), tuple(aspects),
                                        tuple(data["rules"]), data["reason"], str(data["reference"]),
-                                       str(data["explanation"]).strip(), reproducer, bool(data.get("slow", False))))
+                                       str(data["explanation"]).strip(), reproducer, bool(data.get("slow", False)),
+                                       tuple(helpers)))
     return entries
+
+
+def for_helper(registry: list[KnownDivergence], helper: str) -> list[KnownDivergence]:
+    """The entries that concern ``helper`` (kernel or reference)."""
+    return [e for e in registry if helper in e.helpers]

@@ -25,6 +25,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "(install kernels with scripts/setup-kernels.sh)")
     p.add_argument("--vm-timeout", type=float, metavar="SECONDS",
                    help="with --kernel: seconds one boot may take (default: from the dialogs)")
+    p.add_argument("--helper", choices=("kernel", "reference"), default="kernel",
+                   help="kernel: the kernel's nf_conntrack_sip (default); reference: also the userspace "
+                        "reference helper (sipct helper), three-way: spec, kernel, reference - needs "
+                        "nfnetlink_cthelper, so usually with --kernel")
     p.set_defaults(func=cmd_run)
 
 
@@ -37,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sipct.harness.run import DialogRunner
     from sipct.spec.dialog import DialogError, load_dialog
     from sipct.spec.predict import predict
+    from sipct.reference.lab import ReferenceUnavailable
+    from sipct.reference.lab import check_kernel as reference_check
     from sipct.spec.profiles import UnknownProfile, profile_named
 
     err = Console(stderr=True)
@@ -53,12 +59,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_prerequisites()
         kernel = RunningKernel.detect()
         profile = kernel.profile if args.profile == "auto" else profile_named(args.profile)
-    except (PrerequisiteError, KernelUnavailable, UnknownProfile) as exc:
+        if args.helper == "reference":
+            reference_check()
+    except (PrerequisiteError, KernelUnavailable, UnknownProfile, ReferenceUnavailable) as exc:
         err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
         return EXIT_ERROR
 
     status = EXIT_OK
     results = []
+    comparisons = []
     with DialogRunner() as runner:
         for dialog in dialogs:
             if dialog.params is not None and (conflicts := kernel.conflicts(dialog.params)):
@@ -75,10 +84,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             comparison = compare(prediction, run, kernel.release)
             if not comparison.agree:
                 status = max(status, EXIT_DIVERGED) if status != EXIT_ERROR else status
-            if args.json:
+            if args.helper == "reference":
+                comparisons.append((comparison, len(results)))
+                results.append(comparison_json(comparison))
+            elif args.json:
                 results.append(comparison_json(comparison))
             else:
                 print_comparison(comparison, out)
+    if comparisons:
+        from sipct.harness.report import add_reference, print_run_json
+        from sipct.reference.lab import ReferenceRunner
+
+        try:
+            with ReferenceRunner([c.dialog for c, _ in comparisons], kernel.params, profile) as reference:
+                for comparison, i in comparisons:
+                    prediction = predict(comparison.dialog, profile, kernel.params_for(comparison.dialog.params))
+                    run = reference.run(comparison.dialog, prediction.params.ports,
+                                        [s.delivered for s in prediction.steps])
+                    ref = compare(prediction, run, kernel.release)
+                    results[i] = add_reference(results[i], ref)
+                    if not ref.agree:
+                        status = max(status, EXIT_DIVERGED) if status != EXIT_ERROR else status
+        except (RuntimeError, OSError, ValueError) as exc:
+            err.print(f"[red]the reference helper could not run:[/red] {exc}", highlight=False)
+            return EXIT_ERROR
+        if not args.json:
+            for item in results:
+                print_run_json(item, out)
     if args.json:
         json.dump(results[0] if len(results) == 1 else results, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -101,6 +133,8 @@ def run_in_kernels(args: argparse.Namespace, dialogs: list) -> int:
             err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
             return EXIT_ERROR
     extra = [] if args.profile == "auto" else ["--profile", args.profile]
+    if args.helper == "reference":
+        extra += ["--helper", "reference"]
     path_of = {id(d): p for p, d in dialogs}
     status = EXIT_OK
     results = []
@@ -118,7 +152,8 @@ def run_in_kernels(args: argparse.Namespace, dialogs: list) -> int:
                           f"{len(group)} dialog(s)", highlight=False)
             try:
                 vm = run_in_vm(kernel, extra + [str(path_of[id(d)]) for d in group], module_params=params,
-                               timeout=args.vm_timeout or timeout_for(group))
+                               timeout=args.vm_timeout or timeout_for(
+                                   group, per_dialog=120.0 if args.helper == "reference" else 60.0))
             except VmError as exc:
                 err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
                 status = EXIT_ERROR

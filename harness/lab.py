@@ -157,8 +157,13 @@ def plan_segments(hosts: Sequence[HostSpec]) -> list[Segment]:
     return segments
 
 
-def render_ruleset(sip_ports: Sequence[int], helper: bool) -> str:
+def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "sip") -> str:
     """The router's nftables ruleset.
+
+    ``helper_type`` is the name of the helper the ``ct helper`` objects
+    attach (nft_ct_helper_obj_init() looks it up among kernel and userspace
+    helpers alike): "sip" is nf_conntrack_sip, the reference helper runs
+    under another name next to it (sipct.reference.lab).
 
     The helper is attached in a filter-priority forward chain: `ct helper
     set` needs the conntrack that the conntrack hook (priority -200) has
@@ -179,8 +184,8 @@ def render_ruleset(sip_ports: Sequence[int], helper: bool) -> str:
     ports = ", ".join(str(int(p)) for p in sip_ports)
     return (
         "table inet sipct {\n"
-        '  ct helper sip-udp { type "sip" protocol udp; l3proto inet; }\n'
-        '  ct helper sip-tcp { type "sip" protocol tcp; l3proto inet; }\n'
+        f'  ct helper sip-udp {{ type "{helper_type}" protocol udp; l3proto inet; }}\n'
+        f'  ct helper sip-tcp {{ type "{helper_type}" protocol tcp; l3proto inet; }}\n'
         f"  chain forward {{ {chain}\n"
         f'    udp dport {{ {ports} }} ct helper set "sip-udp"\n'
         f'    tcp dport {{ {ports} }} ct helper set "sip-tcp"\n'
@@ -350,6 +355,7 @@ class Lab:
         sip_ports: Sequence[int] = (5060,),
         helper: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        helper_type: str = "sip",
     ) -> None:
         self.hosts: dict[str, HostSpec] = {h.name: h for h in hosts}
         self.segments = plan_segments(hosts)
@@ -357,6 +363,9 @@ class Lab:
             raise ValueError(f"bad SIP ports {sip_ports!r}")
         self.sip_ports = tuple(int(p) for p in sip_ports)
         self.helper = helper
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,15}", helper_type):
+            raise ValueError(f"bad helper name {helper_type!r} (1-15 letters, digits, - or _)")
+        self.helper_type = helper_type
         self.token = secrets.token_hex(4)
         prefix = f"{NETNS_PREFIX}{os.getpid()}-{self.token}"
         self.router_netns = f"{prefix}-{_ROUTER_ROLE}"
@@ -607,7 +616,7 @@ class Lab:
         try:
             proc = subprocess.run(
                 ["ip", "netns", "exec", self.router_netns, "nft", "-f", "-"],
-                input=render_ruleset(self.sip_ports, self.helper),
+                input=render_ruleset(self.sip_ports, self.helper, self.helper_type),
                 capture_output=True,
                 text=True,
                 timeout=30,

@@ -35,6 +35,31 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
             "profile": c.profile, "params": c.params, "agree": c.agree, "steps": steps}
 
 
+def observation_json(c: Comparison) -> list[dict[str, Any]]:
+    """Per step: what the helper did (the ``kernel`` part of comparison_json)."""
+    d = c.dialog
+    return [{"delivered": s.observation.delivered, "elapsed": round(s.observation.real_elapsed, 4),
+             "expectations": [expectation_json(d, e, s.observation.time) for e in s.observation.expectations],
+             "events": [{"kind": ev.kind, "expectation": d.symbolic(ev.expectation)} for ev in s.observation.events]}
+            for s in c.steps]
+
+
+def add_reference(data: dict[str, Any], reference: Comparison, helper: str = "sipct") -> dict[str, Any]:
+    """A ``sipct.run/1`` object (spec versus kernel) with the reference helper's
+    run of the same dialog as a third column: per step ``reference`` (what it
+    did, as ``kernel``) and ``reference_divergences`` (from the spec), and a
+    top-level ``reference`` summary. ``agree`` keeps meaning spec versus kernel."""
+    out = {**data, "helper": "reference",
+           "reference": {"helper": helper, "agree": reference.agree, "kernel": reference.kernel}}
+    steps = []
+    for step, s, observed in zip(data["steps"], reference.steps, observation_json(reference)):
+        steps.append({**step, "reference": observed,
+                      "reference_divergences": [{"aspect": v.aspect, "spec": v.spec, "reference": v.kernel}
+                                                for v in s.divergences]})
+    out["steps"] = steps
+    return out
+
+
 def print_comparison(c: Comparison, console: Console) -> None:
     d = c.dialog
     status = "[green]agree[/green]" if c.agree else "[red]DIVERGE[/red]"
@@ -73,6 +98,9 @@ def print_run_json(data: dict[str, Any], console: Console) -> None:
         console.print(f"[bold]{name}[/bold] ({source}): [yellow]not runnable[/yellow] - it needs "
                       f"{', '.join(data.get('needs', []))}", highlight=False)
         return
+    if "reference" in data:
+        _print_three_way(data, console)
+        return
     status = "[green]agree[/green]" if data.get("agree") else "[red]DIVERGE[/red]"
     console.print(f"[bold]{name}[/bold] ({source}) kernel {data.get('kernel')}, profile {data.get('profile')}: "
                   f"{status}", highlight=False)
@@ -99,4 +127,35 @@ def print_run_json(data: dict[str, Any], console: Console) -> None:
                           v["aspect"], v["spec"], v["kernel"], rules if i == 0 else "")
     if run_start is not None:
         table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
+    console.print(table)
+
+
+def _status(agree: bool | None) -> str:
+    return "[green]agree[/green]" if agree else "[red]DIVERGE[/red]"
+
+
+def _print_three_way(data: dict[str, Any], console: Console) -> None:
+    """Spec, kernel helper and reference helper: one table row per divergent
+    aspect of a step, with what each helper did."""
+    name, source = data.get("dialog", "?"), data.get("source", "?")
+    reference = data["reference"]
+    console.print(f"[bold]{escape(name)}[/bold] ({escape(str(source))}) kernel {data.get('kernel')}, profile "
+                  f"{data.get('profile')}: kernel helper {_status(data.get('agree'))}, reference helper "
+                  f"{_status(reference.get('agree'))}", highlight=False)
+    steps = data.get("steps", [])
+    if data.get("agree") and reference.get("agree"):
+        console.print(f"  {len(steps)} steps agree (spec = kernel = reference)", highlight=False)
+        return
+    table = Table(show_lines=True)
+    for column in ("#", "step", "aspect", "spec", "kernel", "reference", "spec rules"):
+        table.add_column(column)
+    for s in steps:
+        kernel = {v["aspect"]: v for v in s.get("divergences", [])}
+        ref = {v["aspect"]: v for v in s.get("reference_divergences", [])}
+        rules = " ".join(dict.fromkeys(s.get("spec", {}).get("rules", [])))
+        for i, aspect in enumerate(dict.fromkeys([*kernel, *ref])):
+            k, r = kernel.get(aspect), ref.get(aspect)
+            table.add_row(str(s["index"]) if i == 0 else "", escape(s.get("step", "")) if i == 0 else "", aspect,
+                          escape((k or r or {}).get("spec", "")), escape(k["kernel"]) if k else "[dim]as spec[/dim]",
+                          escape(r["reference"]) if r else "[dim]as spec[/dim]", rules if i == 0 else "")
     console.print(table)

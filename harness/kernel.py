@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sipct.harness.netlink.ctexp import KernelExpectation
 from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
-from sipct.spec.params import ModuleParams
+from sipct.spec.params import DEFAULT_PARAMS, ModuleParams
 from sipct.spec.profiles import KernelProfile, profile_for_kernel
 
 PARAMS_DIR = Path("/sys/module/nf_conntrack_sip/parameters")
@@ -53,13 +53,17 @@ class RunningKernel:
         return cls(release, ModuleParams.from_mapping(values), profile_for_kernel(kernel_version(release)))
 
     def conflicts(self, wanted: ModuleParams) -> list[str]:
-        """The load-time parameters a dialog wants that this kernel does not have."""
+        """The load-time parameters (and the expectation table size) a dialog
+        wants that this kernel does not have."""
         out = []
         for name in LOAD_TIME_PARAMS:
             have, want = getattr(self.params, name), getattr(wanted, name)
             if have != want:
                 out.append(f"{name}={int(want) if isinstance(want, bool) else want} "
                            f"(this kernel has {int(have) if isinstance(have, bool) else have})")
+        if wanted_expect_max(wanted) not in (None, self.params.expect_max):
+            out.append(f"expect_max={wanted.expect_max} (this kernel has {self.params.expect_max}; "
+                       f"{EXPECT_MAX} is written only in the initial namespace, which the lab never changes)")
         return out
 
     def params_for(self, wanted: ModuleParams | None) -> ModuleParams:
@@ -69,6 +73,16 @@ class RunningKernel:
         values = self.params.as_mapping()
         values["ports"] = list(wanted.ports)
         return ModuleParams.from_mapping(values)
+
+
+def wanted_expect_max(wanted: ModuleParams | None) -> int | None:
+    """The expectation table size a dialog asks for, None if it leaves it to
+    the kernel. nf_ct_expect_max depends on the machine's memory
+    (nf_conntrack_expect_init(): nf_ct_expect_hsize * 4), so only a value
+    other than the spec's default is a requirement."""
+    if wanted is None or wanted.expect_max == DEFAULT_PARAMS.expect_max:
+        return None
+    return wanted.expect_max
 
 
 def kernel_version(release: str, proc_version: Path = PROC_VERSION) -> str:

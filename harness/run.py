@@ -118,6 +118,9 @@ class DialogRunner:
                 if isinstance(step, Wait):
                     now += step.seconds
                     _sleep_until(started + now)
+                    # The spec destroys a master at its timeout (master.timeout);
+                    # the kernel only once something walks over it.
+                    ctexp.reap_expired_conntracks()
                 elif isinstance(step, Connect):
                     conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
                                            step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT))

@@ -69,6 +69,11 @@ MODULE = "nf_conntrack_sip"
 # Loaded after nf_conntrack_sip when the kernel has them; only the helper itself is required.
 GUEST_MODULES = ("nf_nat_sip", "nfnetlink_cthelper", "nfnetlink_queue", "nf_conntrack_netlink", "nft_ct")
 MODULE_PARAMS = ("ports", "sip_timeout", "sip_direct_signalling", "sip_direct_media", "sip_external_media")
+# Dialog parameters that are sysctls of the guest's initial namespace, written
+# after the module is loaded: nf_conntrack_expect_max is global (the per-netns
+# table is checked against it in __nf_ct_expect_check()) and read-only in
+# every other namespace (nf_conntrack_standalone.c), so only a guest may set it.
+GUEST_SYSCTLS = {"expect_max": "/proc/sys/net/netfilter/nf_conntrack_expect_max"}
 DEFAULT_TIMEOUT = 900.0  # seconds for one boot, all its dialogs included
 DEFAULT_BOOT_TIMEOUT = 240.0  # seconds until the guest runs its script
 MODULES_ROOT = Path("/lib/modules")
@@ -244,8 +249,10 @@ def _hidden_in_guest(path: Path) -> bool:
 def _format_params(params: Mapping[str, object] | None) -> list[str]:
     out = []
     for name, value in (params or {}).items():
+        if name in GUEST_SYSCTLS:
+            continue
         if name not in MODULE_PARAMS:
-            raise VmError(f"unknown {MODULE} parameter {name!r} (known: {', '.join(MODULE_PARAMS)})")
+            raise VmError(f"unknown {MODULE} parameter {name!r} (known: {', '.join((*MODULE_PARAMS, *GUEST_SYSCTLS))})")
         if isinstance(value, bool):
             text = str(int(value))
         elif isinstance(value, int):
@@ -263,8 +270,10 @@ def _format_params(params: Mapping[str, object] | None) -> list[str]:
 def module_params_for(params: Any) -> dict[str, int]:
     """The modprobe parameters a dialog needs: its load-time parameters that
     differ from the module's defaults (``params`` is a dialog's ModuleParams
-    or None).  ``ports`` is left out on purpose (see the module docstring)."""
-    from sipct.harness.kernel import LOAD_TIME_PARAMS
+    or None), plus ``expect_max`` when it asks for a table size (a sysctl the
+    guest writes, :data:`GUEST_SYSCTLS`).  ``ports`` is left out on purpose
+    (see the module docstring)."""
+    from sipct.harness.kernel import LOAD_TIME_PARAMS, wanted_expect_max
     from sipct.spec.params import DEFAULT_PARAMS
 
     if params is None:
@@ -274,7 +283,22 @@ def module_params_for(params: Any) -> dict[str, int]:
         value, default = getattr(params, name), getattr(DEFAULT_PARAMS, name)
         if value != default:
             out[name] = int(value)
+    expect_max = wanted_expect_max(params)
+    if expect_max is not None:
+        out["expect_max"] = expect_max
     return out
+
+
+def _format_sysctls(params: Mapping[str, object] | None) -> str:
+    """The guest's shell lines writing the sysctls among ``params``."""
+    lines = []
+    for name, value in (params or {}).items():
+        if name in GUEST_SYSCTLS:
+            if isinstance(value, bool) or not str(value).isdigit():
+                raise VmError(f"{name}={value!r}: expected a positive number")
+            path = GUEST_SYSCTLS[name]
+            lines.append(f'echo {int(value)} > {path} 2>> "$R/modprobe.err" || echo {name} > "$R/sysctl.failed"')
+    return "\n".join(lines)
 
 
 def group_by_module_params(dialogs: Iterable[Any]) -> list[tuple[dict[str, int], list[Any]]]:
@@ -357,7 +381,9 @@ fi
 for m in {optional}; do
     modprobe "$m" 2>> "$R/modprobe-optional.err" || echo "$m" >> "$R/missing-modules"
 done
+{sysctls}
 for f in /sys/module/{module}/parameters/*; do echo "${{f##*/}}=$(cat "$f")"; done > "$R/params"
+echo "expect_max=$(cat {expect_max})" >> "$R/params"
 up > "$R/t.modules"
 cd "$R"
 {sipct} {command} {args} > "$R/result.json" 2> "$R/stderr"
@@ -418,6 +444,7 @@ def run_in_vm(
             sources.update(_stage_input(Path(source), share / "in", name))
         script = _GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), module=MODULE, params=" ".join(params_args),
+            sysctls=_format_sysctls(module_params), expect_max=GUEST_SYSCTLS["expect_max"],
             optional=" ".join(GUEST_MODULES), sipct=shlex.quote(str(sipct)),
             command=" ".join(shlex.quote(c) for c in command),
             args=" ".join(shlex.quote(a) for a in guest_args))
@@ -531,6 +558,9 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
                           f"linux-image-{release}`, or {SETUP_HINT})", kernel=kernel.release)
         raise VmError(f"`{' '.join(['modprobe', MODULE, *params])}` failed in the guest: {err} "
                       "(check the module parameters)", kernel=kernel.release)
+    if (share / "sysctl.failed").exists():
+        raise VmError(f"the guest could not set {_read(share / 'sysctl.failed').strip()}: "
+                      f"{' '.join(_read(share / 'modprobe.err').split()) or 'no message'}", kernel=kernel.release)
     if not (share / "rc").exists():
         raise VmError(f"the guest stopped before sipct finished (vng exited with {proc.returncode}); "
                       f"{_guest_tail(share)}; {_log_tail(log_path)}", kernel=kernel.release)

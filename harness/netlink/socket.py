@@ -202,6 +202,26 @@ class CtExpSocket(NetlinkSocket):
         """
         msg = self._bare(_socket.AF_UNSPEC)
         msg["header"]["type"] = exp_msg_type(IPCTNL_MSG_EXP_GET)
+        return self._raw_dump(msg, keep=True)
+
+    def reap_expired_conntracks(self) -> None:
+        """Make the kernel unlink the conntracks whose timeout has passed.
+
+        Conntracks die lazily: an expired one stays hashed, with its
+        expectations, until the GC worker (gc_worker(), up to 60 s apart)
+        or a lookup finds it. A conntrack dump is such a lookup:
+        ctnetlink_dump_table() kills every expired entry it walks over
+        (nf_ct_kill -> nf_ct_remove_expectations), of any namespace - those
+        were dead already; nothing alive is touched. The replies are
+        discarded."""
+        msg = ct_msg()
+        msg["nfgen_family"] = _socket.AF_UNSPEC
+        msg["version"] = 0
+        msg["res_id"] = 0
+        msg["header"]["type"] = _ct_msg_type(IPCTNL_MSG_CT_GET)
+        self._raw_dump(msg, keep=False)
+
+    def _raw_dump(self, msg: Any, *, keep: bool) -> list[KernelExpectation]:
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
         self._dump_seq = getattr(self, "_dump_seq", 1 << 30) + 1
         msg["header"]["sequence_number"] = self._dump_seq
@@ -226,7 +246,8 @@ class CtExpSocket(NetlinkSocket):
                     if code:
                         raise explain(NetlinkError(code), "dump")
                     return out
-                out.append(expectation_from_bytes(data, off))
+                if keep:
+                    out.append(expectation_from_bytes(data, off))
 
     def flush(self) -> None:
         """Remove every expectation of the namespace, both families.

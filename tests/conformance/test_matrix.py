@@ -98,16 +98,20 @@ def test_boots_are_planned_per_module_parameter_set():
     curated = scenario_dialogs()
     boots = boot_groups(curated)
     assert boots[0].params == {}
-    assert len(boots) == 2, [b.params for b in boots]
-    assert boots[1].params == {"sip_direct_media": 0}
-    assert [d.name for d in boots[1].dialogs] == ["seed-two-clients-direct-media-off"]
-    assert len(boots[0].dialogs) == len(curated) - 1
+    assert [b.params for b in boots[1:]] == [
+        {"sip_timeout": 10, "sip_direct_media": 0, "sip_external_media": 1, "expect_max": 8},  # params/
+        {"sip_direct_media": 0}]
+    assert {d.name for d in boots[1].dialogs} == {
+        "params-expect-table-full", "params-external-media-same-interface", "params-master-timeout",
+        "params-media-clash"}
+    assert [d.name for d in boots[2].dialogs] == ["seed-two-clients-direct-media-off"]
+    assert len(boots[0].dialogs) == len(curated) - 5
     assert boot_groups([])[0].params == {}  # the generated dialogs always need the default boot
 
 
 def test_guest_arguments():
     args = args_for("--kernel", "x", "--seed", "5", "--examples", "10")
-    default, extra = boot_groups(scenario_dialogs())
+    default, _, extra = boot_groups(scenario_dialogs())
     argv, inputs = guest_argv(args, default)
     assert argv[:6] == ["--json", "report.json", "--out", "out", "--seed", "5"]
     assert argv[-2:] == ["--dialog-files", f"in/{GENERATED_FOLDER}"]

@@ -21,12 +21,16 @@ from sipct.spec.profiles import PROFILES
 from sipct.spec.topology import network_of, router_address
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
-GROUPS = ("rfc3665", "seed", "versions")
+GROUPS = ("rfc3665", "seed", "versions", "params", "slow")
 FILES = sorted(SCENARIOS.glob("**/*.yaml"))
 
 DOCUMENTATION = [ipaddress.ip_network(n) for n in
                  ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
 MAX_WAIT = 3.0  # seconds: a kernel run waits in real time
+# A scenario may wait past a master's sip_timeout (params/: 10 s); longer waits
+# (expectation timeouts, 180 s) only in dialogs tagged slow, which a
+# conformance run leaves out unless given --slow.
+MAX_WAIT_PARAMS = 12.0
 
 # A kernel function named in a description: process_sdp(), sip_help_tcp, ...
 KERNEL_FUNCTION = re.compile(
@@ -86,9 +90,12 @@ def test_scenario_is_curated(path: Path):
     assert any(s.expect is not None for s in sends), "a scenario asserts something"
     assert any(s.expect is not None and (s.expect.expectations is not None or s.expect.rules)
                for s in sends), "a scenario asserts expectations or rules, not only verdicts"
+    limit = MAX_WAIT_PARAMS if dialog.params is not None else MAX_WAIT
     for step in dialog.steps:
-        if isinstance(step, Wait):
-            assert step.seconds <= MAX_WAIT, f"line {step.line}: wait {step.seconds}s is too long for a kernel run"
+        if isinstance(step, Wait) and "slow" not in dialog.tags:
+            assert step.seconds <= limit, f"line {step.line}: wait {step.seconds}s is too long for a kernel run"
+    if "slow" in dialog.tags:
+        assert path.parent.name == "slow" and sum(s.seconds for s in dialog.steps if isinstance(s, Wait)) > 60
 
     for name, addr in dialog.hosts.items():
         assert any(addr in net for net in DOCUMENTATION), f"{name}: {addr} is not a documentation address"
@@ -100,3 +107,34 @@ def test_seed_scenarios_state_the_address_mapping_and_missing_nat(path: Path):
     description = load_dialog(path).description
     assert "Address mapping" in description
     assert "NAT" in description
+
+
+def test_params_scenarios_share_one_boot():
+    """Every params/ scenario loads the module the same way: one VM boot runs them all."""
+    from sipct.harness.vm import module_params_for
+
+    sets = {tuple(sorted(module_params_for(load_dialog(p).params).items()))
+            for p in (SCENARIOS / "params").glob("*.yaml")}
+    assert sets == {(("expect_max", 8), ("sip_direct_media", 0), ("sip_external_media", 1), ("sip_timeout", 10))}
+
+
+@pytest.mark.parametrize("name, rule", [
+    ("external-media-same-interface", "media.external-same-interface"),
+    ("media-clash", "media.failed"),
+    ("expect-table-full", "expect.table-full"),
+    ("master-timeout", "master.timeout"),
+])
+def test_params_scenarios_reach_their_rule(name: str, rule: str):
+    dialog = load_dialog(SCENARIOS / "params" / f"{name}.yaml")
+    fired = {f.rule.id for s in predict(dialog).steps for f in s.firings}
+    assert rule in fired
+    # ... and not with the module's defaults: that is why they need a VM boot.
+    from dataclasses import replace
+
+    assert rule not in {f.rule.id for s in predict(replace(dialog, params=None)).steps for f in s.firings}
+
+
+def test_the_slow_scenario_expires_an_inactive_registration():
+    dialog = load_dialog(SCENARIOS / "slow" / "registration-unanswered-expires.yaml")
+    transitions = {t for s in predict(dialog).steps for t in s.transitions}
+    assert ("ExpectationLifecycle", "inactive", "expire") in transitions

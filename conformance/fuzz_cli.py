@@ -1,0 +1,215 @@
+"""``sipct fuzz``: the RFC 4475 corpus and fuzzed messages through the
+reference helper, compared with the spec.
+
+    sipct fuzz --kernel 6.1.0-56-amd64 --messages 2000 --seed 7
+    sipct fuzz --kernel 6.1.0-56-amd64 --messages 100000 --slices 8 --json fuzz.json
+
+With ``--kernel`` each slice boots that kernel (virtme-ng), runs
+``sipct fuzz`` there with ``--observations-only`` and checks what came back
+on this side; without it the run uses this machine's kernel, which must have
+nfnetlink_cthelper. Exit status: 0 the daemon survived and every message
+agreed with the spec, 1 a mismatch or an unhealthy daemon, 2 no run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from sipct.conformance.fuzz import FuzzMessage, Mutator, default_seeds
+
+EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+# Guest seconds per message under TCG, measured on 6.1.192 (sizes the VM timeout).
+GUEST_SECONDS_PER_MESSAGE = 0.5
+# What the daemon's log must not say, and what it may say but is counted.
+LOG_PATTERNS = {
+    "tracebacks": r"Traceback \(most recent call last\)",
+    "internal_errors": r"internal error",
+    "policy_verdicts": r"packet \d+: error: ",
+    "kernel_refusals": r"the kernel refused",
+    "resyncs": r"resynchronised \(",
+    "lost_repeats": r"did not come back",
+    "queue_overflows": r"queue socket overflowed",
+}
+FATAL = ("tracebacks", "internal_errors", "policy_verdicts", "lost_repeats", "queue_overflows")
+
+
+def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fuzz", help="fuzz the reference helper (sipct helper) and compare with the spec")
+    p.add_argument("--helper", choices=("reference",), default="reference",
+                   help="the helper under test (only the userspace reference helper: the kernel's own cannot "
+                        "crash in a way a process could see)")
+    p.add_argument("--kernel", metavar="VMLINUZ",
+                   help="boot this kernel (image or release, e.g. 6.1.0-56-amd64) with virtme-ng and fuzz there")
+    p.add_argument("--messages", type=int, default=2000, help="fuzzed messages after the corpus (default 2000)")
+    p.add_argument("--seed", type=int, default=7, help="the run's seed (default 7)")
+    p.add_argument("--no-corpus", action="store_true", help="skip the seeds themselves (RFC 4475, examples, SDP)")
+    p.add_argument("--slices", type=int, default=1, help="with --kernel: boots to spread the run over")
+    p.add_argument("--tcp-share", type=float, default=0.05, help="share of messages sent over TCP (default 0.05)")
+    p.add_argument("--ipv6-share", type=float, default=0.15, help="share of messages sent over IPv6 (default 0.15)")
+    p.add_argument("--timeout", type=float, help="with --kernel: seconds one boot may take (default: estimated)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--observations-only", type=Path, metavar="FILE", help=argparse.SUPPRESS)
+    p.add_argument("--messages-from", type=Path, metavar="FILE", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_fuzz)
+
+
+def _range(args: argparse.Namespace, corpus_size: int) -> tuple[int, int]:
+    return 0, corpus_size + args.messages
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    if args.messages < 0 or args.slices < 1:
+        print("error: --messages must be >= 0 and --slices >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    if args.messages_from is not None:
+        with open(args.messages_from, "rb") as f:
+            messages = [FuzzMessage(*m) for m in pickle.load(f)]
+    else:
+        mutator = Mutator(default_seeds(), args.seed, corpus=not args.no_corpus)
+        messages = mutator.messages(*_range(args, mutator.corpus_size))
+    if args.kernel:
+        return fuzz_in_vm(args, messages)
+    try:
+        data = fuzz_here(args, messages)
+    except Exception as exc:  # noqa: BLE001 - reported with what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.observations_only is not None:
+        args.observations_only.write_text(json.dumps(data))
+        return EXIT_OK
+    return finish(args, [data], messages)
+
+
+def fuzz_here(args: argparse.Namespace, messages: list[FuzzMessage]) -> dict:
+    """The run in this kernel: lab, daemon, messages; the observations."""
+    from sipct.conformance.fuzz_run import fuzz_hosts, observe, route
+    from sipct.harness.kernel import kernel_version
+    from sipct.reference.lab import ReferenceRunner, check_kernel
+    from sipct.spec.params import ModuleParams
+    from sipct.spec.profiles import profile_for_kernel
+
+    check_kernel()
+    release = os.uname().release
+    profile = profile_for_kernel(kernel_version(release))
+    expect_max = int(Path("/proc/sys/net/netfilter/nf_conntrack_expect_max").read_text())
+    params = ModuleParams(expect_max=expect_max)
+    routes = [route(args.seed, m, ipv6_share=args.ipv6_share, tcp_share=args.tcp_share) for m in messages]
+
+    def progress(index: int, seconds: float) -> None:
+        print(f"fuzz: message {index} after {seconds:.0f} s", file=sys.stderr, flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="sipct-fuzz-"))
+    runner = ReferenceRunner(fuzz_hosts(), params, profile, workdir=workdir)
+    exit_code = None
+    try:
+        result = observe(messages, routes, runner, progress=progress)
+        exit_code = runner.daemon.stop()
+        log = runner.log.read_text(errors="replace")
+    finally:
+        runner.close()
+    result.update(kernel=release, profile=profile.name, expect_max=expect_max, exit_code=exit_code,
+                  ready_seconds=runner.ready_seconds, log_counts=log_counts(log),
+                  log_tail=log[-6000:], log_lines=[line for line in log.splitlines() if _notable(line)][:200])
+    return result
+
+
+def log_counts(log: str) -> dict[str, int]:
+    return {name: len(re.findall(pattern, log)) for name, pattern in LOG_PATTERNS.items()}
+
+
+def _notable(line: str) -> bool:
+    return any(re.search(LOG_PATTERNS[k], line) for k in FATAL + ("kernel_refusals",)) or " ERROR " in line
+
+
+def fuzz_in_vm(args: argparse.Namespace, messages: list[FuzzMessage]) -> int:
+    from sipct.harness.vm import VmError, run_in_vm
+
+    per = -(-len(messages) // args.slices)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sipct-fuzz-") as tmp:
+        for n in range(args.slices):
+            part = messages[n * per:(n + 1) * per]
+            if not part:
+                break
+            path = Path(tmp) / "messages.pickle"
+            with open(path, "wb") as f:
+                pickle.dump([(m.index, m.seed, m.mutations, m.payload) for m in part], f)
+            argv = ["--seed", str(args.seed), "--tcp-share", str(args.tcp_share), "--ipv6-share",
+                    str(args.ipv6_share), "--messages-from", "in/messages.pickle",
+                    "--observations-only", "observations.json"]
+            timeout = args.timeout or 400.0 + GUEST_SECONDS_PER_MESSAGE * len(part)
+            started = time.monotonic()
+            print(f"fuzz: slice {n + 1}/{args.slices}: messages {part[0].index}-{part[-1].index} in "
+                  f"{args.kernel} (limit {timeout:.0f} s)", file=sys.stderr, flush=True)
+            try:
+                vm = run_in_vm(args.kernel, argv, command=("fuzz",), inputs={"messages.pickle": path},
+                               json_file="observations.json", timeout=timeout)
+            except VmError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+            data = vm.json
+            data["boot_seconds"] = round(time.monotonic() - started, 1)
+            data["messages"] = (part[0].index, part[-1].index)
+            results.append(data)
+            print(f"fuzz: slice {n + 1}: {len(data['observations'])} messages in {data['seconds']} s "
+                  f"in the guest ({data['boot_seconds']} s with the boot)", file=sys.stderr, flush=True)
+    return finish(args, results, messages)
+
+
+def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMessage]) -> int:
+    """Check every slice against a fresh spec (each slice is a fresh kernel), report."""
+    from sipct.conformance.fuzz_check import check
+    from sipct.spec.params import ModuleParams
+    from sipct.spec.profiles import profile_named
+
+    report = None
+    health: Counter = Counter()
+    problems: list[str] = []
+    sent = 0
+    for data in slices:
+        params = ModuleParams(expect_max=data["expect_max"])
+        report, _ = check(messages, data["observations"], params, profile_named(data["profile"]), report)
+        health.update(data["log_counts"])
+        sent += len(data["observations"])
+        where = f"messages {data['observations'][0]['index'] if data['observations'] else '-'}..."
+        if not data["alive"]:
+            problems.append(f"{where}: the daemon died: {data['log_tail'][-2000:]}")
+        if data["exit_code"] != 0:
+            problems.append(f"{where}: the daemon exited with {data['exit_code']}")
+        if data["queue"]["dropped"] or data["queue"]["user_dropped"]:
+            problems.append(f"{where}: the queue dropped packets ({data['queue']})")
+    expected = len(messages)
+    if sent != expected:
+        problems.append(f"{expected - sent} message(s) were not sent (the run stopped early)")
+    problems += [f"daemon log: {health[k]} {k.replace('_', ' ')}" for k in FATAL if health[k]]
+    assert report is not None
+    out = {"format": "sipct.fuzz/1", "seed": args.seed, "kernel": slices[0]["kernel"] if slices else None,
+           "profile": slices[0]["profile"] if slices else None, "report": report.json(),
+           "daemon": dict(health), "problems": problems,
+           "slices": [{k: v for k, v in d.items() if k != "observations"} for d in slices],
+           "guest_seconds": round(sum(d["seconds"] for d in slices), 1)}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+    r = report
+    print(f"sipct fuzz: {r.messages} messages (seed {args.seed}; {r.tcp} TCP, {r.ipv6} IPv6) through the reference "
+          f"helper on {out['kernel']} (profile {out['profile']}) in {out['guest_seconds']} s: "
+          f"{r.delivered} delivered, {r.dropped} dropped; {r.kernel_new} expectations created "
+          f"(spec: {r.spec_new})")
+    print(f"daemon: {', '.join(f'{k} {v}' for k, v in sorted(health.items()))}")
+    print(f"mismatches: {r.mismatches} " + (f"({', '.join(f'{k} {v}' for k, v in r.counts.items())})"
+                                           if r.mismatches else ""))
+    for m in r.examples[:10]:
+        print(f"  #{m.index} {m.kind} [{m.seed} {'+'.join(m.mutations) or 'as is'}] {m.route}: spec {m.spec}; "
+              f"kernel {m.kernel}")
+    for p in problems:
+        print(f"problem: {p}")
+    return EXIT_OK if not problems and not r.mismatches else EXIT_DIVERGED

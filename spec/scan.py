@@ -9,6 +9,7 @@ Python's ``bytes.isalpha`` that changes what ``string_len`` accepts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -156,20 +157,39 @@ def _at(buf: bytes, pos: int, srclen: int) -> int:
 
 
 _DOTTED_QUAD = re.compile(rb"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
-_HEX_LETTERS = frozenset(b"abcdefABCDEF")
+# What xdigit2bin() reads as part of an address: after a fourth octet these
+# make in4_pton() go on (or fail), so only the byte loop can decide.
+_QUAD_GOES_ON = DIGIT | frozenset(b".abcdefABCDEF")
+
+
+@functools.lru_cache(maxsize=1024)
+def _quad_address(text: bytes) -> ipaddress.IPv4Address | None:
+    """The address a dotted quad of 1-3 digit octets spells; None when an
+    octet is above 255. Cached: a helper sees the same few addresses again
+    and again."""
+    octets = [int(octet) for octet in text.split(b".")]
+    return ipaddress.IPv4Address(bytes(octets)) if max(octets) <= 255 else None
+
+
+def _in4_fast(buf: bytes, pos: int, srclen: int) -> tuple[ipaddress.IPv4Address, int] | None:
+    """in4_pton() for the common case, decided without the byte loop: four
+    octets of at most three digits each, none above 255, followed by a byte
+    that ends the address. None when the loop has to decide."""
+    quad = _DOTTED_QUAD.match(buf, pos, pos + max(srclen, 0))
+    if quad is None:
+        return None
+    end = quad.end()
+    if end < pos + srclen and buf[end] in _QUAD_GOES_ON:
+        return None
+    addr = _quad_address(quad.group())
+    return None if addr is None else (addr, end)
 
 
 def in4_pton(buf: bytes, pos: int, srclen: int) -> tuple[bytes | None, int]:
     """Returns (4 address bytes or None, end position)."""
-    quad = _DOTTED_QUAD.match(buf, pos, pos + max(srclen, 0))
-    if quad is not None:
-        end = quad.end()
-        nxt = buf[end] if end < pos + srclen else 0
-        octets = [int(g) for g in quad.groups()]
-        # The common case, decided without the byte loop: four octets of at
-        # most three digits each, followed by a byte that ends the address.
-        if max(octets) <= 255 and nxt not in DIGIT and nxt != 0x2E and nxt not in _HEX_LETTERS:
-            return bytes(octets), end
+    fast = _in4_fast(buf, pos, srclen)
+    if fast is not None:
+        return fast[0].packed, fast[1]
     return _in4_pton_loop(buf, pos, srclen)
 
 
@@ -270,7 +290,10 @@ def in6_pton(buf: bytes, pos: int, srclen: int) -> tuple[bytes | None, int]:
 def pton(family: int, buf: bytes, pos: int, limit: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int]:
     """in4_pton/in6_pton bounded by ``limit``, as an ipaddress object."""
     if family == 4:
-        raw, end = in4_pton(buf, pos, limit - pos)
+        fast = _in4_fast(buf, pos, limit - pos)
+        if fast is not None:
+            return fast
+        raw, end = _in4_pton_loop(buf, pos, limit - pos)
         return (ipaddress.IPv4Address(raw) if raw is not None else None), end
     raw, end = in6_pton(buf, pos, limit - pos)
     return (ipaddress.IPv6Address(raw) if raw is not None else None), end

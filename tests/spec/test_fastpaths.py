@@ -1,9 +1,11 @@
 """The fast paths of the scanners decide exactly as the kernel's byte loops."""
 
+from ipaddress import IPv4Address
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipct.spec.scan import _in4_pton_loop, in4_pton
+from sipct.spec.scan import _in4_pton_loop, in4_pton, pton
 
 ALPHABET = st.sampled_from(list(b"0123456789.:aAfgz ]\r\n"))
 
@@ -14,7 +16,9 @@ ALPHABET = st.sampled_from(list(b"0123456789.:aAfgz ]\r\n"))
 def test_in4_pton_fast_path_equals_the_loop(tail, octets, with_quad, cut):
     buf = (b"%d.%d.%d.%d" % octets if with_quad else b"") + tail
     for srclen in (len(buf), max(0, len(buf) - cut)):
-        assert in4_pton(buf, 0, srclen) == _in4_pton_loop(buf, 0, srclen)
+        raw, end = _in4_pton_loop(buf, 0, srclen)
+        assert in4_pton(buf, 0, srclen) == (raw, end)
+        assert pton(4, buf, 0, srclen) == (None if raw is None else IPv4Address(raw), end)
 
 
 def test_hex_letter_after_an_address_fails_like_the_kernel():

@@ -10,6 +10,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -205,3 +206,23 @@ def test_the_matrix_shows_both_helpers_per_kernel(capsys):
     assert rows[1]["agreeing"] == 10 and rows[1]["reference"]["agreeing"] == 9
     assert rows[1]["reference"]["divergences"]["unregistered"] == {"register-response.refresh": 1}
     assert data["ok"] is False
+
+
+def test_a_dialog_only_the_reference_diverges_on_is_kept_with_how_to_reproduce(tmp_path):
+    from sipct.conformance.matrix import _keep_divergent
+
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    source = generated / "g0.yaml"
+    source.write_text((examples_dir() / "register.yaml").read_text())
+    reference = _stats("6.1.0-56-amd64 reference helper", 9, unregistered=1)
+    reference.findings = [replace(reference.findings[0], source=str(source))]
+    report = KernelReport("6.1.0-56-amd64", "6.1.192-2", _stats("6.1.0-56-amd64", 10), three_way=True,
+                          vmlinuz="/boot/vmlinuz-6.1.0-56-amd64", reference=reference)
+    [kept] = _keep_divergent(report, tmp_path / "out", generated, reference=True)
+    assert kept.endswith("6.1.0-56-amd64-reference-g0.yaml")
+    text = Path(kept).read_text()
+    assert "sipct run --helper reference --kernel /boot/vmlinuz-6.1.0-56-amd64" in text
+    assert "/ reference new: x" in text
+    assert reference.findings[0].source == kept
+    assert load_dialog(Path(kept)).name == "register"

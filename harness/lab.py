@@ -339,6 +339,8 @@ _ROUTER_SYSCTLS = {
 
 # -- the lab -----------------------------------------------------------------
 
+_RTAX_RTO_MIN = 13  # include/uapi/linux/rtnetlink.h
+
 
 class Lab:
     """Hosts and a router in fresh network namespaces, the SIP helper on the router.
@@ -356,6 +358,7 @@ class Lab:
         helper: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         helper_type: str = "sip",
+        tcp_rto_min: float | None = None,
     ) -> None:
         self.hosts: dict[str, HostSpec] = {h.name: h for h in hosts}
         self.segments = plan_segments(hosts)
@@ -366,6 +369,7 @@ class Lab:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,15}", helper_type):
             raise ValueError(f"bad helper name {helper_type!r} (1-15 letters, digits, - or _)")
         self.helper_type = helper_type
+        self.tcp_rto_min = tcp_rto_min
         self.token = secrets.token_hex(4)
         prefix = f"{NETNS_PREFIX}{os.getpid()}-{self.token}"
         self.router_netns = f"{prefix}-{_ROUTER_ROLE}"
@@ -583,11 +587,20 @@ class Lab:
                     gateway = router_address(network_of(spec.address(family)))
                 except LookupError:
                     continue
+                extra = {}
+                if self.tcp_rto_min is not None:
+                    # A slow helper (a userspace one under TCG) holds segments and their ACKs
+                    # in its queue: past the RTO TCP retransmits, and the helper processes
+                    # the segment again. tcp_rto_min() takes a route's RTAX_RTO_MIN only
+                    # when it is locked (what `ip route ... rto_min` does).
+                    extra["metrics"] = {"RTAX_LOCK": 1 << _RTAX_RTO_MIN,
+                                        "RTAX_RTO_MIN": int(self.tcp_rto_min * 1000)}
                 ipr.route(
                     "add",
                     dst="0.0.0.0/0" if family == 4 else "::/0",
                     gateway=str(gateway),
                     oif=eth0,
+                    **extra,
                 )
             return ipr.link("get", index=eth0)[0].get("IFLA_ADDRESS")
 

@@ -49,6 +49,10 @@ READY_TIMEOUT = 300.0  # seconds until READY=1: under TCG the guest imports the 
 # tens of milliseconds, so a packet judged dropped is waited for longer than
 # the kernel helper's (a late one still shows as a "timing" divergence).
 DROP_TIMEOUT = 1.0
+# Every packet of a helped connection, ACKs included, waits in the helper's
+# queue: with TCP's 200 ms minimum RTO a segment would be retransmitted - and
+# helped again, re-creating its expectations - before its ACK got through.
+TCP_RTO_MIN = 3.0
 UNREGISTER_WAIT = 60.0  # the lab's nft objects hold the helper until cleanup_net() ran
 SETUP_HINT = ("run it in a VM kernel that has them: `--kernel 6.1.0-56-amd64` (a Debian image installed by "
               "scripts/setup-kernels.sh)")
@@ -231,7 +235,7 @@ class ReferenceRunner:
                     control.register(helper)
             self._registered = True
             self.lab = Lab(lab_hosts(dialogs), sip_ports=params.ports, timeout=drop_timeout,
-                           helper_type=self.config.name)
+                           helper_type=self.config.name, tcp_rto_min=TCP_RTO_MIN)
             self.daemon = ReferenceDaemon(self.lab.router_netns, config_path, self.log)
             self.daemon.start()
             self._runner = DialogRunner(self.lab, drop_timeout=drop_timeout)

@@ -16,7 +16,7 @@ from .master import Master
 from .params import ModuleParams
 from .parse import (SIP_HDR_CONTACT, SIP_HDR_CSEQ, SIP_HDR_EXPIRES, SIP_HDR_VIA_UDP, SipMessage)
 from .rules import Rule
-from .scan import ALPHA, SP, casecmp
+from .scan import ALPHA, SP
 from .sdp import (SDP_HDR_CONNECTION, SDP_HDR_MEDIA, SDP_HDR_UNSPEC, SDP_HDR_VERSION, get_sdp_header,
                   parse_sdp_addr, sdp_media_type)
 from .table import EALREADY, ExpectationTable
@@ -349,7 +349,7 @@ def process_sip_request(ctx: PacketContext) -> Verdict:
         if handler.request is None:
             continue
         n = len(handler.method)
-        if msg.datalen < n + 2 or not casecmp(buf, start, handler.method):
+        if msg.datalen < n + 2 or not msg.lower.startswith(handler.method, start):
             continue
         if buf[start + n] != SP or buf[start + n + 1] not in ALPHA:
             continue
@@ -386,7 +386,7 @@ def process_sip_response(ctx: PacketContext) -> Verdict:
     for handler in SIP_HANDLERS:
         if handler.response is None:
             continue
-        if msg.limit < matchend + len(handler.method) or not casecmp(msg.buf, matchend, handler.method):
+        if msg.limit < matchend + len(handler.method) or not msg.lower.startswith(handler.method, matchend):
             continue
         return handler.response(ctx, cseq, code)
     trace.fire(rules.RESPONSE_UNHANDLED)
@@ -394,6 +394,6 @@ def process_sip_response(ctx: PacketContext) -> Verdict:
 
 
 def process_sip_msg(ctx: PacketContext) -> Verdict:
-    if casecmp(ctx.msg.buf, ctx.msg.start, b"sip/2.0 "):
+    if ctx.msg.lower.startswith(b"sip/2.0 ", ctx.msg.start):
         return process_sip_response(ctx)
     return process_sip_request(ctx)

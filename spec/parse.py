@@ -13,6 +13,7 @@ present but unparsable.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from itertools import accumulate
@@ -20,7 +21,7 @@ from itertools import accumulate
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
 from .profiles import KernelProfile
-from .scan import (ALPHA, CR, DIGIT, HT, LF, SP, casecmp, digits_len, pton,
+from .scan import (ALPHA, CR, DIGIT, HT, LF, SP, digits_len, pton,
                    simple_strtoul, sip_strtouint, string_len, word_len)
 
 # enum sip_header_types
@@ -71,26 +72,14 @@ class UriMatch:
 
 
 EOL = re.compile(rb"[\r\n]")
-_NEEDLES: dict[bytes, re.Pattern[bytes]] = {}
-
-
-def _needle(needle: bytes) -> re.Pattern[bytes]:
-    """A case-insensitive pattern for an ASCII needle: re.IGNORECASE on bytes
-    folds ASCII letters only, like strncasecmp() on these needles."""
-    pattern = _NEEDLES.get(needle)
-    if pattern is None:
-        pattern = _NEEDLES[needle] = re.compile(re.escape(needle), re.IGNORECASE)
-    return pattern
-
-
-def walk_line_starts(buf: bytes, pos: int, limit: int, most: int = -1) -> list[int]:
+def walk_line_starts(buf: bytes, pos: int, limit: int) -> list[int]:
     """The line starts the kernel's header loops test from ``pos``
-    (ct_sip_get_header(), ct_sip_get_sdp_header()), at most ``most``: one
+    (ct_sip_get_header(), ct_sip_get_sdp_header()): one
     character after CR, LF or CRLF. Every test that does not end the loop
     steps over that character (dptr++), so a CR or LF there never ends a line
     itself - "\\n\\nCSeq" hides CSeq, "\\r\\n\\r\\nCSeq" does not."""
     starts: list[int] = []
-    while pos < limit and most:
+    while pos < limit:
         eol = EOL.search(buf, pos, limit)
         if eol is None:
             break
@@ -102,7 +91,6 @@ def walk_line_starts(buf: bytes, pos: int, limit: int, most: int = -1) -> list[i
             if pos >= limit:
                 break
         starts.append(pos)
-        most -= 1
         pos += 1
     return starts
 
@@ -127,7 +115,7 @@ def line_starts(buf: bytes, start: int, limit: int) -> list[int]:
 class SipMessage:
     """One SIP message inside a payload, parsed the way the kernel helper does."""
 
-    __slots__ = ("buf", "start", "limit", "family", "proto", "profile", "lower", "_starts", "_rank")
+    __slots__ = ("buf", "start", "limit", "family", "proto", "profile", "lower", "_starts")
 
     def __init__(self, buf: bytes, start: int, limit: int, family: int, proto: int,
                  profile: KernelProfile) -> None:
@@ -141,31 +129,25 @@ class SipMessage:
         # the payload lowered once (bytes.lower() folds ASCII letters only).
         self.lower = buf.lower()
         self._starts: list[int] | None = None
-        self._rank: dict[int, int] = {}
 
     def line_starts(self, dataoff: int) -> list[int]:
         """The positions, in order, where the header loops of ct_sip_get_header()
         and ct_sip_get_sdp_header() started at ``dataoff`` test a name.
 
-        Indexed once per message: where a loop tests next depends only on where
-        it tested last (see :func:`walk_line_starts`), so a loop started at any
-        ``dataoff`` joins the one started at the message start after its first
-        test."""
+        Indexed once per message. Where a loop tests next depends only on
+        where it tested last, and from any ``dataoff`` inside the message the
+        first test is at the first line start after ``dataoff`` - unless
+        ``dataoff`` is itself a line start holding CR or LF, which the loop
+        started there takes as a line end instead of stepping over it."""
         starts = self._starts
         if starts is None:
             starts = self._starts = line_starts(self.buf, self.start, self.limit)
-            self._rank = {pos: i for i, pos in enumerate(starts)}
         if dataoff == self.start:
             return starts
-        first = walk_line_starts(self.buf, dataoff, self.limit, 1)
-        if not first:
-            return []
-        rank = self._rank.get(first[0])
-        if rank is None:
-            # dataoff pointed at a CR or LF the message-start loop tested as
-            # a name, so this loop takes it as a line end instead.
+        i = bisect.bisect_right(starts, dataoff)
+        if i and starts[i - 1] == dataoff and self.buf[dataoff] in (CR, LF):
             return walk_line_starts(self.buf, dataoff, self.limit)
-        return starts[rank:]
+        return starts[i:]
 
     @property
     def datalen(self) -> int:
@@ -330,17 +312,18 @@ class SipMessage:
     def header_search(self, pos: int, limit: int, needle: bytes) -> int | None:
         """ct_sip_header_search(): case-insensitive search within one header
         value, following continuation lines. The needle must start before
-        ``limit - len(needle)`` (the kernel loops while ``dptr < limit - len``)."""
-        buf = self.buf
+        ``limit - len(needle)`` (the kernel loops while ``dptr < limit - len``).
+        Needles are lowercase ASCII (strncasecmp() is a find() in the lowered
+        payload)."""
+        buf, lower = self.buf, self.lower
         end = limit - len(needle)
-        pattern = _needle(needle)
         while pos < end:
             eol = EOL.search(buf, pos, end)
             stop = eol.start() if eol is not None else end
             # Needles hold no CR or LF, so a match cannot straddle the line end.
-            found = pattern.search(buf, pos, stop - 1 + len(needle))
-            if found is not None:
-                return found.start()
+            found = lower.find(needle, pos, stop - 1 + len(needle))
+            if found >= 0:
+                return found
             if eol is None:
                 return None
             nxt = self.follow_continuation(stop, end)
@@ -489,9 +472,9 @@ class SipMessage:
         ret, off, _ = self.parse_param(dataoff, b"transport=")
         if not ret:
             return self.proto
-        if casecmp(self.buf, off, b"tcp"):
+        if self.lower.startswith(b"tcp", off):
             proto = IPPROTO_TCP
-        elif casecmp(self.buf, off, b"udp"):
+        elif self.lower.startswith(b"udp", off):
             proto = IPPROTO_UDP
         else:
             return 0

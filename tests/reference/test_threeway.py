@@ -226,3 +226,27 @@ def test_a_dialog_only_the_reference_diverges_on_is_kept_with_how_to_reproduce(t
     assert "/ reference new: x" in text
     assert reference.findings[0].source == kept
     assert load_dialog(Path(kept)).name == "register"
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (builds a lab)")
+def test_the_reference_lab_routes_with_a_locked_minimum_rto():
+    """TCP in the hosts must not retransmit a segment (and have it helped
+    again) while its ACK waits in the userspace helper's queue."""
+    import ipaddress
+    import subprocess
+
+    from sipct.harness.lab import HostSpec, Lab
+    from sipct.reference.lab import TCP_RTO_MIN
+
+    hosts = [HostSpec("a", (ipaddress.ip_address("192.0.2.2"), ipaddress.ip_address("2001:db8:1::2"))),
+             HostSpec("b", (ipaddress.ip_address("198.51.100.2"),))]
+    with Lab(hosts, tcp_rto_min=TCP_RTO_MIN) as lab:
+        for family in ("-4", "-6"):
+            routes = subprocess.run(["ip", "-n", lab.host_netns["a"], family, "route", "show", "default"],
+                                    capture_output=True, text=True, check=True).stdout
+            assert f"rto_min lock {TCP_RTO_MIN:g}s" in routes, routes
+    with Lab(hosts[1:]) as lab:
+        routes = subprocess.run(["ip", "-n", lab.host_netns["b"], "route", "show", "default"],
+                                capture_output=True, text=True, check=True).stdout
+        assert "rto_min" not in routes

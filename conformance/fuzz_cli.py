@@ -52,6 +52,8 @@ def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--messages", type=int, default=2000, help="fuzzed messages after the corpus (default 2000)")
     p.add_argument("--seed", type=int, default=7, help="the run's seed (default 7)")
     p.add_argument("--no-corpus", action="store_true", help="skip the seeds themselves (RFC 4475, examples, SDP)")
+    p.add_argument("--start", type=int, default=0, metavar="K",
+                   help="continue a run: skip the corpus and the first K fuzzed messages of this seed")
     p.add_argument("--slices", type=int, default=1, help="with --kernel: boots to spread the run over")
     p.add_argument("--tcp-share", type=float, default=0.05, help="share of messages sent over TCP (default 0.05)")
     p.add_argument("--ipv6-share", type=float, default=0.15, help="share of messages sent over IPv6 (default 0.15)")
@@ -63,12 +65,16 @@ def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _range(args: argparse.Namespace, corpus_size: int) -> tuple[int, int]:
+    """Message indexes: the corpus, then the fuzzed ones (message i is a
+    function of the seed and i, so --start K continues a shorter run)."""
+    if args.start:
+        return corpus_size + args.start, corpus_size + args.start + args.messages
     return 0, corpus_size + args.messages
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    if args.messages < 0 or args.slices < 1:
-        print("error: --messages must be >= 0 and --slices >= 1", file=sys.stderr)
+    if args.messages < 0 or args.slices < 1 or args.start < 0:
+        print("error: --messages and --start must be >= 0, --slices >= 1", file=sys.stderr)
         return EXIT_ERROR
     if args.messages_from is not None:
         with open(args.messages_from, "rb") as f:

@@ -19,6 +19,8 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"generated dialogs (default {DEFAULT_EXAMPLES}; 0 for curated only)")
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument("--no-curated", action="store_true", help="skip the curated scenarios")
+    p.add_argument("--slow", action="store_true",
+                   help="also run the curated dialogs tagged slow (minutes of waiting for expectation timeouts)")
     p.add_argument("--scenarios", type=Path, action="append", default=[],
                    help="extra dialog files or folders to run as curated dialogs (repeatable)")
     p.add_argument("--profile", default="auto", help="spec profile (default: from the running kernel)")
@@ -79,7 +81,7 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
     from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs, shared_dir
     from sipct.conformance.registry import REGISTRY, RegistryError, for_helper, load_registry
     from sipct.conformance.report import print_report, write_json, write_junit
-    from sipct.conformance.suite import Suite
+    from sipct.conformance.suite import Suite, select_curated
     from sipct.harness.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
     from sipct.reference.lab import ReferenceUnavailable
@@ -92,6 +94,7 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
         registry = load_registry(args.registry or REGISTRY)
         curated = [] if args.no_curated else [*example_dialogs(), *scenario_dialogs(), *rfc4475_dialogs()]
         curated += _collect(args.scenarios)
+        curated = select_curated(curated, slow=args.slow)
         files = _collect([args.dialog_files]) if args.dialog_files else None
         check_prerequisites()
         kernel = RunningKernel.detect()

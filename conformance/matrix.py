@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sipct.conformance.coverage import coverage_rst, coverage_text, union_coverage
 from sipct.conformance.report import JSON_FORMAT, junit_suite, stats_from_json, stats_json
 from sipct.conformance.suite import PROBE_TAG, Stats
 
@@ -208,6 +209,8 @@ def guest_argv(args: argparse.Namespace, boot: Boot) -> tuple[list[str], dict[st
         registry = Path(args.registry).resolve()
         inputs["registry"] = registry.parent
         argv += ["--registry", f"in/registry/{registry.name}"]
+    if getattr(args, "slow", False):
+        argv.append("--slow")
     if boot.params:
         argv += ["--no-curated", "--no-reproducers", "--examples", "0"]
         for dialog in boot.dialogs:
@@ -373,7 +376,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from sipct.conformance.cli import _collect, run_here
     from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs
     from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
-    from sipct.conformance.suite import generate_dialogs
+    from sipct.conformance.suite import generate_dialogs, select_curated
     from sipct.harness.vm import VmError, find_vng
     from sipct.spec.dialog import DialogError
 
@@ -385,7 +388,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         find_vng()
         load_registry(args.registry or REGISTRY)
         curated = [] if args.no_curated else [*example_dialogs(), *scenario_dialogs(), *rfc4475_dialogs()]
-        extras = _collect(args.scenarios)
+        curated = select_curated(curated, slow=args.slow)
+        extras = select_curated(_collect(args.scenarios), slow=args.slow)
         files = _collect([args.dialog_files]) if args.dialog_files else None
     except (VmError, RegistryError, DialogError) as exc:
         err.print(f"[red]cannot run:[/red] {escape(str(exc))}", highlight=False)
@@ -475,7 +479,7 @@ def _command_line(args: argparse.Namespace) -> str:
     else:
         argv += ["--examples", str(args.examples)]
     argv += ["--seed", str(args.seed)]
-    for flag in ("no_curated", "no_reproducers", "no_host"):
+    for flag in ("no_curated", "slow", "no_reproducers", "no_host"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     for path in args.scenarios:
@@ -565,6 +569,8 @@ def print_matrix(reports: list[KernelReport], console: Console, *, three_way: bo
         if r.stats.minimal_dialog:
             console.print(f"[red]{escape(r.kernel)}: minimal divergent dialog:[/red] {r.stats.minimal_dialog}",
                           highlight=False, soft_wrap=True)
+    for line in coverage_text(union_coverage(r.stats for r in reports if r.stats)):
+        console.print(escape(line), highlight=False, soft_wrap=True)
     ok = all(r.ok for r in reports)
     console.print("[green]conformance matrix: OK[/green]" if ok else "[red]conformance matrix: FAILED[/red]")
 
@@ -580,6 +586,7 @@ def matrix_json(reports: list[KernelReport], args: argparse.Namespace, elapsed: 
         "matrix": {
             "rows": [r.summary() for r in reports],
             "probes": _probe_summary(reports),
+            "coverage": union_coverage(r.stats for r in reports if r.stats),
         },
     }
 
@@ -742,6 +749,7 @@ def matrix_docs(reports: list[KernelReport], args: argparse.Namespace, curated: 
                     differing[r.kernel].append(f"step {step['index']}: " + ", ".join(f"``{x}``" for x in extra))
         rows.append(["spec rules that differ", *["; ".join(differing[r.kernel]) or "none" for r, _ in per_kernel]])
         lines += _list_table(rows)
+    lines += coverage_rst(union_coverage(r.stats for r in reports if r.stats))
     lines += [
         "How to read a divergence",
         "------------------------",

@@ -34,6 +34,9 @@ from sipct.spec.rules import RULES
 # Dialogs with this tag (conformance/scenarios/versions/) probe behaviour that
 # differs between kernel versions: the report keeps their step-by-step results.
 PROBE_TAG = "version-probe"
+# Dialogs with this tag (conformance/scenarios/slow/) wait for minutes (an
+# expectation's 180 s policy timeout): a run leaves them out unless --slow.
+SLOW_TAG = "slow"
 # Veth delivery finishes in the sender's softirq, well within a millisecond; a
 # straggler check turns a too-short timeout into a visible "timing" divergence.
 GENERATED_DROP_TIMEOUT = 0.02
@@ -108,6 +111,11 @@ class Stats:
 
 class Divergent(AssertionError):
     pass
+
+
+def select_curated(dialogs: list[Dialog], *, slow: bool) -> list[Dialog]:
+    """The curated dialogs a run takes: those tagged slow only with ``slow``."""
+    return dialogs if slow else [d for d in dialogs if SLOW_TAG not in d.tags]
 
 
 class Suite:

@@ -17,7 +17,8 @@ from sipct.harness.drivers import Delivery, TcpConnection
 from sipct.harness.kernel import to_spec
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.netlink.socket import CtExpSocket
-from sipct.spec.dialog import Connect, Dialog, Send, Wait
+from sipct.harness.netlink.ctexp import MasterTuple
+from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation
 
 # How long a packet may take before it counts as dropped by the helper.
@@ -121,6 +122,9 @@ class DialogRunner:
                     # The spec destroys a master at its timeout (master.timeout);
                     # the kernel only once something walks over it.
                     ctexp.reap_expired_conntracks()
+                elif isinstance(step, DeleteConntrack):
+                    ctexp.delete_conntrack(MasterTuple(dialog.hosts[step.src.host], dialog.hosts[step.dst.host],
+                                                       step.src.port, step.dst.port, step.proto))
                 elif isinstance(step, Connect):
                     conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
                                            step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT))

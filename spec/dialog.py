@@ -23,6 +23,7 @@ A dialog is YAML (see docs/dialogs.rst for the reference)::
             - udp server:* -> ua:5000 audio
       - wait: 30
       - connect: ua:5070 -> server:5060   # TCP three-way handshake
+      - delete-conntrack: ua:5070 -> server:5060   # the router forgets the connection
 
 Errors name the file and line. Loading never touches the network or a clock.
 """
@@ -119,7 +120,20 @@ class Wait:
     seconds: float
 
 
-Step = Send | Connect | Wait
+@dataclass(frozen=True, slots=True)
+class DeleteConntrack:
+    """The router's conntrack of a connection is deleted (``conntrack -D``,
+    IPCTNL_MSG_CT_DELETE) while both ends keep it: its expectations go with
+    it (nf_ct_remove_expectations), and the connection's next packet makes a
+    new conntrack - for TCP one picked up mid-stream."""
+
+    line: int
+    src: Endpoint
+    dst: Endpoint
+    proto: int
+
+
+Step = Send | Connect | Wait | DeleteConntrack
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +320,14 @@ class _Loader:
         what = f"steps[{index}]"
         fields = self.mapping(node, what)
         line = node.start_mark.line + 1
-        kinds = [k for k in ("send", "connect", "wait") if k in fields]
+        kinds = [k for k in ("send", "connect", "wait", "delete-conntrack") if k in fields]
         if len(kinds) != 1:
-            raise self.fail(node, f"{what}: a step is exactly one of send, connect, wait")
+            raise self.fail(node, f"{what}: a step is exactly one of send, connect, wait, delete-conntrack")
         kind = kinds[0]
+        if kind == "delete-conntrack":
+            self.unknown_keys(fields, {"delete-conntrack", "transport"}, what)
+            src, dst = self.endpoints(fields["delete-conntrack"], hosts, f"{what}.delete-conntrack")
+            return DeleteConntrack(line, src, dst, self.transport(fields, what, default_proto))
         if kind == "wait":
             self.unknown_keys(fields, {"wait"}, what)
             seconds = self.number(fields["wait"], f"{what}.wait")
@@ -324,12 +342,7 @@ class _Loader:
         self.unknown_keys(fields, {"send", "transport", "message", "messages", "raw", "eol", "split_at",
                                    "expect"}, what)
         src, dst = self.endpoints(fields["send"], hosts, f"{what}.send")
-        proto = default_proto
-        if "transport" in fields:
-            name = self.scalar(fields["transport"], f"{what}.transport")
-            if name not in PROTOS:
-                raise self.fail(fields["transport"], f"{what}.transport must be udp or tcp")
-            proto = PROTOS[name]
+        proto = self.transport(fields, what, default_proto)
         eol = EOLS["crlf"]
         if "eol" in fields:
             name = self.scalar(fields["eol"], f"{what}.eol")
@@ -376,6 +389,14 @@ class _Loader:
             raise self.fail(node, f"{what}: the payload is empty")
         expect = self.expect(fields["expect"], f"{what}.expect", hosts) if "expect" in fields else None
         return Send(line, src, dst, proto, segments, expect)
+
+    def transport(self, fields: dict[str, yaml.Node], what: str, default_proto: int) -> int:
+        if "transport" not in fields:
+            return default_proto
+        name = self.scalar(fields["transport"], f"{what}.transport")
+        if name not in PROTOS:
+            raise self.fail(fields["transport"], f"{what}.transport must be udp or tcp")
+        return PROTOS[name]
 
     def raw(self, node: yaml.Node, what: str, render: "_Renderer") -> bytes:
         text = self.scalar(node, what)
@@ -544,6 +565,9 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
             lines.append(f"  - wait: {step.seconds:g}")
         elif isinstance(step, Connect):
             lines.append(f"  - connect: {step.src} -> {step.dst}")
+        elif isinstance(step, DeleteConntrack):
+            lines.append(f"  - delete-conntrack: {step.src} -> {step.dst}")
+            lines.append(f"    transport: {proto_names[step.proto]}")
         else:
             lines.append(f"  - send: {step.src} -> {step.dst}")
             lines.append(f"    transport: {proto_names[step.proto]}")

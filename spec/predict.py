@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .dialog import Connect, Dialog, ExpectedExpectation, Send, Step, StepExpect, Wait, expectation_key
-from .expectation import IPPROTO_TCP, Expectation
+from .dialog import (Connect, DeleteConntrack, Dialog, ExpectedExpectation, Send, Step, StepExpect, Wait,
+                     expectation_key)
+from .expectation import IPPROTO_TCP, ConnTuple, Expectation
 from .helper import Packet, PacketResult, SipHelper
 from .params import ModuleParams
 from .profiles import DEFAULT_PROFILE, KernelProfile
@@ -80,6 +81,12 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
         elif isinstance(step, Connect):
             results.append(helper.tcp_connect(hosts[step.src.host], step.src.port,
                                               hosts[step.dst.host], step.dst.port, now))
+        elif isinstance(step, DeleteConntrack):
+            # ctnetlink_del_conntrack() finds the conntrack by either direction's tuple.
+            ct = helper.conntrack(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
+                                            step.src.port, step.dst.port))
+            if ct is not None:
+                helper.forget(ct.original, now)
         elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
             pass  # the connection is gone: nothing is sent, nothing arrives
         else:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .dialog import Connect, Dialog, Send, Wait
+from .dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from .expectation import PROTO_NAMES, Expectation
 from .predict import Prediction, StepPrediction
 
@@ -20,6 +20,8 @@ def describe_step(dialog: Dialog, step: object) -> str:
         return f"wait {step.seconds:g}s"
     if isinstance(step, Connect):
         return f"connect tcp {step.src} -> {step.dst}"
+    if isinstance(step, DeleteConntrack):
+        return f"delete-conntrack {PROTO_NAMES[step.proto]} {step.src} -> {step.dst}"
     assert isinstance(step, Send)
     first_line = step.payload.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
     segs = f" ({len(step.segments)} segments)" if len(step.segments) > 1 else ""

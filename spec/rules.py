@@ -56,8 +56,7 @@ UNCONFIRMED_DROP = _rule("helper.drop-unconfirmed", "nf_conntrack_core.c: nf_con
 TCP_NOT_ESTABLISHED = _rule("helper.tcp-not-established", "sip_help_tcp",
                             "TCP data while the conntrack is not ESTABLISHED (ctinfo IP_CT_NEW: no reply seen yet, "
                             "e.g. a connection picked up mid-stream after its conntrack died) is accepted "
-                            "unprocessed.",
-                            needs="a TCP connection that outlives its conntrack (the lab never loses one)")
+                            "unprocessed.")
 TCP_STALLED = _rule("helper.tcp-stalled", "sip_help_tcp (with TCP retransmission)",
                     "Once the helper dropped a TCP segment, TCP retransmits it and the helper drops it again: "
                     "nothing sent later in that direction arrives or is processed.", drop=True,
@@ -139,7 +138,7 @@ MEDIA_FAILED = _rule("media.failed", "set_expected_rtp_rtcp",
                      "The expectation could not be added (-EBUSY clash or -EMFILE table full): the packet is dropped.",
                      drop=True, log="cannot add expectation for voice",
                      needs="a clash needs masks that differ (sip_direct_signalling=0 or sip_direct_media=0) "
-                           "or a full table")
+                           "or a full table: conformance/scenarios/params/ (a VM boot)")
 
 # --- INVITE / UPDATE / PRACK / ACK / BYE --------------------------------------------
 INVITE_FLUSH = _rule("invite.flush-media", "process_invite_request",
@@ -215,14 +214,16 @@ EXPECT_EVICT = _rule("expect.evict-oldest", "nf_conntrack_expect.c: evict_oldest
                      "The master's class is at its policy maximum: its oldest expectation of that class goes.")
 EXPECT_TABLE_FULL = _rule("expect.table-full", "nf_conntrack_expect.c: __nf_ct_expect_check",
                           "The namespace holds nf_ct_expect_max expectations: -EMFILE.",
-                          needs="nf_conntrack_expect_max (4096) expectations in one namespace")
+                          needs="nf_conntrack_expect_max expectations in one namespace: params/ sets "
+                                "expect_max 8, a sysctl only a VM guest may write")
 EXPECT_INSERT = _rule("expect.insert", "nf_conntrack_expect.c: nf_ct_expect_insert",
                       "Inserted with the class policy's timeout (180 s).")
 EXPECT_EXPIRE = _rule("expect.expire", "nf_conntrack_expect.c: nf_ct_exp_is_expired",
-                      "An expectation past its timeout is gone.", needs="a wait of 180 s")
+                      "An expectation past its timeout is gone.",
+                      needs="a wait of 180 s: conformance/scenarios/slow/ (sipct conformance --slow)")
 EXPECT_MATCH = _rule("expect.match", "nf_conntrack_expect.c: nf_ct_find_expectation",
                      "A new connection matching an active expectation is RELATED; a non-permanent expectation "
                      "is used up, a PERMANENT one stays. INACTIVE ones never match.")
 MASTER_TIMEOUT = _rule("master.timeout", "nf_conntrack_core.c: nf_ct_remove_expectations",
                        "A master idle for sip_timeout is destroyed with all its expectations.",
-                       needs="a wait of sip_timeout (3600 s)")
+                       needs="a wait of sip_timeout (3600 s): params/ sets 10 s (a VM boot)")

@@ -418,6 +418,23 @@ class CtExpSocket(NetlinkSocket):
         msg_type = _ct_msg_type(IPCTNL_MSG_CT_DELETE)
         self._request("flush_conntrack", msg, msg_type, NLM_F_REQUEST | NLM_F_ACK)
 
+    def delete_conntrack(self, tuple_: MasterTuple) -> bool:
+        """Delete the conntrack holding ``tuple_`` in either direction
+        (ctnetlink_del_conntrack(): nf_conntrack_find_get, nf_ct_delete, which
+        removes its expectations). False if there is none (ENOENT)."""
+        msg = ct_msg()
+        msg["nfgen_family"] = family_of(tuple_.src)
+        msg["version"] = 0
+        msg["res_id"] = 0
+        msg["attrs"] = [["CTA_TUPLE_ORIG", tuple_.to_attr()]]
+        try:
+            self._request("delete_conntrack", msg, _ct_msg_type(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST | NLM_F_ACK)
+        except NetlinkError as exc:
+            if exc.code == errno.ENOENT:
+                return False
+            raise
+        return True
+
     def master_helper(self, master: MasterTuple) -> str | None:
         """Name of the helper attached to the conntrack whose original tuple
         is `master` (CTA_HELP/CTA_HELP_NAME of ctnetlink_get_conntrack())."""

@@ -234,3 +234,16 @@ def test_version_probes_assert_only_what_every_profile_shares():
         distinguishing += len(outcomes) > 1
     # All but the sip_skip_whitespace() probe tell some profiles apart.
     assert distinguishing == len(probes) - 1
+
+
+def test_slow_dialogs_run_only_with_slow():
+    from sipct.conformance.suite import SLOW_TAG, select_curated
+
+    curated = scenario_dialogs()
+    slow = [d.name for d in curated if SLOW_TAG in d.tags]
+    assert slow == ["slow-registration-unanswered-expires"]
+    assert not {d.name for d in select_curated(curated, slow=False)} & set(slow)
+    assert select_curated(curated, slow=True) == curated
+    default = boot_groups(curated)[0]
+    assert "--slow" not in guest_argv(args_for("--kernel", "x"), default)[0]
+    assert "--slow" in guest_argv(args_for("--kernel", "x", "--slow"), default)[0]

@@ -21,7 +21,7 @@ from sipct.spec.profiles import PROFILES
 from sipct.spec.topology import network_of, router_address
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
-GROUPS = ("rfc3665", "seed", "versions", "params", "slow")
+GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream")
 FILES = sorted(SCENARIOS.glob("**/*.yaml"))
 
 DOCUMENTATION = [ipaddress.ip_network(n) for n in
@@ -138,3 +138,25 @@ def test_the_slow_scenario_expires_an_inactive_registration():
     dialog = load_dialog(SCENARIOS / "slow" / "registration-unanswered-expires.yaml")
     transitions = {t for s in predict(dialog).steps for t in s.transitions}
     assert ("ExpectationLifecycle", "inactive", "expire") in transitions
+
+
+def test_a_deleted_tcp_conntrack_is_picked_up_mid_stream():
+    dialog = load_dialog(SCENARIOS / "midstream" / "tcp-conntrack-deleted.yaml")
+    steps = predict(dialog).steps
+    assert [e.kind for e in steps[2].events] == ["destroy", "destroy"]  # nf_ct_remove_expectations
+    assert "helper.tcp-not-established" in {f.rule.id for f in steps[3].firings}
+
+
+def test_delete_conntrack_steps_are_checked_and_written_back():
+    from sipct.spec.dialog import DeleteConntrack, DialogError, dump_dialog, parse_dialog
+
+    text = ("hosts: {ua: 192.0.2.2, server: 198.51.100.2}\nsteps:\n"
+            "  - delete-conntrack: ua:5060 -> server:5060\n")
+    (step,) = parse_dialog(text).steps
+    assert isinstance(step, DeleteConntrack) and step.proto == 17 and step.line == 3
+    again = parse_dialog(dump_dialog(parse_dialog(text))).steps[0]
+    assert isinstance(again, DeleteConntrack) and (again.src, again.dst, again.proto) == (step.src, step.dst, 17)
+    with pytest.raises(DialogError, match=r"<dialog>:4: steps\[0\]: unknown key 'message'"):
+        parse_dialog(text + "    message: x\n")
+    with pytest.raises(DialogError, match="exactly one of send, connect, wait, delete-conntrack"):
+        parse_dialog(text.replace("delete-conntrack", "delete"))

@@ -25,7 +25,7 @@ from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY
                                                IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack)
 from sipct.reference.netlink.queue import ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
-from sipct.spec.dialog import Connect, Dialog, Send, Wait
+from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
                                UDP_TIMEOUT_UNREPLIED)
 from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
@@ -294,6 +294,13 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
             outcome = StepOutcome(False)  # the lab reset that connection: nothing is sent on it
         elif isinstance(step, Wait):
             kernel.advance(step.seconds)
+            outcome = StepOutcome(None)
+        elif isinstance(step, DeleteConntrack):
+            found = kernel.conntracks.get(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
+                                                    step.src.port, step.dst.port))
+            if found is not None:
+                kernel.kill(found[0].original)
+                kernel.deliver_events()
             outcome = StepOutcome(None)
         elif isinstance(step, Connect):
             c, s = hosts[step.src.host], hosts[step.dst.host]

@@ -161,3 +161,47 @@ def test_the_guest_runs_the_command_asked_for(tmp_path, monkeypatch):
                   inputs={"generated": tmp_path / "gen"}, json_file="report.json")
     assert " conformance --dialog-files in/generated --json report.json > \"$R/result.json\"" in seen["script"]
     assert seen["json_file"] == "report.json" and seen["staged"] == ["generated"]
+
+
+def test_the_expectation_table_size_is_a_guest_sysctl(tmp_path, monkeypatch):
+    import sipct.harness.vm as vm
+    from sipct.spec.params import ModuleParams
+
+    assert module_params_for(ModuleParams(expect_max=8)) == {"expect_max": 8}
+    assert module_params_for(ModuleParams(expect_max=4096)) == {}  # the default: the kernel's own value
+    assert _format_params({"sip_timeout": 10, "expect_max": 8}) == ["sip_timeout=10"]
+    with pytest.raises(VmError, match="expect_max='8; reboot': expected a positive number"):
+        vm._format_sysctls({"expect_max": "8; reboot"})
+
+    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
+    kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
+    seen = {}
+
+    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
+        seen["script"], seen["params"] = (share / "guest.sh").read_text(), params
+        raise VmError("stop here")
+
+    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
+    monkeypatch.setattr(vm, "_boot", boot)
+    with pytest.raises(VmError, match="stop here"):
+        run_in_vm(kernel, [], module_params={"sip_timeout": 10, "expect_max": 8})
+    assert seen["params"] == ["sip_timeout=10"]
+    script = seen["script"]
+    # Written after modprobe (the sysctl exists once nf_conntrack is loaded), read back with the parameters.
+    assert script.index("modprobe nf_conntrack_sip sip_timeout=10") < script.index(
+        "echo 8 > /proc/sys/net/netfilter/nf_conntrack_expect_max") < script.index(
+        'echo "expect_max=$(cat /proc/sys/net/netfilter/nf_conntrack_expect_max)" >> "$R/params"')
+
+
+def test_the_host_refuses_another_expectation_table_size():
+    from sipct.harness.kernel import RunningKernel
+    from sipct.spec.params import ModuleParams
+    from sipct.spec.profiles import DEFAULT_PROFILE
+
+    host = RunningKernel("6.18.44", ModuleParams(expect_max=4096), DEFAULT_PROFILE)
+    (conflict,) = host.conflicts(ModuleParams(expect_max=8))
+    assert conflict.startswith("expect_max=8 (this kernel has 4096;") and "initial namespace" in conflict
+    assert host.conflicts(ModuleParams()) == []
+    guest = RunningKernel("6.1.0-56-amd64", ModuleParams(expect_max=1024), DEFAULT_PROFILE)
+    assert guest.conflicts(ModuleParams()) == []  # a dialog without expect_max takes the kernel's
+    assert guest.params_for(ModuleParams(ports=(5062,))).expect_max == 1024

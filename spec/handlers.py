@@ -70,12 +70,12 @@ def set_expected_rtp_rtcp(ctx: PacketContext, daddr: Address, port: int, klass: 
     saddr: Address | None = None
     if params.sip_direct_media:
         if daddr != master.tuple_for(ctx.reply).src:
-            trace.fire(rules.MEDIA_NOT_DIRECT, f"{daddr}")
+            trace.fire(rules.MEDIA_NOT_DIRECT, "%s", daddr)
             return None
         saddr = master.tuple_for(not ctx.reply).src
     elif params.sip_external_media and ctx.same_interface is not None:
         if ctx.same_interface(daddr, ctx.packet_dst):
-            trace.fire(rules.MEDIA_EXTERNAL_SAME_IF, f"{daddr}")
+            trace.fire(rules.MEDIA_EXTERNAL_SAME_IF, "%s", daddr)
             return None
 
     family = master.family
@@ -83,7 +83,7 @@ def set_expected_rtp_rtcp(ctx: PacketContext, daddr: Address, port: int, klass: 
     if (existing is not None and existing.master is not master
             and existing.master.helper_key == master.helper_key and existing.klass == klass):
         # Without NAT the loop in set_expected_rtp_rtcp() ends in skip_expect.
-        trace.fire(rules.MEDIA_OTHER_MASTER, f"{daddr}:{port}")
+        trace.fire(rules.MEDIA_OTHER_MASTER, "%s:%s", daddr, port)
         return None
 
     base = port & ~1
@@ -96,7 +96,7 @@ def set_expected_rtp_rtcp(ctx: PacketContext, daddr: Address, port: int, klass: 
         if errcp in (0, EALREADY):
             if EALREADY in (errp, errcp):
                 trace.fire(rules.MEDIA_ALREADY)
-            trace.fire(rules.MEDIA_EXPECT, f"{klass.label} {daddr} {base}/{base + 1}")
+            trace.fire(rules.MEDIA_EXPECT, "%s %s %s/%s", klass.label, daddr, base, base + 1)
             return None
         if errp == 0:
             table.unexpect(master, rtp, klass, trace)
@@ -121,7 +121,7 @@ def process_sdp(ctx: PacketContext, cseq: int) -> Verdict:
     ret, addr, _, _ = parse_sdp_addr(msg, sdpoff, SDP_HDR_CONNECTION, SDP_HDR_MEDIA)
     if ret > 0:
         caddr = addr
-        trace.fire(rules.SDP_SESSION_ADDR, str(addr))
+        trace.fire(rules.SDP_SESSION_ADDR, "%s", addr)
 
     mediaoff = sdpoff
     processed = 0
@@ -140,13 +140,13 @@ def process_sdp(ctx: PacketContext, cseq: int) -> Verdict:
             trace.fire(rules.SDP_MEDIA_PORT_ZERO)
             continue
         if not 1024 <= port <= 65535:
-            trace.fire(rules.SDP_MEDIA_PORT_RANGE, f"wrong port {port}")
+            trace.fire(rules.SDP_MEDIA_PORT_RANGE, "wrong port %s", port)
             return rules.SDP_MEDIA_PORT_RANGE
 
         ret, maddr, _, _ = parse_sdp_addr(msg, mediaoff, SDP_HDR_CONNECTION, SDP_HDR_MEDIA)
         if ret > 0:
             rtp_addr = maddr
-            trace.fire(rules.SDP_MEDIA_ADDR, str(maddr))
+            trace.fire(rules.SDP_MEDIA_ADDR, "%s", maddr)
         elif caddr is not None:
             rtp_addr = caddr
         else:
@@ -179,7 +179,7 @@ def process_invite_request(ctx: PacketContext, cseq: int) -> Verdict:
     verdict = process_sdp(ctx, cseq)
     if verdict is None:
         ctx.master.invite_cseq = cseq
-        ctx.trace.fire(rules.INVITE_CSEQ, str(cseq))
+        ctx.trace.fire(rules.INVITE_CSEQ, "%s", cseq)
     return verdict
 
 
@@ -227,7 +227,7 @@ def process_register_request(ctx: PacketContext, cseq: int) -> Verdict:
         trace.fire(rules.REGISTER_NO_CONTACT)
         return None
     if uri.addr != master.tuple_for(ctx.reply).src:
-        trace.fire(rules.REGISTER_THIRD_PARTY, str(uri.addr))
+        trace.fire(rules.REGISTER_THIRD_PARTY, "%s", uri.addr)
         return None
     after_uri = uri.matchoff + uri.matchlen
     proto = msg.parse_transport(after_uri)
@@ -252,7 +252,7 @@ def process_register_request(ctx: PacketContext, cseq: int) -> Verdict:
     if err:
         trace.fire(rules.REGISTER_FAILED)
         return rules.REGISTER_FAILED
-    trace.fire(rules.REGISTER_EXPECT, f"{uri.addr}:{uri.port}")
+    trace.fire(rules.REGISTER_EXPECT, "%s:%s", uri.addr, uri.port)
     master.register_cseq = cseq
     return None
 
@@ -286,7 +286,7 @@ def process_register_response(ctx: PacketContext, cseq: int, code: int) -> Verdi
             break
         coff = uri.dataoff
         if uri.addr != master.tuple_for(ctx.reply).dst:
-            trace.fire(rules.REG_RESPONSE_SKIP_CONTACT, str(uri.addr))
+            trace.fire(rules.REG_RESPONSE_SKIP_CONTACT, "%s", uri.addr)
             continue
         after_uri = uri.matchoff + uri.matchlen
         proto = msg.parse_transport(after_uri)
@@ -342,7 +342,7 @@ def process_sip_request(ctx: PacketContext) -> Verdict:
     here = master.tuple_for(ctx.reply)
     if ret > 0 and via is not None and via.port != here.sport and via.addr == here.src:
         master.forced_dport = via.port
-        trace.fire(rules.VIA_FORCED_DPORT, str(via.port))
+        trace.fire(rules.VIA_FORCED_DPORT, "%s", via.port)
 
     buf, start = msg.buf, msg.start
     for handler in SIP_HANDLERS:

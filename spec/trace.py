@@ -10,7 +10,14 @@ from .rules import Rule
 @dataclass(slots=True)
 class Firing:
     rule: Rule
-    detail: str | None = None
+    template: str | None = None  # the detail, or its %-format when there are args
+    args: tuple[object, ...] = ()
+
+    @property
+    def detail(self) -> str | None:
+        """Formatted when read, not when the rule fires: most traces are only
+        counted, and formatting addresses costs more than deciding the rule."""
+        return self.template % self.args if self.args else self.template
 
 
 @dataclass(slots=True)
@@ -18,8 +25,9 @@ class Trace:
     firings: list[Firing] = field(default_factory=list)
     transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (machine, from state, event)
 
-    def fire(self, rule: Rule, detail: str | None = None) -> None:
-        self.firings.append(Firing(rule, detail))
+    def fire(self, rule: Rule, template: str | None = None, *args: object) -> None:
+        """``template % args`` is the detail, like a logging call's message."""
+        self.firings.append(Firing(rule, template, args))
 
     @property
     def rule_ids(self) -> list[str]:

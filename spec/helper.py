@@ -40,6 +40,16 @@ TCP_TIMEOUT_SYN_SENT = 120
 TCP_TIMEOUT_ESTABLISHED = 5 * 24 * 3600
 TCP_TIMEOUT_CLOSE = 10
 
+
+def _key(t: ConnTuple) -> tuple:
+    return (t.src, t.dst, t.proto, t.sport, t.dport)
+
+
+def _reply_key(t: ConnTuple) -> tuple:
+    """_key(t.reply())"""
+    return (t.dst, t.src, t.proto, t.dport, t.sport)
+
+
 class SpecError(ValueError):
     """The caller asked something the kernel could never see (e.g. TCP data on
     a connection that was never opened)."""
@@ -95,7 +105,10 @@ class SipHelper:
     profile: KernelProfile = DEFAULT_PROFILE
     same_interface: SameInterface | None = None
     table: ExpectationTable = field(init=False)
-    _conntracks: dict[ConnTuple, tuple[Conntrack, bool]] = field(init=False, default_factory=dict)
+    # Both directions of every conntrack, keyed by the tuple's fields (see
+    # _key): building a ConnTuple per packet just to look it up costs more
+    # than the lookup.
+    _conntracks: dict[tuple, tuple[Conntrack, bool]] = field(init=False, default_factory=dict)
     _now: float = field(init=False, default=float("-inf"))
     _deadlines: list[tuple[float, int, Conntrack]] = field(init=False, default_factory=list)  # a heap
     _pushes: Iterator[int] = field(init=False, default_factory=itertools.count)
@@ -115,7 +128,7 @@ class SipHelper:
         return list(seen.values())
 
     def conntrack(self, tuple_: ConnTuple) -> Conntrack | None:
-        found = self._conntracks.get(tuple_)
+        found = self._conntracks.get(_key(tuple_))
         return found[0] if found else None
 
     # --- time ----------------------------------------------------------------------
@@ -128,7 +141,7 @@ class SipHelper:
         self.table.advance(now, trace)
         while self._deadlines and self._deadlines[0][0] <= now:
             timeout_at, _, ct = heapq.heappop(self._deadlines)
-            if ct.timeout_at == timeout_at and self._conntracks.get(ct.original, (None,))[0] is ct:
+            if ct.timeout_at == timeout_at and self._conntracks.get(_key(ct.original), (None,))[0] is ct:
                 self._destroy(ct, rules.MASTER_TIMEOUT, trace)
         return trace
 
@@ -157,7 +170,7 @@ class SipHelper:
         """An RST crosses the conntrack of a TCP connection: it moves to CLOSE and
         dies 10 s later (tcp_timeouts[TCP_CONNTRACK_CLOSE]), with its expectations."""
         trace = self.advance(now)
-        found = self._conntracks.get(ConnTuple(a, b, IPPROTO_TCP, aport, bport))
+        found = self._conntracks.get((a, b, IPPROTO_TCP, aport, bport))
         if found is not None:
             self._set_timeout(found[0], now + TCP_TIMEOUT_CLOSE)
         return trace
@@ -165,7 +178,7 @@ class SipHelper:
     def packet(self, pkt: Packet, now: float, *, syn: bool = False) -> PacketResult:
         trace = self.advance(now)
         journal_start = len(self.table.journal)
-        found = self._conntracks.get(pkt.tuple)
+        found = self._conntracks.get((pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport))
         new = found is None
         if found is None:
             # TCP data without a conntrack (it timed out or was flushed while the
@@ -192,7 +205,7 @@ class SipHelper:
                 and not ct.seen_reply:
             trace.fire(rules.TCP_NOT_ESTABLISHED)
         elif ct.master is not None and pkt.payload:
-            verdict = self._help(ct.master, reply, pkt, now, trace)
+            verdict = self._help(ct, reply, pkt, now, trace)
             if pkt.proto == IPPROTO_TCP:
                 if verdict is not None:
                     ct.stalled.add(reply)
@@ -229,19 +242,19 @@ class SipHelper:
         ``timeout`` is the kernel's remaining conntrack timeout in seconds
         (default: the L4 tracker's unreplied/replied one)."""
         self.advance(now)
-        found = self._conntracks.get(original)
+        found = self._conntracks.get(_key(original))
         if found is not None and not found[1] and found[0].master is not None:
             return found[0].master
         trace = Trace()
-        for key in (original, original.reply()):
+        for key in (_key(original), _reply_key(original)):
             stale = self._conntracks.get(key)
             if stale is not None:
                 self._destroy(stale[0], rules.MASTER_TIMEOUT, trace)
         ct = Conntrack(original, now, seen_reply=seen_reply,
                        udp_stream_ts=float("-inf") if seen_reply else now + 2)
         ct.master = Master(original, created=now, timeout_at=now, expected=expected)
-        self._conntracks[original] = (ct, False)
-        self._conntracks[original.reply()] = (ct, True)
+        self._conntracks[_key(original)] = (ct, False)
+        self._conntracks[_reply_key(original)] = (ct, True)
         if not timeout or timeout <= 0:
             if original.proto == IPPROTO_TCP:
                 timeout = TCP_TIMEOUT_ESTABLISHED
@@ -256,7 +269,7 @@ class SipHelper:
         (nf_ct_remove_expectations). Returns the journal events that caused."""
         self.advance(now)
         start = len(self.table.journal)
-        found = self._conntracks.get(original)
+        found = self._conntracks.get(_key(original))
         if found is not None and found[0].original == original:
             self._destroy(found[0], rules.MASTER_TIMEOUT, Trace())
         return tuple(self.table.journal[start:])
@@ -277,8 +290,8 @@ class SipHelper:
             helper = True
         if helper:
             ct.master = Master(original, created=now, timeout_at=now, expected=entry is not None)
-        self._conntracks[original] = (ct, False)
-        self._conntracks[original.reply()] = (ct, True)
+        self._conntracks[_key(original)] = (ct, False)
+        self._conntracks[_reply_key(original)] = (ct, True)
         return ct
 
     def _l4_refresh(self, ct: Conntrack, pkt: Packet, now: float, syn: bool) -> None:
@@ -296,15 +309,17 @@ class SipHelper:
             self._set_timeout(ct, now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED))
 
     def _destroy(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
-        self._conntracks.pop(ct.original, None)
-        self._conntracks.pop(ct.original.reply(), None)
+        self._conntracks.pop(_key(ct.original), None)
+        self._conntracks.pop(_reply_key(ct.original), None)
         if ct.master is not None:
             self.table.remove_master(ct.master, rule, trace)
 
     # --- sip_help_udp() / sip_help_tcp() ------------------------------------------------------
-    def _help(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
+    def _help(self, ct: Conntrack, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
+        master = ct.master
+        assert master is not None
         master.timeout_at = now + self.params.sip_timeout
-        self._set_timeout(self._conntracks[master.original][0], master.timeout_at)
+        self._set_timeout(ct, master.timeout_at)
         trace.fire(rules.REFRESH_MASTER)
         buf = pkt.payload
         if len(buf) < len(b"SIP/2.0 200"):

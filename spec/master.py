@@ -26,6 +26,10 @@ class Master:
     forced_dport: int = 0
     registrar: Runtime = field(default_factory=lambda: Runtime(REGISTRAR))
     media: Runtime = field(default_factory=lambda: Runtime(MEDIA))
+    _reply: ConnTuple = field(init=False, repr=False)  # asked for on every message; built once
+
+    def __post_init__(self) -> None:
+        self._reply = self.original.reply()
 
     @property
     def family(self) -> int:
@@ -43,7 +47,7 @@ class Master:
 
     def tuple_for(self, reply: bool) -> ConnTuple:
         """ct->tuplehash[dir].tuple"""
-        return self.original.reply() if reply else self.original
+        return self._reply if reply else self.original
 
     def __repr__(self) -> str:
         return f"<Master {self.original}>"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from . import rules
@@ -41,9 +41,16 @@ class Entry:
     expires: float
     seq: int
     lifecycle: Runtime
+    _value: Expectation | None = field(default=None, repr=False)
 
     def value(self) -> Expectation:
-        return Expectation(self.tuple, self.klass, self.flags, self.master.original, self.expires)
+        """The expectation as a value; the same object until its flags or
+        timeout change (its "new" and "destroy" events usually share one)."""
+        value = self._value
+        if value is None or value.expires != self.expires or value.flags != self.flags:
+            value = self._value = Expectation(self.tuple, self.klass, self.flags, self.master.original,
+                                              self.expires)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +91,14 @@ class ExpectationTable:
         """help->expectations: newest first (hlist_add_head in nf_ct_expect_insert)."""
         return reversed(list(self._by_master.get(master, ())))
 
+    def _newest_of_master(self, master: Master) -> Iterator[Entry]:
+        """of_master() without the copy: for loops that end at their first removal."""
+        return reversed(self._by_master.get(master, ()))
+
     def _same_dst(self, family: int, proto: int, dst: Address, dport: int) -> Iterator[Entry]:
-        """The hash chain of (family, proto, dst, dport), newest first."""
-        return reversed(list(self._by_dst.get((family, proto, dst, dport), ())))
+        """The hash chain of (family, proto, dst, dport), newest first. Not a
+        copy: every caller ends its loop at its first removal."""
+        return reversed(self._by_dst.get((family, proto, dst, dport), ()))
 
     def find(self, family: int, proto: int, src: Address | None, dst: Address, dport: int) -> Entry | None:
         """__nf_ct_expect_find(): the newest live expectation whose masked tuple
@@ -141,7 +153,7 @@ class ExpectationTable:
                 trace.fire(rules.EXPECT_CLASH)
                 return EBUSY
         policy = SIP_EXPECT_POLICY[klass]
-        same_class = [e for e in self.of_master(master) if e.klass == klass]
+        same_class = [e for e in self._newest_of_master(master) if e.klass == klass]
         if policy.max_expected and len(same_class) >= policy.max_expected:
             # evict_oldest_expect(): the last of the class in help->expectations.
             self._remove(same_class[-1], "unlink", rules.EXPECT_EVICT, trace)
@@ -165,7 +177,7 @@ class ExpectationTable:
 
     def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, trace: Trace) -> None:
         """nf_ct_unexpect_related(): take back an expectation inserted moments ago."""
-        for entry in self.of_master(master):
+        for entry in self._newest_of_master(master):
             if entry.tuple == tuple and entry.klass == klass:
                 self._remove(entry, "unlink", rules.MEDIA_FAILED, trace, fire=False)
                 return
@@ -188,7 +200,7 @@ class ExpectationTable:
         """refresh_signalling_expectation(): the first signalling expectation of
         the master to (addr, proto, port) gets timeout now+expires and loses
         INACTIVE."""
-        for entry in self.of_master(master):
+        for entry in self._newest_of_master(master):
             t = entry.tuple
             if entry.klass != ExpectClass.SIGNALLING or t.dst != addr or t.proto != proto or t.dport != port:
                 continue
@@ -280,8 +292,12 @@ class ExpectationTable:
         master = entry.master
         if entry.klass == ExpectClass.SIGNALLING:
             master.registrar.fire("deregister", trace)
-        elif not any(e.klass != ExpectClass.SIGNALLING for e in self.of_master(master)):
-            master.media.fire("drain", trace)
+        else:
+            for e in self._by_master.get(master, ()):
+                if e.klass != ExpectClass.SIGNALLING:
+                    break
+            else:  # that was the master's last media expectation
+                master.media.fire("drain", trace)
 
 
 def _dst_key(t: ExpectTuple) -> tuple:

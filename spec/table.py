@@ -162,7 +162,7 @@ class ExpectationTable:
             return EMFILE
         self._seq += 1
         entry = Entry(tuple, klass, flags, master, now + policy.timeout, self._seq, Runtime(EXPECTATION))
-        entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert", trace)
+        entry.lifecycle.fire("insert_inactive" if ExpectFlag.INACTIVE in flags else "insert", trace)
         self._entries[entry.seq] = entry
         self._by_dst.setdefault(_dst_key(tuple), []).append(entry)
         self._by_master.setdefault(master, []).append(entry)
@@ -218,11 +218,11 @@ class ExpectationTable:
         """nf_ct_find_expectation(): a new connection matches the newest active
         expectation covering it; a non-permanent one is used up."""
         for entry in self._same_dst(src.version, proto, dst, dport):
-            if entry.flags & ExpectFlag.INACTIVE:
+            if ExpectFlag.INACTIVE in entry.flags:
                 continue
             if entry.tuple.matches(src, sport, dst, dport, proto):
                 trace.fire(rules.EXPECT_MATCH)
-                if entry.flags & ExpectFlag.PERMANENT:
+                if ExpectFlag.PERMANENT in entry.flags:
                     entry.lifecycle.fire("match_permanent", trace)
                 else:
                     self._remove(entry, "match", rules.EXPECT_MATCH, trace)
@@ -247,7 +247,7 @@ class ExpectationTable:
         trace = trace if trace is not None else Trace()
         self._seq += 1
         entry = Entry(tuple, klass, flags, master, expires, self._seq, Runtime(EXPECTATION))
-        entry.lifecycle.fire("insert_inactive" if flags & ExpectFlag.INACTIVE else "insert", trace)
+        entry.lifecycle.fire("insert_inactive" if ExpectFlag.INACTIVE in flags else "insert", trace)
         self._entries[entry.seq] = entry
         self._by_dst.setdefault(_dst_key(tuple), []).append(entry)
         self._by_master.setdefault(master, []).append(entry)
@@ -255,7 +255,7 @@ class ExpectationTable:
         if klass == ExpectClass.SIGNALLING:
             if master.registrar.can("register"):
                 master.registrar.fire("register", trace)
-            if not flags & ExpectFlag.INACTIVE and master.registrar.can("refresh"):
+            if ExpectFlag.INACTIVE not in flags and master.registrar.can("refresh"):
                 master.registrar.fire("refresh", trace)
         else:
             master.media.fire("expect", trace)
@@ -271,7 +271,7 @@ class ExpectationTable:
             return
         if entry.expires <= now:
             self._remove(entry, "expire", rules.EXPECT_EXPIRE, trace)
-        elif entry.lifecycle.can("match") and not entry.flags & ExpectFlag.PERMANENT:
+        elif entry.lifecycle.can("match") and ExpectFlag.PERMANENT not in entry.flags:
             self._remove(entry, "match", rules.EXPECT_MATCH, trace)
         else:
             self._remove(entry, "unlink", rules.MASTER_TIMEOUT, trace)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from .rules import Rule
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Firing:
     rule: Rule
     template: str | None = None  # the detail, or its %-format when there are args
@@ -20,6 +20,11 @@ class Firing:
         return self.template % self.args if self.args else self.template
 
 
+# A firing without detail is the same value every time: one per rule, shared
+# by every trace (most rules fire without detail, several times per packet).
+_PLAIN: dict[str, Firing] = {}
+
+
 @dataclass(slots=True)
 class Trace:
     firings: list[Firing] = field(default_factory=list)
@@ -27,7 +32,13 @@ class Trace:
 
     def fire(self, rule: Rule, template: str | None = None, *args: object) -> None:
         """``template % args`` is the detail, like a logging call's message."""
-        self.firings.append(Firing(rule, template, args))
+        if template is None:
+            firing = _PLAIN.get(rule.id)
+            if firing is None or firing.rule is not rule:
+                firing = _PLAIN[rule.id] = Firing(rule)
+        else:
+            firing = Firing(rule, template, args)
+        self.firings.append(firing)
 
     @property
     def rule_ids(self) -> list[str]:

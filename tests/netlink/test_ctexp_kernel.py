@@ -432,3 +432,46 @@ def test_kernel_bytes_decode_and_reencode_identically(netns: str, subscribed: Ct
         again["header"]["pid"] = header["pid"]
         again.encode()
         assert again.data == raw, raw.hex()
+
+
+# -- conntracks: the delete-conntrack step and the reaping after a wait ----------------------------
+
+
+def _dump_soon(sock: CtExpSocket) -> list[KernelExpectation]:
+    """The table once the datagram just sent has been through the helper
+    (loopback delivery may finish in a softirq after sendto() returned)."""
+    import time
+
+    deadline = time.monotonic() + 2.0
+    while not (found := sock.dump()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return found
+
+
+def test_deleting_the_master_takes_its_expectations(subscribed: CtExpSocket, send_udp) -> None:
+    send_udp(UA4, REGISTRAR4, register(UA4, REGISTRAR4))
+    (exp,) = _dump_soon(subscribed)
+    subscribed.drain_events()
+    # Requests on a socket of their own: the request path reads (and drops) events.
+    requests = CtExpSocket(subscribed.netns)
+    try:
+        assert requests.delete_conntrack(exp.master) is True
+        assert requests.dump() == []
+        assert [kind for kind, _ in subscribed.drain_events()] == ["destroy"]  # nf_ct_remove_expectations
+        assert requests.delete_conntrack(exp.master) is False  # ENOENT: nothing left to delete
+        # Found by the reply direction's tuple as well (nf_conntrack_find_get on either hash).
+        send_udp(UA4, REGISTRAR4, register(UA4, REGISTRAR4))
+        (exp,) = _dump_soon(requests)
+        m = exp.master
+        assert requests.delete_conntrack(type(m)(m.dst, m.src, m.dport, m.sport, m.proto)) is True
+        assert requests.dump() == []
+    finally:
+        requests.close()
+
+
+def test_reaping_leaves_live_conntracks_alone(subscribed: CtExpSocket, send_udp) -> None:
+    send_udp(UA4, REGISTRAR4, register(UA4, REGISTRAR4))
+    before = _dump_soon(subscribed)
+    assert before
+    subscribed.reap_expired_conntracks()
+    assert [fields(e) for e in subscribed.dump()] == [fields(e) for e in before]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from itertools import accumulate
 
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
@@ -95,27 +94,16 @@ def walk_line_starts(buf: bytes, pos: int, limit: int) -> list[int]:
     return starts
 
 
-def line_starts(buf: bytes, start: int, limit: int) -> list[int]:
-    """walk_line_starts() from ``start``; for a message whose lines all end
-    in CRLF (no lone CR or LF) that is the position after each CRLF, which
-    split() finds without a Python loop over the lines."""
-    window = buf[start:limit]
-    lines = window.split(b"\r\n")
-    crlfs = len(lines) - 1
-    if window.count(b"\r") != crlfs or window.count(b"\n") != crlfs:
-        return walk_line_starts(buf, start, limit)
-    # start + len(line) + 2 for each line but the last.
-    starts = list(accumulate(map((2).__add__, map(len, lines[:-1])), initial=start))
-    del starts[0]
-    if starts and starts[-1] >= limit:
-        starts.pop()  # a CRLF at the very end starts nothing
-    return starts
+def crlf_only(buf: bytes, start: int, limit: int) -> bool:
+    """Every CR and every LF in ``buf[start:limit]`` is part of a CRLF."""
+    crlfs = buf.count(b"\r\n", start, limit)
+    return buf.count(b"\r", start, limit) == crlfs == buf.count(b"\n", start, limit)
 
 
 class SipMessage:
     """One SIP message inside a payload, parsed the way the kernel helper does."""
 
-    __slots__ = ("buf", "start", "limit", "family", "proto", "profile", "lower", "_starts")
+    __slots__ = ("buf", "start", "limit", "family", "proto", "profile", "lower", "_crlf", "_starts")
 
     def __init__(self, buf: bytes, start: int, limit: int, family: int, proto: int,
                  profile: KernelProfile) -> None:
@@ -128,6 +116,7 @@ class SipMessage:
         # strncasecmp() against a lowercase ASCII needle is startswith() on
         # the payload lowered once (bytes.lower() folds ASCII letters only).
         self.lower = buf.lower()
+        self._crlf: bool | None = None  # crlf_only(), once needed
         self._starts: list[int] | None = None
 
     def line_starts(self, dataoff: int) -> list[int]:
@@ -141,13 +130,35 @@ class SipMessage:
         started there takes as a line end instead of stepping over it."""
         starts = self._starts
         if starts is None:
-            starts = self._starts = line_starts(self.buf, self.start, self.limit)
+            starts = self._starts = walk_line_starts(self.buf, self.start, self.limit)
         if dataoff == self.start:
             return starts
         i = bisect.bisect_right(starts, dataoff)
         if i and starts[i - 1] == dataoff and self.buf[dataoff] in (CR, LF):
             return walk_line_starts(self.buf, dataoff, self.limit)
         return starts[i:]
+
+    def find_line(self, dataoff: int, name: bytes, after: int = 0) -> int:
+        """The first position where a header loop started at ``dataoff`` tests
+        a name and finds ``name`` (lowercase: strncasecmp()) with ``after``
+        more bytes before ``limit``; -1 when there is none.
+
+        When all lines end in CRLF, the loop tests exactly the positions right
+        after a CRLF, the first of them after ``dataoff`` first (a CRLF blank
+        line is a line start whose test fails, and its LF still ends it): one
+        find() of CRLF + name walks the whole loop."""
+        limit = self.limit - after
+        crlf = self._crlf
+        if crlf is None:
+            crlf = self._crlf = crlf_only(self.buf, self.start, self.limit)
+        if crlf:
+            i = self.lower.find(b"\r\n" + name, max(dataoff - 1, self.start), limit)
+            return i + 2 if i >= 0 else -1
+        lower = self.lower
+        for pos in self.line_starts(dataoff):
+            if lower.startswith(name, pos, limit):
+                return pos
+        return -1
 
     @property
     def datalen(self) -> int:
@@ -345,41 +356,43 @@ class SipMessage:
         non-letter after it, a full name does not.
         """
         hdr = CT_SIP_HDRS[kind]
-        buf, limit, lower = self.buf, self.limit, self.lower
         name, cname = hdr.name, hdr.cname
-        for pos in self.line_starts(dataoff):
-            c = buf[pos]
-            if c == SP or c == HT:
-                continue
-            if lower.startswith(name, pos, limit):
-                pos += len(name)
-            elif (cname is not None and lower.startswith(cname, pos, limit - 1)
-                  and buf[pos + len(cname)] not in ALPHA):
-                pos += len(cname)
-            else:
-                continue
-            p = self.skip_whitespace(pos, limit)
-            if p is None:
-                break
-            if self.peek(p) != 0x3A:
-                break
-            p += 1
-            if p >= limit:
-                break
-            p = self.skip_whitespace(p, limit)
-            if p is None:
-                break
-            matchoff = p
-            if hdr.search is not None:
-                found = self.header_search(p, limit, hdr.search)
-                if found is None:
-                    return -1, matchoff, 0
-                p = found + len(hdr.search)
-            matchlen, shift = getattr(self, hdr.match_len)(p)
-            if not matchlen:
+        pos = self.find_line(dataoff, name)
+        if cname is not None:
+            # The compact name counts where the full name does not match
+            # first, and only before a non-letter.
+            c = self.find_line(dataoff, cname, 1)
+            while c >= 0 and (pos < 0 or c < pos) and self.buf[c + len(cname)] in ALPHA:
+                c = self.find_line(c, cname, 1)
+            if c >= 0 and (pos < 0 or c < pos):
+                return self._header_value(c + len(cname), hdr)
+        if pos < 0:
+            return 0, 0, 0
+        return self._header_value(pos + len(name), hdr)
+
+    def _header_value(self, pos: int, hdr: SipHeader) -> tuple[int, int, int]:
+        """ct_sip_get_header() after a header name: the colon, then the value.
+        Where the kernel breaks out of its loop the header is "not found"."""
+        limit = self.limit
+        p = self.skip_whitespace(pos, limit)
+        if p is None or self.peek(p) != 0x3A:
+            return 0, 0, 0
+        p += 1
+        if p >= limit:
+            return 0, 0, 0
+        p = self.skip_whitespace(p, limit)
+        if p is None:
+            return 0, 0, 0
+        matchoff = p
+        if hdr.search is not None:
+            found = self.header_search(p, limit, hdr.search)
+            if found is None:
                 return -1, matchoff, 0
-            return 1, p + shift, matchlen
-        return 0, 0, 0
+            p = found + len(hdr.search)
+        matchlen, shift = getattr(self, hdr.match_len)(p)
+        if not matchlen:
+            return -1, matchoff, 0
+        return 1, p + shift, matchlen
 
     def next_header(self, dataoff: int, kind: str) -> tuple[int, int, int]:
         """ct_sip_next_header(): the next comma-separated value of a header."""

@@ -74,24 +74,26 @@ def get_sdp_header(msg: SipMessage, dataoff: int, kind: str, term: str) -> tuple
     hdrs = CT_SDP_HDRS[msg.family]
     hdr = hdrs[kind]
     thdr = hdrs[term] if term != SDP_HDR_UNSPEC else None
-    limit, lower = msg.limit, msg.lower
-    for pos in msg.line_starts(dataoff):
-        if thdr is not None and lower.startswith(thdr.name, pos, limit):
-            break
-        if not lower.startswith(hdr.name, pos, limit):
-            continue
-        pos += len(hdr.name)
-        matchoff = pos
-        if hdr.search is not None:
-            found = sdp_header_search(msg, pos, limit, hdr.search)
-            if found is None:
-                return -1, matchoff, 0
-            pos = found + len(hdr.search)
-        matchlen, _ = getattr(msg, hdr.match_len)(pos)
-        if not matchlen:
+    pos = msg.find_line(dataoff, hdr.name)
+    if thdr is not None:
+        # The loop tests the terminating name first at each line.
+        term_pos = msg.find_line(dataoff, thdr.name)
+        if term_pos >= 0 and (pos < 0 or term_pos <= pos):
+            return 0, 0, 0
+    if pos < 0:
+        return 0, 0, 0
+    limit = msg.limit
+    pos += len(hdr.name)
+    matchoff = pos
+    if hdr.search is not None:
+        found = sdp_header_search(msg, pos, limit, hdr.search)
+        if found is None:
             return -1, matchoff, 0
-        return 1, pos, matchlen
-    return 0, 0, 0
+        pos = found + len(hdr.search)
+    matchlen, _ = getattr(msg, hdr.match_len)(pos)
+    if not matchlen:
+        return -1, matchoff, 0
+    return 1, pos, matchlen
 
 
 def parse_sdp_addr(msg: SipMessage, dataoff: int, kind: str, term: str) -> tuple[int, Address | None, int, int]:

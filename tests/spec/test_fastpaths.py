@@ -46,14 +46,52 @@ LINES = st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b"CSeq: 1", b" ",
 @settings(max_examples=3000)
 @given(LINES, st.integers(0, 3), st.integers(0, 3))
 def test_indexed_line_starts_equal_the_kernel_loop(buf, cut_start, cut_end):
-    # The split() fast path for CRLF-only messages, and joining the
-    # message-start walk from any dataoff, test where the kernel's loop tests.
-    from sipct.spec.parse import SipMessage, line_starts, walk_line_starts
+    # Joining the message-start walk from any dataoff tests where the
+    # kernel's loop started there tests.
+    from sipct.spec.parse import SipMessage, walk_line_starts
     from sipct.spec.profiles import DEFAULT_PROFILE
 
     start = min(cut_start, len(buf))
     limit = max(start, len(buf) - cut_end)
-    assert line_starts(buf, start, limit) == walk_line_starts(buf, start, limit)
     msg = SipMessage(buf, start, limit, 4, 17, DEFAULT_PROFILE)
     for dataoff in range(start, limit + 1):
         assert msg.line_starts(dataoff) == walk_line_starts(buf, dataoff, limit)
+
+
+HEADER_LINES = st.lists(st.sampled_from([
+    b"INVITE sip:a@192.0.2.1 SIP/2.0", b"Via: SIP/2.0/UDP 192.0.2.2:5062", b"v: SIP/2.0/udp 192.0.2.2",
+    b"via:x", b"vi: 1", b"Contact: <sip:b@192.0.2.3:5070>", b"m: <sip:192.0.2.3>", b"mx: 1", b"CSeq: 7 INVITE",
+    b"cseq 8", b"l: 12", b"Content-Length: 0", b"lx: 3", b"  continued", b"", b"v=0", b"c=IN IP4 192.0.2.9",
+    b"m=audio 4000 RTP/AVP 0", b"M=video 5000 RTP/AVP 0", b"c=IN IP4 300.1.1.1", b"o=x 1 1 IN IP4 192.0.2.8",
+    b"t=0 0", b"i: a@b",
+]), max_size=14)
+
+
+@settings(max_examples=600, deadline=None)
+@given(HEADER_LINES, st.sampled_from([b"\r\n", b"\n", b"\r"]), st.booleans(), st.integers(0, 4),
+       st.lists(st.integers(0, 400), max_size=6))
+def test_crlf_find_path_equals_the_line_walk(lines, eol, trailing_eol, cut, offsets):
+    # find_line() finds header lines of a CRLF-only message with find();
+    # every lookup must give what walking the line starts gives.
+    from sipct.spec.parse import CT_SIP_HDRS, SipMessage
+    from sipct.spec.profiles import DEFAULT_PROFILE
+    from sipct.spec.sdp import CT_SDP_HDRS, SDP_HDR_UNSPEC, get_sdp_header
+
+    buf = eol.join(lines) + (eol if trailing_eol else b"")
+    limit = max(0, len(buf) - cut)
+
+    def message(walk: bool) -> SipMessage:
+        msg = SipMessage(buf, 0, limit, 4, 17, DEFAULT_PROFILE)
+        if walk:
+            msg._crlf = False  # take the line walk whatever the line ends
+        return msg
+
+    fast, walk = message(False), message(True)
+    # Where lookups start: the message start, around every line end, and anywhere.
+    around_eols = {i + d for i, c in enumerate(buf) if c in b"\r\n" for d in (-1, 0, 1, 2)}
+    for dataoff in sorted({0, *offsets, *around_eols}):
+        for kind in CT_SIP_HDRS:
+            assert fast.get_header(dataoff, kind) == walk.get_header(dataoff, kind)
+        for kind in CT_SDP_HDRS[4]:
+            for term in [SDP_HDR_UNSPEC, *CT_SDP_HDRS[4]]:
+                assert get_sdp_header(fast, dataoff, kind, term) == get_sdp_header(walk, dataoff, kind, term)

@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Union
 
+from .values import value
+
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 IPPROTO_TCP = 6
@@ -66,7 +68,7 @@ SIP_EXPECT_POLICY: dict[ExpectClass, Policy] = {
 }
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@value(order=True)
 class ConnTuple:
     """A conntrack tuple in one direction (``struct nf_conntrack_tuple``)."""
 
@@ -92,7 +94,7 @@ def _ep(addr: Address | None, port: int | None) -> str:
     return f"{host}:{'*' if port is None else port}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@value(order=True)
 class ExpectTuple:
     """The tuple of an expectation together with its mask.
 
@@ -131,7 +133,7 @@ class ExpectTuple:
         return f"{PROTO_NAMES.get(self.proto, self.proto)} {_ep(self.src, self.sport)} -> {_ep(self.dst, self.dport)}"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Expectation:
     """One row of the expectation table, as both the spec and ctnetlink report it."""
 

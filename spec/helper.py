@@ -31,6 +31,7 @@ from .rules import Rule
 from .scan import simple_strtoul
 from .table import ExpectationTable, TableEvent
 from .trace import Firing, Trace
+from .values import value
 
 # Conntrack timeouts of the L4 trackers (nf_conntrack_proto_udp.c / _tcp.c
 # defaults). They only decide when a conntrack without payload refresh dies.
@@ -55,7 +56,7 @@ class SpecError(ValueError):
     a connection that was never opened)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Packet:
     src: Address
     sport: int
@@ -81,7 +82,7 @@ class Conntrack:
     udp_stream_ts: float = float("-inf")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PacketResult:
     """What the helper did with one packet."""
 

@@ -22,6 +22,7 @@ from .params import SIP_PORT
 from .profiles import KernelProfile
 from .scan import (ALPHA, CR, DIGIT, HT, LF, SP, digits_len, pton,
                    simple_strtoul, sip_strtouint, string_len, word_len)
+from .values import value
 
 # enum sip_header_types
 SIP_HDR_CSEQ = "cseq"
@@ -59,7 +60,7 @@ CT_SIP_HDRS: dict[str, SipHeader] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UriMatch:
     """ct_sip_parse_header_uri()'s outputs."""
 

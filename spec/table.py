@@ -24,6 +24,7 @@ from .expectation import (SIP_EXPECT_POLICY, Address, ExpectClass, Expectation, 
 from .machines import EXPECTATION, Runtime
 from .master import Master
 from .trace import Trace
+from .values import value
 
 EALREADY = -114
 EBUSY = -16
@@ -53,7 +54,7 @@ class Entry:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TableEvent:
     """What ctnetlink's expectation events would say: IPEXP_NEW / IPEXP_DESTROY."""
 

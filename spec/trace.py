@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .rules import Rule
+from .values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Firing:
     rule: Rule
     template: str | None = None  # the detail, or its %-format when there are args

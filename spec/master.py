@@ -26,14 +26,17 @@ class Master:
     forced_dport: int = 0
     registrar: Runtime = field(default_factory=lambda: Runtime(REGISTRAR))
     media: Runtime = field(default_factory=lambda: Runtime(MEDIA))
-    _reply: ConnTuple = field(init=False, repr=False)  # asked for on every message; built once
+    # Asked for on every message: worked out once.
+    _reply: ConnTuple = field(init=False, repr=False)
+    _family: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._reply = self.original.reply()
+        self._family = self.original.family
 
     @property
     def family(self) -> int:
-        return self.original.family
+        return self._family
 
     @property
     def proto(self) -> int:

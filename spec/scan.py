@@ -62,12 +62,30 @@ def word_len(buf: bytes, pos: int, limit: int) -> int:
     return run_len(buf, pos, limit, WORD)
 
 
+_DIGITS = re.compile(rb"[0-9]*")
+
+
 def sip_strtouint(buf: bytes, pos: int, length: int) -> tuple[int, int]:
     """sip_strtouint(): bounded base-10 parse; returns (value, end).
 
     More than ``sizeof("4294967295")`` (11) digits, or a value above UINT_MAX,
     is an error: value 0 and ``end == pos``, which callers treat as "no number".
+    The digits are found by one regex match and read by int(); the value only
+    grows digit by digit, so checking it once at the end is checking it after
+    every digit, as the kernel's loop (_sip_strtouint_loop) does.
     """
+    if length <= 0 or pos >= len(buf):
+        return 0, pos
+    end = _DIGITS.match(buf, pos, pos + length).end()  # type: ignore[union-attr]
+    if end == pos or end - pos > 11:
+        return 0, pos
+    value = int(buf[pos:end])
+    if value > UINT_MAX:
+        return 0, pos
+    return value, end
+
+
+def _sip_strtouint_loop(buf: bytes, pos: int, length: int) -> tuple[int, int]:
     max_len = 11
     budget = min(length, max_len)
     remaining = length

@@ -5,7 +5,7 @@ from ipaddress import IPv4Address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipct.spec.scan import _in4_pton_loop, in4_pton, pton
+from sipct.spec.scan import _in4_pton_loop, _sip_strtouint_loop, in4_pton, pton, sip_strtouint
 
 ALPHABET = st.sampled_from(list(b"0123456789.:aAfgz ]\r\n"))
 
@@ -19,6 +19,16 @@ def test_in4_pton_fast_path_equals_the_loop(tail, octets, with_quad, cut):
         raw, end = _in4_pton_loop(buf, 0, srclen)
         assert in4_pton(buf, 0, srclen) == (raw, end)
         assert pton(4, buf, 0, srclen) == (None if raw is None else IPv4Address(raw), end)
+
+
+@settings(max_examples=3000)
+@given(st.lists(st.sampled_from(list(b"0123456789 xz")), max_size=16).map(bytes), st.integers(-1, 17),
+       st.integers(-2, 17))
+def test_sip_strtouint_fast_path_equals_the_loop(buf, pos, length):
+    # Long runs: values above UINT_MAX, and more than 11 digits below it.
+    buf = buf.replace(b"x", b"9" * 12).replace(b"z", b"0" * 11)
+    pos = max(pos, 0)
+    assert sip_strtouint(buf, pos, length) == _sip_strtouint_loop(buf, pos, length)
 
 
 def test_hex_letter_after_an_address_fails_like_the_kernel():

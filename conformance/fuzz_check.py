@@ -66,13 +66,14 @@ class FuzzReport:
     counts: Counter = field(default_factory=Counter)
     examples: list[Mismatch] = field(default_factory=list)
     drop_rules: Counter = field(default_factory=Counter)
+    late: int = 0  # judged dropped at first, delivered after all (counted as delivered)
 
     @property
     def mismatches(self) -> int:
         return sum(self.counts.values())
 
     def json(self) -> dict:
-        return {"messages": self.messages, "delivered": self.delivered, "dropped": self.dropped, "tcp": self.tcp,
+        return {"messages": self.messages, "delivered": self.delivered, "late": self.late, "dropped": self.dropped, "tcp": self.tcp,
                 "ipv6": self.ipv6, "kernel_new_expectations": self.kernel_new,
                 "spec_new_expectations": self.spec_new, "mismatches": dict(self.counts),
                 "drop_rules": dict(self.drop_rules.most_common()), "examples": [m.json() for m in self.examples]}
@@ -114,6 +115,7 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
 
         report.messages += 1
         report.delivered += obs["delivered"]
+        report.late += bool(obs.get("late"))
         report.dropped += not obs["delivered"]
         report.tcp += proto == IPPROTO_TCP
         report.ipv6 += f == 6

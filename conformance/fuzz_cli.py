@@ -59,6 +59,8 @@ def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ipv6-share", type=float, default=0.15, help="share of messages sent over IPv6 (default 0.15)")
     p.add_argument("--timeout", type=float, help="with --kernel: seconds one boot may take (default: estimated)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--observations", type=Path, metavar="FILE",
+                   help="also write every message's observation (JSON lines: what was sent, when, what the kernel did)")
     p.add_argument("--observations-only", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     p.add_argument("--messages-from", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_fuzz)
@@ -205,10 +207,15 @@ def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMess
            "guest_seconds": round(sum(d["seconds"] for d in slices), 1)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
+    if args.observations:
+        with open(args.observations, "w") as f:
+            for data in slices:
+                for obs in data["observations"]:
+                    f.write(json.dumps(obs) + "\n")
     r = report
     print(f"sipct fuzz: {r.messages} messages (seed {args.seed}; {r.tcp} TCP, {r.ipv6} IPv6) through the reference "
           f"helper on {out['kernel']} (profile {out['profile']}) in {out['guest_seconds']} s: "
-          f"{r.delivered} delivered, {r.dropped} dropped; {r.kernel_new} expectations created "
+          f"{r.delivered} delivered ({r.late} late), {r.dropped} dropped; {r.kernel_new} expectations created "
           f"(spec: {r.spec_new})")
     print(f"daemon: {', '.join(f'{k} {v}' for k, v in sorted(health.items()))}")
     print(f"mismatches: {r.mismatches} " + (f"({', '.join(f'{k} {v}' for k, v in r.counts.items())})"

@@ -12,7 +12,9 @@ Not delivered: the kernel queued it (the queue's ``id_sequence`` in
 ``/proc/PID/net/netfilter/nfnetlink_queue`` moved past its value before the
 send), nothing is waiting for a verdict any more (``queue_total`` 0) and a
 grace period has passed - so a drop costs the daemon's latency, not a fixed
-timeout. The same file's ``queue_dropped`` / ``queue_user_dropped`` say
+timeout. A message judged dropped whose bytes reach the receiver later
+(under TCG the softirq that carries a reinjected packet can lag) is marked
+delivered and ``late``. The same file's ``queue_dropped`` / ``queue_user_dropped`` say
 whether the queue ever overflowed (then the kernel let packets pass unhelped
 and verdicts could not be compared: the run fails).
 
@@ -88,6 +90,7 @@ class FuzzObservation:
     connect_t: float | None = None  # TCP: a fresh connection was opened just before
     reset_t: float | None = None  # TCP: the connection was reset after a drop
     wait: float = 0.0  # seconds until the message was done
+    late: bool = False  # judged dropped, then arrived after all (a slow delivery, not a drop)
 
 
 def expectation_key(e) -> list:
@@ -126,6 +129,27 @@ class QueueStats:
         os.close(self._fd)
 
 
+class _Late:
+    """Messages judged dropped, by receiving socket: a datagram that arrives
+    later with their bytes was delivered after all (under TCG the softirq that
+    carries a reinjected packet to the receiver can be late)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[tuple, list[FuzzObservation]] = {}
+
+    def arrived(self, key: tuple, data: bytes, payloads: dict[int, bytes]) -> None:
+        for obs in self.waiting.get(key, ()):
+            if not obs.delivered and payloads[obs.index] == data:
+                obs.delivered = obs.exact = obs.late = True
+                self.waiting[key].remove(obs)
+                return
+
+    def add(self, key: tuple, obs: FuzzObservation) -> None:
+        pending = self.waiting.setdefault(key, [])
+        pending.append(obs)
+        del pending[:-50]
+
+
 class _Tcp:
     def __init__(self) -> None:
         self.conns: dict[tuple[int, int], object] = {}
@@ -149,7 +173,9 @@ def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *,
     events = CtExpSocket(lab.router_netns)
     stats = QueueStats(daemon.proc.pid, runner.config.queues[0])
     tcp = _Tcp()
-    out: list[dict] = []
+    late = _Late()
+    payloads = {m.index: m.payload for m in messages}
+    out: list[FuzzObservation] = []
     alive_during = True
     started = time.monotonic()
     try:
@@ -160,28 +186,36 @@ def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *,
             lab.udp_send(ua[f], 9, server[f], 9, b"warm-up", family=f, timeout=2.0)
         started = time.monotonic()
         for msg, r in zip(messages, routes):
-            obs = _send(lab, stats, tcp, msg, r, ua, server, started)
+            obs = _send(lab, stats, tcp, late, payloads, msg, r, ua, server, started)
             for kind, exp in events.drain_events():
                 if kind == "new":
                     obs.new.append(expectation_key(to_spec(exp, obs.t)))
                 else:
                     obs.destroyed += 1
-            out.append(obs.__dict__)
+            out.append(obs)
             if progress is not None and msg.index % 500 == 0:
                 progress(msg.index, time.monotonic() - started)
             if not daemon.alive():
                 alive_during = False
                 break
+        time.sleep(2.0)
+        for (host, port, f) in list(late.waiting):
+            rx = lab._driver.udp_socket(host, f, port)
+            while True:
+                try:
+                    late.arrived((host, port, f), rx.recv(65536), payloads)
+                except BlockingIOError:
+                    break
         total, qdrop, udrop, seq = stats.read()
     finally:
         stats.close()
         events.close()
-    return {"observations": out, "seconds": round(time.monotonic() - started, 1),
+    return {"observations": [o.__dict__ for o in out], "seconds": round(time.monotonic() - started, 1),
             "queue": {"dropped": qdrop, "user_dropped": udrop, "id_sequence": seq, "waiting": total},
             "alive": alive_during and daemon.alive()}
 
 
-def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int) -> tuple[bool, bool]:
+def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int, on_other) -> tuple[bool, bool]:
     """(delivered, exact). Blocks on the receiver and looks at the queue only
     between reads: a busy loop would take the guest's CPU from the daemon."""
     poller = select.poll()
@@ -196,7 +230,8 @@ def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int)
                 continue
             if data == payload:
                 return True, True
-            continue  # a straggler of an earlier message
+            on_other(data)  # a straggler of an earlier message
+            continue
         now = time.monotonic()
         total, _, _, seq = stats.read()
         if seq != before:
@@ -211,8 +246,8 @@ def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int)
             return False, False
 
 
-def _send(lab, stats: QueueStats, tcp: _Tcp, msg: FuzzMessage, r: Route, ua: dict, server: dict,
-          started: float) -> FuzzObservation:
+def _send(lab, stats: QueueStats, tcp: _Tcp, late: _Late, payloads: dict[int, bytes], msg: FuzzMessage, r: Route,
+          ua: dict, server: dict, started: float) -> FuzzObservation:
     f = r.family
     if r.proto == IPPROTO_UDP:
         port = UA_PORTS[r.slot]
@@ -220,17 +255,22 @@ def _send(lab, stats: QueueStats, tcp: _Tcp, msg: FuzzMessage, r: Route, ua: dic
             (ua[f], port, server[f], SIP_PORT)
         # The lab's own sockets (SocketDriver), without udp_send()'s fixed wait for a drop.
         tx, rx = lab._driver.udp_socket(src, f, sport), lab._driver.udp_socket(dst, f, dport)
+        key = (dst, dport, f)
         while True:  # leftovers of dropped-then-late messages
             try:
-                rx.recv(65536)
+                late.arrived(key, rx.recv(65536), payloads)
             except BlockingIOError:
                 break
         before = stats.read()[3]
         t = time.monotonic() - started
         tx.sendto(msg.payload, (str(lab.address(dst, f)), dport))
-        delivered, exact = _wait_udp(rx, msg.payload, stats, before)
-        return FuzzObservation(msg.index, t, f, r.proto, port, r.response, delivered, exact,
-                               wait=time.monotonic() - started - t)
+        delivered, exact = _wait_udp(rx, msg.payload, stats, before,
+                                     lambda data: late.arrived(key, data, payloads))
+        obs = FuzzObservation(msg.index, t, f, r.proto, port, r.response, delivered, exact,
+                              wait=time.monotonic() - started - t)
+        if not delivered:
+            late.add(key, obs)
+        return obs
     key = (f, r.slot)
     connect_t = None
     conn = tcp.conns.get(key)

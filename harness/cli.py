@@ -96,7 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sipct.reference.lab import ReferenceRunner
 
         try:
-            with ReferenceRunner([c.dialog for c, _ in comparisons], kernel.params, profile) as reference:
+            with ReferenceRunner([c.dialog for c, _ in comparisons], kernel.params, profile,
+                                 log_level="debug") as reference:
+                diverged = False
                 for comparison, i in comparisons:
                     prediction = predict(comparison.dialog, profile, kernel.params_for(comparison.dialog.params))
                     run = reference.run(comparison.dialog, prediction.params.ports,
@@ -104,7 +106,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     ref = compare(prediction, run, kernel.release)
                     results[i] = add_reference(results[i], ref)
                     if not ref.agree:
+                        diverged = True
                         status = max(status, EXIT_DIVERGED) if status != EXIT_ERROR else status
+                if diverged:
+                    # What the helper decided, packet by packet: the divergence's first explanation.
+                    err.print(f"the reference helper's log (debug):\n{reference.log_text()}", highlight=False,
+                              markup=False)
         except (RuntimeError, OSError, ValueError) as exc:
             err.print(f"[red]the reference helper could not run:[/red] {exc}", highlight=False)
             return EXIT_ERROR

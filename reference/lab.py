@@ -247,6 +247,13 @@ class ReferenceRunner:
     def ready_seconds(self) -> float | None:
         return self.daemon.ready_seconds if self.daemon else None
 
+    def log_text(self, chars: int = 200_000) -> str:
+        """The end of the daemon's log (all of its runs in this runner)."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
     def run(self, dialog: Dialog, ports: tuple[int, ...],
             expected: Sequence[bool | None] | None = None) -> KernelRun:
         assert self._runner is not None and self.lab is not None and self.daemon is not None, "closed"

@@ -321,6 +321,10 @@ _HOST_SYSCTLS = {
     "net.ipv6.conf.all.accept_redirects": "0",
     "net.ipv6.conf.default.accept_redirects": "0",
 }
+# With a slow helper (tcp_rto_min): no tail loss probe either - it resends the
+# last segment after two smoothed RTTs (tcp_schedule_loss_probe()), however
+# high the RTO, and the helper would process the copy again.
+_SLOW_HELPER_SYSCTLS = {"net.ipv4.tcp_early_retrans": "0"}
 _ROUTER_SYSCTLS = {
     **_COMMON_SYSCTLS,
     "net.ipv4.ip_forward": "1",
@@ -519,7 +523,8 @@ class Lab:
         for host, name in self.host_netns.items():
             self._host_fds[host] = self._fds[name]
         for name, fd in self._fds.items():
-            _write_sysctls(fd, _ROUTER_SYSCTLS if name == self.router_netns else _HOST_SYSCTLS)
+            _write_sysctls(fd, _ROUTER_SYSCTLS if name == self.router_netns else
+                           {**_HOST_SYSCTLS, **(_SLOW_HELPER_SYSCTLS if self.tcp_rto_min is not None else {})})
         self._build_links()
         self._load_ruleset()
         with in_netns(self._fds[self.router_netns]):

@@ -246,7 +246,13 @@ def test_the_reference_lab_routes_with_a_locked_minimum_rto():
             routes = subprocess.run(["ip", "-n", lab.host_netns["a"], family, "route", "show", "default"],
                                     capture_output=True, text=True, check=True).stdout
             assert f"rto_min lock {TCP_RTO_MIN:g}s" in routes, routes
+        probe = subprocess.run(["ip", "netns", "exec", lab.host_netns["a"], "sysctl", "-n",
+                                "net.ipv4.tcp_early_retrans"], capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == "0"  # no tail loss probe resending a segment the helper still holds
     with Lab(hosts[1:]) as lab:
         routes = subprocess.run(["ip", "-n", lab.host_netns["b"], "route", "show", "default"],
                                 capture_output=True, text=True, check=True).stdout
         assert "rto_min" not in routes
+        probe = subprocess.run(["ip", "netns", "exec", lab.host_netns["b"], "sysctl", "-n",
+                                "net.ipv4.tcp_early_retrans"], capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() != "0"

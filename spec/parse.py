@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
 from .profiles import KernelProfile
-from .scan import (ALPHA, CR, DIGIT, HT, LF, SP, digits_len, pton,
+from .scan import (ALPHA, CR, HT, LF, SP, digits_len, pton,
                    simple_strtoul, sip_strtouint, string_len, word_len)
 from .values import value
 
@@ -226,16 +226,13 @@ class SipMessage:
                 return False, 0, pos
             if buf[pos] != 0x3A:
                 return True, SIP_PORT, pos
-            p = pos + 1
-            value = 0
-            digits = 0
-            while p < limit and buf[p] in DIGIT:
-                value = value * 10 + buf[p] - 0x30
-                p += 1
-                digits += 1
-                if digits > 5:
-                    return False, 0, p
-            if digits == 0 or p >= limit or not 1024 <= value <= 65535:
+            # At most six digits are read: the sixth already fails.
+            digits = digits_len(buf, pos + 1, min(limit, pos + 7))
+            p = pos + 1 + digits
+            if digits == 0 or digits > 5 or p >= limit:
+                return False, 0, p
+            value = int(buf[pos + 1:p])
+            if not 1024 <= value <= 65535:
                 return False, 0, p
             return True, value, p
         if self.peek(pos) != 0x3A:

@@ -50,19 +50,24 @@ def run_len(buf: bytes, pos: int, limit: int, chars: frozenset[int]) -> int:
     return end - pos
 
 
+def _run_pattern(chars: frozenset[int]) -> re.Pattern[bytes]:
+    """A regex for a run of ``chars``: run_len() done by one match."""
+    return re.compile(b"[" + b"".join(re.escape(bytes([c])) for c in sorted(chars)) + b"]*")
+
+
+_ALPHA_RUN, _DIGIT_RUN, _WORD_RUN = _run_pattern(ALPHA), _run_pattern(DIGIT), _run_pattern(WORD)
+
+
 def string_len(buf: bytes, pos: int, limit: int) -> int:
-    return run_len(buf, pos, limit, ALPHA)
+    return _ALPHA_RUN.match(buf, pos, limit).end() - pos if pos < limit else 0  # type: ignore[union-attr]
 
 
 def digits_len(buf: bytes, pos: int, limit: int) -> int:
-    return run_len(buf, pos, limit, DIGIT)
+    return _DIGIT_RUN.match(buf, pos, limit).end() - pos if pos < limit else 0  # type: ignore[union-attr]
 
 
 def word_len(buf: bytes, pos: int, limit: int) -> int:
-    return run_len(buf, pos, limit, WORD)
-
-
-_DIGITS = re.compile(rb"[0-9]*")
+    return _WORD_RUN.match(buf, pos, limit).end() - pos if pos < limit else 0  # type: ignore[union-attr]
 
 
 def sip_strtouint(buf: bytes, pos: int, length: int) -> tuple[int, int]:
@@ -76,7 +81,7 @@ def sip_strtouint(buf: bytes, pos: int, length: int) -> tuple[int, int]:
     """
     if length <= 0 or pos >= len(buf):
         return 0, pos
-    end = _DIGITS.match(buf, pos, pos + length).end()  # type: ignore[union-attr]
+    end = pos + digits_len(buf, pos, pos + length)
     if end == pos or end - pos > 11:
         return 0, pos
     value = int(buf[pos:end])

@@ -31,6 +31,48 @@ def test_sip_strtouint_fast_path_equals_the_loop(buf, pos, length):
     assert sip_strtouint(buf, pos, length) == _sip_strtouint_loop(buf, pos, length)
 
 
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from(list(b"09aZ_@.\xc0\xd7\xf7\xff :;")), max_size=12).map(bytes), st.integers(0, 12),
+       st.integers(0, 14))
+def test_run_scanners_equal_the_byte_loop(buf, pos, limit):
+    from sipct.spec.scan import ALPHA, DIGIT, WORD, digits_len, run_len, string_len, word_len
+
+    limit = min(limit, len(buf))
+    for scanner, chars in ((string_len, ALPHA), (digits_len, DIGIT), (word_len, WORD)):
+        assert scanner(buf, pos, limit) == (run_len(buf, pos, limit, chars) if pos < limit else 0)
+
+
+def _parse_port_loop(buf, pos, limit):
+    """sip_parse_port() byte by byte (the strict profiles), as the kernel loops."""
+    if pos >= limit:
+        return False, 0, pos
+    if buf[pos] != 0x3A:
+        return True, 5060, pos
+    p, value, digits = pos + 1, 0, 0
+    while p < limit and 0x30 <= buf[p] <= 0x39:
+        value = value * 10 + buf[p] - 0x30
+        p += 1
+        digits += 1
+        if digits > 5:
+            return False, 0, p
+    if digits == 0 or p >= limit or not 1024 <= value <= 65535:
+        return False, 0, p
+    return True, value, p
+
+
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from([b"0", b"1", b"5", b"9", b"1024", b"65535", b"65536", b"0", b":", b";", b" "]),
+                max_size=6).map(b"".join), st.integers(0, 10), st.integers(0, 14))
+def test_parse_port_equals_the_kernel_loop(buf, pos, limit):
+    from sipct.spec.parse import SipMessage
+    from sipct.spec.profiles import DEFAULT_PROFILE
+
+    buf = b":" + buf
+    limit = min(limit + 1, len(buf))
+    msg = SipMessage(buf, 0, len(buf), 4, 17, DEFAULT_PROFILE)
+    assert msg.parse_port(pos, limit) == _parse_port_loop(buf, pos, limit)
+
+
 def test_hex_letter_after_an_address_fails_like_the_kernel():
     # xdigit2bin(): 'a'-'f' are hex digits, not delimiters, and in4_pton wants digits.
     assert in4_pton(b"192.0.2.2a", 0, 10)[0] is None

@@ -344,12 +344,12 @@ def process_sip_request(ctx: PacketContext) -> Verdict:
         master.forced_dport = via.port
         trace.fire(rules.VIA_FORCED_DPORT, "%s", via.port)
 
-    buf, start = msg.buf, msg.start
+    buf, start, datalen = msg.buf, msg.start, msg.datalen
     for handler in SIP_HANDLERS:
         if handler.request is None:
             continue
         n = len(handler.method)
-        if msg.datalen < n + 2 or not msg.lower.startswith(handler.method, start):
+        if datalen < n + 2 or not msg.lower.startswith(handler.method, start):
             continue
         if buf[start + n] != SP or buf[start + n + 1] not in ALPHA:
             continue

@@ -179,7 +179,7 @@ def _at(buf: bytes, pos: int, srclen: int) -> int:
     return buf[pos] if srclen > 0 else 0
 
 
-_DOTTED_QUAD = re.compile(rb"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
+_DOTTED_QUAD = re.compile(rb"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
 # What xdigit2bin() reads as part of an address: after a fourth octet these
 # make in4_pton() go on (or fail), so only the byte loop can decide.
 _QUAD_GOES_ON = DIGIT | frozenset(b".abcdefABCDEF")

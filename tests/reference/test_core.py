@@ -318,3 +318,24 @@ def test_a_repeat_that_never_comes_back_expires() -> None:
     assert core.decide(pkt, 0.0).verdict == NF_REPEAT
     assert core.pending == 1 and core.expire_pending(1.0) == 0
     assert core.expire_pending(10.0) == 1 and core.pending == 0 and core.needs_resync
+
+
+def test_a_late_destroy_event_of_an_expired_predecessor_keeps_the_successor() -> None:
+    """Debian 6.1.192/6.12 unlink an expired expectation lazily: the refresh
+    REGISTER's new expectation meets the expired one in its hash bucket and
+    the kernel reports the old one's destroy only then - with timeout 0. It
+    must not take the new one out of the shadow (or the 200 OK would find
+    nothing to activate); a destroy of the live one still does."""
+    from dataclasses import replace as replaced
+
+    dialog = load_dialog(ROOT / "conformance" / "scenarios" / "rfc3665" / "registration-expiry-refresh.yaml")
+    core, kernel = make(dialog, profile_named("6.1.192"))
+    run_dialog(kernel, dialog, dialog.steps[:4])  # REGISTER, 200 OK (expires=2), 3 s, refresh REGISTER
+    [live] = kernel.expectations
+    event = live.kernel(kernel.now)
+    assert event.timeout > 1
+    assert core.expectation_destroyed(replaced(event, timeout=0), kernel.now) is False
+    assert [e.tuple for e in core.shadow.expectations()] == [live.value.tuple]
+    assert core.stats["events.stale"] == 1
+    assert core.expectation_destroyed(event, kernel.now) is True
+    assert core.shadow.expectations() == []

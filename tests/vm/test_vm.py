@@ -52,8 +52,8 @@ MATRIX_EXAMPLES = int(os.environ.get("SIPCT_VM_EXAMPLES", "10"))
 def test_conformance_matrix_in_6_1_192(kernel_6_1_192, tmp_path, capsys):
     """The kernel matrix on the kernel CI installs: the curated dialogs (the
     version probes among them) and a few generated ones in 6.1.192, the
-    sip_direct_media=0 scenario in a second boot, the report and the docs
-    page."""
+    params/ scenarios and the sip_direct_media=0 one in two more boots, the
+    report and the docs page."""
     from sipct.cli.main import main
     from sipct.conformance.corpus import SCENARIOS, rfc4475_dialogs, scenario_dialogs
     import json
@@ -72,9 +72,14 @@ def test_conformance_matrix_in_6_1_192(kernel_6_1_192, tmp_path, capsys):
     assert k["ok"] and k["divergences"]["unregistered"] == 0
     assert k["dialogs"]["generated"] == MATRIX_EXAMPLES == k["examples"]
     assert k["dialogs"]["curated"] >= len(scenario_dialogs()) + len(rfc4475_dialogs())
-    assert [b["module_params"] for b in k["vm"]["boots"]] == [{}, {"sip_direct_media": 0}]
-    assert [b["loaded_params"]["sip_direct_media"] for b in k["vm"]["boots"]] == ["1", "0"]
-    assert k["not_runnable"] == []  # the direct_media=0 scenario ran in its own boot
+    params = {"sip_timeout": 10, "sip_direct_media": 0, "sip_external_media": 1, "expect_max": 8}
+    assert [b["module_params"] for b in k["vm"]["boots"]] == [{}, params, {"sip_direct_media": 0}]
+    assert [b["loaded_params"]["sip_direct_media"] for b in k["vm"]["boots"]] == ["1", "0", "0"]
+    assert k["vm"]["boots"][1]["loaded_params"]["expect_max"] == "8"  # the guest wrote the sysctl
+    assert k["not_runnable"] == []  # the params/ and direct_media=0 scenarios ran in their own boots
+    # The params/ boot reached what the module's defaults cannot (conformance/scenarios/params/).
+    for rule in ("media.external-same-interface", "media.failed", "expect.table-full", "master.timeout"):
+        assert k["rule_firings"].get(rule), rule
     probes = {p["dialog"]: p["agree"] for p in k["probes"]}
     assert set(probes) == {load_dialog(p).name for p in (SCENARIOS / "versions").glob("*.yaml")}
     assert all(probes.values()), probes

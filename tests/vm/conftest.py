@@ -5,7 +5,7 @@ Without vng/QEMU or the kernel image the tests skip, saying what to run
 `pytest` run boots 6.1.192 only for two tests: `sipct run --kernel` on two
 examples (one boot) and a small kernel matrix (`sipct conformance --kernel`:
 the curated dialogs and 10 generated ones, three boots - default parameters,
-conformance/scenarios/params/, sip_direct_media=0 - ~5 minutes; CI installs
+conformance/scenarios/params/ (~3 min alone), sip_direct_media=0 - ~6 minutes; CI installs
 the kernel with `scripts/setup-kernels.sh linux-image-6.1.0-56-amd64`).
 Tests that need more boots run only when the vm marker is selected
 explicitly (`pytest -m vm tests/vm`).

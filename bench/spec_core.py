@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -75,7 +75,7 @@ def run_parse_only(packets: list[list[Fields]]) -> None:
             ret, sdpoff, _ = get_sdp_header(msg, 0, SDP_HDR_VERSION, SDP_HDR_UNSPEC)
             if ret > 0:
                 parse_sdp_addr(msg, sdpoff, SDP_HDR_CONNECTION, SDP_HDR_MEDIA)
-                ret, mediaoff, _ = get_sdp_header(msg, sdpoff, SDP_HDR_MEDIA, SDP_HDR_UNSPEC)
+                ret, _, _ = get_sdp_header(msg, sdpoff, SDP_HDR_MEDIA, SDP_HDR_UNSPEC)
                 assert ret > 0
 
 

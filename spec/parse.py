@@ -72,6 +72,8 @@ class UriMatch:
 
 
 EOL = re.compile(rb"[\r\n]")
+
+
 def walk_line_starts(buf: bytes, pos: int, limit: int) -> list[int]:
     """The line starts the kernel's header loops test from ``pos``
     (ct_sip_get_header(), ct_sip_get_sdp_header()): one

@@ -77,7 +77,6 @@ class Conntrack:
     master: Master | None = None  # helper data, when the SIP helper is attached
     seen_reply: bool = False
     expected_from: Expectation | None = None
-    stalled: set[bool] = field(default_factory=set)  # directions (reply?) whose TCP stream is stuck
     # ct->proto.udp.stream_ts (nf_conntrack_udp_packet): 2 s after the first packet.
     udp_stream_ts: float = float("-inf")
 
@@ -197,23 +196,19 @@ class SipHelper:
             ct.seen_reply = True
 
         verdict: Verdict = None
-        if reply in ct.stalled and pkt.payload:
-            # The receiver still waits for the dropped bytes: TCP queues these
-            # behind them, and the retransmissions keep being dropped.
-            trace.fire(rules.TCP_STALLED)
-            verdict = rules.TCP_STALLED
-        elif ct.master is not None and pkt.payload and pkt.proto == IPPROTO_TCP and not reply \
+        # sip_help_tcp() keeps no stream state: after it dropped a segment, the
+        # later segments of that direction (and each retransmission of the
+        # dropped one) are helped on their own, although the receiver's TCP
+        # holds them back behind the missing bytes.
+        if ct.master is not None and pkt.payload and pkt.proto == IPPROTO_TCP and not reply \
                 and not ct.seen_reply:
             trace.fire(rules.TCP_NOT_ESTABLISHED)
         elif ct.master is not None and pkt.payload:
             verdict = self._help(ct, reply, pkt, now, trace)
-            if pkt.proto == IPPROTO_TCP:
-                if verdict is not None:
-                    ct.stalled.add(reply)
-                else:
-                    # The peer's ACK follows at once; a pure ACK gets the
-                    # tracker's ESTABLISHED timeout, not sip_timeout.
-                    self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
+            if pkt.proto == IPPROTO_TCP and verdict is None:
+                # The peer's ACK follows at once; a pure ACK gets the
+                # tracker's ESTABLISHED timeout, not sip_timeout.
+                self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
         elif ct.master is not None:
             trace.fire(rules.NO_PAYLOAD)
         if verdict is not None and new:

@@ -57,13 +57,6 @@ TCP_NOT_ESTABLISHED = _rule("helper.tcp-not-established", "sip_help_tcp",
                             "TCP data while the conntrack is not ESTABLISHED (ctinfo IP_CT_NEW: no reply seen yet, "
                             "e.g. a connection picked up mid-stream after its conntrack died) is accepted "
                             "unprocessed.")
-TCP_STALLED = _rule("helper.tcp-stalled", "sip_help_tcp (with TCP retransmission)",
-                    "Once the helper dropped a TCP segment, TCP retransmits it and the helper drops it again: "
-                    "nothing sent later in that direction arrives or is processed.", drop=True,
-                    needs="data after a dropped TCP segment: the lab resets such a connection at once, since "
-                          "kept open the later data would leave at once (TCP_NODELAY) and be processed out of "
-                          "order, and the retransmissions - merged with it or not (tcp_retrans_try_collapse) - "
-                          "would run the helper again whenever the RTO timer fires")
 SHORT_PAYLOAD = _rule("helper.short", "sip_help_udp/sip_help_tcp",
                       "A payload shorter than \"SIP/2.0 200\" (11 bytes) is accepted unprocessed.")
 TCP_NO_CONTENT_LENGTH = _rule("tcp.no-content-length", "sip_help_tcp",

@@ -175,8 +175,6 @@ def run(helper: SipHelper, fam: int, steps: list[Step], check=None) -> None:
             else:
                 pkt = Packet(h[client], cport, h[server], sport, proto, step.payload)
             result = helper.packet(pkt, now)
-            if result.drop_rule is rules.TCP_STALLED:
-                opened.discard(step.conn)  # keep going on a fresh connection
         assert result.accepted is (result.drop_rule is None)
         assert result.drop_rule is None or result.drop_rule.drop
         if check:

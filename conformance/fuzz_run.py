@@ -54,6 +54,7 @@ POLL_MS = 15  # milliseconds between looks at the queue while nothing arrives
 GRACE = 0.03  # seconds the queue must stay empty before an undelivered message counts as dropped
 NOT_QUEUED = 2.0  # seconds to wait for a message the kernel never queued
 TCP_DROP_TIMEOUT = 1.5
+TCP_CLOSE = 10.0  # seconds a reset connection's conntrack lives on (tcp_timeouts[TCP_CONNTRACK_CLOSE])
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class _Tcp:
     def __init__(self) -> None:
         self.conns: dict[tuple[int, int], object] = {}
         self.generation: dict[tuple[int, int], int] = {}
+        self.closing: list[float] = []  # run times when a reset connection's conntrack has expired
 
     def port(self, family: int, slot: int) -> int:
         return TCP_PORT_BASE + 1000 * slot + 100 * (family == 6) + self.generation.get((family, slot), 0)
@@ -186,6 +188,14 @@ def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *,
             lab.udp_send(ua[f], 9, server[f], 9, b"warm-up", family=f, timeout=2.0)
         started = time.monotonic()
         for msg, r in zip(messages, routes):
+            if tcp.closing and time.monotonic() - started >= tcp.closing[0]:
+                # Conntracks die lazily: an expired master keeps its expectations
+                # until gc_worker() (up to 60 s later) or a lookup unlinks it; the
+                # spec lets it die on time. A dump is such a lookup (as after a
+                # dialog's wait step in the harness).
+                events.reap_expired_conntracks()
+                now = time.monotonic() - started
+                tcp.closing = [d for d in tcp.closing if d > now]
             obs = _send(lab, stats, tcp, late, payloads, msg, r, ua, server, started)
             for kind, exp in events.drain_events():
                 if kind == "new":
@@ -287,6 +297,7 @@ def _send(lab, stats: QueueStats, tcp: _Tcp, late: _Late, payloads: dict[int, by
         # The driver reset the connection (a dropped segment would be retransmitted
         # forever): the next TCP message of this slot opens a new one on a new port.
         reset_t = time.monotonic() - started
+        tcp.closing.append(reset_t + TCP_CLOSE)
         conn.abort()
         del tcp.conns[key]
         tcp.generation[key] = tcp.generation.get(key, 0) + 1

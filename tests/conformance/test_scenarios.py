@@ -21,7 +21,7 @@ from sipct.spec.profiles import PROFILES
 from sipct.spec.topology import network_of, router_address
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
-GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream", "registrar")
+GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream", "rare")
 FILES = sorted(SCENARIOS.glob("**/*.yaml"))
 
 DOCUMENTATION = [ipaddress.ip_network(n) for n in

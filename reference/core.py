@@ -17,16 +17,19 @@ exactly once; the spec's journal of that packet (``TableEvent``) is what
 has to happen in the kernel's table. Nothing about SIP is decided here.
 
 *Masters.* The kernel says which conntrack a packet belongs to (NFQA_CT):
-its original tuple, id, IPS_EXPECTED, IPS_SEEN_REPLY, timeout and our
-private data. A conntrack the shadow does not know (a restart, a conntrack
-that outlived its shadow, a new one with a recycled tuple: the id differs)
-is *adopted* (``SipHelper.adopt``) with those facts; a stale one is
-forgotten first. Masters die in the shadow when the spec's own clock says
-so: the helper writes the same timeout into the kernel's conntrack
+its original tuple, id, IPS_EXPECTED, IPS_SEEN_REPLY, IPS_CONFIRMED,
+timeout and our private data. A conntrack the shadow does not know (a
+restart, a conntrack that outlived its shadow, the successor of a deleted
+one on the same tuple: another id or, as the id is often recycled, not yet
+confirmed, or no reply seen where the shadow's had one) is *adopted*
+(``SipHelper.adopt``) with those facts, so the spec sees the packet's
+ctinfo as the kernel does; a stale one is forgotten first, with its
+expectations. Masters die in the shadow when the spec's own clock says so:
+the helper writes the same timeout into the kernel's conntrack
 (CTA_TIMEOUT, what nf_ct_refresh() does for the kernel helper), so both
 clocks agree; a conntrack the kernel killed earlier (flush, conntrack -D)
-is noticed by its expectations' destroy events and by the id of the next
-conntrack on the tuple.
+is noticed by its expectations' destroy events and by the status or id of
+the next conntrack on the tuple.
 
 *Which journal entries become kernel operations.* Entries the helper causes
 while handling the packet (insertion, replacement, eviction, the flushes,
@@ -69,7 +72,7 @@ from sipct.harness.kernel import to_spec
 from sipct.harness.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
 from sipct.spec import rules
 from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag
-from sipct.spec.helper import Packet, PacketResult, SipHelper
+from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
 from sipct.spec.master import Master
 from sipct.spec.params import ModuleParams
 from sipct.spec.profiles import KernelProfile
@@ -363,11 +366,8 @@ class HelperCore:
         shadow = self.shadow
         original = ct.original
         found = shadow.conntrack(original)
-        known = self._ids.get(original)
-        same = (found is not None and found.original == original and found.master is not None
-                and (known is None or ct.id is None or known == ct.id))
-        if same:
-            assert found is not None and found.master is not None
+        if found is not None and found.original == original and found.master is not None \
+                and not self._succeeded(found, ct):
             self._ids[original] = ct.id
             return found.master
         if found is not None:
@@ -376,6 +376,22 @@ class HelperCore:
             self._ids.pop(found.original, None)
             self.stats["masters.replaced"] += 1
         return self._adopt(ct, now)
+
+    def _succeeded(self, found: Conntrack, ct: KernelConntrack) -> bool:
+        """Whether the kernel's conntrack ``ct`` is a successor of the shadow's
+        ``found`` on the same tuple (the old one was deleted, flushed or
+        dropped). The id alone cannot tell: nf_ct_get_id() hashes the nf_conn's
+        address and original tuple, and the slab hands the freed conntrack's
+        address to the next one, so a successor on the same tuple often has
+        the same id (6.12.117, ``midstream-tcp-conntrack-deleted``). The
+        conntrack's status can: IPS_CONFIRMED is missing only while its first
+        packet is on its way (the later passes of a packet come back through
+        ``_pending``), and IPS_SEEN_REPLY, once set by nf_conntrack_in(), is
+        never cleared."""
+        known = self._ids.get(ct.original)
+        if known is not None and ct.id is not None and known != ct.id:
+            return True
+        return not ct.confirmed or (found.seen_reply and not ct.seen_reply)
 
     def _adopt(self, ct: KernelConntrack, now: float) -> Master:
         master = self.shadow.adopt(ct.original, now, expected=ct.expected, seen_reply=ct.seen_reply,

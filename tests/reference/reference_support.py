@@ -80,6 +80,11 @@ class FakeKernel:
         self.expectations: list[FakeExpectation] = []
         self.events: list[KernelExpectation] = []  # destroy events not yet delivered
         self._ids = itertools.count(1000)
+        # nf_ct_get_id() hashes the nf_conn's address and original tuple; the
+        # slab gives a freed conntrack's address to the next one, so the next
+        # conntrack on a freed one's tuple gets its id again (False: never).
+        self.recycle_ids = True
+        self._freed_ids: dict[ConnTuple, int] = {}
         self._packet_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self.refusals: list[tuple[ExpectOp, int]] = []
@@ -166,7 +171,8 @@ class FakeKernel:
         found = self.conntracks.get(t)
         if found is not None:
             return found
-        ct = FakeConntrack(next(self._ids), t, first_seen=self.now)
+        recycled = self._freed_ids.pop(t, None) if self.recycle_ids else None
+        ct = FakeConntrack(next(self._ids) if recycled is None else recycled, t, first_seen=self.now)
         # init_conntrack(): the newest active expectation covering the tuple.
         for e in reversed(self.expectations):
             if e.value.flags & ExpectFlag.INACTIVE:
@@ -231,6 +237,7 @@ class FakeKernel:
         return self._conntrack_for(src, sport, dst, dport, proto)
 
     def _free(self, ct: FakeConntrack) -> None:
+        self._freed_ids[ct.original] = ct.id
         self.conntracks.pop(ct.original, None)
         self.conntracks.pop(ct.original.reply(), None)
         for e in [e for e in self.expectations if e.value.master == ct.original]:
@@ -238,6 +245,9 @@ class FakeKernel:
 
     def kill(self, original: ConnTuple) -> None:
         """conntrack -D: the master and its expectations go (nf_ct_remove_expectations)."""
+        found = self.conntracks.get(original)
+        if found is not None:
+            self._freed_ids[original] = found[0].id
         self.conntracks.pop(original, None)
         self.conntracks.pop(original.reply(), None)
         for e in [e for e in self.expectations if e.value.master == original]:

@@ -189,6 +189,29 @@ def test_a_killed_master_is_replaced_by_the_next_conntrack_on_its_tuple() -> Non
     assert identities(core.shadow.expectations()) == identities(kernel.table())
 
 
+@pytest.mark.parametrize("recycle_ids", [True, False], ids=["same-id", "new-id"])
+def test_a_deleted_tcp_master_is_succeeded_by_a_conntrack_picked_up_mid_stream(recycle_ids: bool) -> None:
+    """conntrack -D of a TCP master: the caller's next segment makes a new
+    conntrack (nf_conntrack_tcp_loose) whose id is often the old one's. Its
+    status (unconfirmed, no reply seen) tells it apart: the shadow forgets the
+    old master and adopts the new one, so the re-INVITE's ctinfo is
+    IP_CT_NEW for the spec too and nothing is expected
+    (helper.tcp-not-established)."""
+    dialog = load_dialog(ROOT / "conformance" / "scenarios" / "midstream" / "tcp-conntrack-deleted.yaml")
+    prediction = predict(dialog, HARDENED_6_1_192)
+    core, kernel = make(dialog)
+    kernel.recycle_ids = recycle_ids
+    connect, invite, delete, reinvite, ok = run_dialog(kernel, dialog)
+    (old,) = {d.key[0] for d in invite.decisions}
+    (new,) = {d.key[0] for d in reinvite.decisions}
+    assert (old == new) is recycle_ids
+    assert rules.TCP_NOT_ESTABLISHED.id in reinvite.decisions[0].result.rule_ids
+    assert reinvite.table == [] and len(ok.table) == 2
+    assert core.stats["masters.replaced"] == 1
+    assert_same(prediction, [connect, invite, delete, reinvite, ok])
+    assert identities(core.shadow.expectations()) == identities(kernel.table())
+
+
 # --- restart -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,split", [("register.yaml", 2), ("invite-audio-video.yaml", 2),
                                         ("invite-cancel.yaml", 1)])

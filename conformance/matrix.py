@@ -263,7 +263,7 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
                   highlight=False)
         try:
             vm = run_in_vm(kernel, argv, module_params=boot.params, command=("conformance",), inputs=inputs,
-                           json_file="report.json", timeout=args.vm_timeout or limit)
+                           json_file="report.json", timeout=args.vm_timeout or limit, env=_guest_env())
         except VmError as exc:
             report.error = str(exc)
             log.print(f"[red]kernel {kernel.release}: {escape(str(exc))}[/red]", highlight=False)
@@ -367,6 +367,15 @@ def _keep_divergent(report: KernelReport, out_dir: Path, generated: Path, *, ref
         stats.failed_dialogs = [re.sub(r"\(([^()]*)\)$", lambda m: f"({copies.get(m.group(1), m.group(1))})", t)
                                 for t in stats.failed_dialogs]
     return sorted(copies.values())
+
+
+def _guest_env() -> dict[str, str]:
+    """The host's shared corpus (RFC 4475) for the guest: found next to the
+    repository on the host, but not from an installed or copied package."""
+    from sipct.conformance.corpus import shared_dir
+
+    shared = shared_dir()
+    return {"SIPCT_SHARED": str(shared.resolve())} if shared is not None else {}
 
 
 # -- the command -----------------------------------------------------------------------------------

@@ -370,6 +370,7 @@ _GUEST_SCRIPT = """\
 R={share}
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH PYTHONDONTWRITEBYTECODE=1
+{exports}
 up() {{ cut -d' ' -f1 /proc/uptime; }}
 up > "$R/t.booted"
 uname -r > "$R/uname"
@@ -407,6 +408,7 @@ def run_in_vm(
     command: Sequence[str] = ("run", "--json"),
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     json_file: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> VmResult:
     """Boot ``kernel`` and run ``sipct run --json ARGV`` in it after ``modprobe
     nf_conntrack_sip MODULE_PARAMS``.
@@ -423,7 +425,9 @@ def run_in_vm(
     ``in/NAME``, which ``argv`` names by that relative path (the guest runs
     in the shared folder, where relative output paths land too); with
     ``json_file`` the JSON is read from that file (relative to the shared
-    folder) instead of sipct's stdout.  ``VmResult.host_path`` maps the
+    folder) instead of sipct's stdout.  ``env`` is exported to the guest's
+    sipct (e.g. SIPCT_SHARED: the host's shared corpus, which the guest finds
+    by the package's location only when it runs from the repository).  ``VmResult.host_path`` maps the
     guest's paths of staged inputs back.
     """
     if not isinstance(kernel, VmKernel):
@@ -445,7 +449,7 @@ def run_in_vm(
         script = _GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), module=MODULE, params=" ".join(params_args),
             sysctls=_format_sysctls(module_params), expect_max=GUEST_SYSCTLS["expect_max"],
-            optional=" ".join(GUEST_MODULES), sipct=shlex.quote(str(sipct)),
+            optional=" ".join(GUEST_MODULES), sipct=shlex.quote(str(sipct)), exports=_format_exports(env),
             command=" ".join(shlex.quote(c) for c in command),
             args=" ".join(shlex.quote(a) for a in guest_args))
         (share / "guest.sh").write_text(script)
@@ -504,6 +508,15 @@ def _stage_inputs(argv: Sequence[str], folder: Path) -> tuple[list[str], dict[st
         else:
             out.append(arg)
     return out, sources
+
+
+def _format_exports(env: Mapping[str, str] | None) -> str:
+    lines = []
+    for name, value in (env or {}).items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+            raise VmError(f"guest environment: {name!r} is no variable name")
+        lines.append(f"export {name}={shlex.quote(str(value))}")
+    return "\n".join(lines)
 
 
 def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,

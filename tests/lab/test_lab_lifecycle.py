@@ -130,7 +130,7 @@ def test_keyboard_interrupt_removes_the_namespaces() -> None:
     """
     )
     child.send_signal(signal.SIGINT)
-    child.wait(10)
+    child.wait(60)  # namespace teardown is slow on a loaded machine
     assert child.stderr is not None and "KeyboardInterrupt" in child.stderr.read()
     assert not set(names) & ip_netns_list()
 

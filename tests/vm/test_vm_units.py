@@ -205,3 +205,32 @@ def test_the_host_refuses_another_expectation_table_size():
     guest = RunningKernel("6.1.0-56-amd64", ModuleParams(expect_max=1024), DEFAULT_PROFILE)
     assert guest.conflicts(ModuleParams()) == []  # a dialog without expect_max takes the kernel's
     assert guest.params_for(ModuleParams(ports=(5062,))).expect_max == 1024
+
+
+def test_the_guest_gets_the_environment_asked_for(tmp_path, monkeypatch):
+    import sipct.harness.vm as vm
+    from sipct.conformance.matrix import _guest_env
+
+    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
+    kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
+    seen = {}
+
+    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
+        seen["script"] = (share / "guest.sh").read_text()
+        raise VmError("stop here")
+
+    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
+    monkeypatch.setattr(vm, "_boot", boot)
+    with pytest.raises(VmError, match="stop here"):
+        run_in_vm(kernel, [], env={"SIPCT_SHARED": "/srv/shared corpus"})
+    script = seen["script"]
+    assert "export SIPCT_SHARED='/srv/shared corpus'" in script
+    assert script.index("export SIPCT_SHARED") < script.index(" run --json")
+    with pytest.raises(VmError, match="no variable name"):
+        run_in_vm(kernel, [], env={"A;reboot": "x"})
+
+    # The matrix hands the guest the host's corpus: a copied package finds none by its own location.
+    shared = tmp_path / "shared"
+    (shared / "corpora" / "rfc4475").mkdir(parents=True)
+    monkeypatch.setenv("SIPCT_SHARED", str(shared))
+    assert _guest_env() == {"SIPCT_SHARED": str(shared.resolve())}

@@ -26,9 +26,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,9 +107,8 @@ def in_guest(out: Path, calls: int) -> dict:
 # --- on the host ------------------------------------------------------------------------------------
 
 def boot(kernel_name: str, calls: int, timeout: float) -> dict:
-    from sipct.harness.vm import VmKernel, find_vng
+    from sipct.harness.vm import VmKernel, boot_script
 
-    vng = find_vng()
     kernel = VmKernel.from_path(kernel_name)
     work = Path(tempfile.mkdtemp(prefix="sipct-bench-router-", dir="/tmp"))
     share = work / "share"
@@ -121,21 +117,7 @@ def boot(kernel_name: str, calls: int, timeout: float) -> dict:
         (share / "guest.sh").write_text(GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), modules=" ".join(GUEST_MODULES), python=shlex.quote(sys.executable),
             script=shlex.quote(str(HERE)), calls=calls))
-        command = [str(vng), "--run", str(kernel.vmlinuz), "--disable-kvm", "--memory", "2G", "--cpus", "2",
-                   "--user", "root", f"--rwdir={share}", "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
-        env = dict(os.environ, PATH=f"{vng.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
-        with open(work / "vng.log", "wb") as log:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=work, env=env, start_new_session=True)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(30)
-        if not (share / "rc").exists():
+        if not boot_script(kernel, share, timeout):
             raise SystemExit(f"the guest did not finish within {timeout:.0f} s: "
                              f"{(work / 'vng.log').read_text(errors='replace')[-2000:]}")
         try:

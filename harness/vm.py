@@ -453,9 +453,7 @@ def run_in_vm(
             command=" ".join(shlex.quote(c) for c in command),
             args=" ".join(shlex.quote(a) for a in guest_args))
         (share / "guest.sh").write_text(script)
-        vng_command = [str(vng), "--run", str(kernel.vmlinuz), "--disable-kvm", "--memory", memory,
-                       "--cpus", str(cpus), "--user", "root", f"--rwdir={share}",
-                       "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
+        vng_command = _vng_command(vng, kernel, share, memory, cpus)
         if console:
             vng_command.insert(1, "--verbose")
         try:
@@ -510,6 +508,38 @@ def _stage_inputs(argv: Sequence[str], folder: Path) -> tuple[list[str], dict[st
     return out, sources
 
 
+def _vng_command(vng: Path, kernel: VmKernel, share: Path, memory: str = "2G", cpus: int = 2) -> list[str]:
+    """Boot ``kernel`` under TCG (KVM hangs in nested VMs) and run ``share/guest.sh``."""
+    return [str(vng), "--run", str(kernel.vmlinuz), "--disable-kvm", "--memory", memory, "--cpus", str(cpus),
+            "--user", "root", f"--rwdir={share}", "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
+
+
+def _vng_env(vng: Path) -> dict[str, str]:
+    # vng runs virtme-run from PATH: the venv's bin folder must be on it.
+    return dict(os.environ, PATH=f"{vng.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
+
+
+def boot_script(kernel: VmKernel, share: Path, timeout: float) -> bool:
+    """Boot ``kernel`` and run ``share/guest.sh``, a script the caller wrote
+    (for scripts other than sipct's own: bench/router.py, the reference
+    helper's VM test). The QEMU process group is killed after ``timeout``
+    seconds; vng's output goes to ``share/../vng.log``. True when the script
+    got to write ``share/rc``."""
+    vng = find_vng()
+    with open(share.parent / "vng.log", "wb") as log:
+        proc = subprocess.Popen(_vng_command(vng, kernel, share), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=share.parent, env=_vng_env(vng),
+                                start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.returncode is None:
+                _kill_group(proc)
+    return (share / "rc").exists()
+
+
 def _format_exports(env: Mapping[str, str] | None) -> str:
     lines = []
     for name, value in (env or {}).items():
@@ -521,9 +551,7 @@ def _format_exports(env: Mapping[str, str] | None) -> str:
 
 def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
           timeout: float, boot_timeout: float, params: list[str], json_file: str | None = None) -> VmResult:
-    env = dict(os.environ)
-    # vng runs virtme-run from PATH: the venv's bin folder must be on it.
-    env["PATH"] = f"{Path(command[0]).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    env = _vng_env(Path(command[0]))
     log_path = workdir / "vng.log"
     shown = shlex.join(command)
     started = time.monotonic()

@@ -25,7 +25,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -125,9 +124,8 @@ lsmod > "$R/lsmod" 2>&1
 @pytest.fixture(scope="module")
 def lifecycle(kernel):
     """vm_guest.py in one more boot."""
-    from sipct.harness.vm import find_vng
+    from sipct.harness.vm import boot_script
 
-    vng = find_vng()
     work = Path(tempfile.mkdtemp(prefix="sipct-ref-vm-", dir="/tmp"))
     share = work / "share"
     share.mkdir()
@@ -135,21 +133,7 @@ def lifecycle(kernel):
         (share / "guest.sh").write_text(GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), python=shlex.quote(sys.executable),
             script=shlex.quote(str(HERE / "vm_guest.py"))))
-        command = [str(vng), "--run", str(kernel.vmlinuz), "--disable-kvm", "--memory", "2G", "--cpus", "2",
-                   "--user", "root", f"--rwdir={share}", "--exec", f"sh {shlex.quote(str(share / 'guest.sh'))}"]
-        env = dict(os.environ, PATH=f"{vng.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
-        with open(work / "vng.log", "wb") as log:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=work, env=env, start_new_session=True)
-            try:
-                proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-            finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(30)
-        if not (share / "rc").exists():
+        if not boot_script(kernel, share, TIMEOUT):
             pytest.fail(f"the guest did not finish: {(work / 'vng.log').read_text(errors='replace')[-3000:]}")
         data = json.loads((share / "result.json").read_text() or "{}")
         data["uname"] = (share / "uname").read_text().strip()

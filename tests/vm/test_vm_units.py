@@ -140,7 +140,10 @@ def test_inputs_are_staged_and_mapped_back(tmp_path):
         _stage_input(tmp_path / "missing", share / "in", "m")
 
 
-def test_the_guest_runs_the_command_asked_for(tmp_path, monkeypatch):
+def staged_boot(tmp_path, monkeypatch, *argv, **kwargs) -> dict:
+    """run_in_vm() up to the boot, against a fake kernel: what it handed the
+    boot (the guest script, the modprobe parameters, the JSON file, the staged
+    inputs)."""
     import sipct.harness.vm as vm
 
     fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
@@ -148,17 +151,21 @@ def test_the_guest_runs_the_command_asked_for(tmp_path, monkeypatch):
     seen = {}
 
     def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
-        seen["script"] = (share / "guest.sh").read_text()
-        seen["json_file"] = json_file
-        seen["staged"] = sorted(p.name for p in (share / "in").iterdir())
+        seen.update(script=(share / "guest.sh").read_text(), params=params, json_file=json_file,
+                    staged=sorted(p.name for p in (share / "in").iterdir()) if (share / "in").exists() else [])
         raise VmError("stop here")
 
     monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
     monkeypatch.setattr(vm, "_boot", boot)
-    (tmp_path / "gen").mkdir()
     with pytest.raises(VmError, match="stop here"):
-        run_in_vm(kernel, ["--dialog-files", "in/generated", "--json", "report.json"], command=("conformance",),
-                  inputs={"generated": tmp_path / "gen"}, json_file="report.json")
+        run_in_vm(kernel, list(argv), **kwargs)
+    return seen
+
+
+def test_the_guest_runs_the_command_asked_for(tmp_path, monkeypatch):
+    (tmp_path / "gen").mkdir()
+    seen = staged_boot(tmp_path, monkeypatch, "--dialog-files", "in/generated", "--json", "report.json",
+                       command=("conformance",), inputs={"generated": tmp_path / "gen"}, json_file="report.json")
     assert " conformance --dialog-files in/generated --json report.json > \"$R/result.json\"" in seen["script"]
     assert seen["json_file"] == "report.json" and seen["staged"] == ["generated"]
 
@@ -173,18 +180,7 @@ def test_the_expectation_table_size_is_a_guest_sysctl(tmp_path, monkeypatch):
     with pytest.raises(VmError, match="expect_max='8; reboot': expected a positive number"):
         vm._format_sysctls({"expect_max": "8; reboot"})
 
-    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
-    kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
-    seen = {}
-
-    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
-        seen["script"], seen["params"] = (share / "guest.sh").read_text(), params
-        raise VmError("stop here")
-
-    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
-    monkeypatch.setattr(vm, "_boot", boot)
-    with pytest.raises(VmError, match="stop here"):
-        run_in_vm(kernel, [], module_params={"sip_timeout": 10, "expect_max": 8})
+    seen = staged_boot(tmp_path, monkeypatch, module_params={"sip_timeout": 10, "expect_max": 8})
     assert seen["params"] == ["sip_timeout=10"]
     script = seen["script"]
     # Written after modprobe (the sysctl exists once nf_conntrack is loaded), read back with the parameters.
@@ -211,23 +207,12 @@ def test_the_guest_gets_the_environment_asked_for(tmp_path, monkeypatch):
     import sipct.harness.vm as vm
     from sipct.conformance.matrix import _guest_env
 
-    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
-    kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
-    seen = {}
-
-    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
-        seen["script"] = (share / "guest.sh").read_text()
-        raise VmError("stop here")
-
-    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
-    monkeypatch.setattr(vm, "_boot", boot)
-    with pytest.raises(VmError, match="stop here"):
-        run_in_vm(kernel, [], env={"SIPCT_SHARED": "/srv/shared corpus"})
+    seen = staged_boot(tmp_path, monkeypatch, env={"SIPCT_SHARED": "/srv/shared corpus"})
     script = seen["script"]
     assert "export SIPCT_SHARED='/srv/shared corpus'" in script
     assert script.index("export SIPCT_SHARED") < script.index(" run --json")
     with pytest.raises(VmError, match="no variable name"):
-        run_in_vm(kernel, [], env={"A;reboot": "x"})
+        vm._format_exports({"A;reboot": "x"})
 
     # The matrix hands the guest the host's corpus: a copied package finds none by its own location.
     shared = tmp_path / "shared"

@@ -26,7 +26,8 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="auto", help="spec profile (default: from the running kernel)")
     p.add_argument("--registry", type=Path, default=None, help="known-divergence registry file")
     p.add_argument("--out", type=Path, default=Path("conformance-out"),
-                   help="where a minimal divergent dialog is written (default ./conformance-out)")
+                   help="where a minimal divergent dialog is written, and with --helper reference the reference "
+                        "helper's config and log, in reference-helper/ (default ./conformance-out)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--no-reproducers", action="store_true",
@@ -38,6 +39,9 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
                    help="kernel: the kernel's nf_conntrack_sip (default); reference: also the userspace reference "
                         "helper (sipct helper) over the same dialogs - needs nfnetlink_cthelper, so usually with "
                         "--kernel")
+    p.add_argument("--reference-log-level", choices=("debug", "info", "warning"), default="info",
+                   help="the reference helper's log level (debug: a line per packet, with its rules and "
+                        "expectation operations)")
     m = p.add_argument_group("kernel matrix (other kernels booted with virtme-ng; scripts/setup-kernels.sh)")
     m.add_argument("--kernel", dest="kernels", action="append", default=[], metavar="VMLINUZ",
                    help="also run the suite in this kernel image (or release, e.g. 6.1.0-56-amd64); repeatable")
@@ -151,7 +155,7 @@ def _with_reference(args: argparse.Namespace, stats, kernel, profile, registry, 
     import json
     from xml.etree import ElementTree as ET
 
-    from sipct.conformance.reference_suite import ReferenceSuite
+    from sipct.conformance.reference_suite import REFERENCE_FOLDER, ReferenceSuite
     from sipct.conformance.report import junit_suite, print_report, stats_json
     from sipct.conformance.suite import generate_dialogs
 
@@ -165,7 +169,8 @@ def _with_reference(args: argparse.Namespace, stats, kernel, profile, registry, 
                       console=err, transient=True) as progress:
             task = progress.add_task("reference helper", total=len(curated) + len(files))
             suite = ReferenceSuite(kernel, profile, registry, [*curated, *files],
-                                   on_dialog=lambda kind: progress.advance(task))
+                                   on_dialog=lambda kind: progress.advance(task), workdir=args.out / REFERENCE_FOLDER,
+                                   log_level=args.reference_log_level)
             try:
                 suite.run_curated(curated)
                 if not args.no_reproducers:

@@ -43,6 +43,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sipct.conformance.coverage import coverage_rst, coverage_text, union_coverage
+from sipct.conformance.reference_suite import REFERENCE_FOLDER
 from sipct.conformance.report import JSON_FORMAT, junit_suite, stats_from_json, stats_json
 from sipct.conformance.suite import PROBE_TAG, Stats
 
@@ -91,6 +92,7 @@ class KernelReport:
     # (None: not asked for, or not available - the running kernel has no nfnetlink_cthelper)
     reference: Stats | None = None
     three_way: bool = False
+    reference_logs: list[str] = field(default_factory=list)  # the kept reference-helper/ folders, a boot each
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,7 @@ class KernelReport:
         data["divergent_files"] = self.divergent_files
         if self.three_way:
             data["reference"] = stats_json(self.reference) if self.reference else None
+            data["reference_logs"] = self.reference_logs
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -203,7 +206,7 @@ def guest_argv(args: argparse.Namespace, boot: Boot) -> tuple[list[str], dict[st
     if args.profile != "auto":
         argv += ["--profile", args.profile]
     if getattr(args, "helper", "kernel") == "reference":
-        argv += ["--helper", "reference"]
+        argv += ["--helper", "reference", "--reference-log-level", getattr(args, "reference_log_level", "info")]
     if args.registry is not None:
         # The registry's reproducers are named relative to it: give the guest its folder.
         registry = Path(args.registry).resolve()
@@ -255,20 +258,26 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
             dialogs_here = len(boot.dialogs)
             elsewhere.update(d.name for d in boot.dialogs)
             limit = 240.0 + 120.0 + CURATED_SECONDS * len(boot.dialogs)
+        outputs = {}
         if three_way:
             # Every dialog twice, the reference's through a Python daemon, which first has to start.
             limit = 2 * limit + 300.0
+            suffix = f"-{len(report.boots)}" if boot.params else ""
+            outputs[f"out/{REFERENCE_FOLDER}"] = Path(args.out) / f"{kernel.release}-{REFERENCE_FOLDER}{suffix}"
         label = " ".join(f"{k}={v}" for k, v in boot.params.items()) or "default parameters"
         log.print(f"kernel {kernel}: booting {kernel.vmlinuz} ({label}), {dialogs_here} dialogs ...",
                   highlight=False)
         try:
             vm = run_in_vm(kernel, argv, module_params=boot.params, command=("conformance",), inputs=inputs,
-                           json_file="report.json", timeout=args.vm_timeout or limit, env=_guest_env())
+                           json_file="report.json", timeout=args.vm_timeout or limit, env=_guest_env(),
+                           outputs=outputs)
         except VmError as exc:
+            report.reference_logs += [str(p) for p in outputs.values() if (Path(p) / "helper.log").exists()]
             report.error = str(exc)
             log.print(f"[red]kernel {kernel.release}: {escape(str(exc))}[/red]", highlight=False)
             break
         boot.seconds, boot.exit_code = vm.timing(), vm.exit_code
+        report.reference_logs += [str(p) for p in outputs.values() if (Path(p) / "helper.log").exists()]
         boot.loaded_params, boot.missing_modules = vm.loaded_params, vm.missing_modules
         try:
             stats = stats_from_json(vm.json)
@@ -574,6 +583,9 @@ def print_matrix(reports: list[KernelReport], console: Console, *, three_way: bo
                           highlight=False, soft_wrap=True)
         for path in r.divergent_files:
             console.print(f"[red]{escape(r.kernel)}: divergent generated dialog:[/red] {path}", highlight=False,
+                          soft_wrap=True)
+        for path in r.reference_logs:
+            console.print(f"{escape(r.kernel)}: the reference helper's config and log: {path}", highlight=False,
                           soft_wrap=True)
         if r.stats.minimal_dialog:
             console.print(f"[red]{escape(r.kernel)}: minimal divergent dialog:[/red] {r.stats.minimal_dialog}",

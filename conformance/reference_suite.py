@@ -12,6 +12,7 @@ start. Registry entries apply when they name the reference among their
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from sipct.conformance.registry import KnownDivergence, for_helper
 from sipct.conformance.suite import Suite
@@ -20,6 +21,7 @@ from sipct.spec.dialog import Dialog, load_dialog
 from sipct.spec.profiles import KernelProfile
 
 REFERENCE_LABEL = "reference helper"
+REFERENCE_FOLDER = "reference-helper"  # in --out: the daemon's helper.toml and helper.log, kept
 
 
 class ReferenceSuite(Suite):
@@ -27,7 +29,8 @@ class ReferenceSuite(Suite):
     dialogs it will run (the lab is built for their addresses)."""
 
     def __init__(self, kernel: RunningKernel, profile: KernelProfile, registry: list[KnownDivergence],
-                 dialogs: list[Dialog], *, on_dialog: Callable[[str], None] | None = None) -> None:
+                 dialogs: list[Dialog], *, on_dialog: Callable[[str], None] | None = None,
+                 workdir: Path | None = None, log_level: str = "info") -> None:
         from sipct.reference.lab import ReferenceRunner
 
         registry = for_helper(registry, "reference")
@@ -35,7 +38,8 @@ class ReferenceSuite(Suite):
         self._runner.close()
         reproducers = [load_dialog(e.reproducer) for e in registry
                        if e.reproducer is not None and profile.name in e.kernels]
-        self._runner = ReferenceRunner([*dialogs, *reproducers], self.params, profile)  # type: ignore[assignment]
+        self._runner = ReferenceRunner([*dialogs, *reproducers], self.params, profile,  # type: ignore[assignment]
+                                       workdir=workdir, log_level=log_level)
         self.stats.kernel = f"{kernel.release} {REFERENCE_LABEL}"
 
     @property

@@ -409,6 +409,7 @@ def run_in_vm(
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     json_file: str | None = None,
     env: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> VmResult:
     """Boot ``kernel`` and run ``sipct run --json ARGV`` in it after ``modprobe
     nf_conntrack_sip MODULE_PARAMS``.
@@ -428,11 +429,16 @@ def run_in_vm(
     folder) instead of sipct's stdout.  ``env`` is exported to the guest's
     sipct (e.g. SIPCT_SHARED: the host's shared corpus, which the guest finds
     by the package's location only when it runs from the repository).  ``VmResult.host_path`` maps the
-    guest's paths of staged inputs back.
+    guest's paths of staged inputs back.  ``outputs`` (a file or folder the
+    guest may write, relative to the shared folder -> host path) are copied
+    out after the boot, also after a failed one, when the guest wrote them.
     """
     if not isinstance(kernel, VmKernel):
         kernel = VmKernel.from_path(kernel)
     params_args = _format_params(module_params)
+    for name in outputs or {}:
+        if Path(name).is_absolute() or ".." in Path(name).parts or not Path(name).parts:
+            raise ValueError(f"output {name!r}: not a path inside the shared folder")
     vng = find_vng()
     sipct = _guest_sipct()
 
@@ -470,8 +476,20 @@ def run_in_vm(
                 item["source"] = sources[item["source"]]
         return result
     finally:
+        _copy_outputs(share, outputs or {})
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _copy_outputs(share: Path, outputs: Mapping[str, str | os.PathLike[str]]) -> None:
+    """Copy what the guest wrote at ``outputs``' relative paths to their host paths."""
+    for name, target in outputs.items():
+        source, target = share / name, Path(target)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        elif source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def _stage_input(source: Path, folder: Path, name: str) -> dict[str, str]:

@@ -224,6 +224,7 @@ class ReferenceRunner:
         config_path.write_text(helper_config(params, profile, log_level=log_level))
         self.config = load_config(config_path)
         self.log = self.workdir / "helper.log"
+        self.log.write_bytes(b"")  # a kept workdir: this runner's daemon only
         self.lab: Lab | None = None
         self.daemon: ReferenceDaemon | None = None
         self._runner: DialogRunner | None = None

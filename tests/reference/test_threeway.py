@@ -186,22 +186,29 @@ def test_the_matrix_shows_both_helpers_per_kernel(capsys):
     args = build_parser().parse_args(["conformance", "--kernel", "x", "--helper", "reference", "--examples", "8"])
     argv, _ = guest_argv(args, boot_groups([])[0])
     assert argv[argv.index("--helper") + 1] == "reference"
+    assert argv[argv.index("--reference-log-level") + 1] == "info"
+    debug = build_parser().parse_args(["conformance", "--kernel", "x", "--helper", "reference",
+                                       "--reference-log-level", "debug"])
+    assert guest_argv(debug, boot_groups([])[0])[0][argv.index("--reference-log-level") + 1] == "debug"
     reports = [
         KernelReport("6.18.44", "6.18.44", _stats("6.18.44", 10), host=True, three_way=True),
         KernelReport("6.1.0-56-amd64", "6.1.192-2", _stats("6.1.0-56-amd64", 10), three_way=True,
-                     reference=_stats("6.1.0-56-amd64 reference helper", 9, unregistered=1)),
+                     reference=_stats("6.1.0-56-amd64 reference helper", 9, unregistered=1),
+                     reference_logs=["out/6.1.0-56-amd64-reference-helper"]),
         KernelReport("6.12.117+deb12-amd64", "6.12.117", _stats("6.12", 10), three_way=True,
                      reference=_stats("6.12 reference helper", 10)),
     ]
     assert reports[0].ok and not reports[1].ok and reports[2].ok
     print_matrix(reports, Console(width=250), three_way=True)
     out = capsys.readouterr().out
+    assert "6.1.0-56-amd64: the reference helper's config and log: out/6.1.0-56-amd64-reference-helper" in out
     assert "reference agreement" in out and "n/a (no nfnetlink_cthelper)" in out
     assert "9/10" in out and "register-response.refresh" in out and "reference helper: g0" in out
     data = matrix_json(reports, args, 1.0)
     assert data["command"].endswith("--helper reference")
     assert data["kernels"][0]["reference"] is None
     assert data["kernels"][1]["reference"]["format"] == "sipct.conformance/1"
+    assert data["kernels"][1]["reference_logs"] == ["out/6.1.0-56-amd64-reference-helper"]
     rows = data["matrix"]["rows"]
     assert rows[1]["agreeing"] == 10 and rows[1]["reference"]["agreeing"] == 9
     assert rows[1]["reference"]["divergences"]["unregistered"] == {"register-response.refresh": 1}

@@ -170,6 +170,28 @@ def test_the_guest_runs_the_command_asked_for(tmp_path, monkeypatch):
     assert seen["json_file"] == "report.json" and seen["staged"] == ["generated"]
 
 
+def test_outputs_are_copied_out_also_after_a_failed_boot(tmp_path, monkeypatch):
+    import sipct.harness.vm as vm
+
+    fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
+    kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
+
+    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
+        (share / "out").mkdir()
+        (share / "out" / "helper.log").write_text("the daemon's log")
+        raise VmError("the guest did not finish")
+
+    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
+    monkeypatch.setattr(vm, "_boot", boot)
+    wanted = {"out/helper.log": tmp_path / "kept" / "a.log", "out/never-written": tmp_path / "kept" / "b"}
+    with pytest.raises(VmError, match="did not finish"):
+        run_in_vm(kernel, [], outputs=wanted)
+    assert (tmp_path / "kept" / "a.log").read_text() == "the daemon's log"
+    assert not (tmp_path / "kept" / "b").exists()
+    with pytest.raises(ValueError, match="not a path inside the shared folder"):
+        run_in_vm(kernel, [], outputs={"../escape": tmp_path / "x"})
+
+
 def test_the_expectation_table_size_is_a_guest_sysctl(tmp_path, monkeypatch):
     import sipct.harness.vm as vm
     from sipct.spec.params import ModuleParams

@@ -34,6 +34,7 @@ from sipct.harness.netlink.socket import CtExpSocket
 from sipct.spec.expectation import ConnTuple
 
 from .conntrack import KernelConntrack, conntrack_from_msg, tuple_attr
+from .hotpath import decode_packet, encode_verdict
 from .cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW, UserspaceHelper,
                        cthelper_msg, cthelper_msg_type)
 from .queue import (NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND,
@@ -192,6 +193,9 @@ class HelperSocket:
     @staticmethod
     def _packet(data: bytes, off: int) -> QueuedPacket:
         length = _NLMSG.unpack_from(data, off)[0]
+        fast = decode_packet(data, off, length)
+        if fast is not None:
+            return fast
         msg = nfq_msg(data[off:off + length])
         msg.decode()
         return QueuedPacket.from_msg(msg)
@@ -279,7 +283,12 @@ class HelperSocket:
     def send_verdict(self, verdict: Verdict) -> None:
         """No ACK is asked for (as conntrackd); a refused verdict comes back
         as an NLMSG_ERROR that receive() records in ``errors``."""
-        self._send(verdict.to_msg(), NLM_F_REQUEST)
+        data = encode_verdict(verdict, NLM_F_REQUEST, self._seq + 1, self.portid)
+        if data is None:
+            self._send(verdict.to_msg(), NLM_F_REQUEST)
+            return
+        self._seq += 1
+        self._sock.send(data)
 
 
 class ExpectationSocket(CtExpSocket):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -279,3 +280,175 @@ def test_bad_packets_are_refused(data: bytes) -> None:
     from sipct.reference.packet import PacketError
     with pytest.raises(PacketError):
         parse_packet(data)
+
+
+# --- the hot path: NFQNL_MSG_PACKET read with struct (fastpacket.py) -----------------------------------
+def _pyroute2_packet(data: bytes) -> QueuedPacket | Exception:
+    try:
+        return QueuedPacket.from_msg(decode(nfq_msg, data))
+    except Exception as exc:  # what the daemon's receive() would meet
+        return exc
+
+
+def _tuples(family: int):
+    addrs = (st.ip_addresses(v=4) if family == socket.AF_INET else st.ip_addresses(v=6))
+    return st.builds(ConnTuple, addrs, addrs, st.sampled_from([UDP, TCP]), st.integers(0, 65535),
+                     st.integers(0, 65535))
+
+
+@st.composite
+def queued_packets(draw) -> QueuedPacket:
+    family = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6]))
+    u32 = st.none() | st.integers(0, 2**32 - 1)
+    ct = None
+    if draw(st.booleans()):
+        ct = KernelConntrack(
+            family, draw(_tuples(family)), draw(st.none() | _tuples(family)), draw(u32),
+            draw(st.integers(0, 2**32 - 1)), draw(u32), draw(u32), draw(st.none() | st.integers(0, 65535)),
+            draw(st.none() | st.sampled_from(["sip", "sipct", "x" * 15])),
+            draw(st.none() | st.binary(max_size=40)), draw(st.none() | _tuples(family)))
+        if ct.helper is None:  # CTA_HELP is only sent with a name
+            ct = replace(ct, helper_info=None)
+    return QueuedPacket(
+        draw(st.integers(0, 65535)), family, draw(st.integers(0, 2**32 - 1)),
+        ETH_P_IP if family == socket.AF_INET else ETH_P_IPV6, draw(st.integers(0, 4)),
+        draw(st.binary(max_size=200)), ct, None if ct is None else draw(st.integers(0, 7)),
+        draw(u32), draw(u32), draw(u32), draw(u32), draw(u32),
+        draw(st.none() | st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))))
+
+
+@given(queued_packets())
+def test_the_fast_decoder_reads_what_pyroute2_reads(pkt: QueuedPacket) -> None:
+    from sipct.reference.netlink.hotpath import decode_packet
+
+    data = encoded(pkt.to_msg())
+    assert decode_packet(data, 0, len(data)) == pkt == _pyroute2_packet(data)
+
+
+def test_the_fast_decoder_reads_the_kernel_layout() -> None:
+    from sipct.reference.netlink.hotpath import decode_packet
+
+    packet = build_packet(ip("192.0.2.1"), 5060, ip("192.0.2.2"), 5060, UDP, REGISTER)
+    body = (nla(1, struct.pack("!IHB", 42, ETH_P_IP, 4)) + nla(5, struct.pack("!I", 2))
+            + nla(9, struct.pack("!HH8s", 6, 0, bytes(range(6)) + bytes(2)))  # NFQA_HWADDR: skipped
+            + nla(4, struct.pack("!QQ", 1700000000, 123456))
+            + nla(11, KERNEL_CT_GET_REPLY[20:], nested=True) + nla(12, struct.pack("!I", 2)) + nla(10, packet))
+    data = nlmsg(queue_msg_type(NFQNL_MSG_PACKET), socket.AF_INET, 3, body)
+    fast = decode_packet(data, 0, len(data))
+    assert fast == _pyroute2_packet(data)
+    assert fast.ct.helper == "sip" and fast.ct.id == 0x031186AA and fast.payload == packet
+    # Inside a receive buffer: the message at its offset.
+    assert decode_packet(b"\0" * 8 + data, 8, len(data)) == fast
+
+
+@given(queued_packets(), st.data())
+def test_mangled_packets_decode_as_pyroute2_decodes_them_or_go_to_pyroute2(pkt: QueuedPacket, data) -> None:
+    """Whatever the fast decoder returns for mangled bytes is what pyroute2
+    makes of them; everything else it leaves to pyroute2 (None)."""
+    from sipct.reference.netlink.hotpath import decode_packet
+
+    raw = bytearray(encoded(pkt.to_msg()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(16, len(raw) - 1))
+        how = data.draw(st.sampled_from(["byte", "cut", "grow"]))
+        if how == "byte":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            del raw[at:at + data.draw(st.integers(1, 8))]
+        else:
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    struct.pack_into("=I", raw, 0, len(raw))  # the nlmsghdr's length stays right, as recv() gives it
+    fast = decode_packet(bytes(raw), 0, len(raw))
+    if fast is not None:
+        assert fast == _pyroute2_packet(bytes(raw))
+
+
+verdicts = st.builds(
+    Verdict, st.integers(0, 65535), st.integers(0, 2**32 - 1), st.sampled_from([NF_ACCEPT, NF_DROP, NF_REPEAT]),
+    st.sampled_from([socket.AF_INET, socket.AF_INET6]), ct_timeout=st.none() | st.integers(0, 2**32 - 1),
+    helper=st.none() | st.sampled_from(["sip", "sipct", "h" * 15]), helper_info=st.none() | st.binary(max_size=40),
+    mark=st.none() | st.integers(0, 2**32 - 1), batch=st.booleans())
+
+
+@given(verdicts, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_the_fast_verdict_is_pyroute2s_byte_for_byte(verdict: Verdict, seq: int, pid: int) -> None:
+    from pyroute2.netlink import NLM_F_REQUEST
+
+    from sipct.reference.netlink.hotpath import encode_verdict
+
+    if verdict.helper is None:
+        verdict = replace(verdict, helper_info=None)  # CTA_HELP_INFO only goes inside CTA_HELP
+    msg = verdict.to_msg()
+    msg["header"].update(flags=NLM_F_REQUEST, sequence_number=seq, pid=pid)
+    assert encode_verdict(verdict, NLM_F_REQUEST, seq, pid) == encoded(msg)
+
+
+@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch"])
+def test_every_verdict_is_written_as_pyroute2_writes_it(verdict: Verdict) -> None:
+    from sipct.reference.netlink.hotpath import encode_verdict
+
+    msg = verdict.to_msg()
+    msg["header"].update(flags=1, sequence_number=7, pid=9)
+    assert encode_verdict(verdict, 1, 7, 9) == encoded(msg)
+
+
+def _addresses(family: int):
+    return st.ip_addresses(v=4 if family == socket.AF_INET else 6)
+
+
+@st.composite
+def expectations(draw) -> KernelExpectation:
+    family = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6]))
+    addr, port = _addresses(family), st.none() | st.integers(0, 65535)
+    proto = draw(st.sampled_from([UDP, TCP]))
+    return KernelExpectation(
+        family=family, proto=proto,
+        master=MasterTuple(draw(addr), draw(addr), draw(port), draw(port), proto),
+        tuple=ExpectTuple(draw(addr), draw(addr), draw(port), draw(port)),
+        mask=ExpectMask(draw(addr), draw(port)), timeout=draw(st.integers(0, 2**32 - 1)),
+        flags=draw(st.integers(0, 7)), klass=draw(st.integers(0, 3)), id=draw(st.none() | st.integers(0, 2**32 - 1)))
+
+
+@given(expectations(), st.sampled_from(["create", "delete", "timeout", "verdict"]), st.integers(0, 2**32 - 1))
+def test_expectation_requests_are_written_as_pyroute2_writes_them(exp: KernelExpectation, op: str, seq: int) -> None:
+    """The attribute lists of CtExpSocket.create/delete, ExpectationSocket.set_timeout and
+    an NFQA_EXP verdict: the hot path's bytes are pyroute2's."""
+    from sipct.harness.netlink.ctexp import IPCTNL_MSG_EXP_DELETE, IPCTNL_MSG_EXP_NEW, ctexp_msg, exp_msg_type
+    from sipct.harness.netlink.wire import encode_request
+
+    if op == "verdict":
+        msg = Verdict(1, seq, NF_ACCEPT, exp.family, exp=exp, exp_helper="sip").to_msg()
+        kind = msg["header"]["type"]
+    else:
+        msg = ctexp_msg()
+        msg["nfgen_family"], msg["version"], msg["res_id"] = exp.family, 0, 0
+        attrs = [["CTA_EXPECT_TUPLE", exp.tuple_attr()]]
+        if op == "create":
+            attrs += [["CTA_EXPECT_MASK", exp.mask_attr()], ["CTA_EXPECT_MASTER", exp.master_attr()],
+                      ["CTA_EXPECT_FLAGS", exp.flag_bits], ["CTA_EXPECT_CLASS", exp.klass]]
+        elif op == "timeout":
+            attrs += [["CTA_EXPECT_MASK", exp.mask_attr()], ["CTA_EXPECT_MASTER", exp.master_attr()],
+                      ["CTA_EXPECT_TIMEOUT", exp.timeout]]
+        elif exp.id is not None:
+            attrs.append(["CTA_EXPECT_ID", exp.id])
+        msg["attrs"] = attrs
+        kind = exp_msg_type(IPCTNL_MSG_EXP_DELETE if op == "delete" else IPCTNL_MSG_EXP_NEW)
+    fast = encode_request(msg, kind, 5, seq, 77)
+    msg["header"].update(type=kind, flags=5, sequence_number=seq, pid=77)
+    assert fast == encoded(msg)
+
+
+def test_an_attribute_the_hot_path_does_not_write_is_left_to_pyroute2() -> None:
+    from sipct.harness.netlink.wire import encode_request
+
+    for cfg in (QueueConfig(0, NFQNL_CFG_CMD_BIND, socket.AF_INET, NFQNL_COPY_PACKET, 0xFFFF, 1024,
+                            NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN),
+                QueueConfig(7, NFQNL_CFG_CMD_UNBIND, socket.AF_INET6)):  # struct ("fields") attributes
+        msg = cfg.to_msg()
+        fast = encode_request(msg, msg["header"]["type"], 1, 2, 3)
+        msg["header"].update(flags=1, sequence_number=2, pid=3)
+        assert fast == encoded(msg)
+    msg = nfq_msg()
+    msg["nfgen_family"], msg["version"], msg["res_id"] = socket.AF_INET, 0, 0
+    msg["attrs"] = [["NFQA_VLAN", {"attrs": [["NFQA_VLAN_TCI", 5]]}], ["NFQA_NO_SUCH", 1]]
+    assert encode_request(msg, 0, 1, 1, 1) is None

@@ -178,3 +178,33 @@ def test_sigterm_unbinds_and_leaves_a_referenced_helper_disabled(lifecycle) -> N
     assert "left registered, disabled" in lifecycle["log"]
     # Once the lab was gone it was unregistered.
     assert lifecycle["helpers_after_close"] == []
+
+
+def test_the_three_way_suite_keeps_the_daemons_log(kernel, tmp_path, capsys) -> None:
+    """`sipct conformance --helper reference --kernel`: curated dialogs (UDP,
+    TCP, IPv6) and a few generated ones through both helpers in one boot; no
+    unregistered divergence of either, and the daemon's config and log are
+    copied out of the VM."""
+    from sipct.cli.main import main
+    from sipct.conformance.corpus import SCENARIOS
+
+    scenarios = [examples_dir() / "register.yaml", SCENARIOS / "rfc3665" / "session-successful-tcp.yaml",
+                 SCENARIOS / "rfc3665" / "session-ipv6.yaml"]
+    report, out_dir = tmp_path / "matrix.json", tmp_path / "out"
+    args = ["conformance", "--helper", "reference", "--kernel", RELEASE, "--no-host", "--no-curated",
+            "--examples", "4", "--seed", "3", "--out", str(out_dir), "--json", str(report)]
+    for path in scenarios:
+        args += ["--scenarios", str(path)]
+    status = main(args)
+    out = capsys.readouterr().out
+    (k,) = json.loads(report.read_text())["kernels"]
+    assert status == 0, (k.get("error"), out[-3000:])
+    assert k["divergences"]["unregistered"] == 0 and k["reference"]["divergences"]["unregistered"] == 0
+    assert k["reference"]["dialogs"]["curated"] == 3 and k["reference"]["dialogs"]["generated"] >= 1
+    (kept,) = k["reference_logs"]
+    assert Path(kept) == out_dir / f"{RELEASE}-reference-helper"
+    log = (Path(kept) / "helper.log").read_text()
+    assert "ready: profile 6.1.192" in log and "stopping" in log
+    assert "Traceback" not in log and " WARNING " not in log
+    assert 'name = "sipct"' in (Path(kept) / "helper.toml").read_text()
+    assert f"{RELEASE}: the reference helper's config and log: {kept}" in out

@@ -172,7 +172,8 @@ class CtExpSocket(NetlinkSocket):
     # -- plumbing -------------------------------------------------------
 
     def _request(self, op: str, msg: Any, msg_type: int, flags: int, *, single: bool = False) -> list[Any]:
-        if flags & NLM_F_ACK and not flags & NLM_F_DUMP and not single:
+        # NLM_F_EXCL (0x200) of a create is one of NLM_F_DUMP's two bits (NLM_F_MATCH).
+        if flags & NLM_F_ACK and flags & NLM_F_DUMP != NLM_F_DUMP and not single:
             seq = getattr(self, "_dump_seq", 1 << 30) + 1
             data = encode_request(msg, msg_type, flags, seq, self._raw.getsockname()[0])
             if data is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -29,6 +28,8 @@ from pyroute2.netlink.nfnetlink import (
     nfgen_msg,
 )
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
+
+from sipct.harness.netlink.wire import NLA, NLA_TYPE_MASK, NLMSG
 
 __all__ = [
     "CTA_EXPECT_CLASS",
@@ -515,15 +516,12 @@ class KernelExpectation:
 # messages of the dump and event paths are read with struct instead. The
 # pyroute2 classes above stay the codec for everything else (and the tests
 # check that both read real kernel bytes alike).
-_NLA = struct.Struct("=HH")
-_NLMSG = struct.Struct("=IHHII")
-NLA_TYPE_MASK = 0x3FFF  # ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
 
 
 def _nlas(data: bytes, off: int, end: int) -> dict[int, memoryview | bytes]:
     out: dict[int, memoryview | bytes] = {}
     while off + 4 <= end:
-        length, kind = _NLA.unpack_from(data, off)
+        length, kind = NLA.unpack_from(data, off)
         if length < 4:
             break
         out[kind & NLA_TYPE_MASK] = data[off + 4:off + length]
@@ -547,7 +545,7 @@ def _raw_tuple(raw: bytes, family: int) -> tuple[IPAddress, IPAddress, int | Non
 
 def expectation_from_bytes(data: bytes, off: int = 0) -> KernelExpectation:
     """Decode the IPCTNL_MSG_EXP_NEW/DELETE message at ``off`` (netlink header included)."""
-    length = _NLMSG.unpack_from(data, off)[0]
+    length = NLMSG.unpack_from(data, off)[0]
     family = data[off + 16]
     a = _nlas(data, off + 20, off + length)
     for required in (CTA_EXPECT_MASTER, CTA_EXPECT_TUPLE, CTA_EXPECT_MASK):
@@ -587,9 +585,9 @@ def expectation_from_bytes(data: bytes, off: int = 0) -> KernelExpectation:
 def netlink_messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
     """(type, flags, sequence number, offset) of each message in a datagram."""
     off = 0
-    while off + _NLMSG.size <= len(data):
-        length, kind, flags, seq, _ = _NLMSG.unpack_from(data, off)
-        if length < _NLMSG.size:
+    while off + NLMSG.size <= len(data):
+        length, kind, flags, seq, _ = NLMSG.unpack_from(data, off)
+        if length < NLMSG.size:
             return
         yield kind, flags, seq, off
         off += (length + 3) & ~3

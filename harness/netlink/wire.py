@@ -19,23 +19,25 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["encode_request"]
+__all__ = ["BE16", "BE32", "NFGEN", "NLA", "NLA_TYPE_MASK", "NLMSG", "encode_request"]
 
-_NLA = struct.Struct("=HH")
-_NFGEN = struct.Struct("=BBH")  # nfgen_family, version, res_id (network order)
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
+# The fixed layouts of netlink (shared by every struct-level reader and writer of the project).
+NLMSG = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, sequence, port id
+NLA = struct.Struct("=HH")  # struct nlattr: length, type
+NLA_TYPE_MASK = 0x3FFF  # ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
+NFGEN = struct.Struct("=BBH")  # struct nfgenmsg: family, version, res_id (network order)
+BE16 = struct.Struct(">H")
+BE32 = struct.Struct(">I")
 
 
 class _Unwritten(Exception):
     """An attribute this encoder does not write: pyroute2 encodes the message."""
 
 
-_NLMSG = struct.Struct("=IHHII")
 _LEAVES = {
     "uint8": struct.Struct("B").pack,
-    "be16": _BE16.pack,
-    "be32": _BE32.pack,
+    "be16": BE16.pack,
+    "be32": BE32.pack,
     "ip4addr": lambda text: socket.inet_pton(socket.AF_INET, text),
     "ip6addr": lambda text: socket.inet_pton(socket.AF_INET6, text),
     "asciiz": lambda text: text.encode("ascii") + b"\0",
@@ -83,7 +85,7 @@ def _encode_attrs(cls: Any, attrs: Any) -> bytes:
 
 def _nla(kind: int, payload: bytes) -> bytes:
     length = 4 + len(payload)
-    return _NLA.pack(length, kind) + payload + bytes(-length % 4)
+    return NLA.pack(length, kind) + payload + bytes(-length % 4)
 
 
 def encode_request(msg: Any, msg_type: int, flags: int, seq: int, pid: int) -> bytes | None:
@@ -93,9 +95,9 @@ def encode_request(msg: Any, msg_type: int, flags: int, seq: int, pid: int) -> b
     attribute kind this encoder does not write (pyroute2 then encodes it)."""
     try:
         body = _encode_attrs(type(msg), msg["attrs"])
-        payload = _NFGEN.pack(msg["nfgen_family"], msg["version"], socket.htons(msg["res_id"])) + body
+        payload = NFGEN.pack(msg["nfgen_family"], msg["version"], socket.htons(msg["res_id"])) + body
     except (_Unwritten, struct.error, KeyError, TypeError, ValueError, OSError, UnicodeError):
         return None
-    return _NLMSG.pack(16 + len(payload), msg_type, flags, seq, pid) + payload
+    return NLMSG.pack(16 + len(payload), msg_type, flags, seq, pid) + payload
 
 

@@ -27,19 +27,13 @@ import struct
 from typing import Any
 
 from sipct.harness.netlink.ctexp import cta_tuple, ct_msg
-from sipct.harness.netlink.wire import encode_request
+from sipct.harness.netlink.wire import BE16, BE32, NFGEN, NLA, NLA_TYPE_MASK, encode_request
 from sipct.reference.netlink.conntrack import KernelConntrack
 from sipct.reference.netlink.queue import QueuedPacket, nfq_msg
 from sipct.spec.expectation import ConnTuple
 
 __all__ = ["decode_packet", "encode_verdict"]
 
-NLA_TYPE_MASK = 0x3FFF  # ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
-
-_NLA = struct.Struct("=HH")
-_NFGEN = struct.Struct("=BBH")  # nfgen_family, version, res_id (network order, read below)
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
 _PACKET_HDR = struct.Struct(">IHB")  # struct nfqnl_msg_packet_hdr, packed
 _TIMESTAMP = struct.Struct(">QQ")  # struct nfqnl_msg_packet_timestamp
 
@@ -78,7 +72,7 @@ def _attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     off = start
     while off + 4 <= end:
-        length, kind = _NLA.unpack_from(data, off)
+        length, kind = NLA.unpack_from(data, off)
         if length < 4 or off + length > end:
             raise _GiveUp
         out[kind & NLA_TYPE_MASK] = (off + 4, off + length)
@@ -91,7 +85,7 @@ def _attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
 def _u32(data: bytes, span: tuple[int, int]) -> int:
     if span[1] - span[0] != 4:
         raise _GiveUp
-    return _BE32.unpack_from(data, span[0])[0]
+    return BE32.unpack_from(data, span[0])[0]
 
 
 def _conn_tuple(data: bytes, span: tuple[int, int] | None, family: int) -> ConnTuple | None:
@@ -111,7 +105,7 @@ def _conn_tuple(data: bytes, span: tuple[int, int] | None, family: int) -> ConnT
             or sport[1] - sport[0] != 2 or dport[1] - dport[0] != 2:
         raise _GiveUp
     return ConnTuple(address(data[src[0]:src[1]]), address(data[dst[0]:dst[1]]), data[num[0]],
-                     _BE16.unpack_from(data, sport[0])[0], _BE16.unpack_from(data, dport[0])[0])
+                     BE16.unpack_from(data, sport[0])[0], BE16.unpack_from(data, dport[0])[0])
 
 
 def _conntrack(data: bytes, span: tuple[int, int], family: int) -> KernelConntrack:
@@ -125,7 +119,7 @@ def _conntrack(data: bytes, span: tuple[int, int], family: int) -> KernelConntra
     if zone is not None:
         if zone[1] - zone[0] != 2:
             raise _GiveUp
-        fields["zone"] = _BE16.unpack_from(data, zone[0])[0]
+        fields["zone"] = BE16.unpack_from(data, zone[0])[0]
     help_ = attrs.get(_CT["CTA_HELP"])
     if help_ is not None:
         parts = _attrs(data, *help_)
@@ -150,7 +144,7 @@ def decode_packet(data: bytes, off: int, length: int) -> QueuedPacket | None:
     end = off + length
     if length < 20 or end > len(data):
         return None
-    family, _, res_id = _NFGEN.unpack_from(data, off + 16)
+    family, _, res_id = NFGEN.unpack_from(data, off + 16)
     try:
         attrs = _attrs(data, off + 20, end)
         hdr = attrs.get(_Q["NFQA_PACKET_HDR"])

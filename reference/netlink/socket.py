@@ -31,12 +31,13 @@ from sipct.harness.netlink.ctexp import (IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_E
                                          ct_msg, exp_msg_type, netlink_messages)
 from sipct.harness.netns import entered_netns
 from sipct.harness.netlink.socket import CtExpSocket
+from sipct.harness.netlink.wire import NLMSG
 from sipct.spec.expectation import ConnTuple
 
 from .conntrack import KernelConntrack, conntrack_from_msg, tuple_attr
-from .hotpath import decode_packet, encode_verdict
 from .cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW, UserspaceHelper,
                        cthelper_msg, cthelper_msg_type)
+from .hotpath import decode_packet, encode_verdict
 from .queue import (NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND,
                     NFQNL_COPY_PACKET, NFQNL_MSG_PACKET, QueueConfig, QueuedPacket, Verdict, nfq_msg,
                     queue_msg_type)
@@ -45,7 +46,6 @@ __all__ = ["ExpectationSocket", "HelperNetlinkError", "HelperSocket", "netlink_t
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
-_NLMSG = struct.Struct("=IHHII")
 _ERRNO = struct.Struct("=i")
 
 _NO_CTHELPER = ("the kernel has no nfnetlink_cthelper: `modprobe nfnetlink_cthelper` "
@@ -185,14 +185,14 @@ class HelperSocket:
                 if kind == NLMSG_DONE:
                     return replies
                 if reply_class is not None:
-                    length = _NLMSG.unpack_from(data, off)[0]
+                    length = NLMSG.unpack_from(data, off)[0]
                     reply = reply_class(data[off:off + length])
                     reply.decode()
                     replies.append(reply)
 
     @staticmethod
     def _packet(data: bytes, off: int) -> QueuedPacket:
-        length = _NLMSG.unpack_from(data, off)[0]
+        length = NLMSG.unpack_from(data, off)[0]
         fast = decode_packet(data, off, length)
         if fast is not None:
             return fast
@@ -203,7 +203,7 @@ class HelperSocket:
     def _record_error(self, data: bytes, off: int) -> None:
         code = -_ERRNO.unpack_from(data, off + 16)[0]
         if code:
-            self.errors.append((code, _NLMSG.unpack_from(data, off + 20)[3]))
+            self.errors.append((code, NLMSG.unpack_from(data, off + 20)[3]))
 
     # -- nfnetlink_cthelper -----------------------------------------------------------------------
     def register(self, helper: UserspaceHelper, *, exclusive: bool = False) -> None:

@@ -55,7 +55,7 @@ from .ctexp import (
     exp_msg_type,
     family_of,
 )
-from sipct.harness.netlink.wire import encode_request
+from .wire import encode_request
 from sipct.harness.netns import entered_netns
 
 __all__ = ["CtExpSocket", "explain"]
@@ -143,6 +143,7 @@ class CtExpSocket(NetlinkSocket):
             raw.close()
             raise
         self._raw = raw
+        self._raw_seq = 1 << 30  # sequence numbers of the plain send/recv requests, apart from pyroute2's
         self._stash: list[tuple[str, KernelExpectation]] = []  # events read while dumping
         self.netns = netns
         self.register_policy(self._policy())
@@ -174,11 +175,10 @@ class CtExpSocket(NetlinkSocket):
     def _request(self, op: str, msg: Any, msg_type: int, flags: int, *, single: bool = False) -> list[Any]:
         # NLM_F_EXCL (0x200) of a create is one of NLM_F_DUMP's two bits (NLM_F_MATCH).
         if flags & NLM_F_ACK and flags & NLM_F_DUMP != NLM_F_DUMP and not single:
-            seq = getattr(self, "_dump_seq", 1 << 30) + 1
-            data = encode_request(msg, msg_type, flags, seq, self._raw.getsockname()[0])
+            data = encode_request(msg, msg_type, flags, self._raw_seq + 1, self._raw.getsockname()[0])
             if data is not None:
-                self._dump_seq = seq
-                self._acked(op, data, seq)
+                self._raw_seq += 1
+                self._acked(op, data, self._raw_seq)
                 return []
         terminate = None
         if flags & NLM_F_ACK:
@@ -251,8 +251,8 @@ class CtExpSocket(NetlinkSocket):
 
     def _raw_dump(self, msg: Any, *, keep: bool) -> list[KernelExpectation]:
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        self._dump_seq = getattr(self, "_dump_seq", 1 << 30) + 1
-        msg["header"]["sequence_number"] = self._dump_seq
+        self._raw_seq += 1
+        msg["header"]["sequence_number"] = self._raw_seq
         msg.encode()
         # A plain send/recv loop: the dump runs after every step of every
         # dialog, and pyroute2's asyncio request path costs more than the dump.
@@ -261,7 +261,7 @@ class CtExpSocket(NetlinkSocket):
         while True:
             data = self._raw.recv(1 << 16)
             for kind, _, seq, off in netlink_messages(data):
-                if seq != self._dump_seq:
+                if seq != self._raw_seq:
                     # A multicast event read while dumping: keep it for events().
                     event = _EVENT_KINDS.get(kind)
                     if event is not None:

@@ -99,5 +99,3 @@ def encode_request(msg: Any, msg_type: int, flags: int, seq: int, pid: int) -> b
     except (_Unwritten, struct.error, KeyError, TypeError, ValueError, OSError, UnicodeError):
         return None
     return NLMSG.pack(16 + len(payload), msg_type, flags, seq, pid) + payload
-
-

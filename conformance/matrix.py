@@ -272,12 +272,12 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
                            json_file="report.json", timeout=args.vm_timeout or limit, env=_guest_env(),
                            outputs=outputs)
         except VmError as exc:
-            report.reference_logs += [str(p) for p in outputs.values() if (Path(p) / "helper.log").exists()]
             report.error = str(exc)
             log.print(f"[red]kernel {kernel.release}: {escape(str(exc))}[/red]", highlight=False)
             break
+        finally:  # copied out of the VM also when the boot failed
+            report.reference_logs += [str(p) for p in outputs.values() if (Path(p) / "helper.log").exists()]
         boot.seconds, boot.exit_code = vm.timing(), vm.exit_code
-        report.reference_logs += [str(p) for p in outputs.values() if (Path(p) / "helper.log").exists()]
         boot.loaded_params, boot.missing_modules = vm.loaded_params, vm.missing_modules
         try:
             stats = stats_from_json(vm.json)

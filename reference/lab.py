@@ -185,10 +185,14 @@ class ReferenceDaemon:
             return -signal.SIGKILL
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return _tail(self.log, chars)
+
+
+def _tail(path: Path, chars: int) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 def lab_hosts(dialogs: Iterable[Dialog]) -> list[HostSpec]:
@@ -250,10 +254,7 @@ class ReferenceRunner:
 
     def log_text(self, chars: int = 200_000) -> str:
         """The end of the daemon's log (all of its runs in this runner)."""
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return _tail(self.log, chars)
 
     def run(self, dialog: Dialog, ports: tuple[int, ...],
             expected: Sequence[bool | None] | None = None) -> KernelRun:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
 
 
 def _profile_arg(value: str):
@@ -30,7 +30,7 @@ def examples_dir() -> Path:
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
-    from sipct.spec.dialog import DialogError, load_dialog
+    from sipct.cli.batch import BadFile, load_batch, worst
     from sipct.spec.predict import predict
     from sipct.spec.report import prediction_json, print_prediction
 
@@ -39,15 +39,15 @@ def cmd_spec(args: argparse.Namespace) -> int:
     outputs = []
     status = EXIT_OK
     paths = list(args.dialogs) or sorted(examples_dir().glob("*.yaml"))
-    for path in paths:
-        try:
-            dialog = load_dialog(path)
-        except DialogError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            return EXIT_ERROR
+    for _, dialog in load_batch(paths):
+        if isinstance(dialog, BadFile):
+            dialog.print(err)
+            outputs.append(dialog.json())
+            status = worst(status, EXIT_ERROR)
+            continue
         prediction = predict(dialog, args.profile)
         if prediction.failures:
-            status = EXIT_DIVERGED
+            status = worst(status, EXIT_DIVERGED)
         if args.json:
             outputs.append(prediction_json(prediction))
         else:

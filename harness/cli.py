@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, BadFile, load_batch, worst
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
     from sipct.harness.report import comparison_json, print_comparison
     from sipct.harness.run import DialogRunner
-    from sipct.spec.dialog import DialogError, load_dialog
+    from sipct.harness.lab import LabError
     from sipct.spec.predict import predict
     from sipct.reference.lab import ReferenceUnavailable
     from sipct.reference.lab import check_kernel as reference_check
@@ -48,13 +48,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     out = Console()
     paths = list(args.dialogs) or sorted(examples_dir().glob("*.yaml"))
-    try:
-        dialogs = [load_dialog(p) for p in paths]
-    except DialogError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return EXIT_ERROR
+    batch = load_batch(paths)
+    status = EXIT_OK
+    for _, item in batch:
+        if isinstance(item, BadFile):
+            item.print(err)
+            status = EXIT_ERROR
     if args.kernels:
-        return run_in_kernels(args, list(zip(paths, dialogs)))
+        return worst(status, run_in_kernels(args, batch))
+    if all(isinstance(item, BadFile) for _, item in batch):
+        _dump_json(args, [item.json() for _, item in batch])
+        return status
     try:
         check_prerequisites()
         kernel = RunningKernel.detect()
@@ -65,25 +69,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
         return EXIT_ERROR
 
-    status = EXIT_OK
     results = []
     comparisons = []
     with DialogRunner() as runner:
-        for dialog in dialogs:
+        for _, dialog in batch:
+            if isinstance(dialog, BadFile):
+                results.append(dialog.json())
+                continue
             if dialog.params is not None and (conflicts := kernel.conflicts(dialog.params)):
                 err.print(f"[yellow]{dialog.name}: not runnable on this kernel[/yellow] - it needs "
                           f"{', '.join(conflicts)}; module parameters are set when the module is loaded, "
                           "so run it in a VM kernel (sipct run --kernel VMLINUZ)", highlight=False)
-                status = max(status, EXIT_ERROR)
+                status = worst(status, EXIT_ERROR)
                 results.append({"dialog": dialog.name, "source": dialog.source, "runnable": False,
                                 "needs": conflicts})
                 continue
             params = kernel.params_for(dialog.params)
             prediction = predict(dialog, profile, params)
-            run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps])
+            try:
+                run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps])
+            except (LabError, OSError) as exc:
+                failed = BadFile(dialog.source, f"{dialog.source}: the lab could not run the dialog: {exc}")
+                failed.print(err)
+                results.append(failed.json())
+                status = worst(status, EXIT_ERROR)
+                continue
             comparison = compare(prediction, run, kernel.release)
-            if not comparison.agree:
-                status = max(status, EXIT_DIVERGED) if status != EXIT_ERROR else status
+            if not comparison.agree or prediction.failures:
+                status = worst(status, EXIT_DIVERGED)
             if args.helper == "reference":
                 comparisons.append((comparison, len(results)))
                 results.append(comparison_json(comparison))
@@ -107,26 +120,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                     results[i] = add_reference(results[i], ref)
                     if not ref.agree:
                         diverged = True
-                        status = max(status, EXIT_DIVERGED) if status != EXIT_ERROR else status
+                        status = worst(status, EXIT_DIVERGED)
                 if diverged:
                     # What the helper decided, packet by packet: the divergence's first explanation.
                     err.print(f"the reference helper's log (debug):\n{reference.log_text()}", highlight=False,
                               markup=False)
         except (RuntimeError, OSError, ValueError) as exc:
+            # The kernel helper's results stand; the dialogs the reference did not run stay two-way.
             err.print(f"[red]the reference helper could not run:[/red] {exc}", highlight=False)
-            return EXIT_ERROR
+            status = EXIT_ERROR
         if not args.json:
             for item in results:
-                print_run_json(item, out)
-    if args.json:
-        json.dump(results[0] if len(results) == 1 else results, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+                if "error" not in item:
+                    print_run_json(item, out)
+    _dump_json(args, results)
     return status
 
 
-def run_in_kernels(args: argparse.Namespace, dialogs: list) -> int:
+def _dump_json(args: argparse.Namespace, results: list[dict]) -> None:
+    """The ``--json`` document: one object for one dialog, else a list; a dialog
+    that could not be loaded or run is an ``error`` entry in its place."""
+    if args.json:
+        json.dump(results[0] if len(results) == 1 else results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+
+def run_in_kernels(args: argparse.Namespace, batch: list[tuple[Path, object]]) -> int:
     """``sipct run --kernel``: per kernel, one boot per set of module parameters,
-    the guest's comparisons printed (or collected as JSON with a ``vm`` part)."""
+    the guest's comparisons printed (or collected as JSON with a ``vm`` part);
+    the files that did not load are ``error`` entries and boot nowhere."""
     from sipct.harness.report import print_run_json
     from sipct.harness.vm import MODULE, VmError, VmKernel, group_by_module_params, run_in_vm, timeout_for
     from sipct.spec.profiles import UnknownProfile, profile_named
@@ -142,9 +164,10 @@ def run_in_kernels(args: argparse.Namespace, dialogs: list) -> int:
     extra = [] if args.profile == "auto" else ["--profile", args.profile]
     if args.helper == "reference":
         extra += ["--helper", "reference"]
+    dialogs = [(p, d) for p, d in batch if not isinstance(d, BadFile)]
     path_of = {id(d): p for p, d in dialogs}
     status = EXIT_OK
-    results = []
+    results = [d.json() for _, d in batch if isinstance(d, BadFile)]
     for image in args.kernels:
         try:
             kernel = VmKernel.from_path(image)
@@ -177,14 +200,12 @@ def run_in_kernels(args: argparse.Namespace, dialogs: list) -> int:
             for item in vm.results:
                 if args.json:
                     results.append({**item, "vm": vm_info})
-                else:
+                elif "error" not in item:  # the guest's stderr, above, said why
                     print_run_json(item, out)
             if not args.json:
                 t = vm.timing()
                 out.print(f"  [dim]boot {t['boot']} s, sipct in the guest {t['sipct']} s, "
                           f"total {t['total']} s[/dim]", highlight=False)
-            status = max(status, vm.exit_code if vm.exit_code in (EXIT_OK, EXIT_DIVERGED) else EXIT_ERROR)
-    if args.json:
-        json.dump(results[0] if len(results) == 1 else results, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+            status = worst(status, vm.exit_code if vm.exit_code in (EXIT_OK, EXIT_DIVERGED) else EXIT_ERROR)
+    _dump_json(args, results)
     return status

@@ -30,9 +30,12 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
                        "expectations": [expectation_json(d, e, o.time) for e in o.expectations],
                        "events": [{"kind": ev.kind, "expectation": d.symbolic(ev.expectation)} for ev in o.events]},
             "divergences": [{"aspect": v.aspect, "spec": v.spec, "kernel": v.kernel} for v in s.divergences],
+            # The dialog's own `expect:` assertions that the spec's prediction breaks (as `sipct spec`).
+            "failures": list(p.failures),
         })
     return {"format": JSON_FORMAT, "dialog": d.name, "source": d.source, "kernel": c.kernel,
-            "profile": c.profile, "params": c.params, "agree": c.agree, "steps": steps}
+            "profile": c.profile, "params": c.params, "agree": c.agree,
+            "expect_ok": not any(s.prediction.failures for s in c.steps), "steps": steps}
 
 
 def observation_json(c: Comparison) -> list[dict[str, Any]]:
@@ -60,11 +63,21 @@ def add_reference(data: dict[str, Any], reference: Comparison, helper: str = "si
     return out
 
 
+def print_failures(steps: list[dict[str, Any]], console: Console) -> None:
+    """The dialog's own ``expect:`` assertions that do not hold, as `sipct spec` prints them."""
+    for s in steps:
+        for failure in s.get("failures", []):
+            console.print(f"  [red]✗[/red] step {s['index']} (line {s.get('line', '?')}): the dialog's expect: "
+                          f"{escape(failure)}", highlight=False, soft_wrap=True)
+
+
 def print_comparison(c: Comparison, console: Console) -> None:
     d = c.dialog
     status = "[green]agree[/green]" if c.agree else "[red]DIVERGE[/red]"
     console.print(f"[bold]{d.name}[/bold] ({d.source}) kernel {c.kernel}, profile {c.profile}: {status}",
                   highlight=False)
+    print_failures([{"index": s.prediction.index, "line": s.prediction.step.line,
+                     "failures": s.prediction.failures} for s in c.steps], console)
     if c.agree:
         console.print(f"  {len(c.steps)} steps agree", highlight=False)
         return
@@ -105,6 +118,7 @@ def print_run_json(data: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{name}[/bold] ({source}) kernel {data.get('kernel')}, profile {data.get('profile')}: "
                   f"{status}", highlight=False)
     steps = data.get("steps", [])
+    print_failures(steps, console)
     if data.get("agree"):
         console.print(f"  {len(steps)} steps agree", highlight=False)
         return
@@ -143,6 +157,7 @@ def _print_three_way(data: dict[str, Any], console: Console) -> None:
                   f"{data.get('profile')}: kernel helper {_status(data.get('agree'))}, reference helper "
                   f"{_status(reference.get('agree'))}", highlight=False)
     steps = data.get("steps", [])
+    print_failures(steps, console)
     if data.get("agree") and reference.get("agree"):
         console.print(f"  {len(steps)} steps agree (spec = kernel = reference)", highlight=False)
         return

@@ -53,3 +53,15 @@ def test_unknown_profile_is_refused(capsys):
 def test_rules_lists_the_catalogue(capsys):
     assert main(["rules"]) == EXIT_OK
     assert "register.expect" in capsys.readouterr().out
+
+
+def test_a_bad_file_in_a_spec_batch_is_reported_and_the_rest_predicted(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nhosts: [\n")
+    register = examples_dir() / "register.yaml"
+    assert main(["spec", "--json", str(broken), str(register)]) == EXIT_ERROR
+    captured = capsys.readouterr()
+    first, second = json.loads(captured.out)
+    assert first["source"] == str(broken) and first["error"].startswith(f"{broken}:3:")
+    assert second["dialog"] == "register" and second["ok"] is True
+    assert f"{broken}:3:" in captured.err.replace("\n", "")

@@ -1,0 +1,47 @@
+"""A batch of dialog files for one command: each file loads on its own, so one
+bad file is reported and the others still run (the exit status says that
+something was bad)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from sipct.spec.dialog import Dialog, DialogError, load_dialog
+
+EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class BadFile:
+    """A dialog that could not be loaded or run, as the user should see it."""
+
+    source: str
+    message: str
+
+    def json(self) -> dict[str, Any]:
+        """The entry a ``--json`` document holds in the dialog's place."""
+        return {"dialog": Path(self.source).stem, "source": self.source, "error": self.message}
+
+    def print(self, console: Console) -> None:
+        console.print(f"[red]error:[/red] {escape(self.message)}", highlight=False)
+
+
+def load_batch(paths: list[Path]) -> list[tuple[Path, Dialog | BadFile]]:
+    """Each file in order, as its dialog or as why it could not be loaded."""
+    batch: list[tuple[Path, Dialog | BadFile]] = []
+    for path in paths:
+        try:
+            batch.append((path, load_dialog(path)))
+        except DialogError as exc:
+            batch.append((path, BadFile(str(path), str(exc))))
+    return batch
+
+
+def worst(status: int, other: int) -> int:
+    """The exit status of a batch: an error (2) outranks a divergence (1)."""
+    return max(status, other)

@@ -6,7 +6,9 @@ Without vng/QEMU or the kernel image the tests skip, saying what to run
 examples (one boot) and a small kernel matrix (`sipct conformance --kernel`:
 the curated dialogs and 10 generated ones, three boots - default parameters,
 conformance/scenarios/params/ (~3 min alone), sip_direct_media=0 - ~6 minutes; CI installs
-the kernel with `scripts/setup-kernels.sh linux-image-6.1.0-56-amd64`).
+the kernel with `scripts/setup-kernels.sh linux-image-6.1.0-56-amd64`). tests/reference
+boots it once more by default, for the three-way suite (spec, kernel helper,
+reference helper).
 Tests that need more boots run only when the vm marker is selected
 explicitly (`pytest -m vm tests/vm`).
 """

@@ -78,8 +78,9 @@ class TcpConnection:
 
     Both ends have TCP_NODELAY, so every write leaves as its own segment at
     once (Nagle would otherwise hold back a small write while data is
-    unacknowledged) -- as long as a write fits into one MSS (1448 bytes on
-    the lab's 1500-byte veths with timestamps); a larger one is cut by TCP.
+    unacknowledged) -- as long as a write fits into one MSS (segment_size());
+    a larger one is cut by TCP, which is why DialogRunner writes what
+    sipct.spec.topology.wire_segments() cut.
     """
 
     def __init__(
@@ -104,6 +105,12 @@ class TcpConnection:
     @property
     def closed(self) -> bool:
         return self._client.fileno() == -1
+
+    def segment_size(self) -> int:
+        """The connection's MSS: the smaller of the two ends'."""
+        # TCP_MAXSEG reads tp->mss_cache, which tcp_sync_mss() set from the path
+        # MTU, the peer's MSS option and the negotiated TCP options.
+        return min(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) for s in (self._client, self._server))
 
     def send(
         self,

@@ -10,22 +10,37 @@ and after every step the router's expectation table is dumped over ctnetlink.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sipct.harness.drivers import Delivery, TcpConnection
 from sipct.harness.kernel import to_spec
-from sipct.harness.lab import HostSpec, Lab
+from sipct.harness.lab import HostSpec, Lab, LabError
 from sipct.harness.netlink.socket import CtExpSocket
 from sipct.harness.netlink.ctexp import MasterTuple
-from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
+from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation
+from sipct.spec.report import describe_step
+from sipct.spec.topology import TCP_SEGMENT_SIZE
 
 # How long a packet may take before it counts as dropped by the helper.
 DROP_TIMEOUT = 0.25
 # When the spec predicts delivery, a late packet is waited for this long: on a
 # loaded machine a short timeout would turn a slow delivery into a "drop".
 DELIVERY_TIMEOUT = 2.0
+
+class LabCannotCarry(LabError):
+    """A step of a dialog the lab could not carry out as the spec models it:
+    not a divergence, the kernel never saw the step as written."""
+
+    def __init__(self, dialog: Dialog, index: int, step: Step, reason: str) -> None:
+        self.source, self.line, self.index, self.reason = dialog.source, step.line, index, reason
+        where = f"{dialog.source}:{step.line}" if step.line else dialog.source
+        what = describe_step(dialog, step)
+        if isinstance(step, Send):
+            what += f", {len(step.payload):,} bytes"
+        super().__init__(f"{where}: steps[{index}] ({what}): the lab cannot carry it: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +141,18 @@ class DialogRunner:
                     ctexp.delete_conntrack(MasterTuple(dialog.hosts[step.src.host], dialog.hosts[step.dst.host],
                                                        step.src.port, step.dst.port, step.proto))
                 elif isinstance(step, Connect):
-                    conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
-                                           step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT))
+                    with _carrying(dialog, index, step):
+                        conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
+                                               step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT))
+                    _check_segment_size(dialog, index, step, conn)
                     key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
                     connections[key] = (conn, True)
                     connections[(key[2], key[3], key[0], key[1])] = (conn, False)
                     delivered = True
                 else:
                     assert isinstance(step, Send)
-                    delivery = self._send(lab, names, step, family, connections, timeout)
+                    with _carrying(dialog, index, step):
+                        delivery = self._send(lab, names, step, family, connections, timeout)
                     delivered, data = delivery.delivered, delivery.data
                 elapsed = time.monotonic() - started
                 table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=_key))
@@ -171,7 +189,27 @@ class DialogRunner:
         if key not in connections:
             raise ValueError(f"line {step.line}: TCP data on {step.src} -> {step.dst} before a connect step")
         conn, from_client = connections[key]
-        return conn.send(from_client, step.segments, timeout=timeout)
+        return conn.send(from_client, step.on_wire(family), timeout=timeout)
+
+
+@contextmanager
+def _carrying(dialog: Dialog, index: int, step: Step) -> Iterator[None]:
+    """An error of the lab's sockets (EMSGSIZE, a failed handshake, ...) is
+    the lab's failure to carry the step, not something the helper did."""
+    try:
+        yield
+    except OSError as exc:
+        raise LabCannotCarry(dialog, index, step, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_segment_size(dialog: Dialog, index: int, step: Connect, conn: TcpConnection) -> None:
+    """The spec cuts TCP writes at the lab's model MSS (wire_segments); on a
+    connection with a smaller one, TCP would cut the pieces again and the
+    helper would see segments the spec was never given."""
+    mss, model = conn.segment_size(), TCP_SEGMENT_SIZE[dialog.family]
+    if mss < model:
+        raise LabCannotCarry(dialog, index, step, f"the connection's MSS is {mss} bytes, less than the "
+                                                  f"{model} at which the spec cuts IPv{dialog.family} TCP writes")
 
 
 def _host_names(lab: Lab, dialog: Dialog) -> dict[str, str] | None:

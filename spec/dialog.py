@@ -40,7 +40,7 @@ from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, Expect
                           ExpectTuple)
 from .params import ModuleParams, ParameterError
 from .profiles import PROFILES
-from .topology import network_of, router_address
+from .topology import TCP_WRITE_MAX, UDP_PAYLOAD_MAX, network_of, router_address, wire_segments
 
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAMILIES = {"ipv4": 4, "ipv6": 6}
@@ -99,12 +99,28 @@ class Send:
     src: Endpoint
     dst: Endpoint
     proto: int
-    segments: tuple[bytes, ...]  # one datagram (UDP) or the TCP segments as written
+    segments: tuple[bytes, ...]  # one datagram (UDP) or the TCP writes (split_at)
     expect: StepExpect | None = None
 
     @property
     def payload(self) -> bytes:
         return b"".join(self.segments)
+
+    def on_wire(self, family: int) -> tuple[bytes, ...]:
+        """What crosses the router: the datagram, or the writes cut at the lab's MSS."""
+        return wire_segments(self.segments, family) if self.proto == IPPROTO_TCP else self.segments
+
+    def size_problem(self, family: int) -> str | None:
+        """Why the lab cannot carry this payload, if it cannot."""
+        size = len(self.payload)
+        if self.proto == IPPROTO_TCP:
+            if size > TCP_WRITE_MAX:
+                return (f"{size:,} bytes in one TCP send step are more than the lab writes "
+                        f"(at most {TCP_WRITE_MAX:,} bytes a step)")
+        elif size > UDP_PAYLOAD_MAX[family]:
+            return (f"a UDP payload of {size:,} bytes does not fit in one IPv{family} datagram "
+                    f"(at most {UDP_PAYLOAD_MAX[family]:,} bytes); send it over TCP")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +163,13 @@ class Dialog:
     description: str = ""
     kernels: tuple[str, ...] = ()  # profiles the dialog is meant for; empty = all
     tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # Here rather than in the loader, so that dialogs built in code
+        # (conformance/generate.py) are refused the same way.
+        for index, step in enumerate(self.steps):
+            if isinstance(step, Send) and (problem := step.size_problem(self.family)):
+                raise DialogError(self.source, step.line or None, f"steps[{index}].send: {problem}")
 
     @property
     def effective_params(self) -> ModuleParams:

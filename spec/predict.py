@@ -90,7 +90,7 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
         elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
             pass  # the connection is gone: nothing is sent, nothing arrives
         else:
-            for segment in step.segments:
+            for segment in step.on_wire(dialog.family):
                 results.append(helper.packet(Packet(hosts[step.src.host], step.src.port,
                                                     hosts[step.dst.host], step.dst.port, step.proto, segment), now))
                 if not results[-1].accepted:

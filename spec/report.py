@@ -24,7 +24,8 @@ def describe_step(dialog: Dialog, step: object) -> str:
         return f"delete-conntrack {PROTO_NAMES[step.proto]} {step.src} -> {step.dst}"
     assert isinstance(step, Send)
     first_line = step.payload.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
-    segs = f" ({len(step.segments)} segments)" if len(step.segments) > 1 else ""
+    wire = step.on_wire(dialog.family)
+    segs = f" ({len(wire)} segments)" if len(wire) > 1 else ""
     return f"{PROTO_NAMES[step.proto]} {step.src} -> {step.dst}: {first_line[:60]}{segs}"
 
 

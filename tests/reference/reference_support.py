@@ -320,7 +320,7 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
         else:
             assert isinstance(step, Send)
             outcome = StepOutcome(True)
-            for segment in step.segments:
+            for segment in step.on_wire(dialog.family):
                 one = kernel.send(hosts[step.src.host], step.src.port, hosts[step.dst.host], step.dst.port,
                                   step.proto, segment)
                 outcome.decisions += one.decisions

@@ -485,7 +485,8 @@ class _Renderer:
         return self.substitute(joined, len(body_bytes)).encode("utf-8")
 
 
-def load_dialog(path: str | Path) -> Dialog:
+def load_dialog(path: str | Path, *, loader: type = yaml.SafeLoader) -> Dialog:
+    """``loader``: the PyYAML loader class that composes the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -493,12 +494,12 @@ def load_dialog(path: str | Path) -> Dialog:
         raise DialogError(str(path), None, f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise DialogError(str(path), None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_dialog(text, str(path))
+    return parse_dialog(text, str(path), loader=loader)
 
 
-def parse_dialog(text: str, source: str = "<dialog>") -> Dialog:
+def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = yaml.SafeLoader) -> Dialog:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise DialogError(source, mark.line + 1 if mark else None, f"YAML: {exc.problem}") from None

@@ -20,15 +20,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CALL, call_dialog  # noqa: E402
 
-from sipct.spec.dialog import dump_dialog, load_dialog  # noqa: E402
+from sipct.spec.dialog import LOADER, PURE_LOADER, dump_dialog, load_dialog  # noqa: E402
 
-LOADERS = {"pure": yaml.SafeLoader, "libyaml": getattr(yaml, "CSafeLoader", None)}
+LOADERS = {"pure": PURE_LOADER, "libyaml": LOADER}
 
 
 def message_form(i: int) -> str:
@@ -66,7 +64,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000, help="files of each form (default 1000)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if LOADERS["libyaml"] is None:
+    if LOADER is PURE_LOADER:
         sys.exit("this PyYAML has no libyaml (yaml.__with_libyaml__ is False): nothing to compare")
     with tempfile.TemporaryDirectory(prefix="sipct-bench-loader-") as tmp:
         forms = write_files(Path(tmp), args.files)

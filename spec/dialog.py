@@ -45,6 +45,12 @@ from .topology import network_of, router_address
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAMILIES = {"ipv4": 4, "ipv6": 6}
 EOLS = {"crlf": b"\r\n", "lf": b"\n", "cr": b"\r"}
+# The loader reads every scalar as text, so the base resolver: the safe one's
+# per-scalar pattern matching would be thrown away. libyaml's composer loads a
+# batch of dialog files several times faster than PyYAML's pure-Python one
+# (bench/loader.py), which PyYAML built without libyaml falls back to.
+PURE_LOADER = yaml.BaseLoader
+LOADER = getattr(yaml, "CBaseLoader", PURE_LOADER)
 
 
 class DialogError(ValueError):
@@ -485,7 +491,7 @@ class _Renderer:
         return self.substitute(joined, len(body_bytes)).encode("utf-8")
 
 
-def load_dialog(path: str | Path, *, loader: type = yaml.SafeLoader) -> Dialog:
+def load_dialog(path: str | Path, *, loader: type = LOADER) -> Dialog:
     """``loader``: the PyYAML loader class that composes the file."""
     path = Path(path)
     try:
@@ -497,9 +503,17 @@ def load_dialog(path: str | Path, *, loader: type = yaml.SafeLoader) -> Dialog:
     return parse_dialog(text, str(path), loader=loader)
 
 
-def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = yaml.SafeLoader) -> Dialog:
+def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) -> Dialog:
     try:
         root = yaml.compose(text, Loader=loader)
+    except yaml.reader.ReaderError as exc:
+        # It has no mark, and its position counts characters in one composer, bytes in the other: find the
+        # character itself (the reader stops at its first occurrence).
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        at = text.find(char)
+        raise DialogError(source, text.count("\n", 0, at) + 1 if at >= 0 else None,
+                          f"YAML: the character {char!r} cannot be written as it is; write it as an escape "
+                          f"in a double-quoted string") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise DialogError(source, mark.line + 1 if mark else None, f"YAML: {exc.problem}") from None

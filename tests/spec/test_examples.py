@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from sipct.spec.dialog import (
+    LOADER,
+    PURE_LOADER,
     Connect,
     DialogError,
     Send,
@@ -17,7 +20,11 @@ from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "spec" / "examples").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "spec" / "examples").glob("*.yaml"))
+BUNDLED = EXAMPLES + sorted((ROOT / "conformance" / "scenarios").rglob("*.yaml"))
+# The errors' and steps' line numbers come from the composer's marks: both must give them.
+LOADERS = pytest.mark.parametrize("loader", [PURE_LOADER, LOADER], ids=["pure", "libyaml"])
 
 
 def test_there_are_examples() -> None:
@@ -73,8 +80,20 @@ steps:
 """
 
 
-def test_a_good_dialog() -> None:
-    d = parse_dialog(GOOD, "good.yaml")
+def test_libyaml_is_the_default_loader_when_pyyaml_has_it() -> None:
+    assert LOADER is (yaml.CBaseLoader if yaml.__with_libyaml__ else PURE_LOADER)
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_both_loaders_give_the_same_dialog(path: Path) -> None:
+    pure, fast = load_dialog(path, loader=PURE_LOADER), load_dialog(path, loader=LOADER)
+    assert fast == pure
+    assert [s.line for s in fast.steps] == [s.line for s in pure.steps]
+
+
+@LOADERS
+def test_a_good_dialog(loader: type) -> None:
+    d = parse_dialog(GOOD, "good.yaml", loader=loader)
     assert [type(s) for s in d.steps] == [Send, Wait, Connect, Send]
     first = d.steps[0]
     assert isinstance(first, Send) and first.proto == IPPROTO_UDP and first.line == 6
@@ -86,9 +105,9 @@ def test_a_good_dialog() -> None:
     assert predict(d).failures == []
 
 
-def error_of(text: str) -> DialogError:
+def error_of(text: str, loader: type = LOADER) -> DialogError:
     with pytest.raises(DialogError) as info:
-        parse_dialog(text, "bad.yaml")
+        parse_dialog(text, "bad.yaml", loader=loader)
     return info.value
 
 
@@ -97,6 +116,13 @@ HEAD = "name: t\nhosts:\n  ua: 192.0.2.2\n  srv: 198.51.100.2\nsteps:\n"
 
 @pytest.mark.parametrize("text, line, words", [
     ("name: t\nhosts: [a\nsteps: {\n", 3, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: \"abc\n\n", 9, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n\tmessage: x\n", 7, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: x\n   bad: 1\n", 8, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: *nothing\n", 7, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: \u00e9\x1b\n", 7, "YAML: the character '\\x1b'"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: \u00e9\x9b\n", 7, "YAML: the character '\\x9b'"),
+    ("name: t\n---\nname: u\n", 2, "YAML"),
     (HEAD + "  - send: ua:5060 -> nobody:5060\n    message: x\n", 6, "unknown host 'nobody'"),
     (HEAD + "  - send: ua:5060 -> srv:70000\n    message: x\n", 6, "port 70000 is out of range"),
     (HEAD + "  - send: ua:0 -> srv:5060\n    message: x\n", 6, "port 0 is out of range"),
@@ -127,8 +153,9 @@ HEAD = "name: t\nhosts:\n  ua: 192.0.2.2\n  srv: 198.51.100.2\nsteps:\n"
     ("name: t\nparams: {nat: 1}\nhosts:\n  ua: 192.0.2.2\n  srv: 198.51.100.2\nsteps:\n  - wait: 1\n", 2,
      "unknown module parameter"),
 ])
-def test_loader_errors_name_the_line(text: str, line: int, words: str) -> None:
-    err = error_of(text)
+@LOADERS
+def test_loader_errors_name_the_line(text: str, line: int, words: str, loader: type) -> None:
+    err = error_of(text, loader)
     assert err.line == line, str(err)
     assert words in err.message
     assert str(err).startswith(f"bad.yaml:{line}: ")

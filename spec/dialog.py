@@ -39,6 +39,7 @@ import yaml
 from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, ExpectClass, Expectation, ExpectFlag,
                           ExpectTuple)
 from .params import ModuleParams, ParameterError
+from .printable import printable
 from .profiles import PROFILES
 from .topology import network_of, router_address
 
@@ -57,7 +58,8 @@ class DialogError(ValueError):
     def __init__(self, source: str, line: int | None, message: str) -> None:
         self.source, self.line, self.message = source, line, message
         where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {message}")
+        # The text is for terminals and may quote the file or name it: printable(); the attributes stay exact.
+        super().__init__(printable(f"{where}: {message}"))
 
 
 # --- the dialog model ---------------------------------------------------------------------

@@ -32,7 +32,7 @@ def examples_dir() -> Path:
 def cmd_spec(args: argparse.Namespace) -> int:
     from sipct.spec.dialog import DialogError, load_dialog
     from sipct.spec.predict import predict
-    from sipct.spec.report import prediction_json, print_prediction
+    from sipct.spec.report import prediction_json, print_prediction, print_warnings
 
     console = Console(stderr=False)
     err = Console(stderr=True)
@@ -45,6 +45,8 @@ def cmd_spec(args: argparse.Namespace) -> int:
         except DialogError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             return EXIT_ERROR
+        if not args.json:  # JSON output has them in each prediction
+            print_warnings(dialog, err)
         prediction = predict(dialog, args.profile)
         if prediction.failures:
             status = EXIT_DIVERGED

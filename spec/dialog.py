@@ -62,6 +62,18 @@ class DialogError(ValueError):
         super().__init__(printable(f"{where}: {message}"))
 
 
+@dataclass(frozen=True, slots=True)
+class DialogWarning:
+    """Something a dialog file most likely does not mean, though it loads."""
+
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return printable(f"{self.source}:{self.line}: {self.message}")
+
+
 # --- the dialog model ---------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -155,6 +167,9 @@ class Dialog:
     description: str = ""
     kernels: tuple[str, ...] = ()  # profiles the dialog is meant for; empty = all
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # What the loader found suspicious in the file. Not part of the dialog's identity: the same dialog written
+    # another way (dump_dialog's raw bytes) has none.
+    warnings: tuple[DialogWarning, ...] = field(default=(), compare=False)
 
     @property
     def effective_params(self) -> ModuleParams:
@@ -188,6 +203,7 @@ class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.templates = True
+        self.warnings: list[DialogWarning] = []
 
     def fail(self, node: yaml.Node | None, message: str) -> DialogError:
         line = node.start_mark.line + 1 if node is not None else None
@@ -204,6 +220,15 @@ class _Loader:
                 raise self.fail(key, f"{what}: duplicate key {key.value!r}")
             out[key.value] = value
         return out
+
+    def warn(self, node: yaml.Node, message: str) -> None:
+        self.warnings.append(DialogWarning(self.source, node.start_mark.line + 1, message))
+
+    def boolean(self, node: yaml.Node, what: str) -> bool:
+        value = self.scalar(node, what)
+        if value not in ("true", "false"):
+            raise self.fail(node, f"{what} must be true or false")
+        return value == "true"
 
     def scalar(self, node: yaml.Node, what: str) -> str:
         if not isinstance(node, yaml.ScalarNode):
@@ -235,10 +260,7 @@ class _Loader:
         self.unknown_keys(top, {"name", "description", "family", "transport", "params", "hosts", "steps",
                                 "kernels", "tags", "templates"}, "dialog")
         if "templates" in top:
-            value = self.scalar(top["templates"], "templates")
-            if value not in ("true", "false"):
-                raise self.fail(top["templates"], "templates must be true or false")
-            self.templates = value == "true"
+            self.templates = self.boolean(top["templates"], "templates")
         for required in ("hosts", "steps"):
             if required not in top:
                 raise self.fail(root, f"dialog: missing {required!r}")
@@ -264,7 +286,8 @@ class _Loader:
         if not steps:
             raise self.fail(top["steps"], "steps: a dialog needs at least one step")
         description = self.scalar(top["description"], "description") if "description" in top else ""
-        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags)
+        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags,
+                      tuple(self.warnings))
 
     def params(self, node: yaml.Node) -> ModuleParams:
         fields = self.mapping(node, "params")
@@ -348,7 +371,7 @@ class _Loader:
             return Connect(line, src, dst)
 
         self.unknown_keys(fields, {"send", "transport", "message", "messages", "raw", "eol", "split_at",
-                                   "expect"}, what)
+                                   "expect", "no_blank_line"}, what)
         src, dst = self.endpoints(fields["send"], hosts, f"{what}.send")
         proto = self.transport(fields, what, default_proto)
         eol = EOLS["crlf"]
@@ -361,8 +384,10 @@ class _Loader:
         if len(bodies) != 1:
             raise self.fail(node, f"{what}: give exactly one of message, messages, raw")
         render = _Renderer(hosts, family, self.templates)
+        texts: list[tuple[yaml.Node, str, bytes]] = []  # the messages written as text: node, what, bytes
         if bodies[0] == "message":
             payload = render.message(self.scalar(fields["message"], f"{what}.message"), eol)
+            texts.append((fields["message"], f"{what}.message", payload))
         elif bodies[0] == "raw":
             payload = self.raw(fields["raw"], f"{what}.raw", render)
         else:
@@ -377,7 +402,9 @@ class _Loader:
                     parts.append(self.raw(sub["raw"], f"{what}.messages[{i}].raw", render))
                 else:
                     parts.append(render.message(self.scalar(item, f"{what}.messages[{i}]"), eol))
+                    texts.append((item, f"{what}.messages[{i}]", parts[-1]))
             payload = b"".join(parts)
+        self.blank_lines(fields, what, texts, eol)
         segments: tuple[bytes, ...] = (payload,)
         if "split_at" in fields:
             if proto != IPPROTO_TCP:
@@ -397,6 +424,24 @@ class _Loader:
             raise self.fail(node, f"{what}: the payload is empty")
         expect = self.expect(fields["expect"], f"{what}.expect", hosts) if "expect" in fields else None
         return Send(line, src, dst, proto, segments, expect)
+
+    def blank_lines(self, fields: dict[str, yaml.Node], what: str, texts: list[tuple[yaml.Node, str, bytes]],
+                    eol: bytes) -> None:
+        """A warning for each message text whose headers no blank line ends,
+        unless the step says ``no_blank_line: true``. ``raw`` payloads are not
+        checked: they are double-quoted strings, which keep every byte, written
+        to send exact (often malformed) bytes - a missing blank line there is
+        what the file says, not what YAML did to it."""
+        lacking = [(node, where) for node, where, data in texts if eol * 2 not in data]
+        if "no_blank_line" in fields and self.boolean(fields["no_blank_line"], f"{what}.no_blank_line"):
+            if not lacking:
+                raise self.fail(fields["no_blank_line"], f"{what}.no_blank_line: every message text ends its "
+                                                         f"headers with a blank line: there is nothing to excuse")
+            return
+        for node, where in lacking:
+            self.warn(node, f"{where}: no blank line ends the headers (over TCP the kernel helper then skips the "
+                            f"message: tcp.no-blank-line); a '|' block drops its trailing blank lines, '|+' keeps "
+                            f"them; no_blank_line: true on the step says it is meant")
 
     def transport(self, fields: dict[str, yaml.Node], what: str, default_proto: int) -> int:
         if "transport" not in fields:

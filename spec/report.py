@@ -81,8 +81,15 @@ def prediction_json(prediction: Prediction) -> dict[str, Any]:
         "params": prediction.params.as_mapping(),
         "hosts": {name: str(addr) for name, addr in d.hosts.items()},
         "steps": [step_json(d, s) for s in prediction.steps],
+        "warnings": [{"line": w.line, "message": w.message} for w in d.warnings],
         "ok": not prediction.failures,
     }
+
+
+def print_warnings(dialog: Dialog, console: Console) -> None:
+    """The loader's warnings about the dialog's file, a line each."""
+    for warning in dialog.warnings:
+        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
 
 
 def print_prediction(prediction: Prediction, console: Console, *, verbose: bool = False) -> None:

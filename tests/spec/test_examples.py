@@ -174,3 +174,71 @@ def test_missing_file(tmp_path: Path) -> None:
     bad.write_bytes(b"name: \xe9\n")
     with pytest.raises(DialogError, match="not UTF-8"):
         load_dialog(bad)
+
+
+# --- warnings ------------------------------------------------------------------------------------------
+TCP_HEAD = HEAD + "  - connect: ua:5070 -> srv:5060\n  - send: ua:5070 -> srv:5060\n    transport: tcp\n"
+CLIPPED = "      OPTIONS sip:x SIP/2.0\n      Content-Length: 0\n\n"  # the blank line a '|' block drops
+
+
+def warnings_of(text: str, loader: type = LOADER) -> list[tuple[int, str]]:
+    return [(w.line, w.message) for w in parse_dialog(text, "w.yaml", loader=loader).warnings]
+
+
+@LOADERS
+def test_a_message_whose_headers_no_blank_line_ends_is_warned_about(loader: type) -> None:
+    text = TCP_HEAD + "    message: |\n" + CLIPPED + "    expect: {verdict: accept}\n"
+    ((line, message),) = warnings_of(text, loader)
+    assert line == 9
+    assert message.startswith("steps[1].message: no blank line ends the headers")
+    assert "tcp.no-blank-line" in message and "'|+'" in message and "no_blank_line: true" in message
+    d = parse_dialog(text, "w.yaml", loader=loader)
+    assert str(d.warnings[0]).startswith("w.yaml:9: steps[1].message: ")
+    # ... and it is what the kernel helper then does
+    assert "tcp.no-blank-line" in {f.rule.id for s in predict(d).steps for f in s.firings}
+
+
+def test_each_message_of_a_tcp_payload_is_checked() -> None:
+    text = TCP_HEAD + (
+        "    messages:\n"
+        "      - |+\n"
+        "        OPTIONS sip:x SIP/2.0\n"
+        "        Content-Length: 0\n"
+        "\n"
+        "      - |\n"  # line 14
+        "        OPTIONS sip:x SIP/2.0\n"
+        "        Content-Length: 0\n"
+        "\n"
+        "      - raw: \"BYE sip:x SIP/2.0\\r\\n\"\n")
+    assert [(line, message.split(":")[0]) for line, message in warnings_of(text)] == [(14, "steps[1].messages[1]")]
+
+
+@pytest.mark.parametrize("body", [
+    "    message: |+\n" + CLIPPED,  # keep: the blank line stays
+    "    message: |\n      OPTIONS sip:x SIP/2.0\n      Content-Length: 4\n\n      body\n",
+    "    message: \"OPTIONS sip:x SIP/2.0\\nl: 0\\n\\n\"\n",
+    "    eol: lf\n    message: |+\n" + CLIPPED,
+    "    raw: \"OPTIONS sip:x SIP/2.0\\r\\nl: 0\\r\\n\"\n",  # exact bytes, as written
+])
+def test_no_warning_when_the_headers_end(body: str) -> None:
+    assert warnings_of(TCP_HEAD + body) == []
+
+
+def test_no_blank_line_true_says_it_is_meant() -> None:
+    text = TCP_HEAD + "    no_blank_line: true\n    message: |\n" + CLIPPED
+    assert warnings_of(text) == []
+    assert warnings_of(text.replace("true", "false")) != []
+    assert error_of(text.replace("true", "yes")).message == "steps[1].no_blank_line must be true or false"
+    stale = error_of(TCP_HEAD + "    no_blank_line: true\n    message: |+\n" + CLIPPED)
+    assert stale.line == 9 and "nothing to excuse" in stale.message
+
+
+def test_warnings_do_not_make_dialogs_differ() -> None:
+    text = TCP_HEAD + "    message: |\n" + CLIPPED
+    assert parse_dialog(text).warnings and parse_dialog(text) == parse_dialog(
+        text.replace("    message: |\n", "    no_blank_line: true\n    message: |\n"))
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_bundled_dialogs_load_without_warnings(path: Path) -> None:
+    assert [str(w) for w in load_dialog(path).warnings] == []

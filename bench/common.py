@@ -44,7 +44,7 @@ steps:
       t=0 0
       m=audio 3456 RTP/AVP 0
   - send: ua:5060 -> server:5060
-    message: |
+    message: |+
       ACK sip:bob@{server.uri} SIP/2.0
       Via: SIP/2.0/UDP {ua.uri}:5060;branch=z9hG4bKnashds9
       To: Bob <sip:bob@{server.uri}>;tag=a6c85cf
@@ -54,7 +54,7 @@ steps:
       Content-Length: 0
 
   - send: ua:5060 -> server:5060
-    message: |
+    message: |+
       BYE sip:bob@{server.uri} SIP/2.0
       Via: SIP/2.0/UDP {ua.uri}:5060;branch=z9hG4bKnashds10
       To: Bob <sip:bob@{server.uri}>;tag=a6c85cf

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from sipct.spec.dialog import Dialog, DialogError, load_dialog
+from sipct.spec.printable import printable
 
 EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
 
@@ -28,7 +29,13 @@ class BadFile:
         return {"dialog": Path(self.source).stem, "source": self.source, "error": self.message}
 
     def print(self, console: Console) -> None:
-        console.print(f"[red]error:[/red] {escape(self.message)}", highlight=False)
+        say(console, "error:", "red", self.message)
+
+
+def say(console: Console, label: str, style: str, message: object) -> None:
+    """``label message``, the message shown as it is: no rich markup read from
+    it, its control characters escaped (it may quote a file or a payload)."""
+    console.print(Text.assemble((label, style), " ", printable(str(message))))
 
 
 def load_batch(paths: list[Path]) -> list[tuple[Path, Dialog | BadFile]]:

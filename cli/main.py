@@ -32,7 +32,7 @@ def examples_dir() -> Path:
 def cmd_spec(args: argparse.Namespace) -> int:
     from sipct.cli.batch import BadFile, load_batch, worst
     from sipct.spec.predict import predict
-    from sipct.spec.report import prediction_json, print_prediction
+    from sipct.spec.report import prediction_json, print_prediction, print_warnings
 
     console = Console(stderr=False)
     err = Console(stderr=True)
@@ -45,6 +45,8 @@ def cmd_spec(args: argparse.Namespace) -> int:
             outputs.append(dialog.json())
             status = worst(status, EXIT_ERROR)
             continue
+        if not args.json:  # JSON output has them in each prediction
+            print_warnings(dialog, err)
         prediction = predict(dialog, args.profile)
         if prediction.failures:
             status = worst(status, EXIT_DIVERGED)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from sipct.spec.printable import printable
 
 EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
 DEFAULT_EXAMPLES = 2000
@@ -107,7 +110,7 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
             reference_check()
     except (RegistryError, DialogError, PrerequisiteError, KernelUnavailable, UnknownProfile,
             ReferenceUnavailable) as exc:
-        err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
+        err.print(Text.assemble(("cannot run:", "red"), f" {printable(str(exc))}"))
         return EXIT_ERROR
     if not args.no_curated and shared_dir() is None:
         err.print("[yellow]note:[/yellow] ../shared/corpora/rfc4475 not found: the RFC 4475 dialogs are skipped",

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from sipct.conformance.fuzz import FuzzMessage, Mutator, default_seeds
+from sipct.spec.printable import printable
 
 EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
 # Guest seconds per message under TCG, measured on 6.1.192 (sizes the VM timeout).
@@ -89,7 +90,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     try:
         data = fuzz_here(args, messages)
     except Exception as exc:  # noqa: BLE001 - reported with what to do
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     if args.observations_only is not None:
         args.observations_only.write_text(json.dumps(data))
@@ -162,7 +163,7 @@ def fuzz_in_vm(args: argparse.Namespace, messages: list[FuzzMessage]) -> int:
                 vm = run_in_vm(args.kernel, argv, command=("fuzz",), inputs={"messages.pickle": path},
                                json_file="observations.json", timeout=timeout)
             except VmError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                print(printable(f"error: {exc}"), file=sys.stderr)
                 return EXIT_ERROR
             data = vm.json
             data["boot_seconds"] = round(time.monotonic() - started, 1)
@@ -220,9 +221,11 @@ def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMess
     print(f"daemon: {', '.join(f'{k} {v}' for k, v in sorted(health.items()))}")
     print(f"mismatches: {r.mismatches} " + (f"({', '.join(f'{k} {v}' for k, v in r.counts.items())})"
                                            if r.mismatches else ""))
+    # Seed names come from corpus files, problems quote the daemon's log: printable() keeps their control
+    # characters off the terminal (the JSON report has them as they were).
     for m in r.examples[:10]:
-        print(f"  #{m.index} {m.kind} [{m.seed} {'+'.join(m.mutations) or 'as is'}] {m.route}: spec {m.spec}; "
-              f"kernel {m.kernel}")
+        print(printable(f"  #{m.index} {m.kind} [{m.seed} {'+'.join(m.mutations) or 'as is'}] {m.route}: "
+                        f"spec {m.spec}; kernel {m.kernel}"))
     for p in problems:
-        print(f"problem: {p}")
+        print(printable(f"problem: {p}"))
     return EXIT_OK if not problems and not r.mismatches else EXIT_DIVERGED

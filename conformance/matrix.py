@@ -41,11 +41,13 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sipct.conformance.coverage import coverage_rst, coverage_text, union_coverage
 from sipct.conformance.reference_suite import REFERENCE_FOLDER
 from sipct.conformance.report import JSON_FORMAT, junit_suite, stats_from_json, stats_json
 from sipct.conformance.suite import PROBE_TAG, Stats
+from sipct.spec.printable import printable
 
 MATRIX_FORMAT = "sipct.conformance-matrix/1"
 EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
@@ -273,7 +275,7 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
                            outputs=outputs)
         except VmError as exc:
             report.error = str(exc)
-            log.print(f"[red]kernel {kernel.release}: {escape(str(exc))}[/red]", highlight=False)
+            log.print(Text(printable(f"kernel {kernel.release}: {exc}"), "red"))
             break
         finally:  # copied out of the VM also when the boot failed
             report.reference_logs += [str(p) for p in outputs.values() if (Path(p) / "helper.log").exists()]
@@ -410,7 +412,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         extras = select_curated(_collect(args.scenarios), slow=args.slow)
         files = _collect([args.dialog_files]) if args.dialog_files else None
     except (VmError, RegistryError, DialogError) as exc:
-        err.print(f"[red]cannot run:[/red] {escape(str(exc))}", highlight=False)
+        err.print(Text.assemble(("cannot run:", "red"), f" {printable(str(exc))}"))
         return EXIT_ERROR
 
     started = time.monotonic()
@@ -559,37 +561,35 @@ def print_matrix(reports: list[KernelReport], console: Console, *, three_way: bo
                       f"[{colour}]{agreeing}/{total}[/{colour}]", escape(_by_rule(s, "unregistered")),
                       escape(_by_rule(s, "registered")), *reference, f"{r.seconds:.0f} s{boots}")
     console.print(table)
+
+    # Dialog names, file names and what the helpers did come from dialog files and payloads: plain Text
+    # (no markup, no emoji codes) through printable(); the styled part is ours.
+    def say(styled: str, style: str, plain: str = "") -> None:
+        console.print(Text.assemble((printable(styled), style), printable(plain)), soft_wrap=True)
+
     for r in reports:
         if r.error:
-            console.print(f"[red]✗ {escape(r.kernel)}:[/red] {escape(r.error)}", highlight=False, soft_wrap=True)
+            say(f"✗ {r.kernel}:", "red", f" {r.error}")
         if r.stats is None:
             continue
         for f in r.stats.unregistered[:10]:
-            console.print(f"[red]✗[/red] {escape(r.kernel)}: {escape(f.dialog)} ({escape(f.source)}) step {f.step} "
-                          f"line {f.line} {f.aspect}: spec {escape(f.spec)} | kernel {escape(f.kernel)}",
-                          highlight=False, soft_wrap=True)
+            say("✗", "red", f" {r.kernel}: {f.dialog} ({f.source}) step {f.step} line {f.line} {f.aspect}: "
+                            f"spec {f.spec} | kernel {f.kernel}")
         for stale in r.stats.stale_entries:
-            console.print(f"[red]✗ {escape(r.kernel)}: stale registry entry[/red] {escape(stale)}",
-                          highlight=False, soft_wrap=True)
+            say(f"✗ {r.kernel}: stale registry entry", "red", f" {stale}")
         for item in r.stats.not_runnable:
-            console.print(f"[yellow]{escape(r.kernel)}: not runnable:[/yellow] {escape(item)}", highlight=False,
-                          soft_wrap=True)
+            say(f"{r.kernel}: not runnable:", "yellow", f" {item}")
         for f in (r.reference.unregistered[:10] if r.reference else []):
-            console.print(f"[red]✗[/red] {escape(r.kernel)} reference helper: {escape(f.dialog)} ({escape(f.source)}) "
-                          f"step {f.step} line {f.line} {f.aspect}: spec {escape(f.spec)} | reference {escape(f.kernel)}",
-                          highlight=False, soft_wrap=True)
+            say("✗", "red", f" {r.kernel} reference helper: {f.dialog} ({f.source}) step {f.step} line {f.line} "
+                            f"{f.aspect}: spec {f.spec} | reference {f.kernel}")
         for stale in (r.reference.stale_entries if r.reference else []):
-            console.print(f"[red]✗ {escape(r.kernel)} reference helper: stale registry entry[/red] {escape(stale)}",
-                          highlight=False, soft_wrap=True)
+            say(f"✗ {r.kernel} reference helper: stale registry entry", "red", f" {stale}")
         for path in r.divergent_files:
-            console.print(f"[red]{escape(r.kernel)}: divergent generated dialog:[/red] {path}", highlight=False,
-                          soft_wrap=True)
+            say(f"{r.kernel}: divergent generated dialog:", "red", f" {path}")
         for path in r.reference_logs:
-            console.print(f"{escape(r.kernel)}: the reference helper's config and log: {path}", highlight=False,
-                          soft_wrap=True)
+            say(f"{r.kernel}: the reference helper's config and log: {path}", "")
         if r.stats.minimal_dialog:
-            console.print(f"[red]{escape(r.kernel)}: minimal divergent dialog:[/red] {r.stats.minimal_dialog}",
-                          highlight=False, soft_wrap=True)
+            say(f"{r.kernel}: minimal divergent dialog:", "red", f" {r.stats.minimal_dialog}")
     for line in coverage_text(union_coverage(r.stats for r in reports if r.stats)):
         console.print(escape(line), highlight=False, soft_wrap=True)
     ok = all(r.ok for r in reports)

@@ -8,11 +8,12 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sipct.conformance.suite import Finding, Stats
 from sipct.spec.params import ModuleParams
+from sipct.spec.printable import printable
 
 JSON_FORMAT = "sipct.conformance/1"
 
@@ -142,16 +143,18 @@ def print_report(stats: Stats, console: Console) -> None:
         table.add_row("generation", f"{stats.examples} examples, seed {stats.seed}")
     table.add_row("time", f"{stats.elapsed:.1f} s")
     console.print(table)
+    # Dialog names, file names and what the helpers did come from dialog files and payloads: plain Text
+    # (no markup, no emoji codes) through printable().
     for f in stats.unregistered[:20]:
-        console.print(f"[red]✗[/red] {escape(f.dialog)} ({escape(f.source)}) step {f.step} line {f.line} "
-                      f"{f.aspect}: spec {escape(f.spec)} | kernel {escape(f.kernel)}", highlight=False,
-                      soft_wrap=True)
+        console.print(Text.assemble(("✗", "red"), printable(
+            f" {f.dialog} ({f.source}) step {f.step} line {f.line} {f.aspect}: spec {f.spec} | kernel {f.kernel}")),
+            soft_wrap=True)
     for stale in stats.stale_entries:
-        console.print(f"[red]✗ stale registry entry[/red] {escape(stale)}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("✗ stale registry entry", "red"), " ", printable(stale)), soft_wrap=True)
     for item in stats.not_runnable:
-        console.print(f"[yellow]not runnable on this kernel:[/yellow] {escape(item)}", highlight=False,
-                      soft_wrap=True)
+        console.print(Text.assemble(("not runnable on this kernel:", "yellow"), " ", printable(item)), soft_wrap=True)
     if stats.minimal_dialog:
-        console.print(f"[red]minimal divergent dialog:[/red] {stats.minimal_dialog}  "
-                      f"(reproduce: sipct run {stats.minimal_dialog})", highlight=False, soft_wrap=True)
+        path = printable(str(stats.minimal_dialog))
+        console.print(Text.assemble(("minimal divergent dialog:", "red"), f" {path}  (reproduce: sipct run {path})"),
+                      soft_wrap=True)
     console.print("[green]conformance: OK[/green]" if stats.ok else "[red]conformance: FAILED[/red]")

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
-from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, BadFile, load_batch, worst
+from sipct.spec.printable import printable
+from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, BadFile, load_batch, say, worst
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sipct.harness.run import DialogRunner
     from sipct.harness.lab import LabError
     from sipct.spec.predict import predict
+    from sipct.spec.report import print_warnings
     from sipct.reference.lab import ReferenceUnavailable
     from sipct.reference.lab import check_kernel as reference_check
     from sipct.spec.profiles import UnknownProfile, profile_named
@@ -54,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if isinstance(item, BadFile):
             item.print(err)
             status = EXIT_ERROR
+        elif not args.json:  # JSON output has them in each comparison
+            print_warnings(item, err)
     if args.kernels:
         return worst(status, run_in_kernels(args, batch))
     if all(isinstance(item, BadFile) for _, item in batch):
@@ -66,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.helper == "reference":
             reference_check()
     except (PrerequisiteError, KernelUnavailable, UnknownProfile, ReferenceUnavailable) as exc:
-        err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
+        say(err, "cannot run:", "red", exc)
         return EXIT_ERROR
 
     results = []
@@ -77,9 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 results.append(dialog.json())
                 continue
             if dialog.params is not None and (conflicts := kernel.conflicts(dialog.params)):
-                err.print(f"[yellow]{dialog.name}: not runnable on this kernel[/yellow] - it needs "
-                          f"{', '.join(conflicts)}; module parameters are set when the module is loaded, "
-                          "so run it in a VM kernel (sipct run --kernel VMLINUZ)", highlight=False)
+                say(err, f"{printable(dialog.name)}: not runnable on this kernel", "yellow",
+                    f"- it needs {', '.join(conflicts)}; module parameters are set when the module is loaded, "
+                    "so run it in a VM kernel (sipct run --kernel VMLINUZ)")
                 status = worst(status, EXIT_ERROR)
                 results.append({"dialog": dialog.name, "source": dialog.source, "runnable": False,
                                 "needs": conflicts})
@@ -123,11 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         status = worst(status, EXIT_DIVERGED)
                 if diverged:
                     # What the helper decided, packet by packet: the divergence's first explanation.
-                    err.print(f"the reference helper's log (debug):\n{reference.log_text()}", highlight=False,
-                              markup=False)
+                    say(err, "the reference helper's log (debug):", "", f"\n{reference.log_text()}")
         except (RuntimeError, OSError, ValueError) as exc:
             # The kernel helper's results stand; the dialogs the reference did not run stay two-way.
-            err.print(f"[red]the reference helper could not run:[/red] {exc}", highlight=False)
+            say(err, "the reference helper could not run:", "red", exc)
             status = EXIT_ERROR
         if not args.json:
             for item in results:
@@ -159,7 +163,7 @@ def run_in_kernels(args: argparse.Namespace, batch: list[tuple[Path, object]]) -
         try:
             profile_named(args.profile)
         except UnknownProfile as exc:
-            err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
+            say(err, "cannot run:", "red", exc)
             return EXIT_ERROR
     extra = [] if args.profile == "auto" else ["--profile", args.profile]
     if args.helper == "reference":
@@ -172,7 +176,7 @@ def run_in_kernels(args: argparse.Namespace, batch: list[tuple[Path, object]]) -
         try:
             kernel = VmKernel.from_path(image)
         except VmError as exc:
-            err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
+            say(err, "cannot run:", "red", exc)
             status = EXIT_ERROR
             continue
         for params, group in group_by_module_params(d for _, d in dialogs):
@@ -185,14 +189,14 @@ def run_in_kernels(args: argparse.Namespace, batch: list[tuple[Path, object]]) -
                                timeout=args.vm_timeout or timeout_for(
                                    group, per_dialog=120.0 if args.helper == "reference" else 60.0))
             except VmError as exc:
-                err.print(f"[red]cannot run:[/red] {exc}", highlight=False)
+                say(err, "cannot run:", "red", exc)
                 status = EXIT_ERROR
                 continue
             if vm.missing_modules:
                 err.print(f"[yellow]kernel {kernel.release} could not load {' '.join(vm.missing_modules)}"
                           "[/yellow]", highlight=False)
             if vm.stderr.strip():
-                err.print(vm.stderr.rstrip(), highlight=False, markup=False)
+                err.print(Text(printable(vm.stderr.rstrip())))
             vm_info = {"vmlinuz": str(kernel.vmlinuz), "release": vm.guest_release,
                        "version": kernel.package_version or kernel.version, "module_params": params,
                        "loaded_params": vm.loaded_params, "missing_modules": vm.missing_modules,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sipct.harness.diff import Comparison
+from sipct.spec.printable import printable
 from sipct.spec.report import describe_step, expectation_json
 
 JSON_FORMAT = "sipct.run/1"
@@ -35,6 +36,7 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
         })
     return {"format": JSON_FORMAT, "dialog": d.name, "source": d.source, "kernel": c.kernel,
             "profile": c.profile, "params": c.params, "agree": c.agree,
+            "warnings": [{"line": w.line, "message": w.message} for w in d.warnings],
             "expect_ok": not any(s.prediction.failures for s in c.steps), "steps": steps}
 
 
@@ -67,15 +69,27 @@ def print_failures(steps: list[dict[str, Any]], console: Console) -> None:
     """The dialog's own ``expect:`` assertions that do not hold, as `sipct spec` prints them."""
     for s in steps:
         for failure in s.get("failures", []):
-            console.print(f"  [red]✗[/red] step {s['index']} (line {s.get('line', '?')}): the dialog's expect: "
-                          f"{escape(failure)}", highlight=False, soft_wrap=True)
+            console.print(Text.assemble("  ", ("✗", "red"), f" step {s['index']} (line {s.get('line', '?')}): "
+                                        f"the dialog's expect: {printable(failure)}"), soft_wrap=True)
+
+
+def _plain(value: object) -> Text:
+    """Text from a dialog, a payload or a guest's JSON: shown as it is (no
+    markup, no emoji codes), its control characters escaped."""
+    return Text(printable(str(value)))
+
+
+def _heading(name: object, source: object, rest: str, *status: tuple[str, str] | str) -> Text:
+    return Text.assemble((printable(str(name)), "bold"), f" ({printable(str(source))}) {printable(rest)}", *status)
+
+
+def _status(agree: bool | None) -> tuple[str, str]:
+    return ("agree", "green") if agree else ("DIVERGE", "red")
 
 
 def print_comparison(c: Comparison, console: Console) -> None:
     d = c.dialog
-    status = "[green]agree[/green]" if c.agree else "[red]DIVERGE[/red]"
-    console.print(f"[bold]{d.name}[/bold] ({d.source}) kernel {c.kernel}, profile {c.profile}: {status}",
-                  highlight=False)
+    console.print(_heading(d.name, d.source, f"kernel {c.kernel}, profile {c.profile}: ", _status(c.agree)))
     print_failures([{"index": s.prediction.index, "line": s.prediction.step.line,
                      "failures": s.prediction.failures} for s in c.steps], console)
     if c.agree:
@@ -96,8 +110,8 @@ def print_comparison(c: Comparison, console: Console) -> None:
         rules = " ".join(dict.fromkeys(f.rule.id for f in s.prediction.firings))
         for i, v in enumerate(s.divergences):
             table.add_row(str(s.index) if i == 0 else "",
-                          escape(describe_step(d, s.prediction.step)) if i == 0 else "",
-                          v.aspect, escape(v.spec), escape(v.kernel), rules if i == 0 else "")
+                          Text(describe_step(d, s.prediction.step, printable)) if i == 0 else "",
+                          v.aspect, _plain(v.spec), _plain(v.kernel), rules if i == 0 else "")
     if run_start is not None:
         table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
     console.print(table)
@@ -108,15 +122,15 @@ def print_run_json(data: dict[str, Any], console: Console) -> None:
     --json` wrote -- the way print_comparison prints a Comparison."""
     name, source = data.get("dialog", "?"), data.get("source", "?")
     if data.get("runnable") is False:
-        console.print(f"[bold]{name}[/bold] ({source}): [yellow]not runnable[/yellow] - it needs "
-                      f"{', '.join(data.get('needs', []))}", highlight=False)
+        console.print(Text.assemble((printable(str(name)), "bold"), f" ({printable(str(source))}): ",
+                                    ("not runnable", "yellow"),
+                                    printable(f" - it needs {', '.join(data.get('needs', []))}")))
         return
     if "reference" in data:
         _print_three_way(data, console)
         return
-    status = "[green]agree[/green]" if data.get("agree") else "[red]DIVERGE[/red]"
-    console.print(f"[bold]{name}[/bold] ({source}) kernel {data.get('kernel')}, profile {data.get('profile')}: "
-                  f"{status}", highlight=False)
+    console.print(_heading(name, source, f"kernel {data.get('kernel')}, profile {data.get('profile')}: ",
+                           _status(data.get("agree"))))
     steps = data.get("steps", [])
     print_failures(steps, console)
     if data.get("agree"):
@@ -137,15 +151,11 @@ def print_run_json(data: dict[str, Any], console: Console) -> None:
             run_start = None
         rules = " ".join(dict.fromkeys(s.get("spec", {}).get("rules", [])))
         for i, v in enumerate(s.get("divergences", [])):
-            table.add_row(str(index) if i == 0 else "", s.get("step", "") if i == 0 else "",
-                          v["aspect"], v["spec"], v["kernel"], rules if i == 0 else "")
+            table.add_row(str(index) if i == 0 else "", _plain(s.get("step", "")) if i == 0 else "",
+                          _plain(v["aspect"]), _plain(v["spec"]), _plain(v["kernel"]), _plain(rules) if i == 0 else "")
     if run_start is not None:
         table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")
     console.print(table)
-
-
-def _status(agree: bool | None) -> str:
-    return "[green]agree[/green]" if agree else "[red]DIVERGE[/red]"
 
 
 def _print_three_way(data: dict[str, Any], console: Console) -> None:
@@ -153,9 +163,8 @@ def _print_three_way(data: dict[str, Any], console: Console) -> None:
     aspect of a step, with what each helper did."""
     name, source = data.get("dialog", "?"), data.get("source", "?")
     reference = data["reference"]
-    console.print(f"[bold]{escape(name)}[/bold] ({escape(str(source))}) kernel {data.get('kernel')}, profile "
-                  f"{data.get('profile')}: kernel helper {_status(data.get('agree'))}, reference helper "
-                  f"{_status(reference.get('agree'))}", highlight=False)
+    console.print(_heading(name, source, f"kernel {data.get('kernel')}, profile {data.get('profile')}: kernel helper ",
+                           _status(data.get("agree")), ", reference helper ", _status(reference.get("agree"))))
     steps = data.get("steps", [])
     print_failures(steps, console)
     if data.get("agree") and reference.get("agree"):
@@ -170,7 +179,8 @@ def _print_three_way(data: dict[str, Any], console: Console) -> None:
         rules = " ".join(dict.fromkeys(s.get("spec", {}).get("rules", [])))
         for i, aspect in enumerate(dict.fromkeys([*kernel, *ref])):
             k, r = kernel.get(aspect), ref.get(aspect)
-            table.add_row(str(s["index"]) if i == 0 else "", escape(s.get("step", "")) if i == 0 else "", aspect,
-                          escape((k or r or {}).get("spec", "")), escape(k["kernel"]) if k else "[dim]as spec[/dim]",
-                          escape(r["reference"]) if r else "[dim]as spec[/dim]", rules if i == 0 else "")
+            table.add_row(str(s["index"]) if i == 0 else "", _plain(s.get("step", "")) if i == 0 else "",
+                          _plain(aspect), _plain((k or r or {}).get("spec", "")),
+                          _plain(k["kernel"]) if k else "[dim]as spec[/dim]",
+                          _plain(r["reference"]) if r else "[dim]as spec[/dim]", _plain(rules) if i == 0 else "")
     console.print(table)

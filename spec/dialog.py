@@ -39,19 +39,39 @@ import yaml
 from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, ExpectClass, Expectation, ExpectFlag,
                           ExpectTuple)
 from .params import ModuleParams, ParameterError
+from .printable import printable
 from .profiles import PROFILES
 from .topology import TCP_WRITE_MAX, UDP_PAYLOAD_MAX, network_of, router_address, wire_segments
 
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAMILIES = {"ipv4": 4, "ipv6": 6}
 EOLS = {"crlf": b"\r\n", "lf": b"\n", "cr": b"\r"}
+# The loader reads every scalar as text, so the base resolver: the safe one's
+# per-scalar pattern matching would be thrown away. libyaml's composer loads a
+# batch of dialog files several times faster than PyYAML's pure-Python one
+# (bench/loader.py), which PyYAML built without libyaml falls back to.
+PURE_LOADER = yaml.BaseLoader
+LOADER = getattr(yaml, "CBaseLoader", PURE_LOADER)
 
 
 class DialogError(ValueError):
     def __init__(self, source: str, line: int | None, message: str) -> None:
         self.source, self.line, self.message = source, line, message
         where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {message}")
+        # The text is for terminals and may quote the file or name it: printable(); the attributes stay exact.
+        super().__init__(printable(f"{where}: {message}"))
+
+
+@dataclass(frozen=True, slots=True)
+class DialogWarning:
+    """Something a dialog file most likely does not mean, though it loads."""
+
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return printable(f"{self.source}:{self.line}: {self.message}")
 
 
 # --- the dialog model ---------------------------------------------------------------------
@@ -163,6 +183,9 @@ class Dialog:
     description: str = ""
     kernels: tuple[str, ...] = ()  # profiles the dialog is meant for; empty = all
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # What the loader found suspicious in the file. Not part of the dialog's identity: the same dialog written
+    # another way (dump_dialog's raw bytes) has none.
+    warnings: tuple[DialogWarning, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         # Here rather than in the loader, so that dialogs built in code
@@ -203,6 +226,7 @@ class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.templates = True
+        self.warnings: list[DialogWarning] = []
 
     def fail(self, node: yaml.Node | None, message: str) -> DialogError:
         line = node.start_mark.line + 1 if node is not None else None
@@ -219,6 +243,15 @@ class _Loader:
                 raise self.fail(key, f"{what}: duplicate key {key.value!r}")
             out[key.value] = value
         return out
+
+    def warn(self, node: yaml.Node, message: str) -> None:
+        self.warnings.append(DialogWarning(self.source, node.start_mark.line + 1, message))
+
+    def boolean(self, node: yaml.Node, what: str) -> bool:
+        value = self.scalar(node, what)
+        if value not in ("true", "false"):
+            raise self.fail(node, f"{what} must be true or false")
+        return value == "true"
 
     def scalar(self, node: yaml.Node, what: str) -> str:
         if not isinstance(node, yaml.ScalarNode):
@@ -250,10 +283,7 @@ class _Loader:
         self.unknown_keys(top, {"name", "description", "family", "transport", "params", "hosts", "steps",
                                 "kernels", "tags", "templates"}, "dialog")
         if "templates" in top:
-            value = self.scalar(top["templates"], "templates")
-            if value not in ("true", "false"):
-                raise self.fail(top["templates"], "templates must be true or false")
-            self.templates = value == "true"
+            self.templates = self.boolean(top["templates"], "templates")
         for required in ("hosts", "steps"):
             if required not in top:
                 raise self.fail(root, f"dialog: missing {required!r}")
@@ -279,7 +309,8 @@ class _Loader:
         if not steps:
             raise self.fail(top["steps"], "steps: a dialog needs at least one step")
         description = self.scalar(top["description"], "description") if "description" in top else ""
-        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags)
+        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags,
+                      tuple(self.warnings))
 
     def params(self, node: yaml.Node) -> ModuleParams:
         fields = self.mapping(node, "params")
@@ -363,7 +394,7 @@ class _Loader:
             return Connect(line, src, dst)
 
         self.unknown_keys(fields, {"send", "transport", "message", "messages", "raw", "eol", "split_at",
-                                   "expect"}, what)
+                                   "expect", "no_blank_line"}, what)
         src, dst = self.endpoints(fields["send"], hosts, f"{what}.send")
         proto = self.transport(fields, what, default_proto)
         eol = EOLS["crlf"]
@@ -376,8 +407,10 @@ class _Loader:
         if len(bodies) != 1:
             raise self.fail(node, f"{what}: give exactly one of message, messages, raw")
         render = _Renderer(hosts, family, self.templates)
+        texts: list[tuple[yaml.Node, str, bytes]] = []  # the messages written as text: node, what, bytes
         if bodies[0] == "message":
             payload = render.message(self.scalar(fields["message"], f"{what}.message"), eol)
+            texts.append((fields["message"], f"{what}.message", payload))
         elif bodies[0] == "raw":
             payload = self.raw(fields["raw"], f"{what}.raw", render)
         else:
@@ -392,7 +425,9 @@ class _Loader:
                     parts.append(self.raw(sub["raw"], f"{what}.messages[{i}].raw", render))
                 else:
                     parts.append(render.message(self.scalar(item, f"{what}.messages[{i}]"), eol))
+                    texts.append((item, f"{what}.messages[{i}]", parts[-1]))
             payload = b"".join(parts)
+        self.blank_lines(fields, what, texts, eol)
         segments: tuple[bytes, ...] = (payload,)
         if "split_at" in fields:
             if proto != IPPROTO_TCP:
@@ -412,6 +447,24 @@ class _Loader:
             raise self.fail(node, f"{what}: the payload is empty")
         expect = self.expect(fields["expect"], f"{what}.expect", hosts) if "expect" in fields else None
         return Send(line, src, dst, proto, segments, expect)
+
+    def blank_lines(self, fields: dict[str, yaml.Node], what: str, texts: list[tuple[yaml.Node, str, bytes]],
+                    eol: bytes) -> None:
+        """A warning for each message text whose headers no blank line ends,
+        unless the step says ``no_blank_line: true``. ``raw`` payloads are not
+        checked: they are double-quoted strings, which keep every byte, written
+        to send exact (often malformed) bytes - a missing blank line there is
+        what the file says, not what YAML did to it."""
+        lacking = [(node, where) for node, where, data in texts if eol * 2 not in data]
+        if "no_blank_line" in fields and self.boolean(fields["no_blank_line"], f"{what}.no_blank_line"):
+            if not lacking:
+                raise self.fail(fields["no_blank_line"], f"{what}.no_blank_line: every message text ends its "
+                                                         f"headers with a blank line: there is nothing to excuse")
+            return
+        for node, where in lacking:
+            self.warn(node, f"{where}: no blank line ends the headers (over TCP the kernel helper then skips the "
+                            f"message: tcp.no-blank-line); a '|' block drops its trailing blank lines, '|+' keeps "
+                            f"them; no_blank_line: true on the step says it is meant")
 
     def transport(self, fields: dict[str, yaml.Node], what: str, default_proto: int) -> int:
         if "transport" not in fields:
@@ -508,7 +561,8 @@ class _Renderer:
         return self.substitute(joined, len(body_bytes)).encode("utf-8")
 
 
-def load_dialog(path: str | Path) -> Dialog:
+def load_dialog(path: str | Path, *, loader: type = LOADER) -> Dialog:
+    """``loader``: the PyYAML loader class that composes the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -516,12 +570,20 @@ def load_dialog(path: str | Path) -> Dialog:
         raise DialogError(str(path), None, f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise DialogError(str(path), None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_dialog(text, str(path))
+    return parse_dialog(text, str(path), loader=loader)
 
 
-def parse_dialog(text: str, source: str = "<dialog>") -> Dialog:
+def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) -> Dialog:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=loader)
+    except yaml.reader.ReaderError as exc:
+        # It has no mark, and its position counts characters in one composer, bytes in the other: find the
+        # character itself (the reader stops at its first occurrence).
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        at = text.find(char)
+        raise DialogError(source, text.count("\n", 0, at) + 1 if at >= 0 else None,
+                          f"YAML: the character {char!r} cannot be written as it is; write it as an escape "
+                          f"in a double-quoted string") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise DialogError(source, mark.line + 1 if mark else None, f"YAML: {exc.problem}") from None

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from .expectation import PROTO_NAMES, Expectation
 from .predict import Prediction, StepPrediction
+from .printable import printable
 
 JSON_FORMAT = "sipct.prediction/1"
 
 
-def describe_step(dialog: Dialog, step: object) -> str:
+def _latin1(data: bytes) -> str:
+    return data.decode("latin-1")
+
+
+def describe_step(dialog: Dialog, step: object, text: Callable[[bytes], str] = _latin1) -> str:
+    """One line for a step; ``text`` turns the payload's first line into
+    text: for JSON every byte as the code point of its value (exact), for a
+    terminal :func:`printable`."""
     if isinstance(step, Wait):
         return f"wait {step.seconds:g}s"
     if isinstance(step, Connect):
@@ -23,10 +32,10 @@ def describe_step(dialog: Dialog, step: object) -> str:
     if isinstance(step, DeleteConntrack):
         return f"delete-conntrack {PROTO_NAMES[step.proto]} {step.src} -> {step.dst}"
     assert isinstance(step, Send)
-    first_line = step.payload.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    first_line = text(step.payload.split(b"\n", 1)[0].rstrip(b"\r")[:60])
     wire = step.on_wire(dialog.family)
     segs = f" ({len(wire)} segments)" if len(wire) > 1 else ""
-    return f"{PROTO_NAMES[step.proto]} {step.src} -> {step.dst}: {first_line[:60]}{segs}"
+    return f"{PROTO_NAMES[step.proto]} {step.src} -> {step.dst}: {first_line}{segs}"
 
 
 def expectation_json(dialog: Dialog, e: Expectation, now: float) -> dict[str, Any]:
@@ -73,13 +82,24 @@ def prediction_json(prediction: Prediction) -> dict[str, Any]:
         "params": prediction.params.as_mapping(),
         "hosts": {name: str(addr) for name, addr in d.hosts.items()},
         "steps": [step_json(d, s) for s in prediction.steps],
+        "warnings": [{"line": w.line, "message": w.message} for w in d.warnings],
         "ok": not prediction.failures,
     }
 
 
+def print_warnings(dialog: Dialog, console: Console) -> None:
+    """The loader's warnings about the dialog's file, a line each."""
+    for warning in dialog.warnings:
+        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
+
+
 def print_prediction(prediction: Prediction, console: Console, *, verbose: bool = False) -> None:
+    """The prediction as a table. What comes from the dialog file or the
+    payload goes in as rich Text through printable(): no markup, no emoji
+    codes, no control characters reach the terminal."""
     d = prediction.dialog
-    console.print(f"[bold]{d.name}[/bold]  ({d.source})  profile [cyan]{prediction.profile.name}[/cyan]")
+    console.print(Text.assemble((printable(d.name), "bold"), f"  ({printable(d.source)})  profile ",
+                                (prediction.profile.name, "cyan")))
     table = Table(show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("t", justify="right")
@@ -87,21 +107,21 @@ def print_prediction(prediction: Prediction, console: Console, *, verbose: bool 
     table.add_column("verdict")
     table.add_column("expectations after the step")
     for s in prediction.steps:
-        verdict = s.verdict or ""
+        verdict = Text(s.verdict or "")
         drop = next((p.drop_rule for p in s.packets if p.drop_rule), None)
-        if verdict == "drop" and drop is not None:
-            verdict = f"[red]drop[/red]\n{drop.id}"
-        elif verdict == "accept":
-            verdict = "[green]accept[/green]"
-        rows = "\n".join(f"{escape(d.symbolic(e))}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
-        step_text = describe_step(d, s.step)
+        if s.verdict == "drop" and drop is not None:
+            verdict = Text.assemble(("drop", "red"), f"\n{drop.id}")
+        elif s.verdict == "accept":
+            verdict = Text("accept", "green")
+        rows = "\n".join(f"{d.symbolic(e)}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
+        step_text = Text(describe_step(d, s.step, printable))
         if verbose and s.firings:
-            step_text += "\n[dim]" + " ".join(f.rule.id for f in s.firings) + "[/dim]"
+            step_text.append("\n" + " ".join(f.rule.id for f in s.firings), "dim")
         if s.failures:
-            step_text += "\n[red]✗ see below[/red]"
-        table.add_row(str(s.index), f"{s.time:g}", step_text, verdict, rows)
+            step_text.append("\n✗ see below", "red")
+        table.add_row(str(s.index), f"{s.time:g}", step_text, verdict, Text(rows))
     console.print(table)
     for s in prediction.steps:
         for failure in s.failures:
-            console.print(f"[red]✗[/red] step {s.index} (line {s.step.line}): {escape(failure)}",
-                          highlight=False, soft_wrap=True)
+            console.print(Text.assemble(("✗", "red"), f" step {s.index} (line {s.step.line}): {printable(failure)}"),
+                          soft_wrap=True)

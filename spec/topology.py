@@ -11,6 +11,7 @@ that is "same network as the packet's destination".
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Iterable
 
 from .expectation import Address
@@ -18,6 +19,9 @@ from .expectation import Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# A batch of dialog files names the same few hosts thousands of times, and
+# building the network object was a third of loading one with libyaml.
+@lru_cache(maxsize=1024)
 def network_of(addr: Address) -> Network:
     prefix = 24 if addr.version == 4 else 64
     return ipaddress.ip_network(f"{addr}/{prefix}", strict=False)

@@ -65,3 +65,33 @@ def test_a_bad_file_in_a_spec_batch_is_reported_and_the_rest_predicted(tmp_path,
     assert first["source"] == str(broken) and first["error"].startswith(f"{broken}:3:")
     assert second["dialog"] == "register" and second["ok"] is True
     assert f"{broken}:3:" in captured.err.replace("\n", "")
+
+
+NO_BLANK_LINE = """\
+hosts: {ua: 192.0.2.2, server: 198.51.100.2}
+steps:
+  - send: ua:5060 -> server:5060
+    message: |
+      OPTIONS sip:{server.uri} SIP/2.0
+      Content-Length: 0
+
+"""
+
+
+def test_spec_shows_the_loader_warnings(tmp_path, capsys):
+    dialog = tmp_path / "clipped.yaml"
+    dialog.write_text(NO_BLANK_LINE)
+    assert main(["spec", str(dialog)]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert f"warning: {dialog}:4: steps[0].message: no blank line ends the headers" in captured.err.replace("\n", "")
+    assert "warning" not in captured.out
+
+    assert main(["spec", "--json", str(dialog)]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    (warning,) = json.loads(captured.out)["warnings"]
+    assert warning["line"] == 4 and warning["message"].startswith("steps[0].message: no blank line ends")
+
+    dialog.write_text(NO_BLANK_LINE.replace("message: |", "message: |+"))
+    assert main(["spec", "--json", str(dialog)]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["warnings"] == []

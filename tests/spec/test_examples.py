@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from sipct.spec.dialog import (
+    LOADER,
+    PURE_LOADER,
     Connect,
     DialogError,
     Send,
@@ -17,7 +20,11 @@ from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "spec" / "examples").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "spec" / "examples").glob("*.yaml"))
+BUNDLED = EXAMPLES + sorted((ROOT / "conformance" / "scenarios").rglob("*.yaml"))
+# The errors' and steps' line numbers come from the composer's marks: both must give them.
+LOADERS = pytest.mark.parametrize("loader", [PURE_LOADER, LOADER], ids=["pure", "libyaml"])
 
 
 def test_there_are_examples() -> None:
@@ -73,8 +80,20 @@ steps:
 """
 
 
-def test_a_good_dialog() -> None:
-    d = parse_dialog(GOOD, "good.yaml")
+def test_libyaml_is_the_default_loader_when_pyyaml_has_it() -> None:
+    assert LOADER is (yaml.CBaseLoader if yaml.__with_libyaml__ else PURE_LOADER)
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_both_loaders_give_the_same_dialog(path: Path) -> None:
+    pure, fast = load_dialog(path, loader=PURE_LOADER), load_dialog(path, loader=LOADER)
+    assert fast == pure
+    assert [s.line for s in fast.steps] == [s.line for s in pure.steps]
+
+
+@LOADERS
+def test_a_good_dialog(loader: type) -> None:
+    d = parse_dialog(GOOD, "good.yaml", loader=loader)
     assert [type(s) for s in d.steps] == [Send, Wait, Connect, Send]
     first = d.steps[0]
     assert isinstance(first, Send) and first.proto == IPPROTO_UDP and first.line == 6
@@ -86,9 +105,9 @@ def test_a_good_dialog() -> None:
     assert predict(d).failures == []
 
 
-def error_of(text: str) -> DialogError:
+def error_of(text: str, loader: type = LOADER) -> DialogError:
     with pytest.raises(DialogError) as info:
-        parse_dialog(text, "bad.yaml")
+        parse_dialog(text, "bad.yaml", loader=loader)
     return info.value
 
 
@@ -97,6 +116,13 @@ HEAD = "name: t\nhosts:\n  ua: 192.0.2.2\n  srv: 198.51.100.2\nsteps:\n"
 
 @pytest.mark.parametrize("text, line, words", [
     ("name: t\nhosts: [a\nsteps: {\n", 3, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: \"abc\n\n", 9, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n\tmessage: x\n", 7, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: x\n   bad: 1\n", 8, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: *nothing\n", 7, "YAML"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: \u00e9\x1b\n", 7, "YAML: the character '\\x1b'"),
+    (HEAD + "  - send: ua:5060 -> srv:5060\n    message: \u00e9\x9b\n", 7, "YAML: the character '\\x9b'"),
+    ("name: t\n---\nname: u\n", 2, "YAML"),
     (HEAD + "  - send: ua:5060 -> nobody:5060\n    message: x\n", 6, "unknown host 'nobody'"),
     (HEAD + "  - send: ua:5060 -> srv:70000\n    message: x\n", 6, "port 70000 is out of range"),
     (HEAD + "  - send: ua:0 -> srv:5060\n    message: x\n", 6, "port 0 is out of range"),
@@ -127,8 +153,9 @@ HEAD = "name: t\nhosts:\n  ua: 192.0.2.2\n  srv: 198.51.100.2\nsteps:\n"
     ("name: t\nparams: {nat: 1}\nhosts:\n  ua: 192.0.2.2\n  srv: 198.51.100.2\nsteps:\n  - wait: 1\n", 2,
      "unknown module parameter"),
 ])
-def test_loader_errors_name_the_line(text: str, line: int, words: str) -> None:
-    err = error_of(text)
+@LOADERS
+def test_loader_errors_name_the_line(text: str, line: int, words: str, loader: type) -> None:
+    err = error_of(text, loader)
     assert err.line == line, str(err)
     assert words in err.message
     assert str(err).startswith(f"bad.yaml:{line}: ")
@@ -147,3 +174,71 @@ def test_missing_file(tmp_path: Path) -> None:
     bad.write_bytes(b"name: \xe9\n")
     with pytest.raises(DialogError, match="not UTF-8"):
         load_dialog(bad)
+
+
+# --- warnings ------------------------------------------------------------------------------------------
+TCP_HEAD = HEAD + "  - connect: ua:5070 -> srv:5060\n  - send: ua:5070 -> srv:5060\n    transport: tcp\n"
+CLIPPED = "      OPTIONS sip:x SIP/2.0\n      Content-Length: 0\n\n"  # the blank line a '|' block drops
+
+
+def warnings_of(text: str, loader: type = LOADER) -> list[tuple[int, str]]:
+    return [(w.line, w.message) for w in parse_dialog(text, "w.yaml", loader=loader).warnings]
+
+
+@LOADERS
+def test_a_message_whose_headers_no_blank_line_ends_is_warned_about(loader: type) -> None:
+    text = TCP_HEAD + "    message: |\n" + CLIPPED + "    expect: {verdict: accept}\n"
+    ((line, message),) = warnings_of(text, loader)
+    assert line == 9
+    assert message.startswith("steps[1].message: no blank line ends the headers")
+    assert "tcp.no-blank-line" in message and "'|+'" in message and "no_blank_line: true" in message
+    d = parse_dialog(text, "w.yaml", loader=loader)
+    assert str(d.warnings[0]).startswith("w.yaml:9: steps[1].message: ")
+    # ... and it is what the kernel helper then does
+    assert "tcp.no-blank-line" in {f.rule.id for s in predict(d).steps for f in s.firings}
+
+
+def test_each_message_of_a_tcp_payload_is_checked() -> None:
+    text = TCP_HEAD + (
+        "    messages:\n"
+        "      - |+\n"
+        "        OPTIONS sip:x SIP/2.0\n"
+        "        Content-Length: 0\n"
+        "\n"
+        "      - |\n"  # line 14
+        "        OPTIONS sip:x SIP/2.0\n"
+        "        Content-Length: 0\n"
+        "\n"
+        "      - raw: \"BYE sip:x SIP/2.0\\r\\n\"\n")
+    assert [(line, message.split(":")[0]) for line, message in warnings_of(text)] == [(14, "steps[1].messages[1]")]
+
+
+@pytest.mark.parametrize("body", [
+    "    message: |+\n" + CLIPPED,  # keep: the blank line stays
+    "    message: |\n      OPTIONS sip:x SIP/2.0\n      Content-Length: 4\n\n      body\n",
+    "    message: \"OPTIONS sip:x SIP/2.0\\nl: 0\\n\\n\"\n",
+    "    eol: lf\n    message: |+\n" + CLIPPED,
+    "    raw: \"OPTIONS sip:x SIP/2.0\\r\\nl: 0\\r\\n\"\n",  # exact bytes, as written
+])
+def test_no_warning_when_the_headers_end(body: str) -> None:
+    assert warnings_of(TCP_HEAD + body) == []
+
+
+def test_no_blank_line_true_says_it_is_meant() -> None:
+    text = TCP_HEAD + "    no_blank_line: true\n    message: |\n" + CLIPPED
+    assert warnings_of(text) == []
+    assert warnings_of(text.replace("true", "false")) != []
+    assert error_of(text.replace("true", "yes")).message == "steps[1].no_blank_line must be true or false"
+    stale = error_of(TCP_HEAD + "    no_blank_line: true\n    message: |+\n" + CLIPPED)
+    assert stale.line == 9 and "nothing to excuse" in stale.message
+
+
+def test_warnings_do_not_make_dialogs_differ() -> None:
+    text = TCP_HEAD + "    message: |\n" + CLIPPED
+    assert parse_dialog(text).warnings and parse_dialog(text) == parse_dialog(
+        text.replace("    message: |\n", "    no_blank_line: true\n    message: |\n"))
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_bundled_dialogs_load_without_warnings(path: Path) -> None:
+    assert [str(w) for w in load_dialog(path).warnings] == []

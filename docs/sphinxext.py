@@ -11,6 +11,7 @@ specification cannot drift from the code:
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 from docutils import nodes
@@ -129,7 +130,24 @@ class PolicyDirective(_Generated):
         return _table(["class", "max per master", "timeout"], rows)
 
 
+_QUOTED_ANNOTATION = re.compile(r"(:\s*)'([^']*)'")
+
+
+def _unquote_annotations(app, what, name, obj, options, signature, return_annotation):  # type: ignore[no-untyped-def]
+    """Annotations that stayed strings (``from __future__ import annotations``
+    where autodoc could not evaluate them) lose their quotes, so that the
+    Python domain parses - and links - the types inside them; a dataclass
+    field's ``<factory>`` default (not Python, so the whole argument list would
+    go unparsed) reads ``...``."""
+    if signature:
+        signature = _QUOTED_ANNOTATION.sub(r"\1\2", signature).replace("= <factory>", "= ...")
+    if return_annotation and return_annotation.startswith("'") and return_annotation.endswith("'"):
+        return_annotation = return_annotation[1:-1]
+    return signature, return_annotation
+
+
 def setup(app):  # type: ignore[no-untyped-def]
+    app.connect("autodoc-process-signature", _unquote_annotations)
     app.add_directive("sipct-machine", MachineDirective)
     app.add_directive("sipct-rules", RulesDirective)
     app.add_directive("sipct-profiles", ProfilesDirective)

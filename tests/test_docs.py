@@ -2,6 +2,7 @@
 cross-reference resolved (``sphinx-build -W -n``, what CI runs), and shows
 what the code says."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sipct.docs.sphinxext import machine_dot
+from sipct.docs.sphinxext import function_parts, ident_url, link_profile, machine_dot, rule_anchor, rule_group
 from sipct.spec.machines import MACHINES
 from sipct.spec.rules import RULES
 
@@ -67,3 +68,49 @@ def test_the_api_pages_document_what_the_prose_links_to(html):
         assert f'id="{target}"' in spec, target
     assert 'id="sipct.harness.diff.compare"' in (html / "api" / "harness.html").read_text()
     assert 'id="sipct.reference.config.load_config"' in (html / "api" / "reference.html").read_text()
+
+
+def test_every_rule_has_its_anchor_and_a_group(html):
+    rules_page = (html / "rules.html").read_text()
+    for rule_id in RULES:
+        assert f'id="{rule_anchor(rule_id)}"' in rules_page, rule_id
+        rule_group(rule_id)  # raises for a prefix without a group
+
+
+def test_rule_role_links_to_the_catalogue(html):
+    conformance = (html / "conformance.html").read_text()
+    assert 'href="rules.html#rule-expect.expire"' in conformance
+
+
+@pytest.mark.parametrize("function, idents", [
+    ("process_invite/update/prack_response",
+     ["process_invite_response", "process_update_response", "process_prack_response"]),
+    ("sip_help_udp/sip_help_tcp -> nf_ct_refresh", ["sip_help_udp", "sip_help_tcp", "nf_ct_refresh"]),
+    ("sip_handlers[]: UPDATE/ACK/PRACK -> process_sdp", ["sip_handlers", "process_sdp"]),
+    ("nf_conntrack_expect.c: __nf_ct_expect_check -> expect_clash", ["__nf_ct_expect_check", "expect_clash"]),
+])
+def test_kernel_functions_become_identifiers(function, idents):
+    assert [target for kind, _, target in function_parts(function) if kind == "ident"] == idents
+
+
+def test_every_rule_function_links_only_identifiers():
+    for rule in RULES.values():
+        parts = function_parts(rule.function)
+        assert "".join(shown for _, shown, _ in parts).replace(" → ", " -> ") == rule.function
+        for kind, _, target in parts:
+            if kind == "ident":
+                assert re.fullmatch(r"_*[a-z][a-z0-9]*(_[a-z0-9]+)+", target), (rule.id, target)
+            elif kind == "file":
+                assert target.startswith("nf_conntrack_") and target.endswith(".c"), (rule.id, target)
+        assert ident_url(link_profile(rule), "x").startswith("https://elixir.bootlin.com/linux/v")
+
+
+def test_an_unknown_rule_id_fails_the_build(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text('extensions = ["sipct.docs.sphinxext"]\n')
+    (src / "index.rst").write_text("Title\n=====\n\nSee :rule:`register.no-such-rule`.\n")
+    proc = subprocess.run([*SPHINX_BUILD, str(src), str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "unknown rule id 'register.no-such-rule'" in proc.stderr

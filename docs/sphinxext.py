@@ -73,6 +73,15 @@ class _Generated(Directive):
         return node.children
 
 
+MACHINE_LEGEND = [
+    "Legend: a rounded box is a state; the arrow from the dot points at the initial state; a double border "
+    "marks a final state (the machine instance ends there); an arrow is a transition, labelled with the "
+    "events that take it (any of them); an arrow back to its own box keeps the state (the event is legal "
+    "there). The table below lists every (state, event) pair and the kernel code that causes the event; "
+    "any other pair raises :class:`~sipct.spec.machines.IllegalTransition`.",
+]
+
+
 class MachineDirective(_Generated):
     required_arguments = 1
 
@@ -85,7 +94,7 @@ class MachineDirective(_Generated):
         out += ["   " + line for line in machine_dot(name).splitlines()]
         out += ["", f"*{(cls.__doc__ or '').strip()}* Initial state: ``{compiled.initial}``"
                 + (f"; final states: {', '.join(f'``{s}``' for s in sorted(compiled.finals))}."
-                   if compiled.finals else "."), ""]
+                   if compiled.finals else "."), "", *MACHINE_LEGEND, ""]
         rows = [[f"``{source}``", f"``{event}``", f"``{target}``", EVENT_ORIGINS[name].get(event, "")]
                 for (source, event), target in compiled.table.items()]
         return out + _table(["from", "event", "to", "caused by (kernel)"], rows, "15 15 15 55")
@@ -381,11 +390,22 @@ class ProfilesDirective(_Generated):
         return _table(["profile", "kernels", *[f"``{f}``" for f in features]], rows)
 
 
+def modprobe_value(name: str, value: object) -> str:
+    """A parameter as ``modprobe nf_conntrack_sip`` takes it: ``ports=5060,5062``, switches as 0/1."""
+    if isinstance(value, (tuple, list)):
+        return f"{name}={','.join(str(v) for v in value)}"
+    return f"{name}={int(value) if isinstance(value, bool) else value}"
+
+
 class ParamsDirective(_Generated):
     def render(self) -> list[str]:
         from sipct.spec.params import ModuleParams
 
         defaults = ModuleParams()
+        module = [f.name for f in fields(ModuleParams) if f.name != "expect_max"]
+        command = "modprobe nf_conntrack_sip " + " ".join(modprobe_value(n, getattr(defaults, n)) for n in module)
+        intro = ["The defaults, written as ``modprobe`` takes them (a line ``options nf_conntrack_sip ...`` in "
+                 "``/etc/modprobe.d/`` does the same at every load)::", "", f"   {command}", ""]
         docs = {
             "ports": "Destination ports that get the helper (the lab's ``ct helper set`` rule); up to 8.",
             "sip_timeout": "Seconds a master lives after its last packet with payload.",
@@ -395,9 +415,15 @@ class ParamsDirective(_Generated):
                                   "the signalling packet's output interface.",
             "expect_max": "``nf_conntrack_expect_max``: the namespace's expectation limit.",
         }
-        rows = [[f"``{f.name}``", f"``{getattr(defaults, f.name)}``", docs.get(f.name, "")]
-                for f in fields(ModuleParams)]
-        return _table(["parameter", "default", "meaning"], rows, "25 15 60")
+        rows = []
+        for f in fields(ModuleParams):
+            value = getattr(defaults, f.name)
+            if f.name == "expect_max":
+                written = f"``sysctl -w net.netfilter.nf_conntrack_expect_max={value}`` (not a module parameter)"
+            else:
+                written = f"``{modprobe_value(f.name, value)}``"
+            rows.append([f"``{f.name}``", written, docs.get(f.name, "")])
+        return intro + _table(["parameter", "default, as written", "meaning"], rows, "22 33 45")
 
 
 class PolicyDirective(_Generated):

@@ -114,3 +114,13 @@ def test_an_unknown_rule_id_fails_the_build(tmp_path):
                           timeout=120)
     assert proc.returncode != 0
     assert "unknown rule id 'register.no-such-rule'" in proc.stderr
+
+
+def test_every_state_diagram_has_its_legend(html):
+    assert (html / "machines.html").read_text().count("Legend:") == len(MACHINES)
+
+
+def test_module_parameters_are_shown_as_modprobe_takes_them(html):
+    page = (html / "parameters.html").read_text()
+    assert "modprobe nf_conntrack_sip ports=5060 sip_timeout=3600 sip_direct_signalling=1" in page
+    assert "sip_external_media=0" in page

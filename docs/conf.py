@@ -50,6 +50,8 @@ rst_epilog = f"""
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.graphviz", "sipct.docs.sphinxext"]
 graphviz_output_format = "svg"
+# "::" blocks are output, messages and file lines, not Python.
+highlight_language = "text"
 exclude_patterns = ["_build", "__pycache__"]
 html_theme = "furo"
 html_title = f"sipct {release} — the Linux SIP conntrack helper, specified"

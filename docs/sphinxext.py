@@ -405,7 +405,8 @@ class ParamsDirective(_Generated):
         module = [f.name for f in fields(ModuleParams) if f.name != "expect_max"]
         command = "modprobe nf_conntrack_sip " + " ".join(modprobe_value(n, getattr(defaults, n)) for n in module)
         intro = ["The defaults, written as ``modprobe`` takes them (a line ``options nf_conntrack_sip ...`` in "
-                 "``/etc/modprobe.d/`` does the same at every load)::", "", f"   {command}", ""]
+                 "``/etc/modprobe.d/`` does the same at every load):", "", ".. code-block:: sh", "",
+                 f"   {command}", ""]
         docs = {
             "ports": "Destination ports that get the helper (the lab's ``ct helper set`` rule); up to 8.",
             "sip_timeout": "Seconds a master lives after its last packet with payload.",

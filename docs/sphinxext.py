@@ -3,7 +3,9 @@ specification cannot drift from the code:
 
 * ``.. sipct-machine:: NAME`` - a state diagram and transition table compiled
   from the python-statemachine class in ``sipct.spec.machines``;
-* ``.. sipct-rules::`` - the rule catalogue (``sipct.spec.rules.RULES``);
+* ``.. sipct-rules::`` - the rule catalogue (``sipct.spec.rules.RULES``), grouped
+  by phase, one anchor ``rule-<id>`` per rule;
+* ``:rule:`register.unbind``` - a link to a rule (an unknown id fails the build);
 * ``.. sipct-profiles::`` - the kernel version profiles;
 * ``.. sipct-params::`` - the module parameters and their defaults;
 * ``.. sipct-policy::`` - ``sip_exp_policy[]``.
@@ -11,11 +13,18 @@ specification cannot drift from the code:
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
+from sphinx import addnodes
+from sphinx.domains import Domain, ObjType
+from sphinx.util import logging
+from sphinx.util.nodes import make_refnode
+
+logger = logging.getLogger(__name__)
 
 
 def machine_dot(name: str) -> str:
@@ -64,6 +73,15 @@ class _Generated(Directive):
         return node.children
 
 
+MACHINE_LEGEND = [
+    "Legend: a rounded box is a state; the arrow from the dot points at the initial state; a double border "
+    "marks a final state (the machine instance ends there); an arrow is a transition, labelled with the "
+    "events that take it (any of them); an arrow back to its own box keeps the state (the event is legal "
+    "there). The table below lists every (state, event) pair and the kernel code that causes the event; "
+    "any other pair raises :class:`~sipct.spec.machines.IllegalTransition`.",
+]
+
+
 class MachineDirective(_Generated):
     required_arguments = 1
 
@@ -76,19 +94,290 @@ class MachineDirective(_Generated):
         out += ["   " + line for line in machine_dot(name).splitlines()]
         out += ["", f"*{(cls.__doc__ or '').strip()}* Initial state: ``{compiled.initial}``"
                 + (f"; final states: {', '.join(f'``{s}``' for s in sorted(compiled.finals))}."
-                   if compiled.finals else "."), ""]
+                   if compiled.finals else "."), "", *MACHINE_LEGEND, ""]
         rows = [[f"``{source}``", f"``{event}``", f"``{target}``", EVENT_ORIGINS[name].get(event, "")]
                 for (source, event), target in compiled.table.items()]
         return out + _table(["from", "event", "to", "caused by (kernel)"], rows, "15 15 15 55")
 
 
-class RulesDirective(_Generated):
-    def render(self) -> list[str]:
+# --- the rule catalogue ------------------------------------------------------------------
+# Rules grouped by the phase of the packet's path they belong to, from the
+# rule id's prefix (the part before the first "."). A prefix missing here
+# fails the build.
+RULE_GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("Helper entry and the master conntrack", ("helper", "master"),
+     "``sip_help_udp()`` / ``sip_help_tcp()`` and the conntrack core: which packets are helped at all, "
+     "the master's timeout, and what a dropped first packet takes with it."),
+    ("TCP framing", ("tcp",),
+     "``sip_help_tcp()`` cuts a segment into messages by ``Content-Length``."),
+    ("Dispatch and requests", ("msg", "request"),
+     "``process_sip_msg()`` and ``process_sip_request()``: request or response, the method's handler, "
+     "the CSeq every handled request needs."),
+    ("Responses", ("response",),
+     "``process_sip_response()`` and the INVITE, UPDATE and PRACK response handlers."),
+    ("INVITE, BYE and SDP", ("invite", "bye", "sdp", "media"),
+     "The INVITE and BYE handlers, ``process_sdp()`` and ``set_expected_rtp_rtcp()``: media expectations."),
+    ("REGISTER", ("register", "register-response"),
+     "``process_register_request()`` and ``process_register_response()``: the signalling expectation "
+     "of a registration."),
+    ("The expectation table", ("expect",),
+     "``nf_conntrack_expect.c``: insertion, replacement, eviction, limits, expiry and matching."),
+)
+# Profiles in the order a rule's source link prefers them: the newest
+# packaged source first; 6.18's source is not packaged here.
+_LINK_PROFILE_ORDER = ("6.1.192", "6.1.176", "6.1.170", "6.18")
+ELIXIR = "https://elixir.bootlin.com/linux"
+
+
+def rule_group(rule_id: str) -> str:
+    """The title of the group a rule id belongs to (by its prefix)."""
+    prefix = rule_id.split(".", 1)[0]
+    for title, prefixes, _ in RULE_GROUPS:
+        if prefix in prefixes:
+            return title
+    raise ValueError(f"rule {rule_id}: no group for the prefix {prefix!r} (docs/sphinxext.py RULE_GROUPS)")
+
+
+def rule_anchor(rule_id: str) -> str:
+    """The HTML id of a rule's row: ``rule-`` and the id itself (``rule-register.unbind``)."""
+    return f"rule-{rule_id}"
+
+
+def kernel_tag(profile: str) -> str:
+    """The Elixir tag of a profile's kernel source: ``v6.1.192``; ``v6.18`` for 6.18."""
+    return f"v{profile}"
+
+
+def source_url(profile: str, file: str = "nf_conntrack_sip.c") -> str:
+    return f"{ELIXIR}/{kernel_tag(profile)}/source/net/netfilter/{file}"
+
+
+def ident_url(profile: str, ident: str) -> str:
+    return f"{ELIXIR}/{kernel_tag(profile)}/A/ident/{ident}"
+
+
+def rule_profiles(rule) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    from sipct.spec.profiles import PROFILES
+
+    return tuple(rule.only_profiles) or tuple(PROFILES)
+
+
+def link_profile(rule) -> str:  # type: ignore[no-untyped-def]
+    """The profile whose source a rule's kernel function links to."""
+    profiles = rule_profiles(rule)
+    return next(p for p in _LINK_PROFILE_ORDER if p in profiles)
+
+
+_IDENT = re.compile(r"_*[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+_FUNCTION_TOKEN = re.compile(r"(?P<file>[a-z_]+\.c)|(?P<alts>_*[a-z][a-z0-9_]*(?:/[a-z0-9_]+)+)|(?P<ident>_*[a-z][a-z0-9_]*)"
+                             r"|(?P<arrow> -> )|(?P<other>.)")
+
+
+def function_parts(text: str) -> list[tuple[str, str, str | None]]:
+    """A rule's ``function`` as (kind, shown text, target) parts: ``file``
+    (a source file), ``ident`` (a kernel identifier; target: the identifier),
+    ``text``. ``process_invite/update/prack_response`` is three identifiers
+    (``process_invite_response``, ...); ``sip_help_udp/sip_help_tcp`` two."""
+    parts: list[tuple[str, str, str | None]] = []
+
+    def text_part(t: str) -> None:
+        if parts and parts[-1][0] == "text":
+            parts[-1] = ("text", parts[-1][1] + t, None)
+        else:
+            parts.append(("text", t, None))
+
+    for m in _FUNCTION_TOKEN.finditer(text):
+        if m.group("file"):
+            parts.append(("file", m.group("file"), m.group("file")))
+        elif m.group("alts"):
+            pieces = m.group("alts").split("/")
+            if all(_IDENT.fullmatch(p) for p in pieces):
+                targets = pieces
+            else:  # a shared prefix and suffix: process_invite/update/prack_response
+                prefix = pieces[0].rsplit("_", 1)[0] + "_"
+                suffix = "_" + pieces[-1].split("_", 1)[1]
+                targets = [pieces[0] + suffix, *(prefix + p + suffix for p in pieces[1:-1]), prefix + pieces[-1]]
+            for i, (shown, target) in enumerate(zip(pieces, targets)):
+                if i:
+                    text_part("/")
+                parts.append(("ident", shown, target))
+        elif m.group("ident"):
+            word = m.group("ident")
+            if _IDENT.fullmatch(word):
+                parts.append(("ident", word, word))
+            else:
+                text_part(word)
+        elif m.group("arrow"):
+            text_part(" → ")
+        else:
+            text_part(m.group("other"))
+    return parts
+
+
+def _param_text(name: str, value: object) -> str:
+    return f"{name}={int(value) if isinstance(value, bool) else value}"
+
+
+def _cell(*children: nodes.Node) -> nodes.entry:
+    entry = nodes.entry()
+    entry += nodes.paragraph("", "", *children)
+    return entry
+
+
+class RulesDirective(Directive):
+    """``.. sipct-rules::`` - the catalogue, one section per group, one table
+    row per rule with the anchor ``rule-<id>``."""
+
+    def run(self) -> list[nodes.Node]:
+        from sipct.spec.profiles import PROFILES
         from sipct.spec.rules import RULES
 
-        rows = [[f"``{r.id}``", f"``{r.function}``", r.summary + (f' Kernel log: "{r.log}".' if r.log else ""),
-                 "drop" if r.drop else "accept"] for r in RULES.values()]
-        return _table(["rule", "kernel function", "behaviour", "verdict"], rows, "20 25 45 10")
+        env = self.state.document.settings.env
+        domain = env.get_domain("sipct")
+        groups: dict[str, list] = {title: [] for title, _, _ in RULE_GROUPS}
+        for rule in RULES.values():
+            groups[rule_group(rule.id)].append(rule)
+        sources = nodes.paragraph("", "Kernel functions link to Elixir's identifier search in the source of "
+                                  f"{kernel_tag(_LINK_PROFILE_ORDER[0])}, or of the newest profile the rule applies "
+                                  "to when that is not one. ``nf_conntrack_sip.c`` of each profile: ")
+        for i, name in enumerate(PROFILES):
+            if i:
+                sources += nodes.Text(", ")
+            sources += nodes.reference("", name, refuri=source_url(name))
+        sources += nodes.Text(".")
+        out: list[nodes.Node] = [sources]
+        for title, _, intro in RULE_GROUPS:
+            rules = groups[title]
+            if not rules:
+                continue
+            section = nodes.section(ids=[nodes.make_id("rules " + title)], names=[nodes.fully_normalize_name(title)])
+            section += nodes.title(title, title)
+            intro_nodes, _ = self.state.inline_text(intro, self.lineno)
+            section += nodes.paragraph("", "", *intro_nodes)
+            section += self._table(rules, len(PROFILES))
+            self.state.document.note_implicit_target(section, section)
+            out.append(section)
+            for rule in rules:
+                domain.note_rule(rule.id, env.docname, rule_anchor(rule.id), self.lineno)
+        return out
+
+    def _table(self, rules: list, profile_count: int) -> nodes.table:  # type: ignore[type-arg]
+        table = nodes.table(classes=["sipct-rules"])
+        widths = (18, 44, 9, 17, 12)
+        tgroup = nodes.tgroup(cols=len(widths))
+        table += tgroup
+        for w in widths:
+            tgroup += nodes.colspec(colwidth=w)
+        head = nodes.thead()
+        tgroup += head
+        row = nodes.row()
+        for text in ("rule", "behaviour", "verdict", "kernel function", "applies to"):
+            row += _cell(nodes.Text(text))
+        head += row
+        body = nodes.tbody()
+        tgroup += body
+        for rule in rules:
+            body += self._row(rule, profile_count)
+        return table
+
+    def _row(self, rule, profile_count: int) -> nodes.row:  # type: ignore[no-untyped-def]
+        anchor = rule_anchor(rule.id)
+        row = nodes.row(ids=[anchor])
+        row += _cell(nodes.reference("", "", nodes.literal(rule.id, rule.id), refid=anchor,
+                                     classes=["sipct-rule-anchor"]))
+        behaviour = nodes.entry()
+        behaviour += nodes.paragraph("", rule.summary)
+        if rule.log:
+            behaviour += nodes.paragraph("", "", nodes.Text("Kernel log: "), nodes.literal(rule.log, rule.log))
+        if rule.needs:
+            behaviour += nodes.paragraph("", "", nodes.emphasis("", "Exercised only with: "), nodes.Text(rule.needs))
+        row += behaviour
+        row += _cell(nodes.literal("NF_DROP", "NF_DROP") if rule.drop else nodes.Text("—"))
+        profile = link_profile(rule)
+        function = nodes.paragraph()
+        for kind, shown, target in function_parts(rule.function):
+            if kind == "text":
+                function += nodes.Text(shown)
+            else:
+                uri = source_url(profile, target) if kind == "file" else ident_url(profile, target)
+                function += nodes.reference("", "", nodes.literal(shown, shown), refuri=uri)
+        entry = nodes.entry()
+        entry += function
+        row += entry
+        applies = nodes.entry()
+        profiles = rule_profiles(rule)
+        applies += nodes.paragraph("", "all profiles" if len(profiles) == profile_count and not rule.only_profiles
+                                   else ", ".join(profiles) + (" only" if len(profiles) == 1 else ""))
+        if rule.needs_params:
+            para = nodes.paragraph()
+            for i, (name, value) in enumerate(rule.needs_params):
+                if i:
+                    para += nodes.Text(", ")
+                text = _param_text(name, value)
+                para += nodes.literal(text, text)
+            applies += para
+        row += applies
+        return row
+
+
+def rule_role(name, rawtext, text, lineno, inliner, options=None, content=None):  # type: ignore[no-untyped-def]
+    """``:rule:`register.unbind``` - a link to the rule's row in the
+    catalogue; an id that is not in ``RULES`` is a build error."""
+    from sipct.spec.rules import RULES
+
+    rule_id = text.strip()
+    if rule_id not in RULES:
+        msg = inliner.reporter.error(f"unknown rule id {rule_id!r} (not in sipct.spec.rules.RULES)", line=lineno)
+        problem = inliner.problematic(rawtext, rawtext, msg)
+        return [problem], [msg]
+    node = addnodes.pending_xref(rawtext, refdomain="sipct", reftype="rule", reftarget=rule_id,
+                                 refexplicit=False, refwarn=True)
+    node += nodes.literal(rawtext, rule_id, classes=["xref", "sipct-rule"])
+    return [node], []
+
+
+class SipctDomain(Domain):
+    """Holds where each rule's row is, so that ``:rule:`` links resolve across pages."""
+
+    name = "sipct"
+    label = "sipct"
+    object_types = {"rule": ObjType("rule", "rule")}
+    initial_data: dict = {"rules": {}}  # rule id -> (docname, anchor)
+
+    @property
+    def rules(self) -> dict[str, tuple[str, str]]:
+        return self.data["rules"]
+
+    def note_rule(self, rule_id: str, docname: str, anchor: str, line: int) -> None:
+        if rule_id in self.rules and self.rules[rule_id][0] != docname:
+            logger.warning("rule %s is in the catalogue twice (%s and %s)", rule_id, self.rules[rule_id][0], docname,
+                           location=(docname, line))
+        self.rules[rule_id] = (docname, anchor)
+
+    def clear_doc(self, docname: str) -> None:
+        for rule_id, (doc, _) in list(self.rules.items()):
+            if doc == docname:
+                del self.rules[rule_id]
+
+    def merge_domaindata(self, docnames, otherdata) -> None:  # type: ignore[no-untyped-def]
+        for rule_id, (doc, anchor) in otherdata["rules"].items():
+            if doc in docnames:
+                self.rules[rule_id] = (doc, anchor)
+
+    def resolve_xref(self, env, fromdocname, builder, typ, target, node, contnode):  # type: ignore[no-untyped-def]
+        found = self.rules.get(target)
+        if found is None:
+            return None
+        docname, anchor = found
+        return make_refnode(builder, fromdocname, docname, anchor, contnode, f"rule {target}")
+
+    def resolve_any_xref(self, env, fromdocname, builder, target, node, contnode):  # type: ignore[no-untyped-def]
+        ref = self.resolve_xref(env, fromdocname, builder, "rule", target, node, contnode)
+        return [("sipct:rule", ref)] if ref is not None else []
+
+    def get_objects(self):  # type: ignore[no-untyped-def]
+        for rule_id, (docname, anchor) in self.rules.items():
+            yield rule_id, rule_id, "rule", docname, anchor, 1
 
 
 class ProfilesDirective(_Generated):
@@ -101,11 +390,23 @@ class ProfilesDirective(_Generated):
         return _table(["profile", "kernels", *[f"``{f}``" for f in features]], rows)
 
 
+def modprobe_value(name: str, value: object) -> str:
+    """A parameter as ``modprobe nf_conntrack_sip`` takes it: ``ports=5060,5062``, switches as 0/1."""
+    if isinstance(value, (tuple, list)):
+        return f"{name}={','.join(str(v) for v in value)}"
+    return f"{name}={int(value) if isinstance(value, bool) else value}"
+
+
 class ParamsDirective(_Generated):
     def render(self) -> list[str]:
         from sipct.spec.params import ModuleParams
 
         defaults = ModuleParams()
+        module = [f.name for f in fields(ModuleParams) if f.name != "expect_max"]
+        command = "modprobe nf_conntrack_sip " + " ".join(modprobe_value(n, getattr(defaults, n)) for n in module)
+        intro = ["The defaults, written as ``modprobe`` takes them (a line ``options nf_conntrack_sip ...`` in "
+                 "``/etc/modprobe.d/`` does the same at every load):", "", ".. code-block:: sh", "",
+                 f"   {command}", ""]
         docs = {
             "ports": "Destination ports that get the helper (the lab's ``ct helper set`` rule); up to 8.",
             "sip_timeout": "Seconds a master lives after its last packet with payload.",
@@ -115,9 +416,15 @@ class ParamsDirective(_Generated):
                                   "the signalling packet's output interface.",
             "expect_max": "``nf_conntrack_expect_max``: the namespace's expectation limit.",
         }
-        rows = [[f"``{f.name}``", f"``{getattr(defaults, f.name)}``", docs.get(f.name, "")]
-                for f in fields(ModuleParams)]
-        return _table(["parameter", "default", "meaning"], rows, "25 15 60")
+        rows = []
+        for f in fields(ModuleParams):
+            value = getattr(defaults, f.name)
+            if f.name == "expect_max":
+                written = f"``sysctl -w net.netfilter.nf_conntrack_expect_max={value}`` (not a module parameter)"
+            else:
+                written = f"``{modprobe_value(f.name, value)}``"
+            rows.append([f"``{f.name}``", written, docs.get(f.name, "")])
+        return intro + _table(["parameter", "default, as written", "meaning"], rows, "22 33 45")
 
 
 class PolicyDirective(_Generated):
@@ -129,7 +436,28 @@ class PolicyDirective(_Generated):
         return _table(["class", "max per master", "timeout"], rows)
 
 
+_QUOTED_ANNOTATION = re.compile(r"(:\s*)'([^']*)'")
+
+
+def _unquote_annotations(app, what, name, obj, options, signature, return_annotation):  # type: ignore[no-untyped-def]
+    """Annotations that stayed strings (``from __future__ import annotations``
+    where autodoc could not evaluate them) lose their quotes, so that the
+    Python domain parses - and links - the types inside them; a dataclass
+    field's ``<factory>`` default (not Python, so the whole argument list would
+    go unparsed) reads ``...``."""
+    if signature:
+        signature = _QUOTED_ANNOTATION.sub(r"\1\2", signature).replace("= <factory>", "= ...")
+    if return_annotation and return_annotation.startswith("'") and return_annotation.endswith("'"):
+        return_annotation = return_annotation[1:-1]
+    return signature, return_annotation
+
+
 def setup(app):  # type: ignore[no-untyped-def]
+    app.setup_extension("sphinx.ext.autodoc")
+    app.setup_extension("sphinx.ext.graphviz")
+    app.connect("autodoc-process-signature", _unquote_annotations)
+    app.add_domain(SipctDomain)
+    app.add_role("rule", rule_role)
     app.add_directive("sipct-machine", MachineDirective)
     app.add_directive("sipct-rules", RulesDirective)
     app.add_directive("sipct-profiles", ProfilesDirective)

@@ -288,7 +288,8 @@ class HelperDaemon:
         try:
             decision = self.core.decide(pkt, now)
             if decision.error:
-                log.warning("packet %d: %s -> %s", pkt.packet_id, decision.error, decision.verdict_name)
+                # "error:" marks the failure policy's verdicts (sipct fuzz counts them by it).
+                log.warning("packet %d: error: %s -> %s", pkt.packet_id, decision.error, decision.verdict_name)
             verdict, exp = self._execute(decision)
             self.queue.send_verdict(Verdict(
                 pkt.queue_num, pkt.packet_id, verdict, pkt.family,

@@ -302,3 +302,21 @@ def test_sighup_rereads_the_log_level(stubs, tmp_path) -> None:
 def test_notify_without_systemd(monkeypatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert notify("READY=1") is False
+
+
+def test_the_fuzz_run_s_log_patterns_match_the_daemon_s_lines(stubs, caplog) -> None:
+    """`sipct fuzz` counts the daemon's log lines by these patterns; a pattern
+    that never matches what the daemon writes would count nothing."""
+    from sipct.conformance.fuzz_cli import LOG_PATTERNS
+
+    d = started()
+    (queue,), (_, ops) = stubs
+    with caplog.at_level(logging.INFO, "sipct"):
+        unconfirmed = packet(INVITE, pid=1)
+        d.handle(QueuedPacket(3, socket.AF_INET, 1, ETH_P_IP, 4, unconfirmed.payload, None, 0))  # no NFQA_CT
+        ops.refuse[("create", 5000)] = RuntimeError("socket gone mad")
+        d.handle(packet(INVITE, new=True, pid=2))
+        d.handle(packet(INVITE, pid=3))
+    counts = {name: len(__import__("re").findall(pattern, caplog.text)) for name, pattern in LOG_PATTERNS.items()}
+    assert counts["policy_verdicts"] == 1, caplog.text
+    assert counts["internal_errors"] == 1 and counts["tracebacks"] == 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import socket
 import sys
 import time
@@ -82,12 +83,11 @@ def call_packets(template: list[tuple[bool, bytes]], n: int) -> list[Packet]:
     """Master n's call: the UA's address and port in the headers, its media
     ports (and the server's) its own, so no two calls expect the same media."""
     ua, port = ua_of(n)
-    media = (port // 2) * 2  # even: RTP, and RTCP one above
     out = []
     for from_ua, payload in template:
-        data = (payload.replace(b"192.0.2.2", str(ua).encode())
-                .replace(b"m=audio 49170", b"m=audio %d" % media)
-                .replace(b"m=audio 3456", b"m=audio %d" % media))
+        data = re.sub(rb"m=audio \d+", b"m=audio %d" % port, payload.replace(b"192.0.2.2", str(ua).encode()))
+        head, sep, body = data.partition(b"\r\n\r\n")
+        data = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), head) + sep + body
         if from_ua:
             out.append(Packet(ua, port, SERVER, 5060, socket.IPPROTO_UDP, data))
         else:

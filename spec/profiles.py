@@ -21,18 +21,18 @@ from dataclasses import dataclass, fields
 class KernelProfile:
     name: str
     description: str
-    # sip_parse_port() (6.1.192): a URI port is 1-5 digits, 1024-65535, and must
+    # sip_parse_port() (Debian 6.1.176, 6.12.107): a URI port is 1-5 digits, 1024-65535, and must
     # not end at the buffer end; the same rule in epaddr_len(), the request URI
     # and header URIs. Before: epaddr_len() skipped any run of digits, and the
     # URI parsers used simple_strtoul() with a 1024-65535 check on the
     # unsigned-int-truncated value.
     strict_uri_port: bool
-    # sip_strtouint() (6.1.192): numbers are bounded (at most 11 characters,
+    # sip_strtouint() (Debian 6.1.176, 6.12.107): numbers are bounded (at most 11 characters,
     # at most UINT_MAX) and base 10 everywhere. Before: simple_strtoul(), which
     # wraps, reads past the message, and parsed `expires=` parameters with
     # base 0 (so `expires=010` meant 8 and `expires=0x10` meant 16).
     bounded_numbers: bool
-    # sip_skip_whitespace() returns NULL at the buffer end (6.1.192); before it
+    # sip_skip_whitespace() returns NULL at the buffer end (Debian 6.1.190, 6.12.111); before it
     # returned the limit itself and the caller went on to read at the limit.
     skip_whitespace_null_at_end: bool
 

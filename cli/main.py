@@ -30,6 +30,7 @@ def examples_dir() -> Path:
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
+    from sipct.capture.cli import capture_options
     from sipct.cli.batch import BadFile, load_batch, worst
     from sipct.spec.predict import predict
     from sipct.spec.report import prediction_json, print_prediction, print_warnings
@@ -39,7 +40,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
     outputs = []
     status = EXIT_OK
     paths = list(args.dialogs) or sorted(examples_dir().glob("*.yaml"))
-    for _, dialog in load_batch(paths):
+    for _, dialog in load_batch(paths, capture_options(args)):
         if isinstance(dialog, BadFile):
             dialog.print(err)
             outputs.append(dialog.json())
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rules", help="list the rule catalogue")
     p.set_defaults(func=cmd_rules)
+
+    from sipct.capture.cli import add_capture_options, add_import_parser
+    add_capture_options(sub.choices["spec"])
+    add_import_parser(sub)
 
     try:
         from sipct.conformance.cli import add_conformance_parser

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     from sipct.capture.cli import add_capture_options, add_import_parser
     add_capture_options(sub.choices["spec"])
     add_import_parser(sub)
+    from sipct.explain.cli import add_explain_parser
+    add_explain_parser(sub, _profile_arg, DEFAULT_PROFILE)
 
     try:
         from sipct.conformance.cli import add_conformance_parser

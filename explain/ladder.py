@@ -39,7 +39,7 @@ def ladder_svg(prediction: Prediction, where: list[str] | None = None,
         step = s.step
         label = f"{e.where}" + (f"  t={s.time:g}s" if s.time else "")
         body.append(_text(8, y + 4, label, MUTED, size=11))
-        title = escape("\n".join(e.lines()))
+        title = escape(printable("\n".join(e.lines())))
         if isinstance(step, Wait):
             body.append(f'<line x1="{LEFT}" y1="{y}" x2="{x[hosts[-1]] + 60}" y2="{y}" stroke="{MUTED}" '
                         f'stroke-dasharray="2 4"><title>{title}</title></line>')

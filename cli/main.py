@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_conformance_parser(sub)
         add_helper_parser(sub)
         add_fuzz_parser(sub)
+        from sipct.capture.observe_cli import add_observe_parser
+        add_observe_parser(sub)
     return parser
 
 

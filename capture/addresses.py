@@ -22,8 +22,8 @@ from sipct.spec.topology import network_of, router_address
 from .messages import Message
 
 IPV4_NETWORKS = [n for n in DOCUMENTATION_NETWORKS if n.version == 4]
-_IPV4 = re.compile(rb"(?<![0-9.])\d{1,3}(?:\.\d{1,3}){3}(?![0-9]|\.[0-9])")
-_IPV6 = re.compile(rb"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}"
+IPV4_LITERAL = re.compile(rb"(?<![0-9.])\d{1,3}(?:\.\d{1,3}){3}(?![0-9]|\.[0-9])")
+IPV6_LITERAL = re.compile(rb"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}"
                    rb"(?![0-9A-Za-z:])")
 
 
@@ -137,7 +137,7 @@ def _rewritable(addr: Address) -> bool:
 
 def addresses_in(data: bytes, family: int) -> list[Address]:
     found = []
-    for match in (_IPV4 if family == 4 else _IPV6).finditer(data):
+    for match in (IPV4_LITERAL if family == 4 else IPV6_LITERAL).finditer(data):
         addr = _parse(match.group(0), family)
         if addr is not None:
             found.append(addr)
@@ -161,7 +161,7 @@ class Edit:
 
 def address_edits(data: bytes, start: int, end: int, plan: AddressPlan) -> list[Edit]:
     edits = []
-    for match in (_IPV4 if plan.family == 4 else _IPV6).finditer(data, start, end):
+    for match in (IPV4_LITERAL if plan.family == 4 else IPV6_LITERAL).finditer(data, start, end):
         addr = _parse(match.group(0), plan.family)
         if addr is not None and addr in plan.lab and plan.lab[addr] != addr:
             edits.append(Edit(match.start(), match.end(), str(plan.lab[addr]).encode()))

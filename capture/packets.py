@@ -66,13 +66,8 @@ def _network_layer(source: str, frame: Frame) -> tuple[tuple[int, bytes] | None,
     if link == LINKTYPE_ETHERNET:
         if len(data) < 14:
             raise CaptureError(source, frame.number, f"an Ethernet frame of {len(data)} bytes has no header")
-        eth = dpkt.ethernet.Ethernet(data)
-        inner = eth.data
-        if isinstance(inner, (dpkt.ip.IP, dpkt.ip6.IP6)):
-            return (ETH_P_IP if isinstance(inner, dpkt.ip.IP) else ETH_P_IPV6, bytes(inner)), False
-        # dpkt leaves what it could not decode as bytes: find the IP header behind any VLAN tags itself.
         at, ethertype = 12, struct.unpack("!H", data[12:14])[0]
-        while ethertype in (0x8100, 0x88A8) and len(data) >= at + 6:
+        while ethertype in (0x8100, 0x88A8) and len(data) >= at + 6:  # 802.1Q / 802.1ad tags
             at += 4
             ethertype = struct.unpack("!H", data[at:at + 2])[0]
         return ((ethertype, data[at + 2:]) if ethertype in (ETH_P_IP, ETH_P_IPV6) else None), False
@@ -94,12 +89,12 @@ def _network_layer(source: str, frame: Frame) -> tuple[tuple[int, bytes] | None,
     if link in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if len(data) < 4:
             return None, False
-        # The address family in the capturing host's byte order (NULL) or network order (LOOP).
-        family = struct.unpack("!I" if link == LINKTYPE_LOOP else "=I", data[:4])[0]
-        if family not in (2, 24, 28, 30):
-            family = struct.unpack("<I" if link == LINKTYPE_LOOP else ">I", data[:4])[0]
-        return ({2: (ETH_P_IP, data[4:])}.get(family) or
-                ((ETH_P_IPV6, data[4:]) if family in (24, 28, 30) else None)), False
+        # The BSD address family, in the capturing host's byte order (NULL) or in network order (LOOP);
+        # AF_INET6 is 24, 28 or 30 depending on the BSD.
+        families = set(struct.unpack("<I", data[:4]) + struct.unpack(">I", data[:4]))
+        if 2 in families:
+            return (ETH_P_IP, data[4:]), False
+        return ((ETH_P_IPV6, data[4:]) if families & {24, 28, 30} else None), False
     raise CaptureError(source, frame.number, f"link type {link} is not supported (Ethernet, Linux cooked, raw IP "
                                              f"and BSD loopback are)")
 

@@ -10,7 +10,7 @@ from sipct.spec.dialog import _TEMPLATE, Connect, Send, Step, Wait, _quote_bytes
 from sipct.spec.expectation import IPPROTO_TCP
 from sipct.spec.params import ModuleParams
 
-from .addresses import _IPV4, _IPV6, AddressPlan, _parse
+from .addresses import IPV4_LITERAL, IPV6_LITERAL, AddressPlan
 from .messages import datagram_message, split_messages
 
 
@@ -123,22 +123,16 @@ class _Writer:
         return out
 
     def addresses(self, line: str) -> str:
-        pattern = _IPV4 if self.family == 4 else _IPV6
-        data = line.encode()
+        if self.family == 6:  # {name.uri} writes the brackets of an IPv6 URI host
+            for text, name in self.host_of.items():
+                line = line.replace(f"[{text}]", f"{{{name}.uri}}")
+        literal = _TEXT_LITERALS[self.family]
+        return literal.sub(lambda m: f"{{{self.host_of[m.group(0)]}}}" if m.group(0) in self.host_of
+                           else m.group(0), line)
 
-        def replace(match: re.Match[bytes]) -> bytes:
-            text = match.group(0).decode()
-            name = self.host_of.get(text)
-            if name is None or _parse(match.group(0), self.family) is None:
-                return match.group(0)
-            start, end = match.span()
-            if self.family == 6 and data[start - 1:start] == b"[" and data[end:end + 1] == b"]":
-                return f"\0{name}.uri\0".encode()
-            return f"{{{name}}}".encode()
 
-        out = pattern.sub(replace, data).decode()
-        # An IPv6 URI host keeps its brackets in the template: {name.uri} writes them.
-        return re.sub(r"\[\0([^\0]+)\0\]", r"{\1}", out)
+# The host addresses are written in their canonical form, so matching the text is enough.
+_TEXT_LITERALS = {4: re.compile(IPV4_LITERAL.pattern.decode()), 6: re.compile(IPV6_LITERAL.pattern.decode())}
 
 
 def _eol(payload: bytes) -> bytes | None:

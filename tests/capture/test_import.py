@@ -199,3 +199,22 @@ def test_a_connection_without_its_handshake_gets_a_connect_step(tmp_path):
     imported = import_capture(write(tmp_path, pcap([Pkt(1.0, f) for f in frames])))
     assert isinstance(imported.dialog.steps[0], Connect)
     assert "no handshake for this connection" in imported.text
+
+
+def test_a_linux_cooked_capture_on_a_router_keeps_each_packet_once(tmp_path):
+    import io
+    import struct
+
+    import dpkt
+
+    def cooked(pkttype: int, frame: bytes) -> bytes:
+        return struct.pack("!HHH8sH", pkttype, 1, 6, b"\x02" * 6 + b"\0\0", 0x0800) + frame[14:]
+
+    frame = udp(UA, 5060, SERVER, 5060, invite(UA, SERVER))
+    out = io.BytesIO()
+    writer = dpkt.pcap.Writer(out, linktype=113)  # tcpdump -i any
+    writer.writepkt(cooked(0, frame), 1.0)  # in from the UA
+    writer.writepkt(cooked(4, frame), 1.00005)  # forwarded: out towards the server
+    imported = import_capture(write(tmp_path, out.getvalue()))
+    assert len(sends(imported.dialog)) == 1
+    assert imported.skipped["forwarded copy (seen again on another interface)"] == 1

@@ -38,12 +38,19 @@ def say(console: Console, label: str, style: str, message: object) -> None:
     console.print(Text.assemble((label, style), " ", printable(str(message))))
 
 
-def load_batch(paths: list[Path]) -> list[tuple[Path, Dialog | BadFile]]:
-    """Each file in order, as its dialog or as why it could not be loaded."""
+def load_batch(paths: list[Path], capture_options: dict | None = None) -> list[tuple[Path, Dialog | BadFile]]:
+    """Each file in order, as its dialog or as why it could not be loaded; a
+    pcap or pcapng capture is imported (sipct.capture) with ``capture_options``."""
+    from sipct.capture.files import capture_format
+
     batch: list[tuple[Path, Dialog | BadFile]] = []
     for path in paths:
         try:
-            batch.append((path, load_dialog(path)))
+            if capture_format(path) is not None:
+                from sipct.capture.importer import import_capture
+                batch.append((path, import_capture(path, **(capture_options or {})).dialog))
+            else:
+                batch.append((path, load_dialog(path)))
         except DialogError as exc:
             batch.append((path, BadFile(str(path), str(exc))))
     return batch

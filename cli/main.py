@@ -30,6 +30,7 @@ def examples_dir() -> Path:
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
+    from sipct.capture.cli import capture_options
     from sipct.cli.batch import BadFile, load_batch, worst
     from sipct.spec.predict import predict
     from sipct.spec.report import prediction_json, print_prediction, print_warnings
@@ -39,7 +40,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
     outputs = []
     status = EXIT_OK
     paths = list(args.dialogs) or sorted(examples_dir().glob("*.yaml"))
-    for _, dialog in load_batch(paths):
+    for _, dialog in load_batch(paths, capture_options(args)):
         if isinstance(dialog, BadFile):
             dialog.print(err)
             outputs.append(dialog.json())
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rules", help="list the rule catalogue")
     p.set_defaults(func=cmd_rules)
 
+    from sipct.capture.cli import add_capture_options, add_import_parser
+    add_capture_options(sub.choices["spec"])
+    add_import_parser(sub)
+    from sipct.explain.cli import add_explain_parser
+    add_explain_parser(sub, _profile_arg, DEFAULT_PROFILE)
+
     try:
         from sipct.conformance.cli import add_conformance_parser
         from sipct.conformance.fuzz_cli import add_fuzz_parser
@@ -99,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_conformance_parser(sub)
         add_helper_parser(sub)
         add_fuzz_parser(sub)
+        from sipct.capture.observe_cli import add_observe_parser
+        add_observe_parser(sub)
     return parser
 
 

@@ -31,10 +31,17 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help="kernel: the kernel's nf_conntrack_sip (default); reference: also the userspace "
                         "reference helper (sipct helper), three-way: spec, kernel, reference - needs "
                         "nfnetlink_cthelper, so usually with --kernel")
+    p.add_argument("--pcap", type=Path, metavar="DIR",
+                   help="write each dialog's traffic at the router (both sides) to DIR/NAME.pcapng, each step's "
+                        "packets commented with the spec's verdict, rules and expectation table")
+    from sipct.capture.cli import add_capture_options
+    add_capture_options(p)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sipct.capture.cli import capture_options
+    from sipct.capture.runpcap import StepCapture, pcap_name, write_run_pcap
     from sipct.cli.main import examples_dir
     from sipct.harness.diff import compare
     from sipct.harness.kernel import KernelUnavailable, RunningKernel
@@ -50,8 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True)
     out = Console()
+    if args.pcap is not None:
+        if args.kernels:
+            say(err, "cannot run:", "red", "--pcap captures in the lab on this kernel; not with --kernel")
+            return EXIT_ERROR
+        try:
+            args.pcap.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            say(err, "cannot run:", "red", f"--pcap {args.pcap}: {exc.strerror}")
+            return EXIT_ERROR
     paths = list(args.dialogs) or sorted(examples_dir().glob("*.yaml"))
-    batch = load_batch(paths)
+    batch = load_batch(paths, capture_options(args))
     status = EXIT_OK
     for _, item in batch:
         if isinstance(item, BadFile):
@@ -91,8 +107,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             params = kernel.params_for(dialog.params)
             prediction = predict(dialog, profile, params)
+            hook = StepCapture() if args.pcap else None
             try:
-                run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps])
+                try:
+                    run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps], on_step=hook)
+                finally:
+                    captured = hook.finish() if hook else []
             except (LabError, OSError) as exc:
                 failed = BadFile(dialog.source, f"{dialog.source}: the lab could not run the dialog: {exc}")
                 failed.print(err)
@@ -100,6 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 status = worst(status, EXIT_ERROR)
                 continue
             comparison = compare(prediction, run, kernel.release)
+            if hook is not None:
+                pcap = args.pcap / f"{pcap_name(dialog.name)}.pcapng"
+                count = write_run_pcap(pcap, hook, captured, prediction, comparison.steps, kernel.release)
+                say(err, "capture:", "", f"{pcap} ({count} packets at the router)")
             if not comparison.agree or prediction.failures:
                 status = worst(status, EXIT_DIVERGED)
             if args.helper == "reference":

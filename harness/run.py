@@ -10,7 +10,7 @@ and after every step the router's expectation table is dumped over ctnetlink.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -109,10 +109,14 @@ class DialogRunner:
         return lab, names
 
     def run(self, dialog: Dialog, ports: tuple[int, ...],
-            expected: Sequence[bool | None] | None = None) -> KernelRun:
+            expected: Sequence[bool | None] | None = None,
+            on_step: Callable[[Lab, int], None] | None = None) -> KernelRun:
         """Run ``dialog``; ``expected`` (per step: will it be delivered?, e.g.
         from the spec) makes the wait for a packet long when it should arrive
-        and short when it should not. Late arrivals are counted either way."""
+        and short when it should not. Late arrivals are counted either way.
+        ``on_step(lab, index)`` is called as each step starts (and with
+        ``len(dialog.steps)`` after the last): a capture tells the steps'
+        packets apart by it."""
         lab, names = self._lab_for(dialog, ports)
         lab.reset()
         family = dialog.family
@@ -126,6 +130,8 @@ class DialogRunner:
             now = 0.0
             stragglers = lab.sweep_stragglers()
             for index, step in enumerate(dialog.steps):
+                if on_step is not None:
+                    on_step(lab, index)
                 timeout = self.drop_timeout
                 if expected is not None and index < len(expected) and expected[index]:
                     timeout = max(timeout, DELIVERY_TIMEOUT)
@@ -159,6 +165,8 @@ class DialogRunner:
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
                 late, stragglers = lab.sweep_stragglers() - stragglers, lab.sweep_stragglers()
                 result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late))
+            if on_step is not None:
+                on_step(lab, len(dialog.steps))
         except BaseException:
             self._close_sockets()
             raise

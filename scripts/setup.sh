@@ -13,8 +13,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 
-packages=(python3 python3-venv python3-pip nftables iproute2 kmod)
-[ $dev -eq 1 ] && packages+=(graphviz)
+# sip-tester: SIPp, the user agents of `sipct observe`; tshark: the tests read `sipct run --pcap` back with it.
+packages=(python3 python3-venv python3-pip nftables iproute2 kmod sip-tester)
+[ $dev -eq 1 ] && packages+=(graphviz tshark)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from sipct.conformance.cli import add_conformance_parser
         from sipct.conformance.fuzz_cli import add_fuzz_parser
+        from sipct.harness.clean_cli import add_clean_parser
         from sipct.harness.cli import add_run_parser
         from sipct.reference.cli import add_helper_parser
     except ImportError:  # the harness part is optional for spec-only installs
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_conformance_parser(sub)
         add_helper_parser(sub)
         add_fuzz_parser(sub)
+        add_clean_parser(sub)
     return parser
 
 

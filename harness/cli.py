@@ -34,6 +34,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sipct.cli.main import examples_dir
+    from sipct.harness.clean_cli import sweep_stale_labs
     from sipct.harness.diff import compare
     from sipct.harness.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if args.kernels:
         return run_in_kernels(args, list(zip(paths, dialogs)))
+    sweep_stale_labs()
     try:
         check_prerequisites()
         kernel = RunningKernel.detect()

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.netns
 KILLS = int(os.environ.get("SIPCT_KILLS", "300"))
 BUDGET = float(os.environ.get("SIPCT_KILL_SECONDS", "80"))
 SEED = int(os.environ.get("SIPCT_KILL_SEED", "18"))
-AT_ONCE = 4
+AT_ONCE = 6
 HANG = 60.0  # seconds a signalled run may take to end before it counts as hung
 MIN_INTERRUPTED = 40  # fewer runs ended by the signal than this: the test tested nothing
 

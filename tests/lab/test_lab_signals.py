@@ -2,13 +2,13 @@
 conformance` leave no namespace and no process behind, and sipct says what it
 was doing.
 
-Hundreds of runs, three at a time, each signalled once: a random signal, sent
-to the process or to its whole group, at a random delay counted from the
-start or from its first namespace (so that most land in the lab's life:
-build, sends, waits, TCP connects, lab switches, teardown).  Seeded; bounded
-by a time budget.  SIPCT_KILLS (default 300), SIPCT_KILL_SECONDS (default 75)
-and SIPCT_KILL_SEED (default 18) change that, e.g. SIPCT_KILLS=3000
-SIPCT_KILL_SECONDS=1800 for a long run.
+Runs six at a time, each signalled once: a random signal, sent to the
+process or to its whole group, at a random delay counted from the start or
+from its first namespace (so that most land in the labs' life: build, sends,
+waits, TCP connects, lab switches, teardown).  Seeded; at most SIPCT_KILLS
+runs (default 300) within SIPCT_KILL_SECONDS (default 80, calibration
+included: some 120-250 runs on two loaded cores); SIPCT_KILL_SEED (default
+18) picks them.  A long run: SIPCT_KILLS=3000 SIPCT_KILL_SECONDS=1800.
 """
 
 from __future__ import annotations

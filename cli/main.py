@@ -1,7 +1,9 @@
 """``sipct``: the command line.
 
 Exit status: 0 success/agreement, 1 a divergence or a failed assertion,
-2 the run could not be made (bad input, missing prerequisite).
+2 the run could not be made (bad input, missing prerequisite), 128 + N
+ended by signal N once its labs and VMs were gone (SIGHUP 129, SIGINT 130,
+SIGTERM 143).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from sipct.conformance.cli import add_conformance_parser
         from sipct.conformance.fuzz_cli import add_fuzz_parser
+        from sipct.harness.clean_cli import add_clean_parser
         from sipct.harness.cli import add_run_parser
         from sipct.reference.cli import add_helper_parser
     except ImportError:  # the harness part is optional for spec-only installs
@@ -106,17 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
         add_conformance_parser(sub)
         add_helper_parser(sub)
         add_fuzz_parser(sub)
+        add_clean_parser(sub)
         from sipct.capture.observe_cli import add_observe_parser
         add_observe_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # First of all: a signal from here on unwinds the run, removing its labs
+    # and stopping its VMs (docs/harness.rst, "Signals").
+    from sipct.harness.interrupts import Interrupted, install
+
+    install()
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
-    except KeyboardInterrupt:
+    except Interrupted as exc:
+        print(f"sipct: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:  # SIGINT before install(), or with a handler of the caller's
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -89,6 +89,8 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
     from sipct.conformance.registry import REGISTRY, RegistryError, for_helper, load_registry
     from sipct.conformance.report import print_report, write_json, write_junit
     from sipct.conformance.suite import Suite, select_curated
+    from sipct.harness.clean_cli import sweep_stale_labs
+    from sipct.harness.interrupts import doing
     from sipct.harness.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
     from sipct.reference.lab import ReferenceUnavailable
@@ -103,6 +105,7 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
         curated += _collect(args.scenarios)
         curated = select_curated(curated, slow=args.slow)
         files = _collect([args.dialog_files]) if args.dialog_files else None
+        sweep_stale_labs()
         check_prerequisites()
         kernel = RunningKernel.detect()
         profile = kernel.profile if args.profile == "auto" else profile_named(args.profile)
@@ -128,13 +131,16 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
         suite = Suite(kernel, profile, for_helper(registry, "kernel"),
                       on_dialog=lambda kind: progress.advance(tasks[kind]))
         try:
-            suite.run_curated(curated)
+            with doing(f"conformance: {len(curated)} curated dialogs"):
+                suite.run_curated(curated)
             if not args.no_reproducers:
-                suite.run_reproducers()
-            if files is None:
-                suite.run_generated(args.examples, args.seed, args.out)
-            else:
-                suite.run_files(files, args.seed)
+                with doing("conformance: the known divergences' reproducers"):
+                    suite.run_reproducers()
+            with doing(f"conformance: generated dialogs (seed {args.seed})"):
+                if files is None:
+                    suite.run_generated(args.examples, args.seed, args.out)
+                else:
+                    suite.run_files(files, args.seed)
         finally:
             suite.close()
     suite.stats.elapsed = time.monotonic() - started

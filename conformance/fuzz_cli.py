@@ -101,11 +101,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 def fuzz_here(args: argparse.Namespace, messages: list[FuzzMessage]) -> dict:
     """The run in this kernel: lab, daemon, messages; the observations."""
     from sipct.conformance.fuzz_run import fuzz_hosts, observe, route
+    from sipct.harness.clean_cli import sweep_stale_labs
     from sipct.harness.kernel import kernel_version
     from sipct.reference.lab import ReferenceRunner, check_kernel
     from sipct.spec.params import ModuleParams
     from sipct.spec.profiles import profile_for_kernel
 
+    sweep_stale_labs()
     check_kernel()
     release = os.uname().release
     profile = profile_for_kernel(kernel_version(release))

@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sipct.capture.cli import capture_options
     from sipct.capture.runpcap import StepCapture, pcap_name, write_run_pcap
     from sipct.cli.main import examples_dir
+    from sipct.harness.clean_cli import sweep_stale_labs
     from sipct.harness.diff import compare
     from sipct.harness.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
@@ -80,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if all(isinstance(item, BadFile) for _, item in batch):
         _dump_json(args, [item.json() for _, item in batch])
         return status
+    sweep_stale_labs()
     try:
         check_prerequisites()
         kernel = RunningKernel.detect()

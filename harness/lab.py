@@ -23,26 +23,25 @@ outside the lab is touched.
 
 from __future__ import annotations
 
-import atexit
 import ipaddress
 import os
 import re
 import secrets
-import signal
 import subprocess
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from types import FrameType, TracebackType
-from typing import Any
+from types import TracebackType
 
-from pyroute2 import IPRoute, NFCTSocket, netns
+from pyroute2 import IPRoute, NFCTSocket
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 from sipct.spec.topology import network_of, router_address
 from sipct.harness.drivers import Delivery, Family, SocketDriver, TcpConnection
-from sipct.harness.netns import NETNS_RUN_DIR, create_netns, in_netns, open_netns, remove_netns
+from sipct.harness.interrupts import doing, shielded
+from sipct.harness.labns import create_tracked_netns, destroy_tracked_netns, lab_namespaces, lab_prefix
+from sipct.harness.netns import in_netns, open_netns
+from sipct.harness.sweep import remove_stale_namespaces
 
 __all__ = [
     "DOCUMENTATION_NETWORKS",
@@ -66,7 +65,6 @@ DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
     IPv6Network("2001:db8::/32"),
 )
 
-NETNS_PREFIX = "sipct-"
 _HOST_NAME = re.compile(r"[a-z][a-z0-9_]{0,23}")
 _ROUTER_ROLE = "router"
 DEFAULT_TIMEOUT = 0.2  # seconds a send waits before calling the packet dropped
@@ -194,104 +192,6 @@ def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "s
     )
 
 
-# -- namespaces and their cleanup -------------------------------------------
-
-_registry_lock = threading.RLock()
-_live: set[str] = set()
-_owner_pid = os.getpid()
-_atexit_registered = False
-_signals_installed = False
-_previous_handlers: dict[int, Any] = {}
-_CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _remove_all_live() -> None:
-    # A fork()ed copy of this process inherits the registry and the
-    # handlers: it must not tear down the parent's labs.
-    if os.getpid() != _owner_pid:
-        return
-    with _registry_lock:
-        names = list(_live)
-        _live.clear()
-    for name in names:
-        try:
-            remove_netns(name)
-        except OSError:
-            pass
-
-
-def _on_termination(signum: int, frame: FrameType | None) -> None:
-    _remove_all_live()
-    previous = _previous_handlers.get(signum, signal.SIG_DFL)
-    if callable(previous):
-        previous(signum, frame)
-    elif previous == signal.SIG_DFL:
-        # Die of the signal, as without us, so the parent sees -SIGTERM.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-
-def _install_cleanup_handlers() -> None:
-    global _atexit_registered, _signals_installed, _owner_pid
-    with _registry_lock:
-        if _owner_pid != os.getpid():  # a forked child making labs of its own
-            _owner_pid = os.getpid()
-            _live.clear()
-            _signals_installed = False
-        if not _atexit_registered:
-            atexit.register(_remove_all_live)
-            _atexit_registered = True
-        # signal.signal only works in the main thread; a lab made elsewhere
-        # still has atexit and its own close(), and the next lab made in
-        # the main thread installs the handlers.
-        if not _signals_installed and threading.current_thread() is threading.main_thread():
-            _signals_installed = True
-            for signum in _CLEANUP_SIGNALS:
-                previous = signal.getsignal(signum)
-                if previous == signal.SIG_IGN or previous is None:
-                    continue  # an ignored signal does not end the process
-                _previous_handlers[signum] = previous
-                signal.signal(signum, _on_termination)
-
-
-def create_tracked_netns(name: str) -> None:
-    """Create a namespace that the exit and signal cleanup will remove."""
-    _install_cleanup_handlers()
-    # Registered before creation: a crash between the two leaves nothing behind.
-    with _registry_lock:
-        _live.add(name)
-    create_netns(name)
-
-
-def destroy_tracked_netns(name: str) -> None:
-    """Remove a namespace made by create_tracked_netns (absent is fine)."""
-    remove_netns(name)
-    # Forgotten only once gone: an interrupt in between leaves it to atexit.
-    with _registry_lock:
-        _live.discard(name)
-
-
-def remove_stale_namespaces() -> list[str]:
-    """Delete lab namespaces whose creating process no longer exists.
-
-    Only SIGKILL (or a power cut) can leave lab namespaces behind; their
-    names carry the creator's pid, so they are recognisable.
-    """
-    removed = []
-    for name in netns.listnetns():
-        m = re.match(rf"{NETNS_PREFIX}(\d+)-[0-9a-f]+-", name)
-        if m is None:
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            remove_netns(name)
-            removed.append(name)
-        except PermissionError:
-            pass
-    return removed
-
-
 def _write_sysctls(netns_fd: int, values: dict[str, str]) -> None:
     # /proc/sys/net resolves against the opening thread's namespace
     # (net_ctl_header_lookup uses current->nsproxy->net_ns).
@@ -350,8 +250,9 @@ class Lab:
     """Hosts and a router in fresh network namespaces, the SIP helper on the router.
 
     Use as a context manager (or call close()).  Every namespace is deleted
-    on close, on an exception during setup, at interpreter exit and on
-    SIGTERM/SIGHUP (chained to the previous handlers).
+    on close, on an exception during setup and at interpreter exit; SIGTERM,
+    SIGINT and SIGHUP raise sipct.harness.interrupts.Interrupted, so that
+    the ``with`` block closes the lab on the way out.
     """
 
     def __init__(
@@ -375,7 +276,7 @@ class Lab:
         self.helper_type = helper_type
         self.tcp_rto_min = tcp_rto_min
         self.token = secrets.token_hex(4)
-        prefix = f"{NETNS_PREFIX}{os.getpid()}-{self.token}"
+        self.prefix = prefix = lab_prefix(self.token)  # sipct-<pid>-<start>-<token>
         self.router_netns = f"{prefix}-{_ROUTER_ROLE}"
         self.host_netns: dict[str, str] = {name: f"{prefix}-{name}" for name in self.hosts}
         self._closed = False
@@ -384,7 +285,13 @@ class Lab:
         self._ct: NFCTSocket | None = None
         self._driver = SocketDriver(self._host_fds, self.address, default_timeout=timeout)
         try:
-            self._build()
+            # Shielded: a signal waits the fraction of a second the build
+            # takes.  pyroute2 runs its requests in an asyncio loop, and a
+            # coroutine that an exception left half-way complains when it is
+            # collected ("Event loop is closed"); a whole lab is also simpler
+            # to tear down than a half-made one.
+            with doing(lambda: f"building the lab {prefix} ({', '.join(self.hosts)})"), shielded():
+                self._build()
         except BaseException:
             self.close()
             raise
@@ -461,16 +368,21 @@ class Lab:
         # inside the router namespace, and a first use from a new thread
         # still lands there (and never flushes the host's own table).
         assert self._ct is not None
-        with in_netns(self._fds[self.router_netns]):
+        with shielded(), in_netns(self._fds[self.router_netns]):  # pyroute2: see __init__
             # nfgenmsg version 0 with AF_INET flushes every family:
             # ctnetlink kept that meaning when flush learnt a family filter
             # (Linux 5.3), so that `conntrack -F` kept working.
             self._ct.flush()
 
     def close(self) -> None:
-        """Close every socket and delete every namespace; idempotent."""
+        """Close every socket and delete every namespace; idempotent.  A
+        signal meanwhile is raised once all is gone (interrupts.shielded)."""
         if self._closed:
             return
+        with shielded(), doing(lambda: f"removing the lab {self.prefix}"):
+            self._close()
+
+    def _close(self) -> None:
         self._closed = True
         errors: list[BaseException] = []
         for step in (self._driver.close, self._close_ct):
@@ -673,11 +585,3 @@ def _add_address(ipr: IPRoute, ifindex: int, addr: IPAddress, prefixlen: int) ->
 
 def _add_neighbour(ipr: IPRoute, ifindex: int, addr: IPAddress, mac: str) -> None:
     ipr.neigh("add", dst=str(addr), lladdr=mac, ifindex=ifindex, state=NUD_PERMANENT)
-
-
-def lab_namespaces() -> list[str]:
-    """The names of all lab namespaces (any process's) that exist right now."""
-    try:
-        return sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(NETNS_PREFIX))
-    except FileNotFoundError:
-        return []

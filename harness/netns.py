@@ -44,8 +44,11 @@ def in_netns(netns_fd: int) -> Iterator[None]:
     """
     origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(netns_fd)
+        # setns inside the try: an exception raised by a signal handler right
+        # after it must not leave the thread in the lab.  Going back to where
+        # one already is does no harm.
         try:
+            _setns(netns_fd)
             yield
         finally:
             _setns(origin)
@@ -88,10 +91,10 @@ def create_netns(name: str) -> None:
     """
     origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
-        try:
+        try:  # entered before unshare, for the reason in_netns gives
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
             pyroute2_netns.attach(name, "thread-self")  # mounts /proc/thread-self/ns/net
         finally:
             _setns(origin)

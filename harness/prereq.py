@@ -13,8 +13,9 @@ import shutil
 import subprocess
 
 from pyroute2 import IPRoute, NFCTSocket
+from sipct.harness.interrupts import doing, shielded
 from sipct.harness.netns import in_netns, open_netns
-from sipct.harness.lab import create_tracked_netns, destroy_tracked_netns
+from sipct.harness.labns import create_tracked_netns, destroy_tracked_netns, lab_prefix
 
 __all__ = ["PrerequisiteError", "check_prerequisites"]
 
@@ -51,7 +52,14 @@ def check_prerequisites() -> None:
         raise PrerequisiteError(
             "netns", "the kernel has no network namespaces: it needs CONFIG_NET_NS=y"
         )
-    name = f"sipct-{os.getpid()}-{secrets.token_hex(4)}-probe"
+    # Shielded for the reason Lab.__init__ gives: a signal waits for the probe's end.
+    with doing("checking the prerequisites (a probe namespace)"), shielded():
+        _probe()
+
+
+def _probe() -> None:
+    """Make a namespace, a veth pair, a SIP helper object and a ctnetlink socket in it."""
+    name = f"{lab_prefix(secrets.token_hex(4))}-probe"
     try:
         create_tracked_netns(name)
     except OSError as exc:

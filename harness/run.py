@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from sipct.harness.drivers import Delivery, TcpConnection
+from sipct.harness.interrupts import Doing, doing, shielded
 from sipct.harness.kernel import to_spec
 from sipct.harness.lab import HostSpec, Lab, LabError
 from sipct.harness.netlink.socket import CtExpSocket
@@ -81,10 +83,11 @@ class DialogRunner:
         self._netlink: tuple[Lab, CtExpSocket, CtExpSocket] | None = None
 
     def close(self) -> None:
-        self._close_sockets()
-        if self._lab is not None and self._own_lab:
-            self._lab.close()
-        self._lab = None
+        with shielded():
+            self._close_sockets()
+            if self._lab is not None and self._own_lab:
+                self._lab.close()
+            self._lab = None
 
     def __enter__(self) -> "DialogRunner":
         return self
@@ -117,6 +120,11 @@ class DialogRunner:
         ``on_step(lab, index)`` is called as each step starts (and with
         ``len(dialog.steps)`` after the last): a capture tells the steps'
         packets apart by it."""
+        with doing(f"dialog {dialog.name} ({dialog.source})") as task:
+            return self._run(dialog, ports, expected, task, on_step)
+
+    def _run(self, dialog: Dialog, ports: tuple[int, ...], expected: Sequence[bool | None] | None,
+             task: Doing, on_step: Callable[[Lab, int], None] | None) -> KernelRun:
         lab, names = self._lab_for(dialog, ports)
         lab.reset()
         family = dialog.family
@@ -130,6 +138,7 @@ class DialogRunner:
             now = 0.0
             stragglers = lab.sweep_stragglers()
             for index, step in enumerate(dialog.steps):
+                task.what = partial(_step_text, dialog, index)
                 if on_step is not None:
                     on_step(lab, index)
                 timeout = self.drop_timeout
@@ -176,10 +185,11 @@ class DialogRunner:
         """The router's ctnetlink sockets (dumps; events), kept while the lab lives."""
         if self._netlink is None or self._netlink[0] is not lab:
             self._close_sockets()
-            ctexp = CtExpSocket(lab.router_netns)
-            listener = CtExpSocket(lab.router_netns)
-            listener.subscribe_events()
-            self._netlink = (lab, ctexp, listener)
+            with shielded():  # pyroute2 sockets: see Lab.__init__
+                ctexp = CtExpSocket(lab.router_netns)
+                listener = CtExpSocket(lab.router_netns)
+                listener.subscribe_events()
+                self._netlink = (lab, ctexp, listener)
         return self._netlink[1], self._netlink[2]
 
     def _close_sockets(self) -> None:
@@ -231,6 +241,13 @@ def _host_names(lab: Lab, dialog: Dialog) -> dict[str, str] | None:
             return None
         names[name] = by_addr[addr]
     return names
+
+
+def _step_text(dialog: Dialog, index: int) -> str:
+    from sipct.spec.report import describe_step
+
+    step = dialog.steps[index]
+    return f"dialog {dialog.name} ({dialog.source}), step {index} (line {step.line}): {describe_step(dialog, step)}"
 
 
 def _sleep_until(deadline: float) -> None:

@@ -37,7 +37,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -47,6 +46,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sipct.harness.groups import start_group, stop_group
+from sipct.harness.interrupts import doing, shielded
 
 __all__ = [
     "GUEST_MODULES",
@@ -476,9 +478,10 @@ def run_in_vm(
                 item["source"] = sources[item["source"]]
         return result
     finally:
-        _copy_outputs(share, outputs or {})
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with shielded():
+            _copy_outputs(share, outputs or {})
+            if not keep:
+                shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _copy_outputs(share: Path, outputs: Mapping[str, str | os.PathLike[str]]) -> None:
@@ -544,17 +547,15 @@ def boot_script(kernel: VmKernel, share: Path, timeout: float) -> bool:
     seconds; vng's output goes to ``share/../vng.log``. True when the script
     got to write ``share/rc``."""
     vng = find_vng()
-    with open(share.parent / "vng.log", "wb") as log:
-        proc = subprocess.Popen(_vng_command(vng, kernel, share), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=share.parent, env=_vng_env(vng),
-                                start_new_session=True)
+    with open(share.parent / "vng.log", "wb") as log, doing(f"kernel {kernel.release}: {share / 'guest.sh'}"):
+        proc = start_group(_vng_command(vng, kernel, share), stdin=subprocess.DEVNULL, stdout=log,
+                           stderr=subprocess.STDOUT, cwd=share.parent, env=_vng_env(vng))
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
         finally:
-            if proc.returncode is None:
-                _kill_group(proc)
+            stop_group(proc)
     return (share / "rc").exists()
 
 
@@ -574,9 +575,9 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
     shown = shlex.join(command)
     started = time.monotonic()
     booted: float | None = None
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=workdir, env=env, start_new_session=True)
+    with open(log_path, "wb") as log, doing(f"kernel {kernel.release}: booting it in QEMU") as task:
+        proc = start_group(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                           cwd=workdir, env=env)
         try:
             while True:
                 try:
@@ -586,21 +587,21 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
                 now = time.monotonic()
                 if booted is None and (share / "t.booted").exists():
                     booted = now
+                    task.what = f"kernel {kernel.release}: the guest runs sipct (booted in {now - started:.0f} s)"
                 if proc.returncode is not None:
                     break
                 if booted is None and now - started > boot_timeout:
-                    _kill_group(proc)
+                    stop_group(proc)
                     raise VmError(f"did not boot within {boot_timeout:.0f} s (QEMU killed); "
                                   f"{_log_tail(log_path)}; to watch the console run: {shown} --verbose",
                                   kernel=kernel.release)
                 if now - started > timeout:
-                    _kill_group(proc)
+                    stop_group(proc)
                     when = "before booting" if booted is None else f"after booting in {booted - started:.0f} s"
                     raise VmError(f"the guest did not finish within {timeout:.0f} s (QEMU killed) {when}; "
                                   f"{_guest_tail(share)}", kernel=kernel.release)
         finally:
-            if proc.returncode is None:
-                _kill_group(proc)
+            stop_group(proc)  # also when vng is gone: QEMU, in its group, may not be
     total = time.monotonic() - started
     if booted is None and (share / "t.booted").exists():
         booted = started + total  # finished between two polls
@@ -648,25 +649,6 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
         loaded_params=loaded, missing_modules=_read(share / "missing-modules").split(),
         boot_seconds=booted - started, total_seconds=total, guest_times=times,
         vng_log=_read(log_path), command=command)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """End vng, virtme-run and QEMU: the session vng leads (SIGTERM, then SIGKILL)."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; others of its group may not be.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return
 
 
 def _read(path: Path) -> str:

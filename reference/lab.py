@@ -33,6 +33,7 @@ from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from sipct.harness.interrupts import doing, shielded
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.run import DialogRunner, KernelRun
 from sipct.spec.dialog import Dialog
@@ -139,7 +140,8 @@ class ReferenceDaemon:
         try:
             listener.bind(str(notify))
             env = dict(os.environ, NOTIFY_SOCKET=str(notify))
-            with open(self.log, "ab") as stderr:
+            # Shielded: a signal during the start is raised once self.proc is set, for the stop below.
+            with open(self.log, "ab") as stderr, shielded():
                 self.proc = subprocess.Popen(
                     ["ip", "netns", "exec", self.netns, _sipct_command(), "helper", "--config", str(self.config)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
@@ -172,17 +174,18 @@ class ReferenceDaemon:
     def stop(self) -> int | None:
         """SIGTERM (the daemon unbinds and unregisters), SIGKILL after a minute;
         its exit status."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-            return -signal.SIGKILL
+        with shielded(), doing(f"stopping the reference helper (pid {self.proc and self.proc.pid})"):
+            proc, self.proc = self.proc, None
+            if proc is None:
+                return None
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                return -signal.SIGKILL
 
     def log_tail(self, chars: int = 3000) -> str:
         return _tail(self.log, chars)
@@ -272,6 +275,10 @@ class ReferenceRunner:
         """Stop the daemon, remove the lab, unregister the helper (retried:
         the lab's nft objects refer to it until the kernel's cleanup_net()
         has run, asynchronously)."""
+        with shielded(), doing("removing the reference helper's lab"):
+            self._close()
+
+    def _close(self) -> None:
         from sipct.reference.netlink.socket import HelperSocket
 
         if self.daemon is not None:

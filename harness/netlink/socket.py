@@ -56,6 +56,7 @@ from .ctexp import (
     family_of,
 )
 from .wire import encode_request
+from sipct.harness.interrupts import shielded
 from sipct.harness.netns import entered_netns
 
 __all__ = ["CtExpSocket", "explain"]
@@ -188,7 +189,10 @@ class CtExpSocket(NetlinkSocket):
             # too, and no NLMSG_DONE follows: stop at the first message.
             terminate = lambda m: True  # noqa: E731
         try:
-            replies = list(self.nlm_request(msg, msg_type, msg_flags=flags, terminate=terminate))
+            # Shielded: pyroute2's asyncio request path must not be left half-way by a signal
+            # (its coroutine would complain when collected); a request takes milliseconds.
+            with shielded():
+                replies = list(self.nlm_request(msg, msg_type, msg_flags=flags, terminate=terminate))
         except NetlinkError as e:
             raise explain(e, op) from e
         return [m for m in replies if m["header"]["type"] != NLMSG_ERROR]

@@ -1,0 +1,75 @@
+"""``sipct clean``: remove the labs that SIGKILLed runs left behind.
+
+The lab-making commands (run, conformance, fuzz) call :func:`sweep_stale_labs`
+before they build their first lab, so a leftover never outlives the next run;
+``sipct clean`` does the same on demand and says what it found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipct.harness.sweep import StaleLab
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+def add_clean_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("clean", help="remove the labs (network namespaces) of sipct runs that no longer run")
+    p.add_argument("--dry-run", action="store_true", help="only list them")
+    p.set_defaults(func=cmd_clean)
+
+
+def _describe(lab: StaleLab) -> str:
+    roles = ", ".join(ns[len(lab.lab) + 1:] for ns in lab.namespaces)
+    text = f"{lab.lab} ({lab.why}): {roles}"
+    if lab.processes and not lab.live:
+        text += f"; processes inside: {' '.join(map(str, lab.processes))}"
+    return text
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from sipct.harness.interrupts import doing, shielded
+    from sipct.harness.sweep import remove_stale_labs
+
+    try:
+        with doing("removing the labs of runs that are gone"), shielded():
+            labs = remove_stale_labs(dry_run=args.dry_run)
+    except OSError as exc:
+        print(f"sipct clean: {exc} (removing namespaces needs root)", file=sys.stderr)
+        return EXIT_ERROR
+    stale = [lab for lab in labs if not lab.live]
+    live = [lab for lab in labs if lab.live]
+    verb = "stale  " if args.dry_run else "removed"
+    for lab in stale:
+        print(f"{verb} {_describe(lab)}")
+    for lab in live:
+        print(f"kept    {_describe(lab)}")
+    namespaces = sum(len(lab.namespaces) for lab in stale)
+    done = "to remove" if args.dry_run else "removed"
+    print(f"{len(stale)} stale lab(s) {done} ({namespaces} namespaces), {len(live)} lab(s) of running "
+          "processes kept" if labs else "no labs")
+    return EXIT_OK
+
+
+def sweep_stale_labs() -> None:
+    """Remove the labs of runs that are gone, each named on stderr; quiet when
+    there are none or when this process may not (the prerequisite check then
+    says that root is needed)."""
+    from sipct.harness.interrupts import doing, shielded
+    from sipct.harness.sweep import remove_stale_labs
+
+    try:
+        with doing("removing the labs of runs that are gone"), shielded():
+            labs = remove_stale_labs()
+    except PermissionError:
+        return
+    except OSError as exc:
+        print(f"sipct: could not remove the labs of earlier runs: {exc} (see `sipct clean`)", file=sys.stderr)
+        return
+    for lab in labs:
+        if not lab.live:
+            print(f"sipct: removed a lab left behind: {_describe(lab)}", file=sys.stderr)

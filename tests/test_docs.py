@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", sorted(MACHINES))
 def test_diagram_has_every_transition(name):
     dot = machine_dot(name)
-    _, compiled = MACHINES[name]
-    for (source, event), target in compiled.table.items():
-        assert f"{source} -> {target}" in dot
-        assert event in dot
+    for t in MACHINES[name].transitions():
+        assert f"{t.source} -> {t.target}" in dot
+        assert t.label.replace("[", " [") in dot
+        assert all(action in dot for action in t.actions)
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz (dot) is not installed: scripts/setup.sh --dev")

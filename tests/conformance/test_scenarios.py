@@ -137,7 +137,7 @@ def test_params_scenarios_reach_their_rule(name: str, rule: str):
 def test_the_slow_scenario_expires_an_inactive_registration():
     dialog = load_dialog(SCENARIOS / "slow" / "registration-unanswered-expires.yaml")
     transitions = {t for s in predict(dialog).steps for t in s.transitions}
-    assert ("ExpectationLifecycle", "inactive", "expire") in transitions
+    assert ("ExpectationLifecycle", "inactive", "expire[is_signalling]") in transitions
 
 
 def test_a_deleted_tcp_conntrack_is_picked_up_mid_stream():

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rules", help="list the rule catalogue")
     p.set_defaults(func=cmd_rules)
 
+    # `sipct machines --mutations`: spec and curated dialogs only, no harness.
+    from sipct.conformance.mutations import add_machines_parser
+    add_machines_parser(sub)
+
     try:
         from sipct.conformance.cli import add_conformance_parser
         from sipct.conformance.fuzz_cli import add_fuzz_parser

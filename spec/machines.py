@@ -159,11 +159,10 @@ class RegistrarMachine(StateMachine):
                 | registered.to(pending, on=["expect_signalling", "store_register_cseq"]))
     # process_register_response(): the CSeq first, then the status class. An
     # error removes the signalling expectation (flush_expectations(ct, false));
-    # unregistered there is none to remove.
-    response = (unregistered.to.itself(unless="cseq_matches_register", on="ignore_stale")
-                | unregistered.to.itself(cond="provisional", on="ignore_provisional")
-                | unregistered.to.itself(unless="success", on="note_failure")
-                | unregistered.to.itself(on="walk_contacts")
+    # unregistered there is none to remove, and only a 2xx to the last
+    # REGISTER does anything: walk its Contacts (which may drop the packet).
+    response = (unregistered.to.itself(cond=["cseq_matches_register", "success"], on="walk_contacts")
+                | unregistered.to.itself(on="ignore_response")
                 | pending.to.itself(unless="cseq_matches_register", on="ignore_stale")
                 | pending.to.itself(cond="provisional", on="ignore_provisional")
                 | pending.to(unregistered, unless="success", on="flush_on_failure")
@@ -269,8 +268,15 @@ class RegistrarMachine(StateMachine):
         ctx.trace.fire(rules.REG_RESPONSE_PROVISIONAL)
 
     @staticmethod
-    def note_failure(ctx: "PacketContext", response: Any) -> None:
-        ctx.trace.fire(rules.REG_RESPONSE_ERROR)
+    def ignore_response(ctx: "PacketContext", response: tuple[int, int]) -> None:
+        """Unregistered, a stale, a provisional and an error response differ only in what the kernel's path logs."""
+        cseq, code = response
+        if ctx.master.register_cseq != cseq:
+            ctx.trace.fire(rules.REG_RESPONSE_STALE)
+        elif 100 <= code <= 199:
+            ctx.trace.fire(rules.REG_RESPONSE_PROVISIONAL)
+        else:
+            ctx.trace.fire(rules.REG_RESPONSE_ERROR)
 
     @staticmethod
     def flush_on_failure(ctx: "PacketContext", response: Any) -> None:
@@ -414,8 +420,8 @@ class ExpectationLifecycle(StateMachine):
     # nf_ct_find_expectation(): INACTIVE ones match nothing; a PERMANENT one stays.
     match = active.to.itself(cond="is_permanent") | active.to(matched, on="unlink_expect")
     # The expectation timer; the registrar must learn that its expectation went.
-    expire = (inactive.to(expired, cond="is_signalling", on=["unlink_expect", "release_registrar"])
-              | inactive.to(expired, on="unlink_expect")
+    # Only process_register_request() asks for INACTIVE: an inactive one is signalling.
+    expire = (inactive.to(expired, on=["unlink_expect", "release_registrar"])
               | active.to(expired, cond="is_signalling", on=["unlink_expect", "release_registrar"])
               | active.to(expired, on="unlink_expect"))
     # flush_expectations() of the helper.

@@ -92,9 +92,9 @@ def applied(mutant: Mutant) -> Iterator[None]:
     else:
         i = [g for g, _ in t.guards].index(mutant.guard)
         guards = tuple((g, not want) if n == i else (g, want) for n, (g, want) in enumerate(t.guards))
-        calls = (tuple((fn, not want) if n == i else (fn, want) for n, (fn, want) in enumerate(t.calls[0])),
-                 t.calls[1])
-        table[key] = tuple(dataclasses.replace(c, guards=guards, calls=calls) if c is t else c for c in original)
+        calls = tuple((fn, not want) if n == i else (fn, want) for n, (fn, want) in enumerate(t.guard_calls))
+        table[key] = tuple(dataclasses.replace(c, guards=guards, guard_calls=calls) if c is t else c
+                           for c in original)
     try:
         yield
     finally:

@@ -221,12 +221,13 @@ class SipHelper:
         # holds them back behind the missing bytes.
         if ct.master is not None and pkt.payload:
             verdict = connection.send("payload", ctx)
-        elif ct.master is not None:
-            trace.fire(rules.NO_PAYLOAD)
-        if verdict is not None:
-            connection.send("drop", ctx)
-        elif new:
-            connection.send("confirm", ctx)
+            if verdict is not None:
+                connection.send("drop", ctx)
+        else:
+            if ct.master is not None:
+                trace.fire(rules.NO_PAYLOAD)
+            if new:
+                connection.send("confirm", ctx)
         return PacketResult(
             accepted=verdict is None,
             drop_rule=verdict,
@@ -330,29 +331,27 @@ class SipHelper:
     # --- sip_help_udp() / sip_help_tcp() ------------------------------------------------------
     def help(self, ctx: ConntrackContext) -> Verdict:
         """The ConnectionMachine's ``help_message``: the helper on one packet's payload."""
-        ct, pkt, now = ctx.ct, ctx.pkt, ctx.now
+        ct, pkt, now, trace = ctx.ct, ctx.pkt, ctx.now, ctx.trace
         assert pkt is not None
-        verdict = self._help(ct, ctx.reply, pkt, now, ctx.trace)
-        if pkt.proto == IPPROTO_TCP and verdict is None:
-            # The peer's ACK follows at once; a pure ACK gets the
-            # tracker's ESTABLISHED timeout, not sip_timeout.
-            self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
-        return verdict
-
-    def _help(self, ct: Conntrack, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
         master = ct.master
         assert master is not None
         master.timeout_at = now + self.params.sip_timeout
         self._set_timeout(ct, master.timeout_at)
         trace.fire(rules.REFRESH_MASTER)
         buf = pkt.payload
+        verdict: Verdict = None
         if len(buf) < len(b"SIP/2.0 200"):
             trace.fire(rules.SHORT_PAYLOAD)
-            return None
-        if pkt.proto == IPPROTO_UDP:
+        elif pkt.proto == IPPROTO_UDP:
             return process_sip_msg(self._context(SipMessage(buf, 0, len(buf), master.family, pkt.proto,
-                                                            self.profile), master, reply, pkt, now, trace))
-        return self._help_tcp(master, reply, pkt, now, trace)
+                                                            self.profile), master, ctx.reply, pkt, now, trace))
+        else:
+            verdict = self._help_tcp(master, ctx.reply, pkt, now, trace)
+        if pkt.proto == IPPROTO_TCP and verdict is None:
+            # The peer's ACK follows at once; a pure ACK gets the
+            # tracker's ESTABLISHED timeout, not sip_timeout.
+            self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
+        return verdict
 
     def _help_tcp(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
         buf = pkt.payload

@@ -100,12 +100,13 @@ class ConnectionMachine(StateMachine):
     reply = unreplied.to(replied) | replied.to.itself()
     # sip_help_tcp(): "if (ctinfo != IP_CT_ESTABLISHED && ctinfo !=
     # IP_CT_ESTABLISHED_REPLY) return NF_ACCEPT" - sip_help_udp() has no gate.
-    payload = (new.to.itself(cond="carries_tcp", on="skip_not_established")
-               | new.to.itself(on="help_message")
+    # The first packet accepted, __nf_conntrack_confirm() confirms the conntrack.
+    payload = (new.to(unreplied, cond="carries_tcp", on="skip_not_established")
+               | new.to(unreplied, on="help_message")
                | unreplied.to.itself(cond="carries_tcp", on="skip_not_established")
                | unreplied.to.itself(on="help_message")
                | replied.to.itself(on="help_message"))
-    # __nf_conntrack_confirm() after the first packet was accepted.
+    # The same for a first packet the helper does not see (no payload, no helper).
     confirm = new.to(unreplied)
     # An NF_DROP of the packet that created the conntrack frees it unconfirmed,
     # with what its helper expected; a confirmed one lives on.
@@ -515,8 +516,9 @@ class ExpectationLifecycle(StateMachine):
 EVENT_ORIGINS: dict[str, dict[str, str]] = {
     "ConnectionMachine": {
         "reply": "nf_conntrack_in(): a packet in the reply direction sets IPS_SEEN_REPLY",
-        "payload": "sip_help_udp() / sip_help_tcp(): a packet with payload on a conntrack with the helper",
-        "confirm": "__nf_conntrack_confirm(): the first packet was accepted",
+        "payload": "sip_help_udp() / sip_help_tcp(): a packet with payload on a conntrack with the helper (the "
+                   "first one accepted: __nf_conntrack_confirm())",
+        "confirm": "__nf_conntrack_confirm(): a first packet without payload or without the helper was accepted",
         "drop": "the helper returned NF_DROP (nf_conntrack_in() -> nf_ct_destroy of an unconfirmed conntrack)",
         "destroy": "nf_ct_delete(): timeout, ctnetlink delete, a successor on the same tuple",
     },

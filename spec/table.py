@@ -171,7 +171,7 @@ class ExpectationTable:
                 change.refusal = EBUSY
                 break
         policy = SIP_EXPECT_POLICY[klass]
-        if policy.max_expected and not change.refusal:
+        if not change.refusal and len(self._by_master.get(master, ())) >= policy.max_expected:
             same_class = [e for e in self._newest_of_master(master) if e.klass == klass and e is not change.replaces]
             if len(same_class) >= policy.max_expected:
                 change.evicts = same_class[-1]  # the last of the class in help->expectations
@@ -221,9 +221,9 @@ class ExpectationTable:
         """flush_expectations(ct, true): every media expectation of the master
         (the handler fired ``rule``). Returns how many went."""
         removed = 0
-        for entry in list(self.of_master(master)):
+        for entry in reversed(list(self._by_master.get(master, ()))):  # help->expectations, newest first
             if entry.klass != ExpectClass.SIGNALLING:
-                self.end(entry, "flush", rule, now, trace, report=False)
+                entry.lifecycle.send("flush", Change(self, entry, trace, now, rule, False))
                 removed += 1
         return removed
 

@@ -3,7 +3,7 @@ actions (h2's ``_transitions``: a row is the side effects plus the target).
 
 A machine class declares, per event, its transitions in order; each may carry
 guards (``cond=`` must hold, ``unless=`` must not) and actions (``on=``), all
-named methods of the class. :func:`compile_machine` flattens the class into
+named methods of the class; a guard returns a ``bool``. :func:`compile_machine` flattens the class into
 ``{(state, event): (transition, ...)}``; :meth:`Runtime.send` takes the first
 transition of the current state whose guards hold - python-statemachine's own
 rule - runs its actions and moves to its target.
@@ -62,7 +62,9 @@ class CompiledTransition:
     guards: tuple[tuple[str, bool], ...]  # (guard, the value it must have)
     actions: tuple[str, ...]
     label: str  # the event and its guards: what Trace and coverage record
-    calls: tuple[tuple[tuple[Guard, bool], ...], tuple[Action, ...]]
+    guard_calls: tuple[tuple[Guard, bool], ...]
+    action_calls: tuple[Action, ...]
+    record: tuple[str, str, str]  # (machine, source, label): the Trace entry, built once
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -97,15 +99,16 @@ def compile_machine(cls: "type[StateMachine]") -> CompiledMachine:
         for transition in state.transitions:
             guards = tuple((spec.attr_name, bool(spec.expected_value)) for spec in transition.cond)
             actions = tuple(spec.attr_name for spec in transition.on if not spec.is_convention)
-            calls = (tuple((_callable(cls, g), want) for g, want in guards),
-                     tuple(_callable(cls, a) for a in actions))
+            guard_calls = tuple((_callable(cls, g), want) for g, want in guards)
+            action_calls = tuple(_callable(cls, a) for a in actions)
             for event in transition.events:
                 event = str(event)
                 candidates = table.setdefault((state.id, event), [])
                 if candidates and not candidates[-1].guards:
                     raise ValueError(f"{name}: {state.id} --{event}--> after an unguarded transition is never taken")
+                label = transition_label(event, guards)
                 candidates.append(CompiledTransition(name, state.id, event, transition.target.id, guards, actions,
-                                                     transition_label(event, guards), calls))
+                                                     label, guard_calls, action_calls, (name, state.id, label)))
     initial = next(s.id for s in cls.states if s.initial)
     return CompiledMachine(
         name=name,
@@ -128,35 +131,34 @@ def _callable(cls: type, name: str) -> Callable[[Any, Any], Any]:
 class Runtime:
     """One machine instance: its current state, changed only by :meth:`send`."""
 
-    __slots__ = ("machine", "state")
+    __slots__ = ("machine", "state", "_table")
 
     def __init__(self, machine: CompiledMachine, state: str | None = None) -> None:
         self.machine = machine
         self.state = machine.initial if state is None else state
+        self._table = machine.table  # the same dict: a mutant changes it in place
 
     def can(self, event: str) -> bool:
         """Whether the current state has any transition for ``event`` (guards aside)."""
-        return (self.state, event) in self.machine.table
+        return (self.state, event) in self._table
 
     def send(self, event: str, ctx: Any, arg: Any = None) -> Any:
         """Take the first transition for ``event`` whose guards hold; record it
         in ``ctx.trace``; return what its actions returned."""
-        source = self.state
-        for transition in self.machine.table.get((source, event), ()):
-            guards, actions = transition.calls
-            for guard, want in guards:
-                if bool(guard(ctx, arg)) is not want:
+        for transition in self._table.get((self.state, event), ()):
+            for guard, want in transition.guard_calls:
+                if guard(ctx, arg) is not want:  # guards return bool
                     break
             else:
-                ctx.trace.transitions.append((transition.machine, source, transition.label))
+                ctx.trace.transitions.append(transition.record)
                 result = None
-                for action in actions:
+                for action in transition.action_calls:
                     result = action(ctx, arg)
-                    if type(result) is Rule:
-                        return result  # NF_DROP: the machine stays in ``source``
+                    if result.__class__ is Rule:
+                        return result  # NF_DROP: the machine stays in its source state
                 self.state = transition.target
                 return result
-        raise IllegalTransition(f"{self.machine.name}: no transition {event!r} from state {source!r}"
+        raise IllegalTransition(f"{self.machine.name}: no transition {event!r} from state {self.state!r}"
                                 + (f" for {arg!r}" if arg is not None else ""))
 
     def __repr__(self) -> str:

@@ -273,15 +273,16 @@ class SipHelper:
         self._set_timeout(ct, now + timeout)
         return ct.master
 
-    def forget(self, original: ConnTuple, now: float) -> tuple[TableEvent, ...]:
+    def forget(self, original: ConnTuple, now: float, trace: Trace | None = None) -> tuple[TableEvent, ...]:
         """The kernel's conntrack ``original`` is gone (or was replaced by a new
         one with the same tuple): it goes, and its expectations with it
-        (nf_ct_remove_expectations). Returns the journal events that caused."""
+        (nf_ct_remove_expectations). Returns the journal events that caused;
+        ``trace`` (when given) records the rules and transitions."""
         self.advance(now)
         start = len(self.table.journal)
         found = self._conntracks.get(_key(original))
         if found is not None and found[0].original == original:
-            self._destroy(found[0], rules.MASTER_TIMEOUT, now, Trace())
+            self._destroy(found[0], rules.MASTER_TIMEOUT, now, trace if trace is not None else Trace())
         return tuple(self.table.journal[start:])
 
     # --- conntrack bookkeeping -------------------------------------------------------------

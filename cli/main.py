@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parser(sub)
     from sipct.explain.cli import add_explain_parser
     add_explain_parser(sub, _profile_arg, DEFAULT_PROFILE)
+    # `sipct machines --mutations`: spec and curated dialogs only, no harness.
+    from sipct.conformance.mutations import add_machines_parser
+    add_machines_parser(sub)
 
     try:
         from sipct.conformance.cli import add_conformance_parser

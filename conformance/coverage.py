@@ -23,7 +23,7 @@ NOT_EXERCISED = "reachable, but no dialog of the run exercised it"
 
 
 def all_transitions() -> set[tuple[str, str, str]]:
-    return {(name, state, event) for name, (_, compiled) in MACHINES.items() for (state, event) in compiled.table}
+    return {(name, state, event) for name, compiled in MACHINES.items() for (state, event) in compiled.targets()}
 
 
 def transition_label(t: tuple[str, str, str]) -> str:

@@ -137,8 +137,9 @@ def print_report(stats: Stats, console: Console) -> None:
                   f" reachable; never: {', '.join(cov['rules_never']) or 'none'}")
     if cov["rules_excluded"]:
         table.add_row("rules out of reach", "; ".join(f"{r} ({why})" for r, why in cov["rules_excluded"].items()))
-    table.add_row("transitions", f"{cov['transitions_total'] - len(cov['transitions_never'])} of "
-                  f"{cov['transitions_total']}; never: {', '.join(cov['transitions_never']) or 'none'}")
+    table.add_row("transitions", Text(f"{cov['transitions_total'] - len(cov['transitions_never'])} of "  # labels
+                                      f"{cov['transitions_total']}; never: "  # hold [guards]: no markup
+                                      + (", ".join(cov["transitions_never"]) or "none")))
     if stats.seed is not None:
         table.add_row("generation", f"{stats.examples} examples, seed {stats.seed}")
     table.add_row("time", f"{stats.elapsed:.1f} s")

@@ -98,8 +98,8 @@ class Stats:
                      if rule.reachable_with(params, self.profile) and not rule.needs}
         excluded = {rid: (RULES[rid].needs or "needs module parameters or another kernel")
                     for rid in RULES if rid not in reachable}
-        transitions = {(name, state, event) for name, (_, compiled) in MACHINES.items()
-                       for (state, event) in compiled.table}
+        transitions = {(name, state, label) for name, compiled in MACHINES.items()
+                       for (state, label) in compiled.targets()}
         return {
             "rules_exercised": sorted(r for r in self.rules if r in RULES),
             "rules_never": sorted(reachable - set(self.rules)),

@@ -66,6 +66,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Path|IPv4Address|IPv6Address|IntEnum|IntFlag|Enum|Callable|Iterable|Iterator|Mapping"
                r"|Sequence|Counter|Popen|Namespace)"),
     (r"py:.*", r"(pyroute2|statemachine)(\..*)?"),
+    (r"py:class", r"StateMachine"),
+    # The call types of spec.transitions (Callable aliases) and the table's
+    # internal entry, which the API pages do not document.
+    (r"py:class", r"(Guard|Action|Entry)"),
     # The fields of the netlink values the API pages show: ctnetlink's and
     # nfnetlink_cthelper's nested attributes, one class each.
     (r"py:class", r"sipct\.harness\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),

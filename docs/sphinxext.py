@@ -1,8 +1,10 @@
 """Sphinx directives that render the spec's own tables, so the published
 specification cannot drift from the code:
 
-* ``.. sipct-machine:: NAME`` - a state diagram and transition table compiled
-  from the python-statemachine class in ``sipct.spec.machines``;
+* ``.. sipct-machine:: NAME`` - a state diagram and transition table (guards,
+  actions, the kernel function of each event) compiled from the
+  python-statemachine class in ``sipct.spec.machines``;
+* ``.. sipct-module-doc:: MODULE`` - a module's docstring (the machines' theory of operation);
 * ``.. sipct-rules::`` - the rule catalogue (``sipct.spec.rules.RULES``), grouped
   by phase, one anchor ``rule-<id>`` per rule;
 * ``:rule:`register.unbind``` - a link to a rule (an unknown id fails the build);
@@ -25,26 +27,38 @@ from sphinx.util import logging
 from sphinx.util.nodes import make_refnode
 
 logger = logging.getLogger(__name__)
+from sphinx.util.nodes import nested_parse_with_titles
 
 
 def machine_dot(name: str) -> str:
-    """Graphviz source for one compiled machine."""
+    """Graphviz source for one compiled machine: an edge per (source, target),
+    labelled with each transition's event, guards and actions."""
     from sipct.spec.machines import MACHINES
 
-    _, compiled = MACHINES[name]
+    compiled = MACHINES[name]
     lines = [f'digraph "{name}" {{', "  rankdir=LR;", '  node [shape=box, style=rounded, fontname="sans"];',
-             '  edge [fontname="sans", fontsize=10];', '  __start [shape=point, label=""];',
+             '  edge [fontname="sans", fontsize=9];', '  __start [shape=point, label=""];',
              f"  __start -> {compiled.initial};"]
     for state in compiled.states:
         shape = ', peripheries=2' if state in compiled.finals else ""
         lines.append(f'  {state} [label="{state}"{shape}];')
     edges: dict[tuple[str, str], list[str]] = {}
-    for (source, event), target in compiled.table.items():
-        edges.setdefault((source, target), []).append(event)
-    for (source, target), events in edges.items():
-        lines.append(f'  {source} -> {target} [label="{", ".join(events)}"];')
+    for t in compiled.transitions():
+        edges.setdefault((t.source, t.target), []).append(transition_text(t))
+    for (source, target), labels in edges.items():
+        label = "\\l".join(labels) + "\\l"
+        lines.append(f'  {source} -> {target} [label="{label}"];')
     lines.append("}")
     return "\n".join(lines)
+
+
+def transition_text(t) -> str:  # type: ignore[no-untyped-def]
+    """``event [guards] / actions``, as statecharts write a transition."""
+    return t.label.replace("[", " [") + (f" / {', '.join(t.actions)}" if t.actions else "")
+
+
+def _first_line(fn: object) -> str:
+    return ((getattr(fn, "__doc__", None) or "").strip().splitlines() or [""])[0]
 
 
 def _table(header: list[str], rows: list[list[str]], widths: str | None = None) -> list[str]:
@@ -69,16 +83,19 @@ class _Generated(Directive):
     def run(self) -> list[nodes.Node]:
         node = nodes.section()
         node.document = self.state.document
-        self.state.nested_parse(StringList(self.render(), source="sipct-generated"), self.content_offset, node)
+        # with titles: a module's docstring has sections of its own
+        nested_parse_with_titles(self.state, StringList(self.render(), source="sipct-generated"), node)
         return node.children
 
 
 MACHINE_LEGEND = [
     "Legend: a rounded box is a state; the arrow from the dot points at the initial state; a double border "
-    "marks a final state (the machine instance ends there); an arrow is a transition, labelled with the "
-    "events that take it (any of them); an arrow back to its own box keeps the state (the event is legal "
-    "there). The table below lists every (state, event) pair and the kernel code that causes the event; "
-    "any other pair raises :class:`~sipct.spec.machines.IllegalTransition`.",
+    "marks a final state (the machine instance ends there); an arrow is a transition, labelled with its "
+    "event, the guards that must hold (``not`` for one that must not) and the actions it runs; an arrow "
+    "back to its own box keeps the state. The first table lists every transition in the order its guards "
+    "are tried (the first whose guards hold is taken); an event that no transition of the current state "
+    "takes raises :class:`~sipct.spec.transitions.IllegalTransition`. The second names the kernel code "
+    "behind each event, the third what each guard and action does.",
 ]
 
 
@@ -89,15 +106,40 @@ class MachineDirective(_Generated):
         from sipct.spec.machines import EVENT_ORIGINS, MACHINES
 
         name = self.arguments[0]
-        cls, compiled = MACHINES[name]
+        compiled = MACHINES[name]
+        cls = compiled.cls
         out = [".. graphviz::", ""]
         out += ["   " + line for line in machine_dot(name).splitlines()]
         out += ["", f"*{(cls.__doc__ or '').strip()}* Initial state: ``{compiled.initial}``"
                 + (f"; final states: {', '.join(f'``{s}``' for s in sorted(compiled.finals))}."
                    if compiled.finals else "."), "", *MACHINE_LEGEND, ""]
-        rows = [[f"``{source}``", f"``{event}``", f"``{target}``", EVENT_ORIGINS[name].get(event, "")]
-                for (source, event), target in compiled.table.items()]
-        return out + _table(["from", "event", "to", "caused by (kernel)"], rows, "15 15 15 55")
+        rows = [[f"``{t.source}``", f"``{t.event}``",
+                 ", ".join(f"``{g}``" if want else f"not ``{g}``" for g, want in t.guards),
+                 ", ".join(f"``{a}``" for a in t.actions), f"``{t.target}``"]
+                for t in compiled.transitions()]
+        out += ["Transitions, in the order the guards are tried:", ""]
+        out += _table(["from", "event", "guards", "actions", "to"], rows, "14 12 26 32 16")
+        out += _table(["event", "caused by (kernel)"],
+                      [[f"``{e}``", EVENT_ORIGINS[name][e]] for e in compiled.events], "20 80")
+        guards = sorted({g for t in compiled.transitions() for g, _ in t.guards})
+        actions = sorted({a for t in compiled.transitions() for a in t.actions})
+        rows = [[f"``{n}``", kind, _first_line(getattr(cls, n))]
+                for kind, names in (("guard", guards), ("action", actions)) for n in names]
+        if rows:
+            out += _table(["name", "kind", "what it does"], rows, "25 10 65")
+        return out
+
+
+class ModuleDocDirective(_Generated):
+    """The docstring of a module, as published text (its theory of operation)."""
+
+    required_arguments = 1
+
+    def render(self) -> list[str]:
+        import importlib
+        import inspect
+
+        return (inspect.getdoc(importlib.import_module(self.arguments[0])) or "").splitlines() + [""]
 
 
 # --- the rule catalogue ------------------------------------------------------------------
@@ -459,6 +501,7 @@ def setup(app):  # type: ignore[no-untyped-def]
     app.add_domain(SipctDomain)
     app.add_role("rule", rule_role)
     app.add_directive("sipct-machine", MachineDirective)
+    app.add_directive("sipct-module-doc", ModuleDocDirective)
     app.add_directive("sipct-rules", RulesDirective)
     app.add_directive("sipct-profiles", ProfilesDirective)
     app.add_directive("sipct-params", ParamsDirective)

@@ -398,9 +398,7 @@ class HelperCore:
                                    timeout=ct.timeout or None)
         state = MasterState.unpack(ct.helper_info)
         if state is not None:
-            master.register_cseq = state.register_cseq
-            master.invite_cseq = state.invite_cseq
-            master.forced_dport = state.forced_dport
+            master.restore(state.register_cseq, state.invite_cseq, state.forced_dport)
         self._ids[ct.original] = ct.id
         self.stats["masters.adopted"] += 1
         return master

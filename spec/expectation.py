@@ -22,6 +22,11 @@ IPPROTO_UDP = 17
 PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
 HELPER_NAME = "sip"  # HELPER_NAME in nf_conntrack_sip.c
 
+# What nf_ct_expect_related() answers when it refuses an expectation.
+EALREADY = -114
+EBUSY = -16
+EMFILE = -24
+
 
 class ExpectClass(enum.IntEnum):
     """enum sip_expectation_classes (include/linux/netfilter/nf_conntrack_sip.h)."""

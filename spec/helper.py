@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from . import rules
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple, Expectation, ExpectClass
 from .handlers import PacketContext, SameInterface, Verdict, process_sip_msg
+from .machines import CONNECTION, Runtime
 from .master import Master
 from .params import DEFAULT_PARAMS, ModuleParams
 from .parse import SIP_HDR_CONTENT_LENGTH, SipMessage
@@ -75,10 +76,27 @@ class Conntrack:
     original: ConnTuple
     timeout_at: float
     master: Master | None = None  # helper data, when the SIP helper is attached
-    seen_reply: bool = False
     expected_from: Expectation | None = None
     # ct->proto.udp.stream_ts (nf_conntrack_udp_packet): 2 s after the first packet.
     udp_stream_ts: float = float("-inf")
+    connection: Runtime = field(default_factory=lambda: Runtime(CONNECTION))
+
+    @property
+    def seen_reply(self) -> bool:
+        """IPS_SEEN_REPLY"""
+        return self.connection.state == "replied"
+
+
+@dataclass(eq=False, slots=True)
+class ConntrackContext:
+    """What a :class:`~sipct.spec.machines.ConnectionMachine` event carries."""
+
+    helper: "SipHelper"
+    ct: Conntrack
+    reply: bool
+    pkt: "Packet | None"
+    now: float
+    trace: Trace
 
 
 @value
@@ -142,7 +160,7 @@ class SipHelper:
         while self._deadlines and self._deadlines[0][0] <= now:
             timeout_at, _, ct = heapq.heappop(self._deadlines)
             if ct.timeout_at == timeout_at and self._conntracks.get(_key(ct.original), (None,))[0] is ct:
-                self._destroy(ct, rules.MASTER_TIMEOUT, trace)
+                self._destroy(ct, rules.MASTER_TIMEOUT, now, trace)
         return trace
 
     def _set_timeout(self, ct: Conntrack, timeout_at: float) -> None:
@@ -188,32 +206,28 @@ class SipHelper:
         else:
             ct, reply = found
         self._l4_refresh(ct, pkt, now, syn)
+        ctx = ConntrackContext(self, ct, reply, pkt, now, trace)
+        connection = ct.connection
         if reply:
             # nf_conntrack_in() sets IPS_SEEN_REPLY only after the L4 tracker has
             # run (nf_conntrack_core.c: "if (set_reply && !test_and_set_bit(
             # IPS_SEEN_REPLY_BIT, ...))" follows nf_conntrack_handle_packet()):
             # the first reply still gets the unreplied timeout.
-            ct.seen_reply = True
-
+            connection.send("reply", ctx)
         verdict: Verdict = None
         # sip_help_tcp() keeps no stream state: after it dropped a segment, the
         # later segments of that direction (and each retransmission of the
         # dropped one) are helped on their own, although the receiver's TCP
         # holds them back behind the missing bytes.
-        if ct.master is not None and pkt.payload and pkt.proto == IPPROTO_TCP and not reply \
-                and not ct.seen_reply:
-            trace.fire(rules.TCP_NOT_ESTABLISHED)
-        elif ct.master is not None and pkt.payload:
-            verdict = self._help(ct, reply, pkt, now, trace)
-            if pkt.proto == IPPROTO_TCP and verdict is None:
-                # The peer's ACK follows at once; a pure ACK gets the
-                # tracker's ESTABLISHED timeout, not sip_timeout.
-                self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
-        elif ct.master is not None:
-            trace.fire(rules.NO_PAYLOAD)
-        if verdict is not None and new:
-            trace.fire(rules.UNCONFIRMED_DROP)
-            self._destroy(ct, rules.UNCONFIRMED_DROP, trace)
+        if ct.master is not None and pkt.payload:
+            verdict = connection.send("payload", ctx)
+            if verdict is not None:
+                connection.send("drop", ctx)
+        else:
+            if ct.master is not None:
+                trace.fire(rules.NO_PAYLOAD)
+            if new:
+                connection.send("confirm", ctx)
         return PacketResult(
             accepted=verdict is None,
             drop_rule=verdict,
@@ -245,9 +259,9 @@ class SipHelper:
         for key in (_key(original), _reply_key(original)):
             stale = self._conntracks.get(key)
             if stale is not None:
-                self._destroy(stale[0], rules.MASTER_TIMEOUT, trace)
-        ct = Conntrack(original, now, seen_reply=seen_reply,
-                       udp_stream_ts=float("-inf") if seen_reply else now + 2)
+                self._destroy(stale[0], rules.MASTER_TIMEOUT, now, trace)
+        ct = Conntrack(original, now, udp_stream_ts=float("-inf") if seen_reply else now + 2,
+                       connection=Runtime(CONNECTION, "replied" if seen_reply else "unreplied"))
         ct.master = Master(original, created=now, timeout_at=now, expected=expected)
         self._conntracks[_key(original)] = (ct, False)
         self._conntracks[_reply_key(original)] = (ct, True)
@@ -259,15 +273,16 @@ class SipHelper:
         self._set_timeout(ct, now + timeout)
         return ct.master
 
-    def forget(self, original: ConnTuple, now: float) -> tuple[TableEvent, ...]:
+    def forget(self, original: ConnTuple, now: float, trace: Trace | None = None) -> tuple[TableEvent, ...]:
         """The kernel's conntrack ``original`` is gone (or was replaced by a new
         one with the same tuple): it goes, and its expectations with it
-        (nf_ct_remove_expectations). Returns the journal events that caused."""
+        (nf_ct_remove_expectations). Returns the journal events that caused;
+        ``trace`` (when given) records the rules and transitions."""
         self.advance(now)
         start = len(self.table.journal)
         found = self._conntracks.get(_key(original))
         if found is not None and found[0].original == original:
-            self._destroy(found[0], rules.MASTER_TIMEOUT, Trace())
+            self._destroy(found[0], rules.MASTER_TIMEOUT, now, trace if trace is not None else Trace())
         return tuple(self.table.journal[start:])
 
     # --- conntrack bookkeeping -------------------------------------------------------------
@@ -276,7 +291,7 @@ class SipHelper:
         rule attaches the helper if the conntrack has none yet."""
         original = pkt.tuple
         ct = Conntrack(original, now, udp_stream_ts=now + 2)
-        entry = self.table.match(pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, trace)
+        entry = self.table.match(pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, now, trace)
         helper = False
         if entry is not None:
             ct.expected_from = entry.value()
@@ -304,27 +319,40 @@ class SipHelper:
             stream = ct.seen_reply and now > ct.udp_stream_ts
             self._set_timeout(ct, now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED))
 
-    def _destroy(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
+    def _destroy(self, ct: Conntrack, rule: Rule, now: float, trace: Trace) -> None:
+        ct.connection.send("destroy", ConntrackContext(self, ct, False, None, now, trace), rule)
+
+    def unlink_conntrack(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
+        """The conntrack leaves the table, with its expectations (nf_ct_remove_expectations)."""
         self._conntracks.pop(_key(ct.original), None)
         self._conntracks.pop(_reply_key(ct.original), None)
         if ct.master is not None:
-            self.table.remove_master(ct.master, rule, trace)
+            self.table.remove_master(ct.master, rule, self._now, trace)
 
     # --- sip_help_udp() / sip_help_tcp() ------------------------------------------------------
-    def _help(self, ct: Conntrack, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
+    def help(self, ctx: ConntrackContext) -> Verdict:
+        """The ConnectionMachine's ``help_message``: the helper on one packet's payload."""
+        ct, pkt, now, trace = ctx.ct, ctx.pkt, ctx.now, ctx.trace
+        assert pkt is not None
         master = ct.master
         assert master is not None
         master.timeout_at = now + self.params.sip_timeout
         self._set_timeout(ct, master.timeout_at)
         trace.fire(rules.REFRESH_MASTER)
         buf = pkt.payload
+        verdict: Verdict = None
         if len(buf) < len(b"SIP/2.0 200"):
             trace.fire(rules.SHORT_PAYLOAD)
-            return None
-        if pkt.proto == IPPROTO_UDP:
+        elif pkt.proto == IPPROTO_UDP:
             return process_sip_msg(self._context(SipMessage(buf, 0, len(buf), master.family, pkt.proto,
-                                                            self.profile), master, reply, pkt, now, trace))
-        return self._help_tcp(master, reply, pkt, now, trace)
+                                                            self.profile), master, ctx.reply, pkt, now, trace))
+        else:
+            verdict = self._help_tcp(master, ctx.reply, pkt, now, trace)
+        if pkt.proto == IPPROTO_TCP and verdict is None:
+            # The peer's ACK follows at once; a pure ACK gets the
+            # tracker's ESTABLISHED timeout, not sip_timeout.
+            self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
+        return verdict
 
     def _help_tcp(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
         buf = pkt.payload

@@ -3,178 +3,552 @@
 Theory of operation
 -------------------
 The kernel helper keeps little state of its own - ``struct nf_ct_sip_master``
-(``register_cseq``, ``invite_cseq``, ``forced_dport``) - and lets conntrack's
-expectation table carry the rest. Three machines describe what that state means:
+(``register_cseq``, ``invite_cseq``, ``forced_dport``) - and lets conntrack
+carry the rest: whether a connection has seen a reply, and the expectation
+table. Four machines say what that state is and how each message changes it:
 
-* :class:`ExpectationLifecycle` - one per expectation, from insertion by
-  ``nf_ct_expect_related()`` to its end (matched, expired or unlinked).
-* :class:`RegistrarMachine` - one per master: the signalling expectation that a
-  REGISTER creates (``process_register_request``), that a 2xx activates
-  (``process_register_response`` → ``refresh_signalling_expectation``) and that
-  errors, unbinding and time remove.
-* :class:`MediaMachine` - one per master: whether INVITE/UPDATE/PRACK/ACK offers
-  and answers (``process_sdp``) have left media expectations, until BYE, an
-  error answer to the INVITE, or time removes the last one.
+* :class:`ConnectionMachine` - one per conntrack: ``nf_conntrack_in()``'s view
+  (new and unconfirmed, unreplied, replied), which decides whether
+  ``sip_help_tcp()`` looks at the data at all (the ctinfo gate) and what a
+  dropped first packet takes with it.
+* :class:`RegistrarMachine` - one per master: ``process_register_request()``
+  and ``process_register_response()``; it holds the master's signalling
+  expectation (``sip_exp_policy[]`` allows one) from its insertion through its
+  activation by a 2xx to its removal.
+* :class:`InviteMachine` - one per master: the offer/answer of
+  INVITE/UPDATE/PRACK/ACK and their responses (``process_sdp()``),
+  ``invite_cseq``, and the flushes of BYE, of a re-INVITE and of an error
+  answer to the INVITE.
+* :class:`ExpectationLifecycle` - one per expectation: ``nf_ct_expect_related()``
+  (with its refusals -EALREADY, -EBUSY, -EMFILE), activation, and its end:
+  matched, expired, flushed, replaced, evicted or unlinked with its master.
 
-The machines are written with python-statemachine so that they can be drawn
-and checked, and they drive the spec: at import each class is compiled into a
-transition table (``{(state, event): target}``) and every change the spec
-makes goes through :meth:`Runtime.fire`, which refuses any transition that
-is not in the table. Compiling keeps the per-packet cost to a dict lookup.
+The handlers (:mod:`~sipct.spec.handlers`) parse and raise events; the
+machines decide. Where the kernel makes a stateful choice there is a guard,
+a named method (``cseq_matches_register``); every change is an action on a
+transition (``expect_signalling``, ``flush_media``, ``store_invite_cseq``).
+The rules of the table (first transition whose guards hold, actions in
+order, a drop ends the transition in its source state) are in
+:mod:`~sipct.spec.transitions`.
 
-Rules: this file does not know about packets or bytes - the handlers decide
-which event happens; this file only says which events are legal where. Each
-event names the kernel function that causes it in ``EVENT_ORIGINS``.
+Following a REGISTER: ``process_register_request()`` parses the Contact into
+a binding and sends ``register`` - ``master_was_expected`` refuses it on a
+connection that was itself expected, ``contact_refused`` on a Contact the
+kernel does not support, ``binding_unbinds`` (expires 0) only stores the
+CSeq; otherwise ``expect_signalling`` proposes a PERMANENT|INACTIVE
+expectation, whose :class:`ExpectationLifecycle` goes ``proposed -> inactive``
+(or ``refused``), and the registrar is ``pending``. The 200 sends
+``response``: ``cseq_matches_register`` lets only the answer to the last
+REGISTER through, a 2xx ``walk_contacts``; each Contact is a ``contact``
+event, and ``binding_has_expectation`` + ``refresh_signalling`` activate the
+expectation (``inactive --activate--> active``): ``registered``.
+
+Following an INVITE/200/BYE: ``invite`` flushes the master's media
+expectations, expects the offer's media (each pair ``proposed -> active``)
+and stores ``invite_cseq``; the 200 is an ``answer`` whose SDP adds the
+answer's media; the BYE's ``bye`` flushes them all (``active --flush-->
+flushed``); had the answer been an error, ``cseq_matches_invite`` would have
+flushed them only if it answered the stored INVITE.
+
+Extended state: the counters ``register_cseq`` / ``invite_cseq`` live on the
+:class:`~sipct.spec.master.Master` (the reference helper reads and restores
+them from the kernel); only these machines' actions write them.
+
+NAT
+---
+``nf_nat_sip`` attaches to exactly these transitions: its message and SDP
+rewrites (``nf_nat_sip_hooks``: ``msg``, ``sdp_addr``, ``sdp_port``,
+``sdp_session``, ``sdp_media``) run inside ``expect_media`` /
+``expect_signalling`` before the expectation is proposed, and a NAT
+expectation (``expect``, with its saved tuple and direction) is a
+``related`` of the lifecycle with its own guards. A NAT helper would add
+actions to these transitions; no handler needs to change.
+
+Rules: this file does not read packets - the handlers hand over what they
+parsed; it does not know about sockets or clocks - ``now`` comes in the
+context. Each event names the kernel function it stands for in
+``EVENT_ORIGINS``; the docs render all of it (docs/machines.rst).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from statemachine import State, StateMachine
 
+from . import rules
+from .expectation import EALREADY, EBUSY, EMFILE, ExpectClass, ExpectFlag, ExpectTuple
+from .media import process_sdp
+from .transitions import CONTINUE, CompiledMachine, IllegalTransition, Runtime, compile_machine
+
 if TYPE_CHECKING:
-    from .trace import Trace
+    from .handlers import PacketContext
+
+__all__ = ["CONTINUE", "IllegalTransition", "Runtime", "MACHINES", "EVENT_ORIGINS",
+           "CONNECTION", "REGISTRAR", "INVITE", "EXPECTATION"]
+
+
+class ConnectionMachine(StateMachine):
+    """A conntrack as nf_conntrack_in() hands it to the helper."""
+
+    new = State("new", initial=True)  # created for this packet, not yet confirmed
+    unreplied = State("unreplied")  # ctinfo IP_CT_NEW / IP_CT_RELATED in the original direction
+    replied = State("replied")  # IPS_SEEN_REPLY: ctinfo IP_CT_ESTABLISHED(_REPLY)
+    destroyed = State("destroyed", final=True)
+
+    # nf_conntrack_in() sets IPS_SEEN_REPLY on the first reply, for good.
+    reply = unreplied.to(replied) | replied.to.itself()
+    # sip_help_tcp(): "if (ctinfo != IP_CT_ESTABLISHED && ctinfo !=
+    # IP_CT_ESTABLISHED_REPLY) return NF_ACCEPT" - sip_help_udp() has no gate.
+    # The first packet accepted, __nf_conntrack_confirm() confirms the conntrack.
+    payload = (new.to(unreplied, cond="carries_tcp", on="skip_not_established")
+               | new.to(unreplied, on="help_message")
+               | unreplied.to.itself(cond="carries_tcp", on="skip_not_established")
+               | unreplied.to.itself(on="help_message")
+               | replied.to.itself(on="help_message"))
+    # The same for a first packet the helper does not see (no payload, no helper).
+    confirm = new.to(unreplied)
+    # An NF_DROP of the packet that created the conntrack frees it unconfirmed,
+    # with what its helper expected; a confirmed one lives on.
+    drop = new.to(destroyed, on="free_unconfirmed") | unreplied.to.itself() | replied.to.itself()
+    # Timeout, ctnetlink delete, a successor on the same tuple.
+    destroy = unreplied.to(destroyed, on="remove_expectations") | replied.to(destroyed, on="remove_expectations")
+
+    @staticmethod
+    def carries_tcp(ctx: Any, arg: Any) -> bool:
+        """sip_help_tcp() rather than sip_help_udp() is the helper's entry point."""
+        return ctx.ct.original.proto == 6  # IPPROTO_TCP
+
+    @staticmethod
+    def skip_not_established(ctx: Any, arg: Any) -> None:
+        ctx.trace.fire(rules.TCP_NOT_ESTABLISHED)
+
+    @staticmethod
+    def help_message(ctx: Any, arg: Any) -> Any:
+        """sip_help_udp() / sip_help_tcp() on the payload: the verdict of process_sip_msg()."""
+        return ctx.helper.help(ctx)
+
+    @staticmethod
+    def free_unconfirmed(ctx: Any, arg: Any) -> None:
+        ctx.trace.fire(rules.UNCONFIRMED_DROP)
+        ctx.helper.unlink_conntrack(ctx.ct, rules.UNCONFIRMED_DROP, ctx.trace)
+
+    @staticmethod
+    def remove_expectations(ctx: Any, rule: rules.Rule) -> None:
+        """nf_ct_remove_expectations() as the conntrack goes."""
+        ctx.helper.unlink_conntrack(ctx.ct, rule, ctx.trace)
+
+
+class RegistrarMachine(StateMachine):
+    """A master's registration: the signalling expectation a REGISTER proposes and a 2xx activates."""
+
+    unregistered = State("unregistered", initial=True)  # no signalling expectation
+    pending = State("pending")  # a PERMANENT|INACTIVE one, waiting for its 2xx
+    registered = State("registered")  # activated by a 2xx: a registrar's call can come in
+
+    # process_register_request(), in the kernel's order. A master that was
+    # itself expected never registers, so it is always unregistered.
+    register = (unregistered.to.itself(cond="master_was_expected", on="ignore_expected_master")
+                | unregistered.to.itself(cond="contact_refused", on="refuse_contact")
+                | unregistered.to.itself(cond="binding_unbinds", on="store_unbind_cseq")
+                | unregistered.to(pending, on=["expect_signalling", "store_register_cseq"])
+                | pending.to.itself(cond="contact_refused", on="refuse_contact")
+                | pending.to.itself(cond="binding_unbinds", on="store_unbind_cseq")
+                | pending.to.itself(on=["expect_signalling", "store_register_cseq"])
+                | registered.to.itself(cond="contact_refused", on="refuse_contact")
+                | registered.to.itself(cond="binding_unbinds", on="store_unbind_cseq")
+                | registered.to(pending, on=["expect_signalling", "store_register_cseq"]))
+    # process_register_response(): the CSeq first, then the status class. An
+    # error removes the signalling expectation (flush_expectations(ct, false));
+    # unregistered there is none to remove, and only a 2xx to the last
+    # REGISTER does anything: walk its Contacts (which may drop the packet).
+    response = (unregistered.to.itself(cond=["cseq_matches_register", "success"], on="walk_contacts")
+                | unregistered.to.itself(on="ignore_response")
+                | pending.to.itself(unless="cseq_matches_register", on="ignore_stale")
+                | pending.to.itself(cond="provisional", on="ignore_provisional")
+                | pending.to(unregistered, unless="success", on="flush_on_failure")
+                | pending.to.itself(on="walk_contacts")
+                | registered.to.itself(unless="cseq_matches_register", on="ignore_stale")
+                | registered.to.itself(cond="provisional", on="ignore_provisional")
+                | registered.to(unregistered, unless="success", on="flush_on_failure")
+                | registered.to.itself(on="walk_contacts"))
+    # One Contact of the 2xx (of the master's own address and transport): an
+    # expires of 0 ends the walk in a flush before any refresh is tried.
+    contact = (unregistered.to.itself(cond="binding_unbinds", on="note_unbind")
+               | unregistered.to.itself(on="next_contact")
+               | pending.to(unregistered, cond="binding_unbinds", on="flush_on_unbind")
+               | pending.to(registered, cond="binding_has_expectation", on="refresh_signalling")
+               | pending.to.itself(on="next_contact")
+               | registered.to(unregistered, cond="binding_unbinds", on="flush_on_unbind")
+               | registered.to.itself(cond="binding_has_expectation", on="refresh_signalling")
+               | registered.to.itself(on="next_contact"))
+    # No Contact refreshed anything: "goto flush".
+    contacts_end = (unregistered.to.itself(on="note_unmatched")
+                    | pending.to(unregistered, on="flush_unmatched")
+                    | registered.to(unregistered, on="flush_unmatched"))
+    # The expectation timed out (its lifecycle's expire).
+    signalling_gone = pending.to(unregistered, on="forget_expectation") \
+        | registered.to(unregistered, on="forget_expectation")
+
+    # --- guards -------------------------------------------------------------------
+    @staticmethod
+    def master_was_expected(ctx: "PacketContext", request: Any) -> bool:
+        """IPS_EXPECTED: "We don't support third-party registrations" of a connection we expected."""
+        return ctx.master.expected
+
+    @staticmethod
+    def contact_refused(ctx: "PacketContext", request: Any) -> bool:
+        """The REGISTER's Contact is missing, unparsable, of a third party, of another transport."""
+        return request.refusal is not None
+
+    @staticmethod
+    def binding_unbinds(ctx: "PacketContext", binding: Any) -> bool:
+        """Expires (header or contact parameter) is 0."""
+        return binding.expires == 0
+
+    @staticmethod
+    def cseq_matches_register(ctx: "PacketContext", response: tuple[int, int]) -> bool:
+        """Some registrars answer retransmissions late: only the response to the last REGISTER counts."""
+        return ctx.master.register_cseq == response[0]
+
+    @staticmethod
+    def provisional(ctx: "PacketContext", response: tuple[int, int]) -> bool:
+        return 100 <= response[1] <= 199
+
+    @staticmethod
+    def success(ctx: "PacketContext", response: tuple[int, int]) -> bool:
+        return 200 <= response[1] <= 299
+
+    @staticmethod
+    def binding_has_expectation(ctx: "PacketContext", binding: Any) -> bool:
+        """refresh_signalling_expectation(): the master's signalling expectation is to this contact."""
+        t = ctx.master.signalling.tuple
+        return t.dst == binding.addr and t.proto == binding.proto and t.dport == binding.port
+
+    # --- actions --------------------------------------------------------------------
+    @staticmethod
+    def ignore_expected_master(ctx: "PacketContext", request: Any) -> None:
+        ctx.trace.fire(rules.REGISTER_EXPECTED_MASTER)
+
+    @staticmethod
+    def refuse_contact(ctx: "PacketContext", request: Any) -> rules.Rule | None:
+        firing = request.refusal
+        ctx.trace.firings.append(firing)
+        return firing.rule if firing.rule.drop else None
+
+    @staticmethod
+    def store_unbind_cseq(ctx: "PacketContext", request: Any) -> None:
+        ctx.trace.fire(rules.REGISTER_UNBIND)
+        ctx.master.register_cseq = request.cseq
+
+    @staticmethod
+    def expect_signalling(ctx: "PacketContext", request: Any) -> rules.Rule | None:
+        """Propose the PERMANENT|INACTIVE expectation for the contact; at most
+        one per master, so a new one replaces or evicts the old one."""
+        master, binding, trace = ctx.master, request.binding, ctx.trace
+        expect = ExpectTuple(master.family, binding.proto, binding.saddr, binding.addr, binding.port)
+        err, entry = ctx.table.related(master, expect, ExpectClass.SIGNALLING,
+                                       ExpectFlag.PERMANENT | ExpectFlag.INACTIVE, ctx.now, trace, skip_master=False)
+        if err:
+            trace.fire(rules.REGISTER_FAILED)
+            return rules.REGISTER_FAILED
+        master.signalling = entry
+        trace.fire(rules.REGISTER_EXPECT, "%s:%s", binding.addr, binding.port)
+        return None
+
+    @staticmethod
+    def store_register_cseq(ctx: "PacketContext", request: Any) -> None:
+        ctx.master.register_cseq = request.cseq
+
+    @staticmethod
+    def ignore_stale(ctx: "PacketContext", response: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_STALE)
+
+    @staticmethod
+    def ignore_provisional(ctx: "PacketContext", response: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_PROVISIONAL)
+
+    @staticmethod
+    def ignore_response(ctx: "PacketContext", response: tuple[int, int]) -> None:
+        """Unregistered, a stale, a provisional and an error response differ only in what the kernel's path logs."""
+        cseq, code = response
+        if ctx.master.register_cseq != cseq:
+            ctx.trace.fire(rules.REG_RESPONSE_STALE)
+        elif 100 <= code <= 199:
+            ctx.trace.fire(rules.REG_RESPONSE_PROVISIONAL)
+        else:
+            ctx.trace.fire(rules.REG_RESPONSE_ERROR)
+
+    @staticmethod
+    def flush_on_failure(ctx: "PacketContext", response: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_ERROR)
+        ctx.table.flush_signalling(ctx.master, rules.REG_RESPONSE_ERROR, ctx.now, ctx.trace)
+
+    @staticmethod
+    def walk_contacts(ctx: "PacketContext", response: Any) -> Any:
+        return CONTINUE
+
+    @staticmethod
+    def next_contact(ctx: "PacketContext", binding: Any) -> Any:
+        return CONTINUE
+
+    @staticmethod
+    def note_unbind(ctx: "PacketContext", binding: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_UNBIND)
+
+    @staticmethod
+    def flush_on_unbind(ctx: "PacketContext", binding: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_UNBIND)
+        ctx.table.flush_signalling(ctx.master, rules.REG_RESPONSE_UNBIND, ctx.now, ctx.trace)
+
+    @staticmethod
+    def refresh_signalling(ctx: "PacketContext", binding: Any) -> None:
+        """refresh_signalling_expectation(): timeout now + the contact's expires, INACTIVE cleared."""
+        ctx.table.activate(ctx.master.signalling, binding.expires, ctx.now, ctx.trace)
+        ctx.trace.fire(rules.REG_RESPONSE_REFRESH)
+
+    @staticmethod
+    def note_unmatched(ctx: "PacketContext", arg: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_NO_MATCH)
+
+    @staticmethod
+    def flush_unmatched(ctx: "PacketContext", arg: Any) -> None:
+        ctx.trace.fire(rules.REG_RESPONSE_NO_MATCH)
+        ctx.table.flush_signalling(ctx.master, rules.REG_RESPONSE_NO_MATCH, ctx.now, ctx.trace)
+
+    @staticmethod
+    def forget_expectation(ctx: Any, arg: Any) -> None:
+        ctx.entry.master.signalling = None
+
+
+class InviteMachine(StateMachine):
+    """A master's offer/answer: the media its SDP expects and invite_cseq."""
+
+    idle = State("idle", initial=True)  # invite_cseq is the 0 of the zeroed helper area
+    invited = State("invited")  # invite_cseq is the CSeq of the last INVITE accepted
+
+    # process_invite_request(): flush, then the offer; only an accepted INVITE stores its CSeq.
+    invite = (idle.to(invited, on=["flush_before_offer", "expect_media", "store_invite_cseq"])
+              | invited.to.itself(on=["flush_before_offer", "expect_media", "store_invite_cseq"]))
+    # sip_handlers[]: UPDATE, ACK and PRACK requests go straight to process_sdp().
+    offer = idle.to.itself(on="expect_media_of_request") | invited.to.itself(on="expect_media_of_request")
+    # process_invite_response() / process_update_response() / process_prack_response().
+    answer = (idle.to.itself(cond="provisional_or_success", on="expect_media_of_answer")
+              | idle.to.itself(cond="cseq_matches_invite", on="flush_on_failure")
+              | idle.to.itself(on="ignore_other_cseq")
+              | invited.to.itself(cond="provisional_or_success", on="expect_media_of_answer")
+              | invited.to.itself(cond="cseq_matches_invite", on="flush_on_failure")
+              | invited.to.itself(on="ignore_other_cseq"))
+    # process_bye_request()
+    bye = idle.to.itself(on="flush_on_bye") | invited.to.itself(on="flush_on_bye")
+
+    # --- guards -------------------------------------------------------------------
+    @staticmethod
+    def provisional_or_success(ctx: "PacketContext", response: tuple[int, int]) -> bool:
+        return 100 <= response[1] <= 299
+
+    @staticmethod
+    def cseq_matches_invite(ctx: "PacketContext", response: tuple[int, int]) -> bool:
+        """The error answers the INVITE whose CSeq is stored (0 before any: a "CSeq: 0" error matches)."""
+        return ctx.master.invite_cseq == response[0]
+
+    # --- actions --------------------------------------------------------------------
+    @staticmethod
+    def flush_before_offer(ctx: "PacketContext", cseq: int) -> None:
+        ctx.trace.fire(rules.INVITE_FLUSH)
+        ctx.table.flush_media(ctx.master, rules.INVITE_FLUSH, ctx.now, ctx.trace)
+
+    @staticmethod
+    def expect_media(ctx: "PacketContext", cseq: int) -> rules.Rule | None:
+        return process_sdp(ctx, cseq)
+
+    @staticmethod
+    def store_invite_cseq(ctx: "PacketContext", cseq: int) -> None:
+        ctx.master.invite_cseq = cseq
+        ctx.trace.fire(rules.INVITE_CSEQ, "%s", cseq)
+
+    @staticmethod
+    def expect_media_of_request(ctx: "PacketContext", cseq: int) -> rules.Rule | None:
+        ctx.trace.fire(rules.SDP_REQUEST)
+        return process_sdp(ctx, cseq)
+
+    @staticmethod
+    def expect_media_of_answer(ctx: "PacketContext", response: tuple[int, int]) -> rules.Rule | None:
+        ctx.trace.fire(rules.RESPONSE_SDP)
+        return process_sdp(ctx, response[0])
+
+    @staticmethod
+    def flush_on_failure(ctx: "PacketContext", response: tuple[int, int]) -> None:
+        ctx.trace.fire(rules.RESPONSE_ERROR_FLUSH)
+        ctx.table.flush_media(ctx.master, rules.RESPONSE_ERROR_FLUSH, ctx.now, ctx.trace)
+
+    @staticmethod
+    def ignore_other_cseq(ctx: "PacketContext", response: tuple[int, int]) -> None:
+        ctx.trace.fire(rules.RESPONSE_ERROR_OTHER)
+
+    @staticmethod
+    def flush_on_bye(ctx: "PacketContext", cseq: int) -> None:
+        ctx.trace.fire(rules.BYE_FLUSH)
+        ctx.table.flush_media(ctx.master, rules.BYE_FLUSH, ctx.now, ctx.trace)
 
 
 class ExpectationLifecycle(StateMachine):
     """Life of one expectation (nf_conntrack_expect.c)."""
 
-    proposed = State("proposed", initial=True)
-    inactive = State("inactive")
+    proposed = State("proposed", initial=True)  # allocated by the helper, not in the table
+    inactive = State("inactive")  # NF_CT_EXPECT_INACTIVE: in the table, matches nothing
     active = State("active")
+    refused = State("refused", final=True)
     matched = State("matched", final=True)
     expired = State("expired", final=True)
+    flushed = State("flushed", final=True)
+    replaced = State("replaced", final=True)
+    evicted = State("evicted", final=True)
     unlinked = State("unlinked", final=True)
 
-    insert_inactive = proposed.to(inactive)
-    insert = proposed.to(active)
-    activate = inactive.to(active) | active.to.itself()
-    match = active.to(matched)
-    match_permanent = active.to.itself()
-    expire = inactive.to(expired) | active.to(expired)
-    unlink = inactive.to(unlinked) | active.to(unlinked)
+    # nf_ct_expect_related() -> __nf_ct_expect_check(): the walk of the hash
+    # chain stops at the first expectation that is equal (-EALREADY if another
+    # master's or class's, else it is replaced) or clashes (-EBUSY); then a
+    # class at its policy maximum loses its oldest (evict_oldest_expect) and a
+    # full table refuses (-EMFILE) - never after a removal, which made room.
+    related = (proposed.to(refused, cond="tuple_taken", on="refuse_already")
+               | proposed.to(refused, cond="tuple_clashes", on="refuse_busy")
+               | proposed.to(refused, cond="table_full", on="refuse_full")
+               | proposed.to(inactive, cond="requested_inactive", on=["make_room", "insert"])
+               | proposed.to(active, on=["make_room", "insert"]))
+    # refresh_signalling_expectation(): a new timeout, and INACTIVE cleared.
+    activate = inactive.to(active, on=["extend_timeout", "clear_inactive"]) | active.to.itself(on="extend_timeout")
+    # nf_ct_find_expectation(): INACTIVE ones match nothing; a PERMANENT one stays.
+    match = active.to.itself(cond="is_permanent") | active.to(matched, on="unlink_expect")
+    # The expectation timer; the registrar must learn that its expectation went.
+    # Only process_register_request() asks for INACTIVE: an inactive one is signalling.
+    expire = (inactive.to(expired, on=["unlink_expect", "release_registrar"])
+              | active.to(expired, cond="is_signalling", on=["unlink_expect", "release_registrar"])
+              | active.to(expired, on="unlink_expect"))
+    # flush_expectations() of the helper.
+    flush = inactive.to(flushed, on="unlink_expect") | active.to(flushed, on="unlink_expect")
+    # __nf_ct_expect_check(): the same master, class, tuple and mask again.
+    replace = inactive.to(replaced, on="unlink_expect") | active.to(replaced, on="unlink_expect")
+    # evict_oldest_expect()
+    evict = inactive.to(evicted, on="unlink_expect") | active.to(evicted, on="unlink_expect")
+    # nf_ct_remove_expectations() of a dying master; nf_ct_unexpect_related().
+    unlink = inactive.to(unlinked, on="unlink_expect") | active.to(unlinked, on="unlink_expect")
+
+    # --- guards -------------------------------------------------------------------
+    @staticmethod
+    def tuple_taken(change: Any, arg: Any) -> bool:
+        """Equal tuple and mask, of another master or class."""
+        return change.refusal == EALREADY
+
+    @staticmethod
+    def tuple_clashes(change: Any, arg: Any) -> bool:
+        """expect_clash(): equal where both masks look."""
+        return change.refusal == EBUSY
+
+    @staticmethod
+    def table_full(change: Any, arg: Any) -> bool:
+        """nf_ct_expect_max expectations after the replacement and eviction this one makes."""
+        table = change.table
+        return len(table) - (change.replaces is not None) - (change.evicts is not None) >= table.expect_max
+
+    @staticmethod
+    def requested_inactive(change: Any, arg: Any) -> bool:
+        return ExpectFlag.INACTIVE in change.entry.flags
+
+    @staticmethod
+    def is_permanent(change: Any, arg: Any) -> bool:
+        return ExpectFlag.PERMANENT in change.entry.flags
+
+    @staticmethod
+    def is_signalling(change: Any, arg: Any) -> bool:
+        return change.entry.klass == ExpectClass.SIGNALLING
+
+    # --- actions --------------------------------------------------------------------
+    @staticmethod
+    def refuse_already(change: Any, arg: Any) -> int:
+        change.trace.fire(rules.EXPECT_ALREADY)
+        return EALREADY
+
+    @staticmethod
+    def refuse_busy(change: Any, arg: Any) -> int:
+        change.trace.fire(rules.EXPECT_CLASH)
+        return EBUSY
+
+    @staticmethod
+    def refuse_full(change: Any, arg: Any) -> int:
+        change.trace.fire(rules.EXPECT_TABLE_FULL)
+        return EMFILE
+
+    @staticmethod
+    def make_room(change: Any, arg: Any) -> None:
+        """Unlink the equal expectation found on the chain, then the class's oldest if it is at its maximum."""
+        if change.replaces is not None:
+            change.table.end(change.replaces, "replace", rules.EXPECT_REPLACE, change.now, change.trace)
+        if change.evicts is not None:
+            change.table.end(change.evicts, "evict", rules.EXPECT_EVICT, change.now, change.trace)
+
+    @staticmethod
+    def insert(change: Any, arg: Any) -> int:
+        """nf_ct_expect_insert(): linked with the class policy's timeout; IPEXP_NEW."""
+        change.table.link(change.entry, change.trace)
+        return 0
+
+    @staticmethod
+    def extend_timeout(change: Any, expires: int) -> None:
+        change.table.set_expires(change.entry, change.now + expires)
+
+    @staticmethod
+    def clear_inactive(change: Any, arg: Any) -> None:
+        change.entry.flags &= ~ExpectFlag.INACTIVE
+
+    @staticmethod
+    def unlink_expect(change: Any, arg: Any) -> None:
+        """nf_ct_unlink_expect(): out of the table; IPEXP_DESTROY."""
+        change.table.unlink(change.entry, change.rule, change.trace, report=change.report)
+
+    @staticmethod
+    def release_registrar(change: Any, arg: Any) -> None:
+        change.entry.master.registrar.send("signalling_gone", change)
 
 
-class RegistrarMachine(StateMachine):
-    """A master's registration binding, as its signalling expectation shows it."""
-
-    unregistered = State("unregistered", initial=True)
-    pending = State("pending")
-    registered = State("registered")
-
-    # At most one signalling expectation per master (sip_exp_policy[] max_expected
-    # = 1): a new REGISTER's expectation replaces or evicts the old one first.
-    register = unregistered.to(pending)
-    refresh = pending.to(registered) | registered.to.itself()
-    deregister = pending.to(unregistered) | registered.to(unregistered)
-
-
-class MediaMachine(StateMachine):
-    """Whether a master's SDP left media expectations behind."""
-
-    idle = State("idle", initial=True)
-    expecting = State("expecting")
-
-    expect = idle.to(expecting) | expecting.to.itself()
-    drain = expecting.to(idle)
-
-
-# Which kernel function causes each event (the rule catalogue cites the rules
-# that fire them; this says where in the kernel the transition itself lives).
+# Which kernel function each event stands for (the rule catalogue cites the
+# rules that fire on the way; this says where the transition itself lives).
 EVENT_ORIGINS: dict[str, dict[str, str]] = {
-    "ExpectationLifecycle": {
-        "insert_inactive": "nf_ct_expect_related() of a PERMANENT|INACTIVE expectation (process_register_request)",
-        "insert": "nf_ct_expect_related() (set_expected_rtp_rtcp)",
-        "activate": "refresh_signalling_expectation() clears NF_CT_EXPECT_INACTIVE",
-        "match": "nf_ct_find_expectation(): a new connection matched; the expectation is unlinked",
-        "match_permanent": "nf_ct_find_expectation(): a PERMANENT expectation stays after a match",
-        "expire": "nf_ct_exp_is_expired() / the expectation timer",
-        "unlink": "nf_ct_unlink_expect(): flush_expectations(), evict_oldest_expect(), replacement, master destroyed",
+    "ConnectionMachine": {
+        "reply": "nf_conntrack_in(): a packet in the reply direction sets IPS_SEEN_REPLY",
+        "payload": "sip_help_udp() / sip_help_tcp(): a packet with payload on a conntrack with the helper (the "
+                   "first one accepted: __nf_conntrack_confirm())",
+        "confirm": "__nf_conntrack_confirm(): a first packet without payload or without the helper was accepted",
+        "drop": "the helper returned NF_DROP (nf_conntrack_in() -> nf_ct_destroy of an unconfirmed conntrack)",
+        "destroy": "nf_ct_delete(): timeout, ctnetlink delete, a successor on the same tuple",
     },
     "RegistrarMachine": {
-        "register": "process_register_request() inserted a signalling expectation",
-        "refresh": "process_register_response() -> refresh_signalling_expectation()",
-        "deregister": "the signalling expectation went away (flush_expectations(ct, false), expiry, eviction)",
+        "register": "process_register_request()",
+        "response": "process_register_response(): CSeq and status code",
+        "contact": "process_register_response(): one Contact of a 2xx with the master's address and transport",
+        "contacts_end": "process_register_response(): no Contact refreshed an expectation (goto flush)",
+        "signalling_gone": "the signalling expectation's timer (nf_ct_expectation_timed_out)",
     },
-    "MediaMachine": {
-        "expect": "set_expected_rtp_rtcp() inserted a media expectation",
-        "drain": "the master's last media expectation went away (flush_expectations(ct, true), expiry, match)",
+    "InviteMachine": {
+        "invite": "process_invite_request()",
+        "offer": "sip_handlers[]: UPDATE / ACK / PRACK -> process_sdp()",
+        "answer": "process_invite_response() / process_update_response() / process_prack_response()",
+        "bye": "process_bye_request()",
+    },
+    "ExpectationLifecycle": {
+        "related": "nf_ct_expect_related_report() -> __nf_ct_expect_check() + nf_ct_expect_insert()",
+        "activate": "refresh_signalling_expectation()",
+        "match": "nf_ct_find_expectation(): a new connection matched",
+        "expire": "nf_ct_expectation_timed_out() / nf_ct_exp_is_expired()",
+        "flush": "flush_expectations()",
+        "replace": "__nf_ct_expect_check(): an equal expectation of the same master and class",
+        "evict": "evict_oldest_expect()",
+        "unlink": "nf_ct_remove_expectations() (master destroyed), nf_ct_unexpect_related()",
     },
 }
 
-
-class IllegalTransition(RuntimeError):
-    """The spec tried a transition its machines do not allow: a spec bug."""
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledMachine:
-    name: str
-    initial: str
-    states: tuple[str, ...]
-    finals: frozenset[str]
-    events: tuple[str, ...]
-    table: dict[tuple[str, str], str]
-
-
-def compile_machine(cls: type[StateMachine]) -> CompiledMachine:
-    """Flatten a python-statemachine class into its transition table."""
-    table: dict[tuple[str, str], str] = {}
-    for state in cls.states:
-        for transition in state.transitions:
-            for event in transition.events:
-                key = (state.id, str(event))
-                if key in table and table[key] != transition.target.id:
-                    raise ValueError(f"{cls.__name__}: {key} is not deterministic")
-                table[key] = transition.target.id
-    initial = next(s.id for s in cls.states if s.initial)
-    events = tuple(dict.fromkeys(e for (_, e) in table))
-    return CompiledMachine(
-        name=cls.__name__,
-        initial=initial,
-        states=tuple(s.id for s in cls.states),
-        finals=frozenset(s.id for s in cls.states if s.final),
-        events=events,
-        table=table,
-    )
-
-
-EXPECTATION = compile_machine(ExpectationLifecycle)
+CONNECTION = compile_machine(ConnectionMachine)
 REGISTRAR = compile_machine(RegistrarMachine)
-MEDIA = compile_machine(MediaMachine)
-MACHINES: dict[str, tuple[type[StateMachine], CompiledMachine]] = {
-    "ExpectationLifecycle": (ExpectationLifecycle, EXPECTATION),
-    "RegistrarMachine": (RegistrarMachine, REGISTRAR),
-    "MediaMachine": (MediaMachine, MEDIA),
-}
-
-
-class Runtime:
-    """The current state of one machine instance; every change is checked."""
-
-    __slots__ = ("machine", "state")
-
-    def __init__(self, machine: CompiledMachine) -> None:
-        self.machine = machine
-        self.state = machine.initial
-
-    def can(self, event: str) -> bool:
-        return (self.state, event) in self.machine.table
-
-    def fire(self, event: str, trace: "Trace | None" = None) -> str:
-        """Take the transition ``event`` from the current state; record it in
-        ``trace`` (for coverage) when given."""
-        try:
-            target = self.machine.table[(self.state, event)]
-        except KeyError:
-            raise IllegalTransition(
-                f"{self.machine.name}: no transition {event!r} from state {self.state!r}") from None
-        if trace is not None:
-            trace.transitions.append((self.machine.name, self.state, event))
-        self.state = target
-        return target
-
-    def __repr__(self) -> str:
-        return f"<{self.machine.name} {self.state}>"
+INVITE = compile_machine(InviteMachine)
+EXPECTATION = compile_machine(ExpectationLifecycle)
+MACHINES: dict[str, CompiledMachine] = {m.name: m for m in (CONNECTION, REGISTRAR, INVITE, EXPECTATION)}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .expectation import ConnTuple
-from .machines import MEDIA, REGISTRAR, Runtime
+from .machines import INVITE, REGISTRAR, Runtime
+
+if TYPE_CHECKING:
+    from .table import Entry
 
 
 @dataclass(eq=False, slots=True)
@@ -21,11 +25,15 @@ class Master:
     created: float
     timeout_at: float
     expected: bool = False  # IPS_EXPECTED: created from an expectation
+    # struct nf_ct_sip_master: written only by the machines' actions.
     register_cseq: int = 0
     invite_cseq: int = 0
     forced_dport: int = 0
     registrar: Runtime = field(default_factory=lambda: Runtime(REGISTRAR))
-    media: Runtime = field(default_factory=lambda: Runtime(MEDIA))
+    invite: Runtime = field(default_factory=lambda: Runtime(INVITE))
+    # The signalling expectation the registrar holds (pending or registered);
+    # sip_exp_policy[SIP_EXPECT_SIGNALLING].max_expected is 1.
+    signalling: "Entry | None" = None
     # Asked for on every message: worked out once.
     _reply: ConnTuple = field(init=False, repr=False)
     _family: int = field(init=False, repr=False)
@@ -47,6 +55,12 @@ class Master:
         """The nf_conntrack_helper the master uses: "sip" is registered once per
         (family, protocol); `exp->helper != nfct_help(ct)->helper` compares these."""
         return (self.family, self.proto)
+
+    def restore(self, register_cseq: int, invite_cseq: int, forced_dport: int) -> None:
+        """Take in the helper data the kernel holds (a userspace helper reads
+        it back): the invite machine starts where that data says."""
+        self.register_cseq, self.invite_cseq, self.forced_dport = register_cseq, invite_cseq, forced_dport
+        self.invite.state = "invited" if invite_cseq else "idle"
 
     def tuple_for(self, reply: bool) -> ConnTuple:
         """ct->tuplehash[dir].tuple"""

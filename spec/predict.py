@@ -86,7 +86,11 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
             ct = helper.conntrack(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
                                             step.src.port, step.dst.port))
             if ct is not None:
-                helper.forget(ct.original, now)
+                # The machines' transitions count for coverage; the removal's
+                # rule (master.timeout) does not describe a ctnetlink delete.
+                deleted = Trace()
+                helper.forget(ct.original, now, deleted)
+                timer.transitions.extend(deleted.transitions)
         elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
             pass  # the connection is gone: nothing is sent, nothing arrives
         else:

@@ -20,20 +20,19 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from . import rules
-from .expectation import (SIP_EXPECT_POLICY, Address, ExpectClass, Expectation, ExpectFlag, ExpectTuple)
+from .expectation import (EALREADY, EBUSY, EMFILE, SIP_EXPECT_POLICY, Address, ExpectClass, Expectation,
+                          ExpectFlag, ExpectTuple)
 from .machines import EXPECTATION, Runtime
 from .master import Master
 from .trace import Trace
 from .values import value
 
-EALREADY = -114
-EBUSY = -16
-EMFILE = -24
+__all__ = ["EALREADY", "EBUSY", "EMFILE", "Change", "Entry", "ExpectationTable", "TableEvent"]
 
 
 @dataclass(eq=False, slots=True)
 class Entry:
-    """A linked expectation: its value fields plus its lifecycle machine."""
+    """An expectation: its value fields plus its lifecycle machine."""
 
     tuple: ExpectTuple
     klass: ExpectClass
@@ -52,6 +51,23 @@ class Entry:
             value = self._value = Expectation(self.tuple, self.klass, self.flags, self.master.original,
                                               self.expires)
         return value
+
+
+@dataclass(eq=False, slots=True)
+class Change:
+    """What an :class:`~sipct.spec.machines.ExpectationLifecycle` event carries:
+    the table, the expectation, and for ``related`` what the walk of the hash
+    chain found (the guards decide on it)."""
+
+    table: "ExpectationTable"
+    entry: Entry
+    trace: Trace
+    now: float
+    rule: rules.Rule | None = None  # the rule a removal is journalled with
+    report: bool = True  # whether the removal fires that rule (a flush's handler fired it already)
+    refusal: int = 0  # EALREADY / EBUSY: what __nf_ct_expect_check()'s walk stopped at
+    replaces: Entry | None = None  # the equal expectation of the same master and class
+    evicts: Entry | None = None  # the class's oldest, the master being at the policy maximum
 
 
 @value
@@ -124,7 +140,7 @@ class ExpectationTable:
         ``timeout - now <= 0``)."""
         while (deadline := self.next_deadline()) is not None and deadline <= now:
             entry = heapq.heappop(self._deadlines)[2]
-            self._remove(entry, "expire", rules.EXPECT_EXPIRE, trace)
+            self.end(entry, "expire", rules.EXPECT_EXPIRE, now, trace)
 
     def _schedule(self, entry: Entry) -> None:
         heapq.heappush(self._deadlines, (entry.expires, next(self._pushes), entry))
@@ -135,98 +151,98 @@ class ExpectationTable:
                 self._deadlines.append((entry.expires, next(self._pushes), entry))
             heapq.heapify(self._deadlines)
 
-    # --- changes --------------------------------------------------------------------
+    # --- changes: each one an event of an expectation's lifecycle ------------------------
     def related(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,
-                now: float, trace: Trace, *, skip_master: bool) -> int:
-        """nf_ct_expect_related_report() → __nf_ct_expect_check() + nf_ct_expect_insert().
-
-        Returns 0 or a negative errno, like the kernel."""
-        for entry in self._same_dst(tuple.family, tuple.proto, tuple.dst, tuple.dport):
-            other = entry.tuple
-            master_matches = skip_master or entry.master is master
-            if master_matches and other == tuple and other.same_mask(tuple):
-                if entry.klass != klass or entry.master is not master:
-                    trace.fire(rules.EXPECT_ALREADY)
-                    return EALREADY
-                self._remove(entry, "unlink", rules.EXPECT_REPLACE, trace)
+                now: float, trace: Trace, *, skip_master: bool) -> tuple[int, Entry]:
+        """nf_ct_expect_related_report(): propose an expectation; its lifecycle
+        decides (``related``). Returns 0 or a negative errno, like the kernel,
+        and the entry."""
+        entry = Entry(tuple, klass, flags, master, now + SIP_EXPECT_POLICY[klass].timeout, 0, Runtime(EXPECTATION))
+        change = Change(self, entry, trace, now)
+        for other in self._same_dst(tuple.family, tuple.proto, tuple.dst, tuple.dport):
+            t = other.tuple
+            if (skip_master or other.master is master) and t == tuple and t.same_mask(tuple):
+                if other.klass != klass or other.master is not master:
+                    change.refusal = EALREADY
+                else:
+                    change.replaces = other
                 break
-            if other.clashes(tuple):
-                trace.fire(rules.EXPECT_CLASH)
-                return EBUSY
+            if t.clashes(tuple):
+                change.refusal = EBUSY
+                break
         policy = SIP_EXPECT_POLICY[klass]
-        same_class = [e for e in self._newest_of_master(master) if e.klass == klass]
-        if policy.max_expected and len(same_class) >= policy.max_expected:
-            # evict_oldest_expect(): the last of the class in help->expectations.
-            self._remove(same_class[-1], "unlink", rules.EXPECT_EVICT, trace)
-        if len(self._entries) >= self.expect_max:
-            trace.fire(rules.EXPECT_TABLE_FULL)
-            return EMFILE
+        if not change.refusal and len(self._by_master.get(master, ())) >= policy.max_expected:
+            same_class = [e for e in self._newest_of_master(master) if e.klass == klass and e is not change.replaces]
+            if len(same_class) >= policy.max_expected:
+                change.evicts = same_class[-1]  # the last of the class in help->expectations
+        return entry.lifecycle.send("related", change), entry
+
+    def link(self, entry: Entry, trace: Trace) -> None:
+        """nf_ct_expect_insert()"""
         self._seq += 1
-        entry = Entry(tuple, klass, flags, master, now + policy.timeout, self._seq, Runtime(EXPECTATION))
-        entry.lifecycle.fire("insert_inactive" if ExpectFlag.INACTIVE in flags else "insert", trace)
+        entry.seq = self._seq
         self._entries[entry.seq] = entry
-        self._by_dst.setdefault(_dst_key(tuple), []).append(entry)
-        self._by_master.setdefault(master, []).append(entry)
+        self._by_dst.setdefault(_dst_key(entry.tuple), []).append(entry)
+        self._by_master.setdefault(entry.master, []).append(entry)
         self._schedule(entry)
         trace.fire(rules.EXPECT_INSERT)
         self.journal.append(TableEvent("new", entry.value(), rules.EXPECT_INSERT.id))
-        if klass == ExpectClass.SIGNALLING:
-            master.registrar.fire("register", trace)
-        else:
-            master.media.fire("expect", trace)
-        return 0
 
-    def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, trace: Trace) -> None:
+    def unlink(self, entry: Entry, rule: rules.Rule, trace: Trace, *, report: bool) -> None:
+        """nf_ct_unlink_expect()"""
+        del self._entries[entry.seq]
+        _unlist(self._by_dst, _dst_key(entry.tuple), entry)
+        _unlist(self._by_master, entry.master, entry)
+        if report:
+            trace.fire(rule)
+        self.journal.append(TableEvent("destroy", entry.value(), rule.id))
+
+    def end(self, entry: Entry, event: str, rule: rules.Rule, now: float, trace: Trace, *,
+            report: bool = True) -> None:
+        """Send one of the lifecycle's ending events (expire, flush, replace, evict, unlink, match)."""
+        entry.lifecycle.send(event, Change(self, entry, trace, now, rule, report))
+
+    def set_expires(self, entry: Entry, expires: float) -> None:
+        entry.expires = expires
+        self._schedule(entry)
+
+    def activate(self, entry: Entry, expires: int, now: float, trace: Trace) -> None:
+        """refresh_signalling_expectation() on the entry the registrar holds."""
+        entry.lifecycle.send("activate", Change(self, entry, trace, now), expires)
+
+    def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, now: float, trace: Trace) -> None:
         """nf_ct_unexpect_related(): take back an expectation inserted moments ago."""
         for entry in self._newest_of_master(master):
             if entry.tuple == tuple and entry.klass == klass:
-                self._remove(entry, "unlink", rules.MEDIA_FAILED, trace, fire=False)
+                self.end(entry, "unlink", rules.MEDIA_FAILED, now, trace, report=False)
                 return
 
-    def flush(self, master: Master, media: bool, rule: rules.Rule, trace: Trace) -> int:
-        """flush_expectations(): all media expectations of the master, or only the
-        first (newest) signalling one. Returns how many went."""
+    def flush_media(self, master: Master, rule: rules.Rule, now: float, trace: Trace) -> int:
+        """flush_expectations(ct, true): every media expectation of the master
+        (the handler fired ``rule``). Returns how many went."""
         removed = 0
-        for entry in list(self.of_master(master)):
-            if (entry.klass != ExpectClass.SIGNALLING) != media:
-                continue
-            self._remove(entry, "unlink", rule, trace, fire=False)  # the handler fired its rule
-            removed += 1
-            if not media:
-                break
+        for entry in reversed(list(self._by_master.get(master, ()))):  # help->expectations, newest first
+            if entry.klass != ExpectClass.SIGNALLING:
+                entry.lifecycle.send("flush", Change(self, entry, trace, now, rule, False))
+                removed += 1
         return removed
 
-    def refresh_signalling(self, master: Master, addr: Address, proto: int, port: int, expires: int,
-                           now: float, trace: Trace) -> bool:
-        """refresh_signalling_expectation(): the first signalling expectation of
-        the master to (addr, proto, port) gets timeout now+expires and loses
-        INACTIVE."""
-        for entry in self._newest_of_master(master):
-            t = entry.tuple
-            if entry.klass != ExpectClass.SIGNALLING or t.dst != addr or t.proto != proto or t.dport != port:
-                continue
-            entry.expires = now + expires
-            self._schedule(entry)
-            entry.flags &= ~ExpectFlag.INACTIVE
-            entry.lifecycle.fire("activate", trace)
-            master.registrar.fire("refresh", trace)
-            trace.fire(rules.REG_RESPONSE_REFRESH)
-            return True
-        return False
+    def flush_signalling(self, master: Master, rule: rules.Rule, now: float, trace: Trace) -> None:
+        """flush_expectations(ct, false): the first signalling expectation of
+        help->expectations - the one the registrar holds, as the policy allows
+        one per master."""
+        entry = master.signalling
+        master.signalling = None
+        self.end(entry, "flush", rule, now, trace, report=False)
 
-    def match(self, src: Address, sport: int, dst: Address, dport: int, proto: int,
+    def match(self, src: Address, sport: int, dst: Address, dport: int, proto: int, now: float,
               trace: Trace) -> Entry | None:
-        """nf_ct_find_expectation(): a new connection matches the newest active
-        expectation covering it; a non-permanent one is used up."""
+        """nf_ct_find_expectation(): a new connection matches the newest
+        expectation covering it that can match (INACTIVE ones cannot)."""
         for entry in self._same_dst(src.version, proto, dst, dport):
-            if ExpectFlag.INACTIVE in entry.flags:
-                continue
-            if entry.tuple.matches(src, sport, dst, dport, proto):
+            if entry.lifecycle.can("match") and entry.tuple.matches(src, sport, dst, dport, proto):
                 trace.fire(rules.EXPECT_MATCH)
-                if ExpectFlag.PERMANENT in entry.flags:
-                    entry.lifecycle.fire("match_permanent", trace)
-                else:
-                    self._remove(entry, "match", rules.EXPECT_MATCH, trace)
+                self.end(entry, "match", rules.EXPECT_MATCH, now, trace)
                 return entry
         return None
 
@@ -244,22 +260,20 @@ class ExpectationTable:
         ctnetlink when a userspace helper (re)starts - as the master's newest.
 
         Unlike :meth:`related` nothing is checked, evicted or journalled: the
-        kernel's table does not change, the spec only learns about it."""
-        trace = trace if trace is not None else Trace()
+        kernel's table does not change, the spec only learns about it, so the
+        machines start where the kernel is (python-statemachine's
+        ``start_value``) instead of taking transitions."""
         self._seq += 1
-        entry = Entry(tuple, klass, flags, master, expires, self._seq, Runtime(EXPECTATION))
-        entry.lifecycle.fire("insert_inactive" if ExpectFlag.INACTIVE in flags else "insert", trace)
+        inactive = ExpectFlag.INACTIVE in flags
+        entry = Entry(tuple, klass, flags, master, expires, self._seq,
+                      Runtime(EXPECTATION, "inactive" if inactive else "active"))
         self._entries[entry.seq] = entry
         self._by_dst.setdefault(_dst_key(tuple), []).append(entry)
         self._by_master.setdefault(master, []).append(entry)
         self._schedule(entry)
         if klass == ExpectClass.SIGNALLING:
-            if master.registrar.can("register"):
-                master.registrar.fire("register", trace)
-            if ExpectFlag.INACTIVE not in flags and master.registrar.can("refresh"):
-                master.registrar.fire("refresh", trace)
-        else:
-            master.media.fire("expect", trace)
+            master.signalling = entry
+            master.registrar.state = "pending" if inactive else "registered"
         return entry
 
     def gone(self, entry: Entry, now: float, trace: Trace | None = None) -> None:
@@ -271,34 +285,20 @@ class ExpectationTable:
         if self._entries.get(entry.seq) is not entry:
             return
         if entry.expires <= now:
-            self._remove(entry, "expire", rules.EXPECT_EXPIRE, trace)
+            self.end(entry, "expire", rules.EXPECT_EXPIRE, now, trace)
         elif entry.lifecycle.can("match") and ExpectFlag.PERMANENT not in entry.flags:
-            self._remove(entry, "match", rules.EXPECT_MATCH, trace)
+            self.end(entry, "match", rules.EXPECT_MATCH, now, trace)
         else:
-            self._remove(entry, "unlink", rules.MASTER_TIMEOUT, trace)
+            self.end(entry, "unlink", rules.MASTER_TIMEOUT, now, trace)
+            master = entry.master
+            if master.signalling is entry:  # the registrar starts over where the kernel is
+                master.signalling = None
+                master.registrar.state = "unregistered"
 
-    def remove_master(self, master: Master, rule: rules.Rule, trace: Trace) -> None:
+    def remove_master(self, master: Master, rule: rules.Rule, now: float, trace: Trace) -> None:
         """nf_ct_remove_expectations(): the master is destroyed."""
         for entry in list(self.of_master(master)):
-            self._remove(entry, "unlink", rule, trace)
-
-    def _remove(self, entry: Entry, event: str, rule: rules.Rule, trace: Trace, *, fire: bool = True) -> None:
-        entry.lifecycle.fire(event, trace)
-        del self._entries[entry.seq]
-        _unlist(self._by_dst, _dst_key(entry.tuple), entry)
-        _unlist(self._by_master, entry.master, entry)
-        if fire:
-            trace.fire(rule)
-        self.journal.append(TableEvent("destroy", entry.value(), rule.id))
-        master = entry.master
-        if entry.klass == ExpectClass.SIGNALLING:
-            master.registrar.fire("deregister", trace)
-        else:
-            for e in self._by_master.get(master, ()):
-                if e.klass != ExpectClass.SIGNALLING:
-                    break
-            else:  # that was the master's last media expectation
-                master.media.fire("drain", trace)
+            self.end(entry, "unlink", rule, now, trace)
 
 
 def _dst_key(t: ExpectTuple) -> tuple:

@@ -8,7 +8,7 @@ import pytest
 
 from sipct.cli.main import main
 from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
-from sipct.spec import handlers
+from sipct.spec import media
 
 ENTRY = """\
 - id: one-media-only
@@ -85,7 +85,7 @@ kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, re
 def test_a_registered_divergence_does_not_fail_the_suite(tmp_path, monkeypatch, capsys):
     (tmp_path / "repro.yaml").write_text(REPRO)
     (tmp_path / "reg.yaml").write_text(ENTRY)
-    monkeypatch.setattr(handlers, "MAX_MEDIA", 1)  # the "kernel bug" the entry explains
+    monkeypatch.setattr(media, "MAX_MEDIA", 1)  # the "kernel bug" the entry explains
     status = main(["conformance", "--no-curated", "--examples", "0", "--registry", str(tmp_path / "reg.yaml"),
                    "--scenarios", str(tmp_path / "repro.yaml"), "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out

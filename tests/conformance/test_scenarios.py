@@ -21,7 +21,8 @@ from sipct.spec.profiles import PROFILES
 from sipct.spec.topology import network_of, router_address
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
-GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream", "rare")
+# machines/: the dialogs that kill the mutants of `sipct machines --mutations` no other one does.
+GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream", "rare", "machines")
 FILES = sorted(SCENARIOS.glob("**/*.yaml"))
 
 DOCUMENTATION = [ipaddress.ip_network(n) for n in

@@ -9,7 +9,7 @@ import pytest
 
 from sipct.cli.main import main
 from sipct.conformance.corpus import rfc4475_dialogs, scenario_dialogs
-from sipct.spec import handlers
+from sipct.spec import media
 from sipct.spec.dialog import load_dialog
 
 pytestmark = [
@@ -36,7 +36,7 @@ def test_conformance_on_the_running_kernel(tmp_path, capsys):
 
 
 def test_an_injected_spec_mistake_is_shrunk_to_a_minimal_dialog(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(handlers, "MAX_MEDIA", 1)
+    monkeypatch.setattr(media, "MAX_MEDIA", 1)
     out = tmp_path / "out"
     status = main(["conformance", "--no-curated", "--examples", "200", "--seed", "3", "--out", str(out),
                    "--json", str(tmp_path / "r.json")])
@@ -69,7 +69,7 @@ def test_dialog_files_run_as_the_generated_part(tmp_path, monkeypatch):
     assert status == 0, json.dumps(data["divergences"]["findings"][:5], indent=1)
     assert data["dialogs"] == {"generated": 30} and data["examples"] == 30 and data["seed"] == 4
 
-    monkeypatch.setattr(handlers, "MAX_MEDIA", 1)
+    monkeypatch.setattr(media, "MAX_MEDIA", 1)
     status = main(["conformance", "--no-curated", "--no-reproducers", "--dialog-files", str(folder),
                    "--json", str(report)])
     data = json.loads(report.read_text())

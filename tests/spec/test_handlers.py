@@ -763,10 +763,13 @@ def test_expectations_expire_after_180_seconds() -> None:
     assert len(lab.table()) == 3
     assert lab.advance(180).count(rules.EXPECT_EXPIRE.id) == 2  # timeout - now <= 0
     assert lab.table() == [sig()]
-    assert lab.master().media.state == "idle"
+    assert lab.master().invite.state == "invited"  # expiry leaves invite_cseq alone
+    assert lab.master(sport=5070).registrar.state == "pending"
     lab.advance(190)
     assert lab.table() == []
+    # The lifecycle's expire told the registrar: a late 200 finds nothing to refresh.
     assert lab.master(sport=5070).registrar.state == "unregistered"
+    assert lab.master(sport=5070).signalling is None
 
 
 def test_master_timeout_removes_its_expectations() -> None:

@@ -1,0 +1,126 @@
+"""SDP to media expectations: ``process_sdp()`` and ``set_expected_rtp_rtcp()``.
+
+The :class:`~sipct.spec.machines.InviteMachine` runs these as its actions
+(``expect_media``): they read the SDP of one message and propose an RTP/RTCP
+pair of expectations per media description; the
+:class:`~sipct.spec.machines.ExpectationLifecycle` of each decides whether it
+is linked. NAT's ``sdp_*`` hooks would run here, before each pair is proposed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from . import rules
+from .expectation import EALREADY, IPPROTO_UDP, Address, ExpectClass, ExpectFlag, ExpectTuple
+from .rules import Rule
+from .sdp import (SDP_HDR_CONNECTION, SDP_HDR_MEDIA, SDP_HDR_UNSPEC, SDP_HDR_VERSION, get_sdp_header,
+                  parse_sdp_addr, sdp_media_type)
+
+if TYPE_CHECKING:
+    from .handlers import PacketContext
+
+Verdict = Rule | None  # None: NF_ACCEPT; a Rule: NF_DROP, for that reason
+
+# The routing question sip_external_media asks (set_expected_rtp_rtcp): is the
+# route to the media address through the device this packet leaves by? None
+# when there is no route at all. Routing is the caller's: the spec is pure.
+SameInterface = Callable[[Address, Address], "bool | None"]
+
+
+def set_expected_rtp_rtcp(ctx: "PacketContext", daddr: Address, port: int, klass: ExpectClass) -> Verdict:
+    master, params, trace = ctx.master, ctx.params, ctx.trace
+    saddr: Address | None = None
+    if params.sip_direct_media:
+        if daddr != master.tuple_for(ctx.reply).src:
+            trace.fire(rules.MEDIA_NOT_DIRECT, "%s", daddr)
+            return None
+        saddr = master.tuple_for(not ctx.reply).src
+    elif params.sip_external_media and ctx.same_interface is not None:
+        if ctx.same_interface(daddr, ctx.packet_dst):
+            trace.fire(rules.MEDIA_EXTERNAL_SAME_IF, "%s", daddr)
+            return None
+
+    family = master.family
+    existing = ctx.table.find(family, IPPROTO_UDP, saddr, daddr, port)
+    if (existing is not None and existing.master is not master
+            and existing.master.helper_key == master.helper_key and existing.klass == klass):
+        # Without NAT the loop in set_expected_rtp_rtcp() ends in skip_expect.
+        trace.fire(rules.MEDIA_OTHER_MASTER, "%s:%s", daddr, port)
+        return None
+
+    base = port & ~1
+    rtp = ExpectTuple(family, IPPROTO_UDP, saddr, daddr, base)
+    rtcp = ExpectTuple(family, IPPROTO_UDP, saddr, daddr, base + 1)
+    table, now = ctx.table, ctx.now
+    errp, _ = table.related(master, rtp, klass, ExpectFlag.NONE, now, trace, skip_master=True)
+    if errp in (0, EALREADY):
+        errcp, _ = table.related(master, rtcp, klass, ExpectFlag.NONE, now, trace, skip_master=True)
+        if errcp in (0, EALREADY):
+            if EALREADY in (errp, errcp):
+                trace.fire(rules.MEDIA_ALREADY)
+            trace.fire(rules.MEDIA_EXPECT, "%s %s %s/%s", klass.label, daddr, base, base + 1)
+            return None
+        if errp == 0:
+            table.unexpect(master, rtp, klass, now, trace)
+    # set_expected_rtp_rtcp() returns NF_DROP and process_sdp() logs "cannot add
+    # expectation for voice": the rule decides the verdict, so it fires like
+    # every other dropping rule (it was returned without being traced).
+    trace.fire(rules.MEDIA_FAILED)
+    return rules.MEDIA_FAILED
+
+
+MAX_MEDIA = 3  # ARRAY_SIZE(sdp_media_types): the loop bound of process_sdp()
+
+
+def process_sdp(ctx: "PacketContext", cseq: int) -> Verdict:
+    msg, trace = ctx.msg, ctx.trace
+    ret, sdpoff, _ = get_sdp_header(msg, msg.start, SDP_HDR_VERSION, SDP_HDR_UNSPEC)
+    if ret <= 0:
+        trace.fire(rules.SDP_NONE)
+        return None
+
+    caddr: Address | None = None
+    ret, addr, _, _ = parse_sdp_addr(msg, sdpoff, SDP_HDR_CONNECTION, SDP_HDR_MEDIA)
+    if ret > 0:
+        caddr = addr
+        trace.fire(rules.SDP_SESSION_ADDR, "%s", addr)
+
+    mediaoff = sdpoff
+    processed = 0
+    while processed < MAX_MEDIA:
+        ret, mediaoff, medialen = get_sdp_header(msg, mediaoff, SDP_HDR_MEDIA, SDP_HDR_UNSPEC)
+        if ret <= 0:
+            break
+        media_type = sdp_media_type(msg, mediaoff, medialen)
+        if media_type is None:
+            trace.fire(rules.SDP_MEDIA_UNKNOWN)
+            mediaoff += medialen
+            continue
+        mediaoff += len(media_type.name)
+        port, end = msg.parse_uint(mediaoff, msg.limit - mediaoff)
+        if port == 0 or (msg.profile.bounded_numbers and end == mediaoff):
+            trace.fire(rules.SDP_MEDIA_PORT_ZERO)
+            continue
+        if not 1024 <= port <= 65535:
+            trace.fire(rules.SDP_MEDIA_PORT_RANGE, "wrong port %s", port)
+            return rules.SDP_MEDIA_PORT_RANGE
+
+        ret, maddr, _, _ = parse_sdp_addr(msg, mediaoff, SDP_HDR_CONNECTION, SDP_HDR_MEDIA)
+        if ret > 0:
+            rtp_addr = maddr
+            trace.fire(rules.SDP_MEDIA_ADDR, "%s", maddr)
+        elif caddr is not None:
+            rtp_addr = caddr
+        else:
+            trace.fire(rules.SDP_NO_CONNECTION)
+            return rules.SDP_NO_CONNECTION
+        assert rtp_addr is not None
+        verdict = set_expected_rtp_rtcp(ctx, rtp_addr, port, media_type.klass)
+        if verdict is not None:
+            return verdict
+        processed += 1
+    else:
+        if get_sdp_header(msg, mediaoff, SDP_HDR_MEDIA, SDP_HDR_UNSPEC)[0] > 0:
+            trace.fire(rules.SDP_MEDIA_LIMIT)
+    return None

@@ -8,6 +8,9 @@ specification cannot drift from the code:
 * ``.. sipct-rules::`` - the rule catalogue (``sipct.spec.rules.RULES``), grouped
   by phase, one anchor ``rule-<id>`` per rule;
 * ``:rule:`register.unbind``` - a link to a rule (an unknown id fails the build);
+* ``.. sipct-ladder:: PATH`` - a dialog file drawn as a ladder, with its steps'
+  verdicts, rules and expectation table, and a column per kernel profile
+  that predicts otherwise - computed by the spec at build time;
 * ``.. sipct-profiles::`` - the kernel version profiles;
 * ``.. sipct-params::`` - the module parameters and their defaults;
 * ``.. sipct-policy::`` - ``sip_exp_policy[]``.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
+from pathlib import Path
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
@@ -24,10 +28,9 @@ from docutils.statemachine import StringList
 from sphinx import addnodes
 from sphinx.domains import Domain, ObjType
 from sphinx.util import logging
-from sphinx.util.nodes import make_refnode
+from sphinx.util.nodes import make_refnode, nested_parse_with_titles
 
 logger = logging.getLogger(__name__)
-from sphinx.util.nodes import nested_parse_with_titles
 
 
 def machine_dot(name: str) -> str:
@@ -422,6 +425,74 @@ class SipctDomain(Domain):
             yield rule_id, rule_id, "rule", docname, anchor, 1
 
 
+class LadderDirective(_Generated):
+    """A dialog file (a path from the repository root) as the spec predicts
+    it: the ladder (sipct.explain.ladder, the renderer of ``sipct explain
+    --html``), then a table per step - verdict, rules (linked to the
+    catalogue), the expectation table after the step - with a column for
+    every profile whose prediction of some step differs from the default's."""
+
+    required_arguments = 1
+
+    def render(self) -> list[str]:
+        from sipct.explain.ladder import ladder_svg
+        from sipct.spec.dialog import load_dialog
+        from sipct.spec.predict import predict
+        from sipct.spec.profiles import DEFAULT_PROFILE, PROFILES
+
+        env = self.state.document.settings.env
+        path = Path(env.srcdir).parent / self.arguments[0]
+        env.note_dependency(str(path))
+        dialog = load_dialog(path)
+        base = predict(dialog, DEFAULT_PROFILE)
+        others = {name: predict(dialog, profile) for name, profile in PROFILES.items()
+                  if profile is not DEFAULT_PROFILE}
+        differ = [name for name, p in others.items()
+                  if any(_step_outcome(dialog, a) != _step_outcome(dialog, b) for a, b in zip(base.steps, p.steps))]
+        out = [".. raw:: html", "", '   <div class="sipct-ladder" style="overflow-x:auto">']
+        out += ["   " + line for line in ladder_svg(base).splitlines()]
+        out += ["   </div>", ""]
+        out.append(f"``{self.arguments[0]}``, predicted for profile ``{DEFAULT_PROFILE.name}``"
+                   + (f"; profiles that predict otherwise: {', '.join(f'``{n}``' for n in differ)}." if differ
+                      else "; every profile predicts the same."))
+        out.append("")
+        header = ["#", "step", "verdict", "rules", "machines", "expectations after the step"] + [
+            f"``{n}``" for n in differ]
+        rows = []
+        for s in base.steps:
+            verdict, table = _step_outcome(dialog, s)
+            rules = " ".join(f":rule:`{r}`" for r in dict.fromkeys(f.rule.id for f in s.firings)) or "-"
+            machines = "; ".join(f"{m.removesuffix('Machine')}: ``{src} --{label}-->``"
+                                 for m, src, label in s.transitions) or "-"
+            row = [str(s.index), f"``{_literal(describe(dialog, s.step))}``", verdict or "-", rules, machines,
+                   " ".join(f"``{_literal(e)}``" for e in table) or "-"]
+            for name in differ:
+                other = _step_outcome(dialog, others[name].steps[s.index])
+                row.append("as the default" if other == (verdict, table) else
+                           f"{other[0] or '-'}: " + (" ".join(f"``{_literal(e)}``" for e in other[1]) or "no expectation"))
+            rows.append(row)
+        widths = " ".join(["4", "20", "7", "20", "26", "23"] + ["16"] * len(differ))
+        return out + _table(header, rows, widths)
+
+
+def _step_outcome(dialog, step) -> tuple:  # type: ignore[no-untyped-def]
+    """What a reader compares between profiles: the verdict and the table."""
+    return (step.verdict, tuple(f"{dialog.symbolic(e)} ({e.remaining(step.time):.0f} s)" for e in step.expectations))
+
+
+def describe(dialog, step) -> str:  # type: ignore[no-untyped-def]
+    from sipct.spec.report import describe_step
+
+    return describe_step(dialog, step)
+
+
+def _literal(text: str) -> str:
+    """Text for an inline literal: no backquotes, control characters escaped."""
+    from sipct.spec.printable import printable
+
+    return printable(text).replace("`", "'").replace("\n", " ")
+
+
 class ProfilesDirective(_Generated):
     def render(self) -> list[str]:
         from sipct.spec.profiles import PROFILES, KernelProfile
@@ -503,6 +574,7 @@ def setup(app):  # type: ignore[no-untyped-def]
     app.add_directive("sipct-machine", MachineDirective)
     app.add_directive("sipct-module-doc", ModuleDocDirective)
     app.add_directive("sipct-rules", RulesDirective)
+    app.add_directive("sipct-ladder", LadderDirective)
     app.add_directive("sipct-profiles", ProfilesDirective)
     app.add_directive("sipct-params", ParamsDirective)
     app.add_directive("sipct-policy", PolicyDirective)

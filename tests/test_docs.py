@@ -124,3 +124,25 @@ def test_module_parameters_are_shown_as_modprobe_takes_them(html):
     page = re.sub(r"<[^>]+>", "", (html / "parameters.html").read_text())
     assert "modprobe nf_conntrack_sip ports=5060 sip_timeout=3600 sip_direct_signalling=1" in page
     assert "sip_external_media=0" in page
+
+
+def test_dialogs_are_drawn_as_ladders_from_the_spec(html):
+    """`.. sipct-ladder::` draws each dialog as the spec predicts it at build
+    time: an SVG per directive, its steps' rules linked to the catalogue, and
+    a column for a profile that predicts otherwise."""
+    import re
+
+    from sipct.spec.dialog import load_dialog
+    from sipct.spec.predict import predict
+
+    walk = (html / "walkthrough.html").read_text()
+    ladders = (html / "ladders.html").read_text()
+    assert walk.count('<div class="sipct-ladder"') == 2
+    sources = re.findall(r"^\.\. sipct-ladder:: (\S+)$", (ROOT / "docs" / "ladders.rst").read_text(), re.M)
+    assert ladders.count('<div class="sipct-ladder"') == len(sources) >= 7 + 3
+    # The register walk: every rule the spec fires links to its anchor.
+    register = predict(load_dialog(ROOT / "spec" / "examples" / "register.yaml"))
+    for rule_id in {f.rule.id for s in register.steps for f in s.firings}:
+        assert f'href="rules.html#rule-{rule_id}"' in walk, rule_id
+    # 6.1.170 reads expires=010 as octal: its own column.
+    assert "profiles that predict otherwise: <code" in ladders and "6.1.170" in ladders

@@ -83,6 +83,7 @@ def applied(mutant: Mutant) -> Iterator[None]:
     table = MACHINES[t.machine].table
     key = (t.source, t.event)
     original = table[key]
+    saved = dict(table)  # its order too: a deleted key would come back last
     if mutant.kind == "remove":
         rest = tuple(c for c in original if c is not t)
         if rest:
@@ -98,7 +99,8 @@ def applied(mutant: Mutant) -> Iterator[None]:
     try:
         yield
     finally:
-        table[key] = original
+        table.clear()
+        table.update(saved)
 
 
 Observation = list[tuple]  # per step: (verdict, expectations, table events), or ("raised", message)

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from sipct.cli.main import EXIT_DIVERGED, EXIT_OK, main
-from sipct.spec import handlers
+from sipct.spec import media
 from sipct.spec.dialog import Send, load_dialog
 
 pytestmark = [
@@ -36,7 +36,7 @@ def test_sipp_calls_agree_with_the_spec_call_by_call(tmp_path, capsys):
 
 
 def test_a_spec_mistake_shows_as_a_divergent_call(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(handlers, "MAX_MEDIA", 0)  # the spec now expects no media at all
+    monkeypatch.setattr(media, "MAX_MEDIA", 0)  # the spec now expects no media at all
     assert main(["observe", "--calls", "1", "--transport", "udp", "--family", "4"]) == EXIT_DIVERGED
     out = " ".join(capsys.readouterr().out.split())
     assert "DIVERGE" in out and "only the kernel created udp server:* -> ua:6000 audio" in out

@@ -10,7 +10,7 @@ from sipct.cli.main import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, examples_dir, mai
 from sipct.harness.diff import compare
 from sipct.harness.kernel import RunningKernel
 from sipct.harness.run import DialogRunner
-from sipct.spec import handlers
+from sipct.spec import media
 from sipct.spec.dialog import load_dialog, parse_dialog
 from sipct.spec.predict import predict
 
@@ -61,7 +61,7 @@ def test_delivered_bytes_are_observed(kernel, runner):
 
 def test_an_injected_spec_mistake_is_a_divergence(monkeypatch, capsys):
     # Pretend the kernel processed one media description per message.
-    monkeypatch.setattr(handlers, "MAX_MEDIA", 1)
+    monkeypatch.setattr(media, "MAX_MEDIA", 1)
     status = main(["run", "--json", str(examples_dir() / "invite-audio-video.yaml")])
     assert status == EXIT_DIVERGED
     data = json.loads(capsys.readouterr().out)

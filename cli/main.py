@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_run_parser(sub)
         add_conformance_parser(sub)
+        from sipct.conformance.shards import add_report_parser
+        add_report_parser(sub)
         add_helper_parser(sub)
         add_fuzz_parser(sub)
         from sipct.capture.observe_cli import add_observe_parser

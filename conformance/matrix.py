@@ -413,6 +413,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from sipct.conformance.cli import _collect, run_here
     from sipct.conformance.fanout import run_kernels
     from sipct.conformance.publish import publish
+    from sipct.conformance.shards import write_shards
     from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
     from sipct.conformance.suite import generate_dialogs
     from sipct.harness.vm import VmError, find_vng
@@ -466,7 +467,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
 
-    return publish(reports, args, elapsed, curated + extras, out, err)
+    status = publish(reports, args, elapsed, curated + extras, out, err)
+    if args.shard_dir:
+        for path in write_shards(reports, args, elapsed, args.shard_dir):
+            err.print(f"wrote {path}", highlight=False)
+    return status
 
 
 def _running_release() -> str:

@@ -2,7 +2,8 @@
 
 A shard is what ``sipct conformance --kernel ... --json FILE`` writes - a
 ``sipct.conformance-matrix/1`` document - for a part of the kernels, on one
-machine (a CI job per kernel: .github/workflows/matrix.yml).  Its
+machine (a CI job per kernel: .github/workflows/matrix.yml); ``--shard-dir
+DIR`` writes one for each row of a run, as if each kernel had run alone.  Its
 ``"kernels"`` entries hold every row whole (the suite's report, the boots,
 errors) and ``"options"`` what decides the dialogs that ran, so that shards
 of one matrix - same seed, examples, curated dialogs, profile, helper - merge
@@ -29,6 +30,7 @@ from sipct.conformance.matrix import (
     KernelReport,
     curated_dialogs,
     kernel_order,
+    matrix_json,
 )
 from sipct.conformance.report import stats_from_json
 from sipct.spec.printable import printable
@@ -67,6 +69,30 @@ def _boot_from_json(data: dict[str, Any]) -> Boot:
     return Boot(dict(data["module_params"]), [], seconds=dict(data["seconds"]), exit_code=data["exit_code"],
                 loaded_params=dict(data["loaded_params"]), missing_modules=list(data["missing_modules"]),
                 files=data["curated_files"])
+
+
+def write_shards(reports: list[KernelReport], args: argparse.Namespace, elapsed: float, folder: Path) -> list[Path]:
+    """A shard per row in ``folder`` (``host-RELEASE.json``, ``RELEASE.json``):
+    the report that the row's own ``--kernel`` option (none for the running
+    kernel, ``--no-host`` for another) would have made."""
+    from sipct.harness.vm import VmError, VmKernel
+
+    def made(option: str, vmlinuz: str | None) -> bool:
+        try:
+            return vmlinuz is not None and Path(VmKernel.from_path(option).vmlinuz).resolve() == Path(vmlinuz).resolve()
+        except VmError:
+            return False
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in reports:
+        options = {"kernels": [] if r.host else [k for k in args.kernels if made(str(k), r.vmlinuz)],
+                   "no_host": not r.host, "docs": None}
+        path = folder / f"{'host-' if r.host else ''}{r.kernel}.json"
+        path.write_text(json.dumps(matrix_json([r], argparse.Namespace(**{**vars(args), **options}), elapsed),
+                                   indent=2, default=str) + "\n")
+        paths.append(path)
+    return paths
 
 
 def load_shard(path: Path) -> dict[str, Any]:

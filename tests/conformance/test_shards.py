@@ -89,9 +89,7 @@ def fake_matrix(monkeypatch):
 
     monkeypatch.setattr(vm, "run_in_vm", run_in_vm)
     monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/vng"))
-    monkeypatch.setattr(matrix, "select_kernels",
-                        lambda images, preset: sorted((KERNELS[i] for i in images),
-                                                      key=lambda k: matrix.kernel_order(k.version)))
+    monkeypatch.setattr(vm.VmKernel, "from_path", staticmethod(lambda image, **_: KERNELS[str(image)]))
     monkeypatch.setattr(conformance_cli, "run_here", run_here)
     monkeypatch.setattr(matrix, "_running_version", lambda: "6.12.57")
     return finished
@@ -144,6 +142,22 @@ def test_merged_shards_are_the_matrix_of_one_run(fake_matrix, tmp_path, capsys):
     assert merged[0] == one_run[0]
     assert merged[1] == one_run[1]
     assert merged[2] == one_run[2]
+
+
+def test_a_run_writes_the_shards_of_its_rows(fake_matrix, tmp_path, capsys):
+    """--shard-dir: each row as if its kernel had run alone; merged, the run's report."""
+    run = tmp_path / "run.json"
+    _run(capsys, ["conformance", "--kernel", "6.1.0-47-amd64", "--kernel", "6.1.0-56-amd64", *SUITE,
+                  "--out", str(tmp_path / "out"), "--json", str(run), "--shard-dir", str(tmp_path / "shards")])
+    shards = sorted((tmp_path / "shards").glob("*.json"))
+    assert [p.name for p in shards] == ["6.1.0-47-amd64.json", "6.1.0-56-amd64.json", "host-6.12.57-test.json"]
+    commands = [json.loads(p.read_text())["command"] for p in shards]
+    assert "--kernel 6.1.0-47-amd64 " in commands[0] and "--no-host" in commands[0]
+    assert "--kernel" not in commands[2] and "--no-host" not in commands[2]
+    merged = tmp_path / "merged.json"
+    assert main(["report", "merge", *map(str, shards), "--json", str(merged)]) == 1
+    capsys.readouterr()
+    assert _untimed(json.loads(merged.read_text())) == _untimed(json.loads(run.read_text()))
 
 
 def test_jobs_run_kernels_side_by_side_and_keep_their_order(fake_matrix, tmp_path, capsys):

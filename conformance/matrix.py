@@ -446,6 +446,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         else:
             dialogs = files
             shutil.copytree(args.dialog_files, generated)
+        args.generated_sha256 = dialogs_digest(generated)
         boots = boot_groups(curated + extras)
         reports: list[KernelReport] = []
         if not args.no_host:
@@ -489,7 +490,20 @@ def _running_version() -> str:
 # The options that decide what a matrix ran, and so whether two shards are rows of one matrix
 # (conformance/shards.py); --jobs, --out, --json and --junit only say how and where.
 SUITE_OPTIONS = ("examples", "seed", "dialog_files", "no_curated", "slow", "no_reproducers", "scenarios",
-                 "profile", "helper")
+                 "profile", "helper", "generated_sha256")
+
+
+def dialogs_digest(folder: Path) -> str:
+    """The SHA-256 of the generated dialog files, names and contents: the same
+    seed on two machines makes other dialogs when their Hypothesis (or the
+    modules it draws constants from) differ, and such shards must not merge."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.yaml")):
+        digest.update(f"{path.relative_to(folder)}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -197,6 +197,15 @@ def test_shards_of_different_matrices_do_not_merge(fake_matrix, tmp_path, capsys
     b = _shard(tmp_path, capsys, "b.json", "--kernel", "6.1.0-56-amd64", "--no-host", *other_seed)
     assert main(["report", "merge", str(a), str(b)]) == EXIT_ERROR
     assert "seed 2, not 1" in capsys.readouterr().err.replace("\n", "")
+    # The same seed on another machine (another Hypothesis) made other dialogs.
+    c = _shard(tmp_path, capsys, "c.json", "--kernel", "6.1.0-56-amd64", "--no-host", *SUITE)
+    data = json.loads(c.read_text())
+    assert len(data["options"]["generated_sha256"]) == 64
+    assert data["options"]["generated_sha256"] == json.loads(a.read_text())["options"]["generated_sha256"]
+    data["options"]["generated_sha256"] = "0" * 64
+    c.write_text(json.dumps(data))
+    assert main(["report", "merge", str(a), str(c)]) == EXIT_ERROR
+    assert "generated_sha256" in capsys.readouterr().err
     assert main(["report", "merge", str(a), str(a)]) == EXIT_ERROR
     assert "kernel 6.1.0-47-amd64 is in" in capsys.readouterr().err
     h1 = _shard(tmp_path, capsys, "h1.json", "--kernel", "6.1.0-47-amd64", *SUITE)

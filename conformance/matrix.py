@@ -317,8 +317,8 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
             reference = stats_from_json(vm.json["reference"])
             _map_sources(reference, vm.host_path)
             reference_parts.append(reference)
-            log.print(f"  reference helper: {sum(reference.agreeing.values())}/{sum(reference.dialogs.values())} "
-                      f"agree in {reference.elapsed:.0f} s", highlight=False)
+            log.print(f"  {kernel.release} reference helper: {sum(reference.agreeing.values())}/"
+                      f"{sum(reference.dialogs.values())} agree in {reference.elapsed:.0f} s", highlight=False)
     report.seconds = time.monotonic() - started
     if parts:
         report.stats = merge_stats(parts, elsewhere)

@@ -20,6 +20,10 @@ virtme-ng (:mod:`sipct.harness.vm`), and on the running kernel unless
 
 A divergent generated dialog is not shrunk in the guest: its file is copied
 to ``--out`` as it is, with a comment saying where it diverged.
+
+``--jobs N`` boots N kernels at once (:mod:`sipct.conformance.fanout`); the
+outputs are written by :mod:`sipct.conformance.publish`, and a matrix run in
+parts is merged by ``sipct report merge`` (:mod:`sipct.conformance.shards`).
 """
 
 from __future__ import annotations
@@ -307,8 +311,8 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
         parts.append(stats)
         t = vm.timing()
         log.print(f"  {kernel.release}: boot {t['boot']} s, sipct conformance in the guest {t['sipct']} s, "
-                  f"total {t['total']} s; profile {stats.profile}, {sum(stats.agreeing.values())}/{sum(stats.dialogs.values())} agree",
-                  highlight=False)
+                  f"total {t['total']} s; profile {stats.profile}, "
+                  f"{sum(stats.agreeing.values())}/{sum(stats.dialogs.values())} agree", highlight=False)
         if three_way:
             if not isinstance(vm.json.get("reference"), dict):
                 report.error = (f"the guest ran no reference helper (exit status {vm.exit_code}): "

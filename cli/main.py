@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_run_parser(sub)
         add_conformance_parser(sub)
+        from sipct.conformance.shards import add_report_parser
+        add_report_parser(sub)
         add_helper_parser(sub)
         add_fuzz_parser(sub)
         add_clean_parser(sub)

@@ -54,9 +54,22 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--no-host", action="store_true", help="with --kernel/--kernels: not on the running kernel")
     m.add_argument("--docs", type=Path, metavar="FILE",
                    help="with --kernel/--kernels: write the behaviour-by-kernel page (e.g. docs/matrix.rst)")
+    m.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                   help="boot N kernels at once (default 1; each guest takes --cpus 2 and 2 GB; the report does "
+                        "not depend on N)")
+    m.add_argument("--shard-dir", type=Path, metavar="DIR",
+                   help="also write each kernel's row as a report of its own (a shard) into DIR, for `sipct report "
+                        "merge`")
     m.add_argument("--vm-timeout", type=float, metavar="SECONDS",
                    help="seconds one boot may take (default: from the number of dialogs)")
     p.set_defaults(func=cmd_conformance)
+
+
+def _jobs(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1")
+    return n
 
 
 def _collect(paths: list[Path]) -> list:
@@ -74,8 +87,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         from sipct.conformance.matrix import cmd_matrix
 
         return cmd_matrix(args)
-    if args.no_host or args.docs or args.vm_timeout:
-        Console(stderr=True).print("[red]error:[/red] --no-host, --docs and --vm-timeout go with --kernel or "
+    if args.no_host or args.docs or args.vm_timeout or args.jobs != 1 or args.shard_dir:
+        Console(stderr=True).print("[red]error:[/red] --no-host, --docs, --jobs, --shard-dir and --vm-timeout go "
+                                   "with --kernel or "
                                    "--kernels", highlight=False)
         return EXIT_ERROR
     return run_here(args)

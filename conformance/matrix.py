@@ -20,13 +20,16 @@ virtme-ng (:mod:`sipct.harness.vm`), and on the running kernel unless
 
 A divergent generated dialog is not shrunk in the guest: its file is copied
 to ``--out`` as it is, with a comment saying where it diverged.
+
+``--jobs N`` boots N kernels at once (:mod:`sipct.conformance.fanout`); the
+outputs are written by :mod:`sipct.conformance.publish`, and a matrix run in
+parts is merged by ``sipct report merge`` (:mod:`sipct.conformance.shards`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import re
 import shlex
 import shutil
@@ -36,7 +39,6 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from rich.console import Console
 from rich.markup import escape
@@ -45,7 +47,7 @@ from rich.text import Text
 
 from sipct.conformance.coverage import coverage_rst, coverage_text, union_coverage
 from sipct.conformance.reference_suite import REFERENCE_FOLDER
-from sipct.conformance.report import JSON_FORMAT, junit_suite, stats_from_json, stats_json
+from sipct.conformance.report import JSON_FORMAT, stats_from_json, stats_json
 from sipct.conformance.suite import PROBE_TAG, Stats
 from sipct.spec.printable import printable
 
@@ -69,9 +71,11 @@ class Boot:
     exit_code: int | None = None
     loaded_params: dict[str, str] = field(default_factory=dict)
     missing_modules: list[str] = field(default_factory=list)
+    files: int | None = None  # the count of curated files of a boot read back from a shard (no dialogs)
 
     def json(self) -> dict[str, Any]:
-        return {"module_params": self.params, "curated_files": len(self.dialogs) if self.params else None,
+        files = self.files if self.files is not None else len(self.dialogs)
+        return {"module_params": self.params, "curated_files": files if self.params else None,
                 "loaded_params": self.loaded_params, "missing_modules": self.missing_modules,
                 "exit_code": self.exit_code, "seconds": self.seconds}
 
@@ -112,6 +116,7 @@ class KernelReport:
             "format": JSON_FORMAT, "kernel": self.kernel, "profile": self.expected_profile, "ok": False}
         data["error"] = self.error
         data["host"] = self.host
+        data["version"] = self.version
         data["vm"] = None if self.host else {
             "vmlinuz": self.vmlinuz, "release": self.kernel, "version": self.version,
             "expected_profile": self.expected_profile, "boots": [b.json() for b in self.boots]}
@@ -159,7 +164,22 @@ def select_kernels(images: list[str], preset: str | None) -> list:
         if key not in seen:
             seen.add(key)
             out.append(k)
-    return sorted(out, key=lambda k: tuple(int(n) for n in re.findall(r"\d+", k.version)))
+    return sorted(out, key=lambda k: kernel_order(k.version))
+
+
+def kernel_order(version: str) -> tuple[int, ...]:
+    """The rows' order: by version, oldest first (6.1.170 before 6.1.192 before 6.12.57)."""
+    return tuple(int(n) for n in re.findall(r"\d+", version))
+
+
+def curated_dialogs(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """The curated dialogs of a matrix and those of its ``--scenarios``."""
+    from sipct.conformance.cli import _collect
+    from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs
+    from sipct.conformance.suite import select_curated
+
+    curated = [] if args.no_curated else [*example_dialogs(), *scenario_dialogs(), *rfc4475_dialogs()]
+    return select_curated(curated, slow=args.slow), select_curated(_collect(args.scenarios), slow=args.slow)
 
 
 def boot_groups(curated: list[Any]) -> list[Boot]:
@@ -235,8 +255,9 @@ def guest_argv(args: argparse.Namespace, boot: Boot) -> tuple[list[str], dict[st
 
 
 def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generated: Path, n_generated: int,
-               n_curated: int, log: Console) -> KernelReport:
-    """The suite in one kernel: its boots, merged into one report."""
+               n_curated: int, log: Console, cancel: Any = None) -> KernelReport:
+    """The suite in one kernel: its boots, merged into one report (``cancel``,
+    a threading.Event, ends the boot under way: conformance/fanout.py)."""
     from sipct.harness.vm import VmError, run_in_vm
     from sipct.spec.profiles import profile_for_kernel
 
@@ -272,7 +293,7 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
         try:
             vm = run_in_vm(kernel, argv, module_params=boot.params, command=("conformance",), inputs=inputs,
                            json_file="report.json", timeout=args.vm_timeout or limit, env=_guest_env(),
-                           outputs=outputs)
+                           outputs=outputs, cancel=cancel)
         except VmError as exc:
             report.error = str(exc)
             log.print(Text(printable(f"kernel {kernel.release}: {exc}"), "red"))
@@ -289,9 +310,9 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
         _map_sources(stats, vm.host_path)
         parts.append(stats)
         t = vm.timing()
-        log.print(f"  boot {t['boot']} s, sipct conformance in the guest {t['sipct']} s, total {t['total']} s; "
-                  f"profile {stats.profile}, {sum(stats.agreeing.values())}/{sum(stats.dialogs.values())} agree",
-                  highlight=False)
+        log.print(f"  {kernel.release}: boot {t['boot']} s, sipct conformance in the guest {t['sipct']} s, "
+                  f"total {t['total']} s; profile {stats.profile}, "
+                  f"{sum(stats.agreeing.values())}/{sum(stats.dialogs.values())} agree", highlight=False)
         if three_way:
             if not isinstance(vm.json.get("reference"), dict):
                 report.error = (f"the guest ran no reference helper (exit status {vm.exit_code}): "
@@ -300,8 +321,8 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
             reference = stats_from_json(vm.json["reference"])
             _map_sources(reference, vm.host_path)
             reference_parts.append(reference)
-            log.print(f"  reference helper: {sum(reference.agreeing.values())}/{sum(reference.dialogs.values())} "
-                      f"agree in {reference.elapsed:.0f} s", highlight=False)
+            log.print(f"  {kernel.release} reference helper: {sum(reference.agreeing.values())}/"
+                      f"{sum(reference.dialogs.values())} agree in {reference.elapsed:.0f} s", highlight=False)
     report.seconds = time.monotonic() - started
     if parts:
         report.stats = merge_stats(parts, elsewhere)
@@ -394,9 +415,11 @@ def _guest_env() -> dict[str, str]:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     from sipct.conformance.cli import _collect, run_here
-    from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs
+    from sipct.conformance.fanout import run_kernels
+    from sipct.conformance.publish import publish
+    from sipct.conformance.shards import write_shards
     from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
-    from sipct.conformance.suite import generate_dialogs, select_curated
+    from sipct.conformance.suite import generate_dialogs
     from sipct.harness.vm import VmError, find_vng
     from sipct.spec.dialog import DialogError
 
@@ -407,9 +430,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         kernels = select_kernels(args.kernels, args.preset)
         find_vng()
         load_registry(args.registry or REGISTRY)
-        curated = [] if args.no_curated else [*example_dialogs(), *scenario_dialogs(), *rfc4475_dialogs()]
-        curated = select_curated(curated, slow=args.slow)
-        extras = select_curated(_collect(args.scenarios), slow=args.slow)
+        curated, extras = curated_dialogs(args)
         files = _collect([args.dialog_files]) if args.dialog_files else None
     except (VmError, RegistryError, DialogError) as exc:
         err.print(Text.assemble(("cannot run:", "red"), f" {printable(str(exc))}"))
@@ -429,6 +450,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         else:
             dialogs = files
             shutil.copytree(args.dialog_files, generated)
+        args.generated_sha256 = dialogs_digest(generated)
         boots = boot_groups(curated + extras)
         reports: list[KernelReport] = []
         if not args.no_host:
@@ -444,35 +466,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 stats.elapsed = time.monotonic() - t
                 reports.append(KernelReport(stats.kernel, _running_version(), stats, host=True,
                                             seconds=stats.elapsed))
-        n_curated = len(boots[0].dialogs)
-        for kernel in kernels:
-            reports.append(run_kernel(kernel, args, boots, generated, len(dialogs), n_curated, err))
+        reports += run_kernels(kernels, args, boots, generated, len(dialogs), len(boots[0].dialogs), err,
+                               jobs=args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
 
-    print_matrix(reports, out, three_way=getattr(args, "helper", "kernel") == "reference")
-    if args.json:
-        args.json.write_text(json.dumps(matrix_json(reports, args, elapsed), indent=2, default=str) + "\n")
-    if args.junit:
-        root = ET.Element("testsuites", name="sipct-conformance-matrix")
-        for r in reports:
-            if r.stats is not None:
-                root.append(junit_suite(r.stats, f"sipct-conformance {r.kernel}"))
-            if r.reference is not None:
-                root.append(junit_suite(r.reference, f"sipct-conformance {r.kernel} reference"))
-            if r.error:
-                suite = ET.SubElement(root, "testsuite", name=f"sipct-conformance {r.kernel}", tests="1",
-                                      failures="1")
-                case = ET.SubElement(suite, "testcase", classname="conformance.kernel", name=r.kernel)
-                ET.SubElement(case, "failure", message=r.error)
-        ET.ElementTree(root).write(args.junit, encoding="unicode", xml_declaration=True)
-    if args.docs:
-        args.docs.write_text(matrix_docs(reports, args, curated + extras))
-        err.print(f"wrote {args.docs}", highlight=False)
-    if any(r.error for r in reports):
-        return EXIT_ERROR
-    return EXIT_OK if all(r.ok for r in reports) else EXIT_DIVERGED
+    status = publish(reports, args, elapsed, curated + extras, out, err)
+    if args.shard_dir:
+        for path in write_shards(reports, args, elapsed, args.shard_dir):
+            err.print(f"wrote {path}", highlight=False)
+    return status
 
 
 def _running_release() -> str:
@@ -485,6 +489,35 @@ def _running_version() -> str:
     from sipct.harness.kernel import kernel_version
 
     return kernel_version(_running_release())
+
+
+# The options that decide what a matrix ran, and so whether two shards are rows of one matrix
+# (conformance/shards.py); --jobs, --out, --json and --junit only say how and where.
+SUITE_OPTIONS = ("examples", "seed", "dialog_files", "no_curated", "slow", "no_reproducers", "scenarios",
+                 "profile", "helper", "generated_sha256")
+
+
+def dialogs_digest(folder: Path) -> str:
+    """The SHA-256 of the generated dialog files, names and contents: the same
+    seed on two machines makes other dialogs when their Hypothesis (or the
+    modules it draws constants from) differ, and such shards must not merge."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.yaml")):
+        digest.update(f"{path.relative_to(folder)}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`_command_line` is made of, as data: a shard's merge rebuilds the command from it."""
+    data = {name: getattr(args, name, None) for name in SUITE_OPTIONS}
+    data["helper"] = data["helper"] or "kernel"
+    data["scenarios"] = [str(p) for p in args.scenarios]
+    data["dialog_files"] = str(args.dialog_files) if args.dialog_files else None
+    return {**data, "kernels": [str(k) for k in args.kernels], "preset": args.preset, "no_host": args.no_host,
+            "docs": str(args.docs) if args.docs else None}
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -600,6 +633,7 @@ def matrix_json(reports: list[KernelReport], args: argparse.Namespace, elapsed: 
     return {
         "format": MATRIX_FORMAT,
         "command": _command_line(args),
+        "options": run_options(args),
         "seed": args.seed,
         "ok": all(r.ok for r in reports),
         "elapsed": round(elapsed, 1),

@@ -62,7 +62,8 @@ nitpicky = True
 # intersphinx): its types in signatures stay unlinked. So do pyroute2's and
 # python-statemachine's.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(os|collections|pathlib|ipaddress|collections\.abc|socket|enum|argparse|subprocess|types|typing)\..*"),
+    (r"py:.*", r"(os|collections|pathlib|ipaddress|collections\.abc|socket|enum|argparse|subprocess|threading"
+               r"|types|typing)\..*"),
     (r"py:.*", r"(Path|IPv4Address|IPv6Address|IntEnum|IntFlag|Enum|Callable|Iterable|Iterator|Mapping"
                r"|Sequence|Counter|Popen|Namespace)"),
     (r"py:.*", r"(pyroute2|statemachine)(\..*)?"),

@@ -41,6 +41,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -412,6 +413,7 @@ def run_in_vm(
     json_file: str | None = None,
     env: Mapping[str, str] | None = None,
     outputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    cancel: threading.Event | None = None,
 ) -> VmResult:
     """Boot ``kernel`` and run ``sipct run --json ARGV`` in it after ``modprobe
     nf_conntrack_sip MODULE_PARAMS``.
@@ -434,6 +436,8 @@ def run_in_vm(
     guest's paths of staged inputs back.  ``outputs`` (a file or folder the
     guest may write, relative to the shared folder -> host path) are copied
     out after the boot, also after a failed one, when the guest wrote them.
+    ``cancel``: set by another thread (``--jobs``: the main one, interrupted)
+    to end the boot - only the thread that started QEMU knows its group.
     """
     if not isinstance(kernel, VmKernel):
         kernel = VmKernel.from_path(kernel)
@@ -465,7 +469,8 @@ def run_in_vm(
         if console:
             vng_command.insert(1, "--verbose")
         try:
-            result = _boot(kernel, vng_command, workdir, share, timeout, boot_timeout, params_args, json_file)
+            result = _boot(kernel, vng_command, workdir, share, timeout, boot_timeout, params_args, json_file,
+                               cancel)
         except VmError as exc:
             if keep:
                 raise VmError(f"{exc} (files kept in {workdir})") from exc
@@ -569,7 +574,8 @@ def _format_exports(env: Mapping[str, str] | None) -> str:
 
 
 def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
-          timeout: float, boot_timeout: float, params: list[str], json_file: str | None = None) -> VmResult:
+          timeout: float, boot_timeout: float, params: list[str], json_file: str | None = None,
+          cancel: threading.Event | None = None) -> VmResult:
     env = _vng_env(Path(command[0]))
     log_path = workdir / "vng.log"
     shown = shlex.join(command)
@@ -590,6 +596,9 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
                     task.what = f"kernel {kernel.release}: the guest runs sipct (booted in {now - started:.0f} s)"
                 if proc.returncode is not None:
                     break
+                if cancel is not None and cancel.is_set():
+                    _kill_group(proc)
+                    raise VmError("cancelled (QEMU killed)", kernel=kernel.release)
                 if booted is None and now - started > boot_timeout:
                     stop_group(proc)
                     raise VmError(f"did not boot within {boot_timeout:.0f} s (QEMU killed); "

@@ -161,3 +161,35 @@ def test_a_parameter_the_module_refuses_is_a_clear_error(kernel_6_1_192, second_
                                       r"guest: .*Numerical result out of range"):
         run_in_vm(kernel_6_1_192, [str(examples_dir() / "register.yaml")],
                   module_params={"sip_timeout": 99999999999}, timeout=300)
+
+
+def test_merged_shards_are_the_matrix_of_one_run(kernel_6_1_192, second_boot, tmp_path, capsys):
+    """Two real shards merge into the report of one run: the running kernel
+    and 6.1.192 in one run (which also writes its rows as shards), then
+    6.1.192 alone (a second boot, as a CI job would run it) merged with the
+    run's host shard. Equal apart from times; two boots."""
+    import json
+
+    from sipct.cli.main import main
+
+    def untimed(value):
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k not in {"elapsed", "wall_seconds", "seconds"}}
+        return [untimed(v) for v in value] if isinstance(value, list) else value
+
+    suite = ["--examples", "3", "--seed", "1", "--no-curated", "--scenarios", str(examples_dir() / "register.yaml"),
+             "--out", str(tmp_path / "out")]
+    run, shards, alone, merged = (tmp_path / n for n in ("run.json", "shards", "alone.json", "merged.json"))
+    assert main(["conformance", "--kernel", str(kernel_6_1_192.vmlinuz), *suite, "--json", str(run),
+                 "--shard-dir", str(shards)]) == 0
+    one_run = json.loads(run.read_text())
+    assert [k["host"] for k in one_run["kernels"]] == [True, False]
+    (host,) = shards.glob("host-*.json")
+    assert main(["conformance", "--kernel", str(kernel_6_1_192.vmlinuz), "--no-host", *suite,
+                 "--json", str(alone)]) == 0
+    capsys.readouterr()
+    assert main(["report", "merge", str(host), str(alone), "--json", str(merged)]) == 0
+    assert "conformance matrix: OK" in capsys.readouterr().out
+    assert untimed(json.loads(merged.read_text())) == untimed(one_run)
+    assert main(["report", "merge", *map(str, sorted(shards.glob("*.json"))), "--json", str(merged)]) == 0
+    assert untimed(json.loads(merged.read_text())) == untimed(one_run)

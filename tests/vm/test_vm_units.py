@@ -150,7 +150,7 @@ def staged_boot(tmp_path, monkeypatch, *argv, **kwargs) -> dict:
     kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
     seen = {}
 
-    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
+    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None, cancel=None):
         seen.update(script=(share / "guest.sh").read_text(), params=params, json_file=json_file,
                     staged=sorted(p.name for p in (share / "in").iterdir()) if (share / "in").exists() else [])
         raise VmError("stop here")
@@ -176,7 +176,7 @@ def test_outputs_are_copied_out_also_after_a_failed_boot(tmp_path, monkeypatch):
     fake_modules(tmp_path / "modules", "6.1.0-56-amd64")
     kernel = VmKernel.from_path(fake_bzimage(tmp_path / "vmlinuz-6.1.0-56-amd64"), modules_root=tmp_path / "modules")
 
-    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None):
+    def boot(kernel, command, workdir, share, timeout, boot_timeout, params, json_file=None, cancel=None):
         (share / "out").mkdir()
         (share / "out" / "helper.log").write_text("the daemon's log")
         raise VmError("the guest did not finish")
@@ -241,3 +241,21 @@ def test_the_guest_gets_the_environment_asked_for(tmp_path, monkeypatch):
     (shared / "corpora" / "rfc4475").mkdir(parents=True)
     monkeypatch.setenv("SIPCT_SHARED", str(shared))
     assert _guest_env() == {"SIPCT_SHARED": str(shared.resolve())}
+
+
+def test_a_cancelled_boot_ends_its_process_group(tmp_path):
+    """--jobs: the main thread, interrupted, sets the event; the boot's own thread ends QEMU."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import sipct.harness.vm as vm
+
+    cancel = threading.Event()
+    share = tmp_path / "share"
+    share.mkdir()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(vm.VmError, match="cancelled"):
+        vm._boot(SimpleNamespace(release="test"), ["sleep", "60"], tmp_path, share, 120.0, 120.0, [], None, cancel)
+    assert time.monotonic() - started < 15

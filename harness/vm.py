@@ -597,7 +597,7 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
                 if proc.returncode is not None:
                     break
                 if cancel is not None and cancel.is_set():
-                    _kill_group(proc)
+                    stop_group(proc)
                     raise VmError("cancelled (QEMU killed)", kernel=kernel.release)
                 if booted is None and now - started > boot_timeout:
                     stop_group(proc)

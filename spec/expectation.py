@@ -38,7 +38,7 @@ class ExpectClass(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return self._name_.lower()  # not self.name: an enum property, read at every media expectation
 
 
 class ExpectFlag(enum.IntFlag):

@@ -344,8 +344,9 @@ class SipHelper:
         if len(buf) < len(b"SIP/2.0 200"):
             trace.fire(rules.SHORT_PAYLOAD)
         elif pkt.proto == IPPROTO_UDP:
-            return process_sip_msg(self._context(SipMessage(buf, 0, len(buf), master.family, pkt.proto,
-                                                            self.profile), master, ctx.reply, pkt, now, trace))
+            msg = SipMessage(buf, 0, len(buf), master.family, pkt.proto, self.profile)
+            return process_sip_msg(PacketContext(msg, master, ctx.reply, self.params, self.table, now, trace,
+                                                 self.same_interface, pkt.dst))
         else:
             verdict = self._help_tcp(master, ctx.reply, pkt, now, trace)
         if pkt.proto == IPPROTO_TCP and verdict is None:

@@ -20,6 +20,8 @@ from .sdp import (SDP_HDR_CONNECTION, SDP_HDR_MEDIA, SDP_HDR_UNSPEC, SDP_HDR_VER
 if TYPE_CHECKING:
     from .handlers import PacketContext
 
+NO_FLAGS = ExpectFlag.NONE  # a module global: cheaper to read than the enum's attribute
+
 Verdict = Rule | None  # None: NF_ACCEPT; a Rule: NF_DROP, for that reason
 
 # The routing question sip_external_media asks (set_expected_rtp_rtcp): is the
@@ -53,9 +55,9 @@ def set_expected_rtp_rtcp(ctx: "PacketContext", daddr: Address, port: int, klass
     rtp = ExpectTuple(family, IPPROTO_UDP, saddr, daddr, base)
     rtcp = ExpectTuple(family, IPPROTO_UDP, saddr, daddr, base + 1)
     table, now = ctx.table, ctx.now
-    errp, _ = table.related(master, rtp, klass, ExpectFlag.NONE, now, trace, skip_master=True)
+    errp, _ = table.related(master, rtp, klass, NO_FLAGS, now, trace, skip_master=True)
     if errp in (0, EALREADY):
-        errcp, _ = table.related(master, rtcp, klass, ExpectFlag.NONE, now, trace, skip_master=True)
+        errcp, _ = table.related(master, rtcp, klass, NO_FLAGS, now, trace, skip_master=True)
         if errcp in (0, EALREADY):
             if EALREADY in (errp, errcp):
                 trace.fire(rules.MEDIA_ALREADY)

@@ -27,6 +27,8 @@ from .master import Master
 from .trace import Trace
 from .values import value
 
+SIGNALLING = ExpectClass.SIGNALLING  # a module global: cheaper to read than the enum's attribute
+
 __all__ = ["EALREADY", "EBUSY", "EMFILE", "Change", "Entry", "ExpectationTable", "TableEvent"]
 
 
@@ -157,7 +159,8 @@ class ExpectationTable:
         """nf_ct_expect_related_report(): propose an expectation; its lifecycle
         decides (``related``). Returns 0 or a negative errno, like the kernel,
         and the entry."""
-        entry = Entry(tuple, klass, flags, master, now + SIP_EXPECT_POLICY[klass].timeout, 0, Runtime(EXPECTATION))
+        policy = SIP_EXPECT_POLICY[klass]
+        entry = Entry(tuple, klass, flags, master, now + policy.timeout, 0, Runtime(EXPECTATION))
         change = Change(self, entry, trace, now)
         for other in self._same_dst(tuple.family, tuple.proto, tuple.dst, tuple.dport):
             t = other.tuple
@@ -170,7 +173,6 @@ class ExpectationTable:
             if t.clashes(tuple):
                 change.refusal = EBUSY
                 break
-        policy = SIP_EXPECT_POLICY[klass]
         if not change.refusal and len(self._by_master.get(master, ())) >= policy.max_expected:
             same_class = [e for e in self._newest_of_master(master) if e.klass == klass and e is not change.replaces]
             if len(same_class) >= policy.max_expected:
@@ -222,7 +224,7 @@ class ExpectationTable:
         (the handler fired ``rule``). Returns how many went."""
         removed = 0
         for entry in reversed(list(self._by_master.get(master, ()))):  # help->expectations, newest first
-            if entry.klass != ExpectClass.SIGNALLING:
+            if entry.klass != SIGNALLING:
                 entry.lifecycle.send("flush", Change(self, entry, trace, now, rule, False))
                 removed += 1
         return removed

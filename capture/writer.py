@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from sipct.spec.dialog import _TEMPLATE, Connect, Send, Step, Wait, _quote_bytes, _scalar
+from sipct.spec.dialog import TEMPLATE, Connect, Send, Step, Wait, quote_bytes, split_at_line, yaml_scalar
 from sipct.spec.expectation import IPPROTO_TCP
 from sipct.spec.params import ModuleParams
 
@@ -20,7 +20,7 @@ def render_dialog(name: str, description: str, family: int, params: ModuleParams
     payloads = [s.payload for s in steps if isinstance(s, Send)]
     templates = not any(_has_template(p, plan) for p in payloads)
     w = _Writer(plan, family, templates)
-    lines = [f"name: {_scalar(name)}", f"description: {_scalar(description)}", f"family: ipv{family}"]
+    lines = [f"name: {yaml_scalar(name)}", f"description: {yaml_scalar(description)}", f"family: ipv{family}"]
     if not templates:
         lines.append("templates: false  # a message holds {...} text that reads like a template")
     if params is not None:
@@ -28,7 +28,7 @@ def render_dialog(name: str, description: str, family: int, params: ModuleParams
     lines.append("hosts:")
     for addr, host in plan.names.items():
         lab = plan.lab[addr]
-        lines.append(f"  {host}: {_scalar(str(lab))}" + (f"  # {addr} in the capture" if lab != addr else ""))
+        lines.append(f"  {host}: {yaml_scalar(str(lab))}" + (f"  # {addr} in the capture" if lab != addr else ""))
     if plan.others:
         lines.append("# Addresses only the messages name, rewritten as: "
                      + ", ".join(f"{a} -> {b}" for a, b in plan.others.items()))
@@ -49,7 +49,7 @@ def render_dialog(name: str, description: str, family: int, params: ModuleParams
 def _has_template(payload: bytes, plan: AddressPlan) -> bool:
     names = set(plan.names.values()) | {"body_length"}
     text = payload.decode("latin-1")
-    return any(m.group(1) in names for m in _TEMPLATE.finditer(text))
+    return any(m.group(1) in names for m in TEMPLATE.finditer(text))
 
 
 class _Writer:
@@ -73,19 +73,15 @@ class _Writer:
             lines.append("    messages:")
             for m, t in zip(messages, texts):
                 if t is None:
-                    lines.append(f"      - raw: {_quote_bytes(payload[m.start:m.end], '          ')}")
+                    lines.append(f"      - raw: {quote_bytes(payload[m.start:m.end], '          ')}")
                 else:
                     lines += [f"      - {_block_header(t)}", *_block(t, "        ")]
         else:
-            lines.append(f"    raw: {_quote_bytes(payload, '      ')}")
+            lines.append(f"    raw: {quote_bytes(payload, '      ')}")
         if eol not in (None, b"\r\n") and any(line.startswith(("    message:", "    messages:")) for line in lines):
             lines.append("    eol: lf")
-        if len(step.segments) > 1:
-            offsets, total = [], 0
-            for segment in step.segments[:-1]:
-                total += len(segment)
-                offsets.append(str(total))
-            lines.append(f"    split_at: [{', '.join(offsets)}]")
+        if (split := split_at_line(step)) is not None:
+            lines.append(split)
         return lines
 
     def text(self, data: bytes, eol: bytes) -> str | None:

@@ -215,7 +215,7 @@ class Dialog:
 
 
 # --- loading -------------------------------------------------------------------------------------
-_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)(\.uri)?\}")
+TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)(\.uri)?\}")
 _ENDPOINTS = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*->\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*$")
 _EXPECTATION = re.compile(
     r"^\s*(udp|tcp)\s+(\*|[A-Za-z_][\w-]*):\*\s*->\s*([A-Za-z_][\w-]*):(\d+)\s+"
@@ -546,7 +546,7 @@ class _Renderer:
                 return f"[{addr}]" if uri and addr.version == 6 else str(addr)
             return match.group(0)
 
-        return _TEMPLATE.sub(replace, text)
+        return TEMPLATE.sub(replace, text)
 
     def message(self, text: str, eol: bytes) -> bytes:
         lines = text.split("\n")
@@ -599,7 +599,7 @@ def expectation_key(e: Expectation) -> tuple:
 
 
 # --- writing ---------------------------------------------------------------------------------------
-def _quote_bytes(data: bytes, indent: str) -> str:
+def quote_bytes(data: bytes, indent: str) -> str:
     """A YAML double-quoted scalar holding exactly ``data`` (as latin-1 text),
     broken after every line feed so a reader sees the message's lines."""
     out = ['"']
@@ -630,9 +630,9 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
     (payloads are written as ``raw`` bytes)."""
     proto_names = {v: k for k, v in PROTOS.items()}
     lines = [f"# {line}".rstrip() for line in comment.splitlines()] if comment else []
-    lines.append(f"name: {_scalar(dialog.name)}")
+    lines.append(f"name: {yaml_scalar(dialog.name)}")
     if dialog.description:
-        lines.append(f"description: {_scalar(dialog.description)}")
+        lines.append(f"description: {yaml_scalar(dialog.description)}")
     lines.append(f"family: ipv{dialog.family}")
     lines.append("templates: false  # the payloads are exact bytes")
     if dialog.params is not None:
@@ -640,10 +640,10 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
         for key, value in dialog.params.as_mapping().items():
             lines.append(f"  {key}: {value}")
     if dialog.kernels:
-        lines.append(f"kernels: [{', '.join(_scalar(k) for k in dialog.kernels)}]")
+        lines.append(f"kernels: [{', '.join(yaml_scalar(k) for k in dialog.kernels)}]")
     lines.append("hosts:")
     for name, addr in dialog.hosts.items():
-        lines.append(f"  {name}: {_scalar(str(addr))}")
+        lines.append(f"  {name}: {yaml_scalar(str(addr))}")
     lines.append("steps:")
     for step in dialog.steps:
         if isinstance(step, Wait):
@@ -656,15 +656,22 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
         else:
             lines.append(f"  - send: {step.src} -> {step.dst}")
             lines.append(f"    transport: {proto_names[step.proto]}")
-            lines.append(f"    raw: {_quote_bytes(step.payload, '      ')}")
-            if len(step.segments) > 1:
-                offsets, total = [], 0
-                for segment in step.segments[:-1]:
-                    total += len(segment)
-                    offsets.append(str(total))
-                lines.append(f"    split_at: [{', '.join(offsets)}]")
+            lines.append(f"    raw: {quote_bytes(step.payload, '      ')}")
+            if (split := split_at_line(step)) is not None:
+                lines.append(split)
     return "\n".join(lines) + "\n"
 
 
-def _scalar(text: str) -> str:
+def split_at_line(step: Send) -> str | None:
+    """The ``split_at:`` line of a send step written in several TCP writes."""
+    if len(step.segments) < 2:
+        return None
+    offsets, total = [], 0
+    for segment in step.segments[:-1]:
+        total += len(segment)
+        offsets.append(str(total))
+    return f"    split_at: [{', '.join(offsets)}]"
+
+
+def yaml_scalar(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -8,8 +8,6 @@ import pytest
 
 from sipct.cli.main import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, examples_dir, main
 from sipct.harness.diff import compare
-from sipct.harness.kernel import RunningKernel
-from sipct.harness.run import DialogRunner
 from sipct.spec import media
 from sipct.spec.dialog import load_dialog, parse_dialog
 from sipct.spec.predict import predict
@@ -22,16 +20,6 @@ pytestmark = [
 
 EXAMPLES = sorted(examples_dir().glob("*.yaml"))
 
-
-@pytest.fixture(scope="module")
-def kernel():
-    return RunningKernel.detect()
-
-
-@pytest.fixture(scope="module")
-def runner():
-    with DialogRunner() as r:
-        yield r
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -12,7 +12,6 @@ import pytest
 
 from sipct.cli.main import EXIT_ERROR, EXIT_OK, main
 from sipct.harness.diff import compare
-from sipct.harness.kernel import RunningKernel
 from sipct.harness.lab import Lab, LabError
 from sipct.harness.run import DialogRunner, LabCannotCarry, lab_hosts
 from sipct.spec.dialog import Send, parse_dialog
@@ -71,16 +70,6 @@ def dialog_file(family: int, transport: str, size: int, count: int = 1) -> str:
     bare = len(parse_dialog(text(0)).steps[-1].payload) // count  # the pad renders byte for byte
     return text(size - bare)
 
-
-@pytest.fixture(scope="module")
-def kernel():
-    return RunningKernel.detect()
-
-
-@pytest.fixture(scope="module")
-def runner():
-    with DialogRunner() as r:
-        yield r
 
 
 def run_and_compare(text: str, kernel, runner):

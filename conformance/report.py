@@ -58,7 +58,9 @@ def stats_from_json(data: dict[str, Any]) -> Stats:
     guest wrote); the inverse of :func:`stats_json`."""
     from collections import Counter
 
-    if data.get("format") != JSON_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
+        if not isinstance(data, dict):
+            raise ValueError(f"not a {JSON_FORMAT} report (a JSON {type(data).__name__})")
         raise ValueError(f"not a {JSON_FORMAT} report (format {data.get('format')!r})")
     stats = Stats(data["profile"], data["kernel"], dict(data["params"]))
     stats.dialogs, stats.agreeing = Counter(data["dialogs"]), Counter(data["agreeing"])

@@ -8,6 +8,7 @@ Two real shards: tests/vm/test_vm.py::test_merged_shards_are_the_matrix_of_one_r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -248,3 +249,52 @@ def test_a_kernel_that_raises_cancels_the_boots_of_the_others(monkeypatch):
     with pytest.raises(RuntimeError, match="out of disk"):
         fanout.run_kernels(["waiting", "broken"], None, [], Path("."), 0, 0, None, jobs=2)
     assert told == [True]
+
+
+@pytest.mark.parametrize("jobs", [[], ["--jobs", "2"]], ids=["serial", "jobs-2"])
+def test_a_hung_guest_is_reported_with_its_kernel_and_the_matrix_goes_on(fake_matrix, monkeypatch, tmp_path,
+                                                                         capsys, jobs):
+    """A guest that never finishes (run_in_vm kills QEMU at its time-out and
+    raises) is that kernel's error row; the other kernels still run."""
+    answer = vm.run_in_vm
+
+    def hangs_on_6_1_170(kernel, argv, **kwargs):
+        if kernel.release == "6.1.0-47-amd64":
+            raise vm.VmError("the guest did not finish within 600 s (QEMU killed) while the guest ran sipct",
+                             kernel=kernel.release)
+        return answer(kernel, argv, **kwargs)
+
+    monkeypatch.setattr(vm, "run_in_vm", hangs_on_6_1_170)
+    status, text = _run(capsys, ["conformance", "--kernel", "6.1.0-47-amd64", "--kernel", "6.1.0-56-amd64",
+                                 *jobs, *SUITE, "--out", str(tmp_path / "out"), "--json", str(tmp_path / "m.json")])
+    assert status != 0
+    rows = {k["kernel"]: k for k in json.loads((tmp_path / "m.json").read_text())["kernels"]}
+    assert rows["6.1.0-47-amd64"]["error"] == ("kernel 6.1.0-47-amd64: the guest did not finish within 600 s "
+                                               "(QEMU killed) while the guest ran sipct")
+    assert rows["6.1.0-56-amd64"]["error"] is None and sum(rows["6.1.0-56-amd64"]["dialogs"].values()) > 0
+    assert "kernel 6.1.0-47-amd64: the guest did not finish" in " ".join(text.split())
+
+
+def test_a_crashed_guest_is_reported_with_its_kernel_and_the_matrix_goes_on(fake_matrix, monkeypatch, tmp_path,
+                                                                            capsys):
+    """A guest whose sipct died: no report (run_in_vm says so, with the
+    guest's stderr), or a JSON that is not a report."""
+    answer = vm.run_in_vm
+
+    def crashes(kernel, argv, **kwargs):
+        result = answer(kernel, argv, **kwargs)
+        if kernel.release == "6.1.0-47-amd64":
+            raise vm.VmError("sipct in the guest wrote no JSON to report.json (exit status 1): Traceback (most "
+                             "recent call last): MemoryError", kernel=kernel.release)
+        if kernel.release == "6.1.0-56-amd64" and kwargs["module_params"]:  # its second boot
+            return dataclasses.replace(result, json=None, exit_code=1)
+        return result
+
+    monkeypatch.setattr(vm, "run_in_vm", crashes)
+    status, _ = _run(capsys, ["conformance", "--kernel", "6.1.0-47-amd64", "--kernel", "6.1.0-56-amd64", *SUITE,
+                              "--out", str(tmp_path / "out"), "--json", str(tmp_path / "m.json")])
+    assert status != 0
+    rows = {k["kernel"]: k for k in json.loads((tmp_path / "m.json").read_text())["kernels"]}
+    assert rows["6.1.0-47-amd64"]["error"].startswith("kernel 6.1.0-47-amd64: sipct in the guest wrote no JSON")
+    assert rows["6.1.0-56-amd64"]["error"] == "the guest's report is not sipct.conformance/1: not a " \
+        "sipct.conformance/1 report (a JSON NoneType)"

@@ -90,6 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             reference_check()
     except (PrerequisiteError, KernelUnavailable, UnknownProfile, ReferenceUnavailable) as exc:
         say(err, "cannot run:", "red", exc)
+        # Still a whole document: every dialog, with why it did not run.
+        _dump_json(args, [item.json() if isinstance(item, BadFile) else
+                          BadFile(item.source, f"{item.source}: cannot run: {exc}").json() for _, item in batch])
         return EXIT_ERROR
 
     results = []

@@ -63,3 +63,14 @@ def test_holding_assertions_keep_exit_0(capsys):
     assert main(["run", "--json", str(examples_dir() / "invite-bad-media-port.yaml")]) == EXIT_OK
     data = json.loads(capsys.readouterr().out)
     assert data["expect_ok"] is True and not any(s["failures"] for s in data["steps"])
+
+
+def test_a_run_that_cannot_start_still_gives_a_json_document(tmp_path, capsys):
+    """An unknown --profile: nothing runs, and every dialog says why."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("steps: 3\n")
+    register = examples_dir() / "register.yaml"
+    assert main(["run", "--json", "--profile", "5.4", str(register), str(broken)]) == EXIT_ERROR
+    first, second = json.loads(capsys.readouterr().out)
+    assert first["source"] == str(register) and "cannot run: unknown kernel profile '5.4'" in first["error"]
+    assert second["source"] == str(broken) and second["error"].startswith(str(broken))

@@ -141,6 +141,8 @@ def merge_shards(shards: list[tuple[Path, dict[str, Any]]],
         kernels=[k for _, d in shards for k in d["options"]["kernels"]], preset=presets.pop() if presets else None,
         no_host=all(d["options"]["no_host"] for _, d in shards), json=outputs.json, junit=outputs.junit,
         docs=outputs.docs)
+    # The commit(s) that ran the shards, not the one that merges them.
+    args.commit = ", ".join(sorted({d.get("commit") or "unknown" for _, d in shards}))
     args.scenarios = [Path(p) for p in args.scenarios]
     args.dialog_files = Path(args.dialog_files) if args.dialog_files else None
     elapsed = max(float(d.get("elapsed", 0.0)) for _, d in shards)

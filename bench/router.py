@@ -8,7 +8,7 @@ message at a time, in three labs one after the other:
   (a) no helper (the same ruleset minus the ct helper objects);
   (b) the kernel helper nf_conntrack_sip ("sip");
   (c) the reference helper: ``sipct helper`` in the router namespace,
-      registered as "sipct" (sipct.reference.lab), queue 0.
+      registered as "sipct" (sipct.harness.threeway), queue 0.
 
 Per configuration: messages per second (one in flight: a request->delivery
 round each) and the added latency of one round (p50/p99 of send -> read by
@@ -80,10 +80,10 @@ def in_guest(out: Path, calls: int) -> dict:
 
     from sipct.harness.lab import Lab
     from sipct.harness.run import lab_hosts
-    from sipct.reference.lab import ReferenceRunner
+    from sipct.harness.threeway import ReferenceRunner
     from sipct.spec.params import ModuleParams
     from sipct.spec.profiles import profile_for_kernel
-    from sipct.harness.kernel import kernel_version
+    from sipct.netlink.kernel import kernel_version
 
     dialog = call_dialog()
     names = {"ua": "h0", "server": "h1"}

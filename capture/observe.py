@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sipct.harness.kernel import RunningKernel, to_spec
+from sipct.netlink.kernel import RunningKernel, to_spec
 from sipct.harness.lab import HostSpec, Lab
-from sipct.harness.netlink.socket import CtExpSocket
+from sipct.netlink.socket import CtExpSocket
 from sipct.spec.dialog import Send, expectation_key
 from sipct.spec.predict import Prediction, predict
 

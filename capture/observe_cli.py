@@ -30,7 +30,7 @@ def add_observe_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_observe(args: argparse.Namespace) -> int:
-    from sipct.harness.kernel import KernelUnavailable, RunningKernel
+    from sipct.netlink.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
 
     from .observe import observe

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from sipct.harness.lab import Lab
-from sipct.harness.netns import in_netns, open_netns
+from sipct.netlink.netns import in_netns, open_netns
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

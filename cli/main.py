@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # First of all: a signal from here on unwinds the run, removing its labs
     # and stopping its VMs (docs/harness.rst, "Signals").
-    from sipct.harness.interrupts import Interrupted, install
+    from sipct.netlink.interrupts import Interrupted, install
 
     install()
     try:

@@ -104,11 +104,11 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
     from sipct.conformance.report import print_report, write_json, write_junit
     from sipct.conformance.suite import Suite, select_curated
     from sipct.harness.clean_cli import sweep_stale_labs
-    from sipct.harness.interrupts import doing
-    from sipct.harness.kernel import KernelUnavailable, RunningKernel
+    from sipct.netlink.interrupts import doing
+    from sipct.netlink.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
-    from sipct.reference.lab import ReferenceUnavailable
-    from sipct.reference.lab import check_kernel as reference_check
+    from sipct.harness.threeway import ReferenceUnavailable
+    from sipct.harness.threeway import check_kernel as reference_check
     from sipct.spec.dialog import DialogError
     from sipct.spec.profiles import UnknownProfile, profile_named
 

@@ -102,8 +102,8 @@ def fuzz_here(args: argparse.Namespace, messages: list[FuzzMessage]) -> dict:
     """The run in this kernel: lab, daemon, messages; the observations."""
     from sipct.conformance.fuzz_run import fuzz_hosts, observe, route
     from sipct.harness.clean_cli import sweep_stale_labs
-    from sipct.harness.kernel import kernel_version
-    from sipct.reference.lab import ReferenceRunner, check_kernel
+    from sipct.netlink.kernel import kernel_version
+    from sipct.harness.threeway import ReferenceRunner, check_kernel
     from sipct.spec.params import ModuleParams
     from sipct.spec.profiles import profile_for_kernel
 

@@ -2,7 +2,7 @@
 
 Needs a kernel with nfnetlink_cthelper (a VM kernel here: ``sipct fuzz
 --kernel``). The daemon (``sipct helper``) runs in the lab's router
-namespace under the name ``sipct.reference.lab.REFERENCE_HELPER``; the
+namespace under the name ``sipct.harness.threeway.REFERENCE_HELPER``; the
 messages go from the UA host to the server's port 5060 (requests) or back
 from port 5060 (responses), over IPv4 or IPv6, UDP or TCP, from several UA
 ports (masters), strictly one after the other.
@@ -102,7 +102,7 @@ def expectation_key(e) -> list:
 
 
 def fuzz_hosts():
-    """The lab's hosts as dialogs (sipct.reference.lab builds one host per address)."""
+    """The lab's hosts as dialogs (sipct.harness.threeway builds one host per address)."""
     from sipct.spec.dialog import Dialog
 
     return [Dialog(f"fuzz-ipv{f}", "sipct fuzz", f, {"ua": UA[f], "server": SERVER[f]}, ()) for f in (4, 6)]
@@ -163,10 +163,10 @@ class _Tcp:
 
 def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *, progress=None) -> dict:
     """Send ``messages`` along ``routes`` through ``runner``'s lab
-    (a sipct.reference.lab.ReferenceRunner: lab + daemon); returns the
+    (a sipct.harness.threeway.ReferenceRunner: lab + daemon); returns the
     observations and the daemon's health."""
-    from sipct.harness.kernel import to_spec
-    from sipct.harness.netlink.socket import CtExpSocket
+    from sipct.netlink.kernel import to_spec
+    from sipct.netlink.socket import CtExpSocket
 
     lab, daemon = runner.lab, runner.daemon
     names = {str(spec.addresses[0]): name for name, spec in lab.hosts.items()}

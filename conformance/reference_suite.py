@@ -2,7 +2,7 @@
 
 The same dialogs as the kernel helper's suite - curated, the registry's
 reproducers, the generated files - each compared with the spec, but sent
-through ``sipct helper`` (sipct.reference.lab) instead of nf_conntrack_sip.
+through ``sipct helper`` (sipct.harness.threeway) instead of nf_conntrack_sip.
 One lab and one daemon serve them all: the daemon starts once (half a minute
 and more under TCG), so the lab holds every address of every dialog from the
 start. Registry entries apply when they name the reference among their
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sipct.conformance.registry import KnownDivergence, for_helper
 from sipct.conformance.suite import Suite
-from sipct.harness.kernel import RunningKernel
+from sipct.netlink.kernel import RunningKernel
 from sipct.spec.dialog import Dialog, load_dialog
 from sipct.spec.profiles import KernelProfile
 
@@ -31,7 +31,7 @@ class ReferenceSuite(Suite):
     def __init__(self, kernel: RunningKernel, profile: KernelProfile, registry: list[KnownDivergence],
                  dialogs: list[Dialog], *, on_dialog: Callable[[str], None] | None = None,
                  workdir: Path | None = None, log_level: str = "info") -> None:
-        from sipct.reference.lab import ReferenceRunner
+        from sipct.harness.threeway import ReferenceRunner
 
         registry = for_helper(registry, "reference")
         super().__init__(kernel, profile, registry, on_dialog=on_dialog)

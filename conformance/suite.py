@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sipct.conformance.registry import KnownDivergence
 from sipct.harness.diff import Comparison, compare
-from sipct.harness.kernel import RunningKernel
+from sipct.netlink.kernel import RunningKernel
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.run import DialogRunner
 from sipct.spec.dialog import Dialog, Send, dump_dialog

@@ -73,7 +73,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Guard|Action|Entry)"),
     # The fields of the netlink values the API pages show: ctnetlink's and
     # nfnetlink_cthelper's nested attributes, one class each.
-    (r"py:class", r"sipct\.harness\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),
+    (r"py:class", r"sipct\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),
     (r"py:class", r"sipct\.reference\.netlink\.cthelper\.ExpectPolicy"),
 ]
 

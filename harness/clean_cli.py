@@ -32,7 +32,7 @@ def _describe(lab: StaleLab) -> str:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from sipct.harness.interrupts import doing, shielded
+    from sipct.netlink.interrupts import doing, shielded
     from sipct.harness.sweep import remove_stale_labs
 
     try:
@@ -59,7 +59,7 @@ def sweep_stale_labs() -> None:
     """Remove the labs of runs that are gone, each named on stderr; quiet when
     there are none or when this process may not (the prerequisite check then
     says that root is needed)."""
-    from sipct.harness.interrupts import doing, shielded
+    from sipct.netlink.interrupts import doing, shielded
     from sipct.harness.sweep import remove_stale_labs
 
     try:

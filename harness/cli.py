@@ -45,15 +45,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sipct.cli.main import examples_dir
     from sipct.harness.clean_cli import sweep_stale_labs
     from sipct.harness.diff import compare
-    from sipct.harness.kernel import KernelUnavailable, RunningKernel
+    from sipct.netlink.kernel import KernelUnavailable, RunningKernel
     from sipct.harness.prereq import PrerequisiteError, check_prerequisites
     from sipct.harness.report import comparison_json, print_comparison
     from sipct.harness.run import DialogRunner
     from sipct.harness.lab import LabError
     from sipct.spec.predict import predict
     from sipct.spec.report import print_warnings
-    from sipct.reference.lab import ReferenceUnavailable
-    from sipct.reference.lab import check_kernel as reference_check
+    from sipct.harness.threeway import ReferenceUnavailable
+    from sipct.harness.threeway import check_kernel as reference_check
     from sipct.spec.profiles import UnknownProfile, profile_named
 
     err = Console(stderr=True)
@@ -140,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print_comparison(comparison, out)
     if comparisons:
         from sipct.harness.report import add_reference, print_run_json
-        from sipct.reference.lab import ReferenceRunner
+        from sipct.harness.threeway import ReferenceRunner
 
         try:
             with ReferenceRunner([c.dialog for c, _ in comparisons], kernel.params, profile,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
-from sipct.harness.netns import in_netns
+from sipct.netlink.netns import in_netns
 
 Family = Literal[4, 6]
 Endpoint = tuple[str, int]

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sipct.harness.interrupts import doing, shielded
+from sipct.netlink.interrupts import doing, shielded
 
 __all__ = ["start_group", "stop_group"]
 

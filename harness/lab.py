@@ -38,9 +38,9 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 from sipct.spec.topology import network_of, router_address
 from sipct.harness.drivers import Delivery, Family, SocketDriver, TcpConnection
-from sipct.harness.interrupts import doing, shielded
+from sipct.netlink.interrupts import doing, shielded
 from sipct.harness.labns import create_tracked_netns, destroy_tracked_netns, lab_namespaces, lab_prefix
-from sipct.harness.netns import in_netns, open_netns
+from sipct.netlink.netns import in_netns, open_netns
 from sipct.harness.sweep import remove_stale_namespaces
 
 __all__ = [
@@ -161,7 +161,7 @@ def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "s
     ``helper_type`` is the name of the helper the ``ct helper`` objects
     attach (nft_ct_helper_obj_init() looks it up among kernel and userspace
     helpers alike): "sip" is nf_conntrack_sip, the reference helper runs
-    under another name next to it (sipct.reference.lab).
+    under another name next to it (sipct.harness.threeway).
 
     The helper is attached in a filter-priority forward chain: `ct helper
     set` needs the conntrack that the conntrack hook (priority -200) has
@@ -251,7 +251,7 @@ class Lab:
 
     Use as a context manager (or call close()).  Every namespace is deleted
     on close, on an exception during setup and at interpreter exit; SIGTERM,
-    SIGINT and SIGHUP raise sipct.harness.interrupts.Interrupted, so that
+    SIGINT and SIGHUP raise sipct.netlink.interrupts.Interrupted, so that
     the ``with`` block closes the lab on the way out.
     """
 

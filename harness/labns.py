@@ -21,8 +21,8 @@ import re
 import threading
 from dataclasses import dataclass
 
-from sipct.harness import interrupts
-from sipct.harness.netns import NETNS_RUN_DIR, create_netns, remove_netns
+from sipct.netlink import interrupts
+from sipct.netlink.netns import NETNS_RUN_DIR, create_netns, remove_netns
 
 __all__ = [
     "NETNS_PREFIX",

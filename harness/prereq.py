@@ -13,8 +13,8 @@ import shutil
 import subprocess
 
 from pyroute2 import IPRoute, NFCTSocket
-from sipct.harness.interrupts import doing, shielded
-from sipct.harness.netns import in_netns, open_netns
+from sipct.netlink.interrupts import doing, shielded
+from sipct.netlink.netns import in_netns, open_netns
 from sipct.harness.labns import create_tracked_netns, destroy_tracked_netns, lab_prefix
 
 __all__ = ["PrerequisiteError", "check_prerequisites"]

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from sipct.harness.drivers import Delivery, TcpConnection
-from sipct.harness.interrupts import Doing, doing, shielded
-from sipct.harness.kernel import to_spec
+from sipct.netlink.interrupts import Doing, doing, shielded
+from sipct.netlink.kernel import to_spec
 from sipct.harness.lab import HostSpec, Lab, LabError
-from sipct.harness.netlink.socket import CtExpSocket
-from sipct.harness.netlink.ctexp import MasterTuple
+from sipct.netlink.socket import CtExpSocket
+from sipct.netlink.ctexp import MasterTuple
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation
 from sipct.spec.report import describe_step

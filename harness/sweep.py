@@ -2,7 +2,7 @@
 
 Only SIGKILL (or a crash of the interpreter, or a power cut short of a
 reboot - /run is a tmpfs) leaves a lab behind: every other end of a run
-removes its namespaces (sipct.harness.interrupts, sipct.harness.labns).
+removes its namespaces (sipct.netlink.interrupts, sipct.harness.labns).
 A lab's name says which process made it (pid and start time); it is stale
 when no process has that pid any more, or when the process with that pid
 started at another time (the pid was reused).  A name of the older form,
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sipct.harness.labns import NETNS_PREFIX, LabName, lab_namespaces, process_stat
-from sipct.harness.netns import netns_path, remove_netns
+from sipct.netlink.netns import netns_path, remove_netns
 
 __all__ = ["StaleLab", "find_labs", "remove_stale_labs", "remove_stale_namespaces"]
 

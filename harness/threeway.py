@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from sipct.harness.interrupts import doing, shielded
+from sipct.netlink.interrupts import doing, shielded
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.run import DialogRunner, KernelRun
 from sipct.spec.dialog import Dialog

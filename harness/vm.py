@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from sipct.harness.groups import start_group, stop_group
-from sipct.harness.interrupts import doing, shielded
+from sipct.netlink.interrupts import doing, shielded
 
 __all__ = [
     "GUEST_MODULES",
@@ -276,7 +276,7 @@ def module_params_for(params: Any) -> dict[str, int]:
     or None), plus ``expect_max`` when it asks for a table size (a sysctl the
     guest writes, :data:`GUEST_SYSCTLS`).  ``ports`` is left out on purpose
     (see the module docstring)."""
-    from sipct.harness.kernel import LOAD_TIME_PARAMS, wanted_expect_max
+    from sipct.netlink.kernel import LOAD_TIME_PARAMS, wanted_expect_max
     from sipct.spec.params import DEFAULT_PARAMS
 
     if params is None:

@@ -29,7 +29,7 @@ from pyroute2.netlink.nfnetlink import (
 )
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
-from sipct.harness.netlink.wire import NLA, NLA_TYPE_MASK, NLMSG
+from sipct.netlink.wire import NLA, NLA_TYPE_MASK, NLMSG
 
 __all__ = [
     "CTA_EXPECT_CLASS",

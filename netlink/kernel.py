@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sipct.harness.netlink.ctexp import KernelExpectation
+from sipct.netlink.ctexp import KernelExpectation
 from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
 from sipct.spec.params import DEFAULT_PARAMS, ModuleParams
 from sipct.spec.profiles import KernelProfile, profile_for_kernel

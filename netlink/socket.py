@@ -56,8 +56,8 @@ from .ctexp import (
     family_of,
 )
 from .wire import encode_request
-from sipct.harness.interrupts import shielded
-from sipct.harness.netns import entered_netns
+from sipct.netlink.interrupts import shielded
+from sipct.netlink.netns import entered_netns
 
 __all__ = ["CtExpSocket", "explain"]
 

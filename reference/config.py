@@ -98,7 +98,7 @@ class HelperConfig:
         """The configured profile; "auto": the running kernel's."""
         if self.profile != "auto":
             return PROFILES[self.profile]
-        from sipct.harness.kernel import kernel_version
+        from sipct.netlink.kernel import kernel_version
         import os
         return profile_for_kernel(kernel_version(release or os.uname().release))
 

@@ -68,8 +68,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sipct.harness.kernel import to_spec
-from sipct.harness.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
+from sipct.netlink.kernel import to_spec
+from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
 from sipct.spec import rules
 from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper

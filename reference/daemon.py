@@ -86,7 +86,7 @@ class RouteOracle:
     def __init__(self, netns: str | None = None, ttl: float = 10.0) -> None:
         from pyroute2 import IPRoute
 
-        from sipct.harness.netns import entered_netns
+        from sipct.netlink.netns import entered_netns
 
         with entered_netns(netns):
             self._ipr = IPRoute()

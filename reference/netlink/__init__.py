@@ -1,5 +1,5 @@
 """The reference helper's own netlink messages: nfnetlink_cthelper and nfnetlink_queue.
 
 Expectations and conntracks are ctnetlink's, whose codec lives in
-sipct.harness.netlink.ctexp and is reused here, not repeated.
+sipct.netlink.ctexp and is reused here, not repeated.
 """

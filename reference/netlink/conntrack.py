@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from sipct.harness.netlink.ctexp import _decode_tuple, attr_tree
+from sipct.netlink.ctexp import _decode_tuple, attr_tree
 from sipct.spec.expectation import ConnTuple
 
 __all__ = [
@@ -70,7 +70,7 @@ def _conn_tuple(tree: dict[str, Any] | None, family: int) -> ConnTuple | None:
 
 def tuple_attr(t: ConnTuple) -> dict[str, Any]:
     """A conntrack tuple as the nested value of CTA_TUPLE_ORIG/_REPLY/_MASTER."""
-    from sipct.harness.netlink.ctexp import MasterTuple
+    from sipct.netlink.ctexp import MasterTuple
     return MasterTuple(t.src, t.dst, t.sport, t.dport, t.proto).to_attr()
 
 

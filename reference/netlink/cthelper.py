@@ -19,7 +19,7 @@ from typing import Any
 from pyroute2.netlink import NLA_F_NESTED, nla
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTHELPER, nfgen_msg
 
-from sipct.harness.netlink.ctexp import attr_tree
+from sipct.netlink.ctexp import attr_tree
 
 __all__ = [
     "NFCT_HELPER_STATUS_DISABLED",

@@ -10,7 +10,7 @@ tenth of that.
 
 They are not a second codec: every attribute number and flag comes from the
 ``nla_map`` tables and ``nla_flags`` of the pyroute2 classes (the verdict is
-``Verdict.to_msg()`` written by :func:`sipct.harness.netlink.wire.encode_request`),
+``Verdict.to_msg()`` written by :func:`sipct.netlink.wire.encode_request`),
 and whatever the decoder would not read exactly as pyroute2 does makes it
 give up (return None) - a length other than the type's, a tuple without its
 address or protocol, a helper name without its NUL, an attribute running
@@ -26,8 +26,8 @@ import socket
 import struct
 from typing import Any
 
-from sipct.harness.netlink.ctexp import cta_tuple, ct_msg
-from sipct.harness.netlink.wire import BE16, BE32, NFGEN, NLA, NLA_TYPE_MASK, encode_request
+from sipct.netlink.ctexp import cta_tuple, ct_msg
+from sipct.netlink.wire import BE16, BE32, NFGEN, NLA, NLA_TYPE_MASK, encode_request
 from sipct.reference.netlink.conntrack import KernelConntrack
 from sipct.reference.netlink.queue import QueuedPacket, nfq_msg
 from sipct.spec.expectation import ConnTuple

@@ -24,7 +24,7 @@ from typing import Any
 from pyroute2.netlink import NLA_F_NESTED, nla
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_QUEUE, nfgen_msg
 
-from sipct.harness.netlink.ctexp import (ExpectMask, ExpectTuple, KernelExpectation, MasterTuple, _decode_tuple,
+from sipct.netlink.ctexp import (ExpectMask, ExpectTuple, KernelExpectation, MasterTuple, _decode_tuple,
                                          attr_tree, ct_msg, ctexp_msg)
 
 from .conntrack import KernelConntrack, conntrack_from_tree, help_attr, hex_bytes

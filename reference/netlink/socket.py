@@ -27,11 +27,11 @@ from pyroute2.netlink import (NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, NLM_F_
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET
 
-from sipct.harness.netlink.ctexp import (IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY, KernelExpectation,
+from sipct.netlink.ctexp import (IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY, KernelExpectation,
                                          ct_msg, exp_msg_type, netlink_messages)
-from sipct.harness.netns import entered_netns
-from sipct.harness.netlink.socket import CtExpSocket
-from sipct.harness.netlink.wire import NLMSG
+from sipct.netlink.netns import entered_netns
+from sipct.netlink.socket import CtExpSocket
+from sipct.netlink.wire import NLMSG
 from sipct.spec.expectation import ConnTuple
 
 from .conntrack import KernelConntrack, conntrack_from_msg, tuple_attr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipct.harness.kernel import RunningKernel
+from sipct.netlink.kernel import RunningKernel
 from sipct.harness.run import DialogRunner
 
 

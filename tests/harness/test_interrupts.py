@@ -12,7 +12,7 @@ import textwrap
 
 PROLOGUE = """
 import os, signal, sys, time
-from sipct.harness.interrupts import Interrupted, doing, install, rearm, shielded
+from sipct.netlink.interrupts import Interrupted, doing, install, rearm, shielded
 install()
 def signal_me(signum=signal.SIGTERM):
     os.kill(os.getpid(), signum)
@@ -83,7 +83,7 @@ def test_an_ignored_signal_stays_ignored_and_an_own_handler_decides() -> None:
         import os, signal, sys, time
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda s, f: print("own handler"))
-        from sipct.harness.interrupts import install
+        from sipct.netlink.interrupts import install
         install()
         os.kill(os.getpid(), signal.SIGHUP)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sipct.harness.netns import remove_netns
+from sipct.netlink.netns import remove_netns
 
 SIPCT = str(Path(sys.executable).parent / "sipct")
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from pyroute2 import NFCTSocket
-from sipct.harness.netns import in_netns, open_netns
+from sipct.netlink.netns import in_netns, open_netns
 from sipct.harness.lab import HostSpec, Lab, lab_namespaces
 
 UA = HostSpec("ua", ("192.0.2.2", "2001:db8:1::2"))

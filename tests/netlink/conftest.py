@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sipct.harness.netns import entered_netns
+from sipct.netlink.netns import entered_netns
 
 # The helper is attached on output, before the conntrack is confirmed: the
 # kernel runs ct helpers from nf_confirm() (postrouting / input).

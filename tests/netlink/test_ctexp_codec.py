@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyroute2.netlink import NLA_F_NESTED
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
-from sipct.harness.netlink.ctexp import (
+from sipct.netlink.ctexp import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_MASK,
     CTA_EXPECT_MASTER,
@@ -376,7 +376,7 @@ def test_round_trip_property(exp: KernelExpectation) -> None:
 
 @pytest.mark.parametrize("raw", [KERNEL_V4_REGISTER_EVENT, KERNEL_V6_REGISTER_DUMP, KERNEL_V4_INVITE_RTP_DUMP])
 def test_fast_decoder_reads_kernel_bytes_like_the_pyroute2_codec(raw):
-    from sipct.harness.netlink.ctexp import ctexp_msg, expectation_from_bytes
+    from sipct.netlink.ctexp import ctexp_msg, expectation_from_bytes
 
     msg = ctexp_msg(raw)
     msg.decode()

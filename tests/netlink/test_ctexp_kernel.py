@@ -25,7 +25,7 @@ from ipaddress import ip_address
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
-from sipct.harness.netlink.ctexp import (
+from sipct.netlink.ctexp import (
     IPCTNL_MSG_EXP_GET,
     NF_CT_EXPECT_PERMANENT,
     NF_CT_EXPECT_USERSPACE,
@@ -36,8 +36,8 @@ from sipct.harness.netlink.ctexp import (
     ctexp_msg,
     exp_msg_type,
 )
-from sipct.harness.netns import entered_netns
-from sipct.harness.netlink.socket import CtExpSocket
+from sipct.netlink.netns import entered_netns
+from sipct.netlink.socket import CtExpSocket
 
 from netlink_sip_messages import invite, register
 
@@ -129,7 +129,7 @@ def test_unprivileged_request_is_refused_with_its_reason(netns: str) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux) to drop root")
     probe = (
-        "from sipct.harness.netlink.socket import CtExpSocket\n"
+        "from sipct.netlink.socket import CtExpSocket\n"
         "from pyroute2.netlink.exceptions import NetlinkError\n"
         "try:\n"
         "    CtExpSocket().dump()\n"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from sipct.harness.netlink.ctexp import ExpectMask, ExpectTuple as KTuple, KernelExpectation, MasterTuple
+from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KTuple, KernelExpectation, MasterTuple
 from sipct.reference.core import CTNETLINK, Decision, ExpectOp, HelperCore
 from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED,
                                                IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipct.harness.netlink.ctexp import ExpectMask, ExpectTuple, KernelExpectation, MasterTuple
+from sipct.netlink.ctexp import ExpectMask, ExpectTuple, KernelExpectation, MasterTuple
 from sipct.reference.netlink.conntrack import (IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack,
                                                MasterState)
 from sipct.reference.netlink.cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW,
@@ -413,8 +413,8 @@ def expectations(draw) -> KernelExpectation:
 def test_expectation_requests_are_written_as_pyroute2_writes_them(exp: KernelExpectation, op: str, seq: int) -> None:
     """The attribute lists of CtExpSocket.create/delete, ExpectationSocket.set_timeout and
     an NFQA_EXP verdict: the hot path's bytes are pyroute2's."""
-    from sipct.harness.netlink.ctexp import IPCTNL_MSG_EXP_DELETE, IPCTNL_MSG_EXP_NEW, ctexp_msg, exp_msg_type
-    from sipct.harness.netlink.wire import encode_request
+    from sipct.netlink.ctexp import IPCTNL_MSG_EXP_DELETE, IPCTNL_MSG_EXP_NEW, ctexp_msg, exp_msg_type
+    from sipct.netlink.wire import encode_request
 
     if op == "verdict":
         msg = Verdict(1, seq, NF_ACCEPT, exp.family, exp=exp, exp_helper="sip").to_msg()
@@ -439,7 +439,7 @@ def test_expectation_requests_are_written_as_pyroute2_writes_them(exp: KernelExp
 
 
 def test_an_attribute_the_hot_path_does_not_write_is_left_to_pyroute2() -> None:
-    from sipct.harness.netlink.wire import encode_request
+    from sipct.netlink.wire import encode_request
 
     for cfg in (QueueConfig(0, NFQNL_CFG_CMD_BIND, socket.AF_INET, NFQNL_COPY_PACKET, 0xFFFF, 1024,
                             NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN),

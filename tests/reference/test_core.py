@@ -133,7 +133,7 @@ def test_operations_carry_both_ports_in_tuple_and_mask() -> None:
     """ctnetlink_parse_tuple() -> nf_ct_port_nlattr_to_tuple() wants
     CTA_PROTO_SRC_PORT and _DST_PORT in the tuple and in the mask (EINVAL
     otherwise, and for NFQA_EXP a silent failure): a wildcard port is 0."""
-    from sipct.harness.netlink.ctexp import attr_tree, ctexp_msg
+    from sipct.netlink.ctexp import attr_tree, ctexp_msg
 
     k = _media(5000).kernel("sip")
     msg = ctexp_msg(bytes(encoded(k.to_msg())))

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from sipct.harness.netns import entered_netns
+from sipct.netlink.netns import entered_netns
 from sipct.reference.config import parse_config
 from sipct.reference.core import CTNETLINK, ExpectOp, HelperCore
 from sipct.reference.daemon import HelperDaemon
@@ -130,7 +130,7 @@ def test_a_mask_without_source_port_is_refused(master_netns) -> None:
 
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from sipct.harness.netlink.ctexp import ExpectMask
+    from sipct.netlink.ctexp import ExpectMask
 
     name, _ = master_netns
     k = media(5000).kernel("sip")

@@ -24,7 +24,7 @@ from sipct.harness.lab import render_ruleset
 from sipct.harness.report import add_reference, comparison_json, print_run_json
 from sipct.harness.run import KernelEvent, KernelRun, StepObservation
 from sipct.reference.config import parse_config
-from sipct.reference.lab import REFERENCE_HELPER, ReferenceUnavailable, as_kernel_helper, check_kernel, \
+from sipct.harness.threeway import REFERENCE_HELPER, ReferenceUnavailable, as_kernel_helper, check_kernel, \
     helper_config, lab_hosts
 from sipct.spec.dialog import load_dialog
 from sipct.spec.params import ModuleParams
@@ -244,7 +244,7 @@ def test_the_reference_lab_routes_with_a_locked_minimum_rto():
     import subprocess
 
     from sipct.harness.lab import HostSpec, Lab
-    from sipct.reference.lab import TCP_RTO_MIN
+    from sipct.harness.threeway import TCP_RTO_MIN
 
     hosts = [HostSpec("a", (ipaddress.ip_address("192.0.2.2"), ipaddress.ip_address("2001:db8:1::2"))),
              HostSpec("b", (ipaddress.ip_address("198.51.100.2"),))]

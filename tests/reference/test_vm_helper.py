@@ -5,7 +5,7 @@ is off), so these boot linux-image-6.1.0-56-amd64 with virtme-ng:
 
 * ``sipct run --helper reference --kernel 6.1.0-56-amd64`` on two examples:
   each dialog through nf_conntrack_sip and through ``sipct helper``
-  (registered as "sipct" in a lab of its own, sipct.reference.lab), both
+  (registered as "sipct" in a lab of its own, sipct.harness.threeway), both
   compared with the spec step by step;
 * vm_guest.py: a restart of the helper in the middle of a registration, and
   SIGTERM (one more boot);

@@ -3,7 +3,7 @@ helper's lifecycle, which ``sipct run --helper reference`` does not exercise.
 
     python vm_guest.py OUT
 
-With sipct.reference.lab's ReferenceRunner (the helper registered as
+With sipct.harness.threeway's ReferenceRunner (the helper registered as
 "sipct" next to nf_conntrack_sip, ``sipct helper`` in the lab's router
 namespace):
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 def main(out: Path) -> dict:
     from sipct.cli.main import examples_dir
-    from sipct.harness.kernel import RunningKernel
-    from sipct.harness.netlink.socket import CtExpSocket
-    from sipct.reference.lab import REFERENCE_HELPER, ReferenceDaemon, ReferenceRunner
+    from sipct.netlink.kernel import RunningKernel
+    from sipct.netlink.socket import CtExpSocket
+    from sipct.harness.threeway import REFERENCE_HELPER, ReferenceDaemon, ReferenceRunner
     from sipct.reference.netlink.socket import HelperSocket
     from sipct.spec.dialog import load_dialog
 

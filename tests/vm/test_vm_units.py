@@ -212,7 +212,7 @@ def test_the_expectation_table_size_is_a_guest_sysctl(tmp_path, monkeypatch):
 
 
 def test_the_host_refuses_another_expectation_table_size():
-    from sipct.harness.kernel import RunningKernel
+    from sipct.netlink.kernel import RunningKernel
     from sipct.spec.params import ModuleParams
     from sipct.spec.profiles import DEFAULT_PROFILE
 

@@ -142,7 +142,8 @@ class Suite:
             return []
         params = self.kernel.params_for(dialog.params)
         prediction = predict(dialog, self.profile, params)
-        comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps]),
+        comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps],
+                                                   predicted=prediction.steps),
                              self.kernel.release)
         findings = self._findings(comparison, kind)
         if count:

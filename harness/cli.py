@@ -115,7 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             hook = StepCapture() if args.pcap else None
             try:
                 try:
-                    run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps], on_step=hook)
+                    run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps], on_step=hook,
+                                     predicted=prediction.steps)
                 finally:
                     captured = hook.finish() if hook else []
             except (LabError, OSError) as exc:

@@ -35,6 +35,10 @@ class KernelProfile:
     # sip_skip_whitespace() returns NULL at the buffer end (Debian 6.1.190, 6.12.111); before it
     # returned the limit itself and the caller went on to read at the limit.
     skip_whitespace_null_at_end: bool
+    # process_sdp() calls hooks->sdp_session only with an address from the SDP
+    # (have_rtp_addr, the fix of CVE-2026-31427); before, with whatever
+    # rtp_addr held - uninitialised stack when no media had one.
+    sdp_session_needs_address: bool = True
 
     @classmethod
     def feature_names(cls) -> list[str]:

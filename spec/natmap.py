@@ -116,7 +116,7 @@ class NatTopology:
         return None
 
     def bind(self, original: ConnTuple, *, dst: tuple[Address, int] | None = None,
-             src: tuple[Address, int] | None = None, in_use: Iterable[tuple] = ()) -> ConnTuple:
+             src: tuple[Address, int | None] | None = None, in_use: Iterable[tuple] = ()) -> ConnTuple:
         """The reply tuple of a new conntrack whose first packet is ``original``.
 
         ``dst`` / ``src`` are bindings already made (by nf_nat_sip_expected);
@@ -132,7 +132,9 @@ class NatTopology:
                 new_dst, new_dport = rule.to, rule.to_port
         new_src, new_sport = original.src, original.sport
         if src is not None:
-            new_src, new_sport = src
+            # NF_NAT_RANGE_MAP_IPS alone keeps the port (nf_nat_sip_expected()'s master case).
+            new_src, port = src
+            new_sport = original.sport if port is None else port
         else:
             srule = self.source_rule(original.src, original.sport, new_dst, original.proto)
             if srule is not None:

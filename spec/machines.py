@@ -531,8 +531,7 @@ class NatMachine(StateMachine):
     # process_sip_msg(): an accepted message goes through hooks->msg.
     message = translated.to.itself(on="mangle_message") | plain.to.itself()
     # sip_help_tcp(): after the segment's messages, hooks->seq_adjust with their summed length change.
-    segment = translated.to.itself(cond="carries_tcp", on="adjust_sequence") | translated.to.itself() \
-        | plain.to.itself()
+    segment = translated.to.itself(on="adjust_sequence") | plain.to.itself()
     # process_register_request(): hooks->expect instead of nf_ct_expect_related().
     signalling_expectation = (translated.to.itself(on="nat_expect_signalling")
                               | plain.to.itself(on="expect_signalling_plainly"))
@@ -554,10 +553,6 @@ class NatMachine(StateMachine):
     def binding_translates(ctx: Any, reply: Any) -> bool:
         """The reply tuple is not the inverse of the original one."""
         return reply != ctx.ct.original.reply()
-
-    @staticmethod
-    def carries_tcp(ctx: Any, tdiff: Any) -> bool:
-        return ctx.ct.original.proto == 6  # IPPROTO_TCP
 
     @staticmethod
     def found_translated(ctx: Any, media: Any) -> bool:

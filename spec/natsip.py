@@ -6,7 +6,7 @@ NAT translated (``ct->status & IPS_NAT_MASK``); the
 runs them as its actions. Each function ports the kernel function it is
 named after. A rewrite replaces bytes of the message the handlers are
 reading (``mangle_packet()``: ``*dptr`` and ``*datalen`` follow), so
-:func:`mangle` swaps ``ctx.msg`` for the rewritten message and everything
+``mangle()`` swaps ``ctx.msg`` for the rewritten message and everything
 parsed afterwards sees the new bytes, as in the kernel.
 
 Both ends of a master's view are ``ct->tuplehash[dir]`` (``here``: as this
@@ -132,7 +132,8 @@ def nf_nat_sip(ctx: "PacketContext") -> Verdict:
                     return _failed(ctx)
             # rport= (RFC 3581): the port the server received the request from.
             ret, poff, plen, n = parse_numerical_param(ctx.msg, matchend, b"rport=")
-            if ret > 0 and 1024 <= n <= 65535 and n == here.dport and n != there.sport:
+            if ret > 0 and (1024 <= n <= 65535 or not msg.profile.nat_rport_range) \
+                    and n == here.dport and n != there.sport:
                 trace.fire(rules.NAT_VIA_RPORT, "%s -> %s", n, there.sport)
                 if not mangle(ctx, poff, plen, str(there.sport).encode()):
                     return _failed(ctx)
@@ -147,7 +148,9 @@ def nf_nat_sip(ctx: "PacketContext") -> Verdict:
         before = ctx.msg.limit
         if not map_addr(ctx, uri.matchoff, uri.matchlen, uri.addr, uri.port, rules.NAT_CONTACT):
             return _failed(ctx)
-        coff = uri.dataoff + ctx.msg.limit - before
+        coff = uri.dataoff
+        if msg.profile.nat_contact_offset_follows:
+            coff += ctx.msg.limit - before  # "coff += delta": 6.1.176 on
 
     if not map_sip_addr(ctx, SIP_HDR_FROM) or not map_sip_addr(ctx, SIP_HDR_TO):
         return _failed(ctx)
@@ -155,6 +158,9 @@ def nf_nat_sip(ctx: "PacketContext") -> Verdict:
     # "Mangle destination port for Cisco phones"
     if ctx.reply and master.forced_dport:
         if master.proto != IPPROTO_UDP:
+            if not msg.profile.nat_forced_dport_udp_only:
+                raise NatUnpredictable("6.1.170's nf_nat_sip() writes a UDP destination port and checksum into a "
+                                       "TCP header (forced_dport on a TCP master)")
             trace.fire(rules.NAT_FORCED_DPORT_TCP)
             return rules.NAT_FORCED_DPORT_TCP
         trace.fire(rules.NAT_FORCED_DPORT, "%s", master.forced_dport)

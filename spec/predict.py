@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .dialog import (Connect, DeleteConntrack, Dialog, ExpectedExpectation, Send, Step, StepExpect, Wait,
+from .dialog import (Connect, DeleteConntrack, Dialog, DialogError, ExpectedExpectation, Send, Step, StepExpect, Wait,
                      expectation_key)
 from .expectation import IPPROTO_TCP, Address, ConnTuple, Expectation
-from .natmap import NatTopology
+from .natmap import NatClash, NatTopology
+from .natsip import NatUnpredictable
 from .helper import Packet, PacketResult, SipHelper
 from .params import ModuleParams
 from .profiles import DEFAULT_PROFILE, KernelProfile
@@ -92,8 +93,24 @@ class Prediction:
         return [(s.index, f) for s in self.steps for f in s.failures]
 
 
+class Unpredictable(DialogError):
+    """The kernel decides at random at this step (a NAT port it picks): no
+    spec can say the bytes, so the dialog is refused, naming the step."""
+
+
 def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
             params: ModuleParams | None = None) -> Prediction:
+    try:
+        return _predict(dialog, profile, params)
+    except (NatClash, NatUnpredictable) as exc:
+        index = getattr(exc, "step_index", None)
+        step = dialog.steps[index] if index is not None else None
+        raise Unpredictable(dialog.source, step.line if step is not None else None,
+                            f"steps[{index}]: {exc}; the spec predicts only what the kernel decides "
+                            f"deterministically (docs/nat.rst)") from None
+
+
+def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None) -> Prediction:
     params = params or dialog.effective_params
     routing = LabRouting(dialog.hosts.values())
     nat = dialog.nat
@@ -108,53 +125,63 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
     # segments (see harness/drivers.py): nothing more is sent on them.
     reset: set[frozenset] = set()
     for index, step in enumerate(dialog.steps):
-        journal_start = len(helper.table.journal)
-        results: list[PacketResult] = []
-        arrivals: list[Arrival | None] = []
-        timer = Trace()
-        if isinstance(step, Wait):
-            now += step.seconds
-            helper.advance(now, timer)
-        elif isinstance(step, Connect):
-            dst, dport = nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, IPPROTO_TCP)
-            results.append(helper.tcp_connect(hosts[step.src.host], step.src.port, dst, dport, now))
-            wire = ConnTuple(hosts[step.src.host], dst, IPPROTO_TCP, step.src.port, dport)
-            tcp[(step.src, step.dst)] = wire
-            tcp[(step.dst, step.src)] = wire
-        elif isinstance(step, DeleteConntrack):
-            # ctnetlink_del_conntrack() finds the conntrack by either direction's tuple.
-            ct = helper.conntrack(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
-                                            step.src.port, step.dst.port))
-            if ct is not None:
-                # The machines' transitions count for coverage; the removal's
-                # rule (master.timeout) does not describe a ctnetlink delete.
-                deleted = Trace()
-                helper.forget(ct.original, now, deleted)
-                timer.transitions.extend(deleted.transitions)
-        elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
-            pass  # the connection is gone: nothing is sent, nothing arrives
-        else:
-            wire = _wire(step, hosts, nat, tcp, helper)
-            for segment in step.on_wire(dialog.family):
-                results.append(helper.packet(Packet(wire.src, wire.sport, wire.dst, wire.dport, step.proto, segment),
-                                             now))
-                arrivals.append(_arrival(wire, segment, results[-1], by_address))
-                if not results[-1].accepted:
-                    break
-            if step.proto == IPPROTO_TCP and not results[-1].accepted:
-                # A dropped TCP segment would be retransmitted (and processed)
-                # again and again; the lab resets the connection instead.
-                reset.add(frozenset((step.src, step.dst)))
-                helper.tcp_reset(wire.src, wire.sport, wire.dst, wire.dport, now)
-        table = tuple(helper.expectations())
-        prediction = StepPrediction(index, step, now, tuple(results), table,
-                                    tuple(helper.table.journal[journal_start:]),
-                                    timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions),
-                                    arrivals=tuple(arrivals) if nat else ())
-        if isinstance(step, Send) and step.expect is not None:
-            prediction = _check(prediction, step.expect, dialog)
-        out.append(prediction)
+        try:
+            out.append(_step(dialog, index, step, helper, hosts, nat, tcp, reset, by_address, now))
+        except (NatClash, NatUnpredictable) as exc:
+            exc.step_index = index  # type: ignore[attr-defined]
+            raise
+        now = out[-1].time
     return Prediction(dialog, profile, params, tuple(out))
+
+
+def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict, nat: NatTopology, tcp: dict,
+          reset: set, by_address: dict, now: float) -> StepPrediction:
+    journal_start = len(helper.table.journal)
+    results: list[PacketResult] = []
+    arrivals: list[Arrival | None] = []
+    timer = Trace()
+    if isinstance(step, Wait):
+        now += step.seconds
+        helper.advance(now, timer)
+    elif isinstance(step, Connect):
+        dst, dport = nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, IPPROTO_TCP)
+        results.append(helper.tcp_connect(hosts[step.src.host], step.src.port, dst, dport, now))
+        wire = ConnTuple(hosts[step.src.host], dst, IPPROTO_TCP, step.src.port, dport)
+        tcp[(step.src, step.dst)] = wire
+        tcp[(step.dst, step.src)] = wire
+    elif isinstance(step, DeleteConntrack):
+        # ctnetlink_del_conntrack() finds the conntrack by either direction's tuple.
+        ct = helper.conntrack(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
+                                        step.src.port, step.dst.port))
+        if ct is not None:
+            # The machines' transitions count for coverage; the removal's
+            # rule (master.timeout) does not describe a ctnetlink delete.
+            deleted = Trace()
+            helper.forget(ct.original, now, deleted)
+            timer.transitions.extend(deleted.transitions)
+    elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
+        pass  # the connection is gone: nothing is sent, nothing arrives
+    else:
+        wire = _wire(step, hosts, nat, tcp, helper)
+        for segment in step.on_wire(dialog.family):
+            results.append(helper.packet(Packet(wire.src, wire.sport, wire.dst, wire.dport, step.proto, segment),
+                                         now))
+            arrivals.append(_arrival(wire, segment, results[-1], by_address))
+            if not results[-1].accepted:
+                break
+        if step.proto == IPPROTO_TCP and not results[-1].accepted:
+            # A dropped TCP segment would be retransmitted (and processed)
+            # again and again; the lab resets the connection instead.
+            reset.add(frozenset((step.src, step.dst)))
+            helper.tcp_reset(wire.src, wire.sport, wire.dst, wire.dport, now)
+    table = tuple(helper.expectations())
+    prediction = StepPrediction(index, step, now, tuple(results), table,
+                                tuple(helper.table.journal[journal_start:]),
+                                timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions),
+                                arrivals=tuple(arrivals) if nat else ())
+    if isinstance(step, Send) and step.expect is not None:
+        prediction = _check(prediction, step.expect, dialog)
+    return prediction
 
 
 def _wire(step: Send, hosts: dict, nat: NatTopology, tcp: dict, helper: SipHelper) -> ConnTuple:

@@ -253,7 +253,9 @@ NAT_FORCED_DPORT = _rule("nat.forced-dport", "nf_nat_sip.c: nf_nat_sip",
                          "port of the request), not to the port the request came from.")
 NAT_FORCED_DPORT_TCP = _rule("nat.forced-dport-tcp", "nf_nat_sip.c: nf_nat_sip",
                              "A reply-direction message of a TCP master with forced_dport (a UDP Via with another "
-                             "port in a request) is dropped: \"forced_dport only expected with UDP\".", drop=True)
+                             "port in a request) is dropped: \"forced_dport only expected with UDP\" (6.1.176 on; "
+                             "6.1.170 rewrites the TCP header as if it were UDP).", drop=True,
+                             only_profiles=("6.1.176", "6.1.192", "6.18"))
 NAT_MANGLE_FAILED = _rule("nat.mangle-failed", "nf_nat_helper.c: enlarge_skb",
                           "A rewrite that would make the packet longer than 65535 bytes fails: the packet is "
                           "dropped.", drop=True, log="cannot mangle SIP message",

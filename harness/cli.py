@@ -50,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sipct.harness.report import comparison_json, print_comparison
     from sipct.harness.run import DialogRunner
     from sipct.harness.lab import LabError
+    from sipct.spec.dialog import DialogError
     from sipct.spec.predict import predict
     from sipct.spec.report import print_warnings
     from sipct.harness.threeway import ReferenceUnavailable
@@ -110,8 +111,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 results.append({"dialog": dialog.name, "source": dialog.source, "runnable": False,
                                 "needs": conflicts})
                 continue
+            if dialog.kernels and profile.name not in dialog.kernels:
+                say(err, f"{printable(dialog.name)}: not run", "yellow",
+                    f"- it is meant for the profiles {', '.join(dialog.kernels)}; this kernel's is {profile.name}")
+                results.append({"dialog": dialog.name, "source": dialog.source, "runnable": False,
+                                "kernels": list(dialog.kernels)})
+                continue
             params = kernel.params_for(dialog.params)
-            prediction = predict(dialog, profile, params)
+            try:
+                prediction = predict(dialog, profile, params)
+            except DialogError as exc:  # Unpredictable: the kernel would decide at random
+                bad = BadFile(dialog.source, str(exc))
+                bad.print(err)
+                results.append(bad.json())
+                status = worst(status, EXIT_ERROR)
+                continue
             hook = StepCapture() if args.pcap else None
             try:
                 try:

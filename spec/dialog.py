@@ -95,16 +95,22 @@ class ExpectedExpectation:
     dport: int
     klass: ExpectClass
     flags: ExpectFlag
+    nat: tuple[str, int] | None = None  # the NAT part's saved host and port
 
-    def resolve(self, hosts: dict[str, Address]) -> tuple:
+    def resolve(self, hosts: dict[str, Address], with_nat: bool = False) -> tuple:
         """The comparison key shared with :func:`expectation_key`."""
         src = "*" if self.src is None else str(hosts[self.src])
-        return (self.proto, src, str(hosts[self.dst]), self.dport, int(self.klass), int(self.flags))
+        dst = str(hosts[self.dst]) if self.dst in hosts else self.dst.strip("[]")
+        key = (self.proto, src, str(ipaddress.ip_address(dst)), self.dport, int(self.klass), int(self.flags))
+        if with_nat:
+            key += (None if self.nat is None else (str(hosts[self.nat[0]]), self.nat[1]),)
+        return key
 
     def __str__(self) -> str:
         flags = ",".join(self.flags.labels())
+        nat = f" nat {self.nat[0]}:{self.nat[1]}" if self.nat else ""
         return (f"{PROTO_NAMES[self.proto]} {self.src or '*'}:* -> {self.dst}:{self.dport} {self.klass.label}"
-                + (f" {flags}" if flags else ""))
+                + (f" {flags}" if flags else "") + nat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,16 +219,23 @@ class Dialog:
         src = "*" if t.src is None else (self.host_of(t.src) or str(t.src))
         dst = self.host_of(t.dst) or str(t.dst)
         flags = ",".join(expectation.flags.labels())
+        if t.dst.version == 6 and dst == str(t.dst):
+            dst = f"[{dst}]"
+        nat = ""
+        if expectation.nat is not None:
+            nat = f" nat {self.host_of(expectation.nat.addr) or expectation.nat.addr}:{expectation.nat.port}"
         return (f"{PROTO_NAMES.get(t.proto, t.proto)} {src}:* -> {dst}:{t.dport} {expectation.klass.label}"
-                + (f" {flags}" if flags else ""))
+                + (f" {flags}" if flags else "") + nat)
 
 
 # --- loading -------------------------------------------------------------------------------------
 TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)(\.public)?(\.uri)?\}")
 _ENDPOINTS = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*->\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*$")
+# The destination is a host or, under NAT, an address (the router's); "nat
+# HOST:PORT" asserts the NAT part's saved address and port.
 _EXPECTATION = re.compile(
-    r"^\s*(udp|tcp)\s+(\*|[A-Za-z_][\w-]*):\*\s*->\s*([A-Za-z_][\w-]*):(\d+)\s+"
-    r"(signalling|audio|video|image)(?:\s+([A-Z,]+))?\s*$")
+    r"^\s*(udp|tcp)\s+(\*|[A-Za-z_][\w-]*):\*\s*->\s*([A-Za-z_][\w-]*|[0-9.]+|\[[0-9A-Fa-f:.]+\]):(\d+)\s+"
+    r"(signalling|audio|video|image)(?:\s+([A-Z,]+))?(?:\s+nat\s+([A-Za-z_][\w-]*):(\d+))?\s*$")
 
 
 class _Loader:
@@ -617,17 +630,23 @@ class _Loader:
         match = _EXPECTATION.match(text)
         if not match:
             raise self.fail(node, f"{what}: expected 'udp|tcp SRC:* -> DST:PORT CLASS [FLAGS]', got {text!r}")
-        proto, src, dst, dport, klass, flags = match.groups()
-        for host in (src, dst):
-            if host != "*" and host not in hosts:
+        proto, src, dst, dport, klass, flags, nat_host, nat_port = match.groups()
+        for host in (src, dst, nat_host):
+            if host is not None and host != "*" and host not in hosts and not host[0] in "0123456789[":
                 raise self.fail(node, f"{what}: unknown host {host!r}")
+        if dst not in hosts:
+            try:
+                ipaddress.ip_address(dst.strip("[]"))
+            except ValueError:
+                raise self.fail(node, f"{what}: {dst!r} is neither a host nor an address") from None
         flag_value = ExpectFlag.NONE
         for name in (flags.split(",") if flags else []):
             if name not in ("PERMANENT", "INACTIVE", "USERSPACE"):
                 raise self.fail(node, f"{what}: unknown flag {name!r}")
             flag_value |= ExpectFlag[name]
         return ExpectedExpectation(PROTOS[proto], None if src == "*" else src, dst, int(dport),
-                                   ExpectClass[klass.upper()], flag_value)
+                                   ExpectClass[klass.upper()], flag_value,
+                                   (nat_host, int(nat_port)) if nat_host else None)
 
 
 class _Renderer:
@@ -722,10 +741,13 @@ def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) 
     return _Loader(source).dialog(root)
 
 
-def expectation_key(e: Expectation) -> tuple:
+def expectation_key(e: Expectation, with_nat: bool = False) -> tuple:
     """How an actual expectation compares with an :class:`ExpectedExpectation`."""
     t: ExpectTuple = e.tuple
-    return (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))
+    key = (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))
+    if with_nat:
+        key += (None if e.nat is None else (str(e.nat.addr), e.nat.port),)
+    return key
 
 
 # --- writing ---------------------------------------------------------------------------------------

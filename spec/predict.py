@@ -215,8 +215,9 @@ def _check(prediction: StepPrediction, expect: StepExpect, dialog: Dialog) -> St
     if expect.verdict is not None and expect.verdict != prediction.verdict:
         failures.append(f"verdict {prediction.verdict}, the dialog expects {expect.verdict}")
     if expect.expectations is not None:
-        want = sorted(_key(e, dialog) for e in expect.expectations)
-        have = sorted(expectation_key(e) for e in prediction.expectations)
+        with_nat = any(e.nat is not None for e in expect.expectations)
+        want = sorted((e.resolve(dialog.hosts, with_nat) for e in expect.expectations), key=repr)
+        have = sorted((expectation_key(e, with_nat) for e in prediction.expectations), key=repr)
         if want != have:
             failures.append("expectations differ: the dialog expects ["
                             + "; ".join(str(e) for e in expect.expectations) + "], the spec has ["

@@ -268,7 +268,8 @@ NAT_SDP_MEDIA = _rule("nat.sdp-media", "nf_nat_sip.c: nf_nat_sdp_media",
                       "expectation keeps the SDP's address and port as its NAT part (saved, direction, expectfn "
                       "sip).")
 NAT_SDP_MEDIA_MOVED = _rule("nat.sdp-media-port-moved", "nf_nat_sip.c: nf_nat_sdp_media",
-                            "-EBUSY for the RTP or RTCP port: the search moves on by 2 until a free pair.")
+                            "-EBUSY for the RTP or RTCP port: the search moves on by 2 until a free pair.",
+                            needs_params=(("sip_direct_media", False),))
 NAT_SDP_MEDIA_NO_PORT = _rule("nat.sdp-media-no-port", "nf_nat_sip.c: nf_nat_sdp_media",
                               "Any other refusal (-EALREADY too, which the plain path accepts) or no free pair up "
                               "to 65535: the packet is dropped.", drop=True, log="all ports in use for SDP media")
@@ -284,7 +285,7 @@ NAT_SDP_SESSION_NO_OWNER = _rule("nat.sdp-session-no-owner", "nf_nat_sip.c: nf_n
 NAT_DIRECT_RTP = _rule("nat.direct-rtp", "set_expected_rtp_rtcp",
                        "A translated master finds another master's expectation whose NAT part differs from its "
                        "tuple: media goes straight to the saved address and port (m= and c= rewritten), expected "
-                       "without NAT.")
+                       "without NAT.", needs_params=(("sip_direct_media", False),))
 NAT_REGISTER = _rule("nat.register", "nf_nat_sip.c: nf_nat_sip_expect",
                      "A REGISTER of a translated master expects the incoming signalling at the sender's "
                      "translated address; the Contact's address and port are the NAT part.")

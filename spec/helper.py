@@ -87,9 +87,13 @@ class Conntrack:
     # struct nf_ct_seqadj per direction (original, reply): the summed NAT length changes so far.
     seq_offset: list[int] | None = None
 
+    translated: bool = False  # IPS_NAT_MASK: the reply tuple is not the original's inverse
+
     def __post_init__(self) -> None:
         if self.reply is None:
             self.reply = self.original.reply()
+        else:
+            self.translated = self.reply != self.original.reply()
 
     def leaving(self, reply: bool) -> ConnTuple:
         """The tuple a packet of this direction leaves the router with: NAT
@@ -270,7 +274,7 @@ class SipHelper:
         ct, pkt = ctx.ct, ctx.pkt
         assert pkt is not None
         out_tuple = None
-        if ct.reply != ct.original.reply() or ctx.forced_dport:
+        if ct.translated or ctx.forced_dport:
             out_tuple = ct.leaving(ctx.reply)
             if ctx.forced_dport:
                 out_tuple = ConnTuple(out_tuple.src, out_tuple.dst, out_tuple.proto, out_tuple.sport,
@@ -342,8 +346,9 @@ class SipHelper:
         rule attaches the helper if the conntrack has none yet."""
         original = pkt.tuple
         entry = self.table.match(pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, now, trace)
-        reply = self._bind(original, entry, trace)
-        ct = Conntrack(original, now, udp_stream_ts=now + 2, reply=reply)
+        ct = Conntrack(original, now, udp_stream_ts=now + 2, reply=self._bind(original, entry, trace))
+        reply = ct.reply
+        assert reply is not None
         # The nft `ct helper set` rule is in the forward chain: a packet for the
         # router itself never meets it.
         ct.local = self.router_owns is not None and self.router_owns(reply.src)
@@ -370,7 +375,7 @@ class SipHelper:
             dst, src = nat_sip_expected(original.src, original.sport, original.proto, entry.klass, entry.nat,
                                         entry.master, pairs, trace)
         if not self.nat and dst is None:
-            return original.reply()
+            return None  # type: ignore[return-value]  # no NAT: Conntrack makes original.reply()
         return self.nat.bind(original, dst=dst, src=src, in_use=self._conntracks.keys())
 
     def seq_adjust(self, ct: Conntrack, reply: bool, tdiff: int) -> None:

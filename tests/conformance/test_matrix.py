@@ -202,7 +202,7 @@ def test_matrix_report_json_and_docs(tmp_path, capsys):
     page = matrix_docs(reports, args, [probe])
     assert "Kernel matrix\n=============" in page
     assert probe.name in page and "as the spec predicts" in page and "DIVERGES (timeout" in page
-    assert "``x.y``" in page  # a spec rule that fired on one kernel only
+    assert ":rule:`x.y`" in page  # a spec rule that fired on one kernel only
     assert "``strict_uri_port``" in page
 
 

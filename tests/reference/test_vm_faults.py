@@ -7,8 +7,9 @@ vm_faults.py, whose phases these tests read:
   and packets wait in its queue, then the same command again;
 * ``enobufs``: the ctnetlink event socket overflowed by a burst of destroy
   events (``helper.event_rcvbuf`` small), detected and resynchronised;
-* ``overload-open`` / ``overload-closed``: a burst of new calls above the
-  daemon's rate into a queue of 16 packets, with each failure policy.
+* ``overload-open`` / ``overload-closed``: new calls above the daemon's rate
+  (a burst, then a steady load) into a queue of 16 packets, with each
+  failure policy.
 
 The figures are printed (``-s`` shows them); SIPCT_FAULTS_JSON=PATH keeps the
 guest's whole record. docs/reference-validation.rst ("Faults and overload")

@@ -21,11 +21,11 @@ namespace), four phases:
    socket cannot hold), SIGCONT; then more calls.
 ``overload-open`` / ``overload-closed``
    ``queue_maxlen = 16`` and a burst of INVITEs on new masters, sent as fast
-   as one Python process sends them, then in the same daemon a steady
-   PACED_RATE new calls a second for PACED_SECONDS: what the receiver got,
-   what the kernel counted, what the daemon logged, its memory. After the
-   fail-closed phase the daemon is killed once more and a call is sent while
-   none runs.
+   as one Python process sends them, then in the same daemon a steady load
+   of at most PACED_RATE new calls a second (PACED_RATE * PACED_SECONDS of
+   them): what the receiver got, what the kernel counted, what the daemon
+   logged, its memory. After the fail-closed phase the daemon is killed once
+   more and a call is sent while none runs.
 
 The runner's close() stops the last daemon, removes the lab and unregisters
 the helper; what the kernel holds afterwards closes the record. Everything is

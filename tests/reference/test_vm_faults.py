@@ -217,7 +217,10 @@ def test_overload_fail_closed_drops_and_counts_it(faults: dict) -> None:
     dropped = p["queue_after"][0][5] - p["queue_before"][0][5]
     assert dropped > 0 and 0 < p["calls_with_media"] <= p["delivered"] < p["sent"]
     assert p["peak_waiting"] <= o["queue_maxlen"] and p["log"]["tracebacks"] == 0
-    # Killed afterwards: with no listener the packet bypasses the queue whatever the policy.
+    # Killed afterwards with 3 packets waiting: dropped, as under fail-open; then with no
+    # listener a packet bypasses the queue whatever the policy.
+    (line,) = o["queue_while_stopped"]
+    assert line[2] == 3 and o["queued_delivered_after_kill"] == 0
     assert o["killed_status"] == -9 and o["queue_after_kill"] == [] and o["invite_while_down"]
     assert o["media_while_down"] == []
 

@@ -367,12 +367,20 @@ def main(out: Path) -> dict:
             paced["log"] = log_counts(log_since(offset))
             phase["alive"] = runner.daemon.alive()
             if policy == "closed":
-                # kill -9 once more: with no listener the packet bypasses the queue whatever the policy
+                # kill -9 once more, with packets waiting (the kernel drops them whatever the
+                # policy), then with no listener a packet bypasses the queue whatever the policy
+                os.kill(pid, signal.SIGSTOP)
+                drain(rx)
+                for port in (5091, 5092, 5093):
+                    drv.udp_socket(ua, 4, port).sendto(options(port), (server_ip, 5060))
+                time.sleep(1.0)
+                phase["queue_while_stopped"] = queue_lines(qpid)
                 os.kill(pid, signal.SIGKILL)
                 assert runner.daemon.proc is not None
                 phase["killed_status"] = runner.daemon.proc.wait(10)
                 runner.daemon.proc = None
                 time.sleep(1.0)
+                phase["queued_delivered_after_kill"] = drain(rx)
                 phase["queue_after_kill"] = queue_lines(qpid)
                 phase["invite_while_down"] = lab.udp_send(ua, 23000, server, 5060, invite_msg(23000, 45000),
                                                           timeout=3.0).delivered

@@ -40,6 +40,7 @@ KEYS: dict[str, dict[str, Any]] = {
         "fail_policy": "open",
         "profile": "auto",
         "resync_interval": 60,
+        "event_rcvbuf": 0,
     },
     "sip": {
         "ports": [5060],
@@ -78,6 +79,7 @@ class HelperConfig:
     fail_policy: str = "open"
     profile: str = "auto"
     resync_interval: float = 60.0
+    event_rcvbuf: int = 0  # bytes of SO_RCVBUF(FORCE) on the ctnetlink event socket; 0: as opened
     params: ModuleParams = field(default_factory=ModuleParams)
     expect_max_auto: bool = True
     log_level: str = "info"
@@ -202,6 +204,10 @@ def parse_config(text: str, path: Path | str | None = None) -> HelperConfig:
     interval = get("helper", "resync_interval")
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
         raise fail("helper", "resync_interval", f"expected seconds (0 or more), got {interval!r}")
+    # 0 (as opened) or from 1 KiB: the kernel raises smaller requests to SOCK_MIN_RCVBUF anyway.
+    event_rcvbuf = get("helper", "event_rcvbuf")
+    if event_rcvbuf != 0 or isinstance(event_rcvbuf, bool):
+        event_rcvbuf = integer("helper", "event_rcvbuf", 1024, 1 << 30)
     profile = get("helper", "profile")
     if profile != "auto" and profile not in PROFILES:
         raise fail("helper", "profile", f"expected \"auto\" or one of {', '.join(PROFILES)}, got {profile!r}")
@@ -238,6 +244,7 @@ def parse_config(text: str, path: Path | str | None = None) -> HelperConfig:
         fail_policy=choice("helper", "fail_policy", FAIL_POLICIES),
         profile=profile,
         resync_interval=float(interval),
+        event_rcvbuf=event_rcvbuf,
         params=params,
         expect_max_auto=expect_max_auto,
         log_level=choice("log", "level", LOG_LEVELS),

@@ -4,9 +4,11 @@ One process serves the network namespace it runs in (start it with
 ``ip netns exec NAME`` for another one). It
 
 1. joins ctnetlink's expectation-destroy events (before anything else, so
-   nothing the kernel removes from now on goes unnoticed),
+   nothing the kernel removes from now on goes unnoticed; should the socket
+   overflow, ENOBUFS, the lost events are made up for by a resynchronisation),
 2. registers the userspace helper once per (family, transport) with
-   nfnetlink_cthelper - or updates the registration a previous run left -
+   nfnetlink_cthelper - or updates the registration a previous run left, as a
+   run killed by SIGKILL does -
 3. binds its queue(s) with NFQA_CFG_F_CONNTRACK (whole packets; fail-open
    on queue overflow when the failure policy is "open"),
 4. reads the kernel's expectations of the helper back over ctnetlink and
@@ -47,6 +49,8 @@ __all__ = ["HelperDaemon", "RouteOracle", "notify", "setup_logging"]
 
 log = logging.getLogger("sipct.helper")
 TICK = 1.0  # seconds between housekeeping rounds
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; Python's socket module does not name it
+LOST_EVENTS = "lost events"  # the resynchronisation after the event socket overflowed
 
 
 def setup_logging(level: str) -> None:
@@ -145,6 +149,8 @@ class HelperDaemon:
         self.bound: list[int] = []
         self.serving = False  # started completely: the registration is ours to remove
         self._last_resync = 0.0
+        self._resync_why: str | None = None  # a reason more precise than "after a surprise"
+        self.event_rcvbuf = 0  # the event socket's receive buffer as the kernel set it (bytes)
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,15 +160,24 @@ class HelperDaemon:
         self.core = HelperCore(self.params, self.profile, helper_name=cfg.name, fail_open=cfg.fail_open,
                                same_interface=self.routes)
         self.events = ExpectationSocket(self.netns)
+        self.event_rcvbuf = self._size_event_buffer(cfg.event_rcvbuf)
         self.events.subscribe_destroy_events()
         self.ops = ExpectationSocket(self.netns)
         self.queue = HelperSocket(self.netns)
+        left = self._registrations_left()
         for helper in self.registrations:
             self.queue.register(helper)
             self.registered.append(helper)
-            log.info("registered userspace helper %s (policies %s, %d bytes of private data)", helper,
+            old = left.get((helper.name, helper.l3num, helper.l4proto))
+            # A process killed with SIGKILL cannot unregister: its helper stays in the
+            # kernel, enabled, with the masters that point at it and their expectations.
+            # NFNL_MSG_CTHELPER_NEW without NLM_F_EXCL updates that same object
+            # (nfnl_cthelper_update()), so nothing the previous run left is lost.
+            taken = "" if old is None else (f"; took over the registration a previous run left (queue "
+                                            f"{old.queue_num}, {'enabled' if old.enabled else 'disabled'})")
+            log.info("registered userspace helper %s (policies %s, %d bytes of private data)%s", helper,
                      ", ".join(f"{p.name} max {p.max_expected} {p.timeout}s" for p in helper.policies),
-                     helper.priv_data_len)
+                     helper.priv_data_len, taken)
         for queue_num in cfg.queues:
             self.queue.bind_queue(queue_num, fail_open=cfg.fail_open, maxlen=cfg.queue_maxlen)
             self.bound.append(queue_num)
@@ -176,6 +191,31 @@ class HelperDaemon:
                  report.added if report else 0, report.adopted if report else 0)
         self.serving = True
         notify(f"READY=1\nSTATUS=helper {cfg.name} on queue(s) {','.join(map(str, cfg.queues))}")
+
+    def _size_event_buffer(self, request: int) -> int:
+        """Set the event socket's receive buffer (``helper.event_rcvbuf``, 0:
+        leave it) and return what the kernel made of it: it doubles a request
+        and raises it to SOCK_MIN_RCVBUF (sock_setsockopt()). FORCE passes
+        net.core.rmem_max (CAP_NET_ADMIN)."""
+        assert self.events is not None
+        with socket.fromfd(self.events.fileno(), socket.AF_NETLINK, socket.SOCK_DGRAM) as dup:
+            if request:
+                try:
+                    dup.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, request)
+                except OSError:
+                    dup.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, request)
+            size = dup.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        log.info("ctnetlink event socket: receive buffer %d bytes%s", size,
+                 f" (helper.event_rcvbuf = {request})" if request else "")
+        return size
+
+    def _registrations_left(self) -> dict:
+        """(name, family, transport) -> the kernel's registration of it now, if any."""
+        assert self.queue is not None
+        try:
+            return {(h.name, h.l3num, h.l4proto): h for h in self.queue.helpers()}
+        except (OSError, NetlinkError, TimeoutError):
+            return {}  # register() below says what is wrong
 
     def stop(self) -> None:
         """Unbind, unregister, close; every step is tried whatever the others did."""
@@ -354,7 +394,16 @@ class HelperDaemon:
         try:
             events = self.events.drain_events()
         except OSError as exc:
-            log.warning("%s: resynchronising", exc)
+            if exc.errno == errno.ENOBUFS:
+                # The kernel could not queue some destroy events on the socket
+                # (netlink_broadcast() -> netlink_overrun()): the shadow may hold
+                # expectations the kernel no longer has. Only a dump can tell.
+                log.warning("ctnetlink event socket overflowed (ENOBUFS, receive buffer %d bytes): expectation "
+                            "destroy events were lost; resynchronising from a dump of the kernel's table",
+                            self.event_rcvbuf)
+                self._resync_why = LOST_EVENTS
+            else:
+                log.warning("%s: resynchronising", exc)
             self.core.needs_resync = True
             return
         now = self.clock()
@@ -377,7 +426,8 @@ class HelperDaemon:
             interval = self.config.resync_interval
             due = interval > 0 and now - self._last_resync >= interval
             if (self.core.needs_resync or due) and not self.core.pending:
-                self.resync("after a surprise" if self.core.needs_resync else "periodic")
+                why = (self._resync_why or "after a surprise") if self.core.needs_resync else "periodic"
+                self.resync(why)
         except Exception as exc:
             log.exception("housekeeping: %s", exc)
 
@@ -393,7 +443,8 @@ class HelperDaemon:
         except (OSError, NetlinkError) as exc:
             log.warning("resynchronisation (%s) failed: %s", why, netlink_text(exc))
             return None
-        if report.removed or report.added or report.unknown_masters:
+        self._resync_why = None
+        if report.removed or report.added or report.unknown_masters or why == LOST_EVENTS:
             log.info("resynchronised (%s): %d expectation(s) added, %d removed, %d master(s) adopted, "
                      "%d without a known master", why, report.added, report.removed, report.adopted,
                      report.unknown_masters)
@@ -410,7 +461,7 @@ class HelperDaemon:
             return
         setup_logging(fresh.log_level)
         changed = [k for k in ("name", "families", "transports", "queue", "tcp_queue", "queue_maxlen",
-                               "fail_policy", "profile", "resync_interval", "params")
+                               "fail_policy", "profile", "resync_interval", "event_rcvbuf", "params")
                    if getattr(fresh, k) != getattr(self.config, k)]
         log.info("SIGHUP: log level %s%s", fresh.log_level,
                  f"; changed but only applied by a restart: {', '.join(changed)}" if changed else "")

@@ -40,6 +40,7 @@ class StubQueue:
     fail_register: NetlinkError | None = None
     fail_unregister: NetlinkError | None = None
     fail_send: Exception | None = None
+    left: tuple = ()  # the registrations a previous run left in the kernel
 
     def __init__(self, netns=None) -> None:
         self.calls: list[tuple] = []
@@ -59,6 +60,9 @@ class StubQueue:
 
     def set_enabled(self, helper, enabled):
         self.calls.append(("enabled", str(helper), enabled))
+
+    def helpers(self):
+        return list(self.left)
 
     def unregister(self, helper):
         self.calls.append(("unregister", str(helper)))
@@ -111,7 +115,12 @@ class StubCtnetlink:
     def subscribe_destroy_events(self):
         self.calls.append(("subscribe",))
 
+    overflow = False  # the next drain_events() reports ENOBUFS
+
     def drain_events(self):
+        if self.overflow:
+            self.overflow = False
+            raise OSError(errno.ENOBUFS, "ctnetlink events: the socket overflowed and events were lost")
         return []
 
     def dump(self):
@@ -320,3 +329,48 @@ def test_the_fuzz_run_s_log_patterns_match_the_daemon_s_lines(stubs, caplog) -> 
     counts = {name: len(__import__("re").findall(pattern, caplog.text)) for name, pattern in LOG_PATTERNS.items()}
     assert counts["policy_verdicts"] == 1, caplog.text
     assert counts["internal_errors"] == 1 and counts["tracebacks"] == 1
+
+
+def test_a_restart_takes_over_the_registration_a_killed_run_left(stubs, monkeypatch, caplog) -> None:
+    """After SIGKILL the helper stays registered; the next start updates that
+    object (no NLM_F_EXCL) and says so."""
+    config = parse_config("[helper]\nqueue = 3\nfamilies = [\"ipv4\"]\ntransports = [\"udp\"]\n")
+    (helper,) = config.registrations()
+    monkeypatch.setattr(StubQueue, "left", (helper,))
+    with caplog.at_level(logging.INFO, "sipct"):
+        d = HelperDaemon(config)
+        d.start()
+    (queue,), _ = stubs
+    assert queue.calls[0] == ("register", str(helper))
+    assert "took over the registration a previous run left (queue 3, enabled)" in caplog.text
+    d.stop()
+
+
+def test_the_event_socket_s_receive_buffer_is_configurable(stubs, caplog) -> None:
+    with caplog.at_level(logging.INFO, "sipct"):
+        d = started("[helper]\nqueue = 3\nevent_rcvbuf = 65536\n")
+    assert d.event_rcvbuf >= 65536  # the kernel doubles a request
+    assert f"ctnetlink event socket: receive buffer {d.event_rcvbuf} bytes (helper.event_rcvbuf = 65536)" \
+        in caplog.text
+    d.stop()
+
+
+def test_lost_events_are_one_line_and_a_resynchronisation(stubs, caplog) -> None:
+    """ENOBUFS on the event socket: destroy events were lost, so the shadow
+    may hold expectations the kernel dropped; the daemon says so once, dumps
+    the table and says what the dump changed, even when nothing."""
+    d = started()
+    (_,), (events, ops) = stubs
+    events.overflow = True
+    with caplog.at_level(logging.INFO, "sipct"):
+        d.read_events()
+        assert d.core.needs_resync
+        d.housekeeping()
+    assert not d.core.needs_resync and ops.calls.count(("dump",)) == 2
+    lines = [r.getMessage() for r in caplog.records]
+    (lost,) = [m for m in lines if "ENOBUFS" in m]
+    assert lost.startswith("ctnetlink event socket overflowed (ENOBUFS, receive buffer ")
+    assert "expectation destroy events were lost; resynchronising" in lost
+    assert "resynchronised (lost events): 0 expectation(s) added, 0 removed, 0 master(s) adopted, " \
+        "0 without a known master" in lines
+    d.stop()

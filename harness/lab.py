@@ -23,19 +23,19 @@ outside the lab is touched.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import secrets
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from types import TracebackType
 
 from pyroute2 import IPRoute, NFCTSocket
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
-from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
+from sipct.harness.rtnl import LabError, add_address, add_neighbour, ifindex, link_up
+from sipct.harness.ruleset import NAT_TABLE, render_nat_ruleset, render_ruleset
+from sipct.harness.segments import (DOCUMENTATION_NETWORKS, DEFAULT_TIMEOUT, HostSpec, IPAddress, Segment,
+                                    ROUTER_ROLE, plan_segments)
+from sipct.harness.sysctls import (HOST_SYSCTLS, ROUTER_SYSCTLS, SLOW_HELPER_SYSCTLS, write_sysctls)
 from sipct.spec.natmap import NatTopology
 from sipct.spec.topology import network_of, router_address
 from sipct.harness.drivers import Delivery, Family, SocketDriver, TcpConnection
@@ -46,6 +46,11 @@ from sipct.harness.sweep import remove_stale_namespaces
 
 __all__ = [
     "DOCUMENTATION_NETWORKS",
+    "NAT_TABLE",
+    "Segment",
+    "plan_segments",
+    "render_nat_ruleset",
+    "render_ruleset",
     "Delivery",
     "HostSpec",
     "Lab",
@@ -54,237 +59,6 @@ __all__ = [
     "lab_namespaces",
     "remove_stale_namespaces",
 ]
-
-IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
-
-# RFC 5737 and RFC 3849: the lab only ever carries documentation addresses.
-DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
-    IPv4Network("192.0.2.0/24"),
-    IPv4Network("198.51.100.0/24"),
-    IPv4Network("203.0.113.0/24"),
-    IPv6Network("2001:db8::/32"),
-)
-
-_HOST_NAME = re.compile(r"[a-z][a-z0-9_]{0,23}")
-_ROUTER_ROLE = "router"
-DEFAULT_TIMEOUT = 0.2  # seconds a send waits before calling the packet dropped
-
-
-class LabError(RuntimeError):
-    """The lab could not be built (the message says which step failed)."""
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """An endpoint host: its name and its addresses (strings are accepted)."""
-
-    name: str
-    addresses: tuple[IPAddress, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        if not _HOST_NAME.fullmatch(self.name) or self.name == _ROUTER_ROLE:
-            raise ValueError(
-                f"host name {self.name!r}: use [a-z][a-z0-9_]* (at most 24), not 'router'"
-            )
-        addresses = tuple(ipaddress.ip_address(a) for a in self.addresses)
-        if not addresses:
-            raise ValueError(f"host {self.name!r} has no address")
-        object.__setattr__(self, "addresses", addresses)
-
-    def address(self, family: int) -> IPAddress:
-        """The host's first address of IP version `family` (4 or 6)."""
-        for addr in self.addresses:
-            if addr.version == family:
-                return addr
-        raise LookupError(f"host {self.name!r} has no IPv{family} address")
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One L2 segment: a router-side bridge and the subnets/hosts on it."""
-
-    bridge: str
-    subnets: tuple[IPNetwork, ...]
-    hosts: tuple[str, ...]
-
-
-def plan_segments(hosts: Sequence[HostSpec]) -> list[Segment]:
-    """Group hosts into bridges: hosts that share any subnet share a segment."""
-    names = [h.name for h in hosts]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate host names in {names}")
-    seen: dict[IPAddress, str] = {}
-    for host in hosts:
-        for addr in host.addresses:
-            if not any(addr in net for net in DOCUMENTATION_NETWORKS):
-                raise ValueError(
-                    f"{addr} of {host.name!r} is not a documentation address "
-                    "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)"
-                )
-            net = network_of(addr)
-            if addr == router_address(net):
-                raise ValueError(f"{addr} of {host.name!r} is the router's address in {net}")
-            if addr.version == 4 and addr in (net.network_address, net.broadcast_address):
-                raise ValueError(f"{addr} of {host.name!r} is not a host address of {net}")
-            if addr in seen:
-                raise ValueError(f"{addr} is given to both {seen[addr]!r} and {host.name!r}")
-            seen[addr] = host.name
-
-    # Union-find over hosts, joined through the subnets they have in common.
-    parent = list(range(len(hosts)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner: dict[IPNetwork, int] = {}
-    for i, host in enumerate(hosts):
-        for addr in host.addresses:
-            j = owner.setdefault(network_of(addr), i)
-            parent[root(i)] = root(j)
-
-    groups: dict[int, list[int]] = {}
-    for i in range(len(hosts)):
-        groups.setdefault(root(i), []).append(i)
-    segments = []
-    for k, members in enumerate(groups.values()):
-        subnets = dict.fromkeys(network_of(a) for i in members for a in hosts[i].addresses)
-        segments.append(Segment(f"br{k}", tuple(subnets), tuple(hosts[i].name for i in members)))
-    return segments
-
-
-def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "sip") -> str:
-    """The router's nftables ruleset.
-
-    ``helper_type`` is the name of the helper the ``ct helper`` objects
-    attach (nft_ct_helper_obj_init() looks it up among kernel and userspace
-    helpers alike): "sip" is nf_conntrack_sip, the reference helper runs
-    under another name next to it (sipct.harness.threeway).
-
-    The helper is attached in a filter-priority forward chain: `ct helper
-    set` needs the conntrack that the conntrack hook (priority -200) has
-    created by then, and only takes effect on a not-yet-confirmed entry,
-    i.e. on the first packet of a connection.  The helper itself then runs
-    from the confirm hook at postrouting, on that very packet.
-
-    Without the helper the chain still holds a ct expression: any ct
-    expression makes the namespace register the conntrack hooks
-    (nf_ct_netns_get), which are otherwise absent from a fresh namespace.
-    The baseline thus differs from the helper lab by the helper alone.
-    """
-    chain = "type filter hook forward priority filter; policy accept;"
-    if not helper:
-        return (
-            f"table inet sipct {{\n  chain forward {{ {chain}\n    ct state new counter\n  }}\n}}\n"
-        )
-    ports = ", ".join(str(int(p)) for p in sip_ports)
-    return (
-        "table inet sipct {\n"
-        f'  ct helper sip-udp {{ type "{helper_type}" protocol udp; l3proto inet; }}\n'
-        f'  ct helper sip-tcp {{ type "{helper_type}" protocol tcp; l3proto inet; }}\n'
-        f"  chain forward {{ {chain}\n"
-        f'    udp dport {{ {ports} }} ct helper set "sip-udp"\n'
-        f'    tcp dport {{ {ports} }} ct helper set "sip-tcp"\n'
-        "  }\n"
-        "}\n"
-    )
-
-
-NAT_TABLE = "sipct_nat"
-
-
-def render_nat_ruleset(nat: NatTopology) -> str:
-    """The router's nat chains (sipct.spec.natmap): destination NAT at
-    prerouting, source NAT at postrouting, first match wins. The table is
-    replaced as a whole ("table ...; delete table ...": nft creates it if
-    missing, so the delete never fails)."""
-    out = [f"table inet {NAT_TABLE} {{}}", f"delete table inet {NAT_TABLE}"]
-    if not nat:
-        return "\n".join(out) + "\n"
-    pre, post = [], []
-    for d in nat.dnat:
-        fam = "ip" if d.addr.version == 4 else "ip6"
-        to = f"{d.to}:{d.to_port}" if d.to.version == 4 else f"[{d.to}]:{d.to_port}"
-        post_l4 = _l4(d.proto)
-        pre.append(f"{fam} daddr {d.addr} {post_l4} th dport {d.port} dnat {fam} to {to}")
-    for r in nat.snat:
-        fam = "ip" if r.inside.version == 4 else "ip6"
-        match = f"{fam} saddr {r.host if r.host is not None else r.inside} {fam} daddr != {r.inside}"
-        if r.sport is not None or r.proto is not None or r.port is not None:
-            match += f" {_l4(r.proto)}"
-        if r.sport is not None:
-            match += f" th sport {r.sport}"
-        if r.to is None:
-            post.append(f"{match} masquerade")
-        else:
-            to = str(r.to) if r.port is None else (f"{r.to}:{r.port}" if r.to.version == 4 else f"[{r.to}]:{r.port}")
-            post.append(f"{match} snat {fam} to {to}")
-    out.append(f"table inet {NAT_TABLE} {{")
-    out.append("  chain pre { type nat hook prerouting priority dstnat; policy accept;")
-    out.extend(f"    {line}" for line in pre)
-    out.append("  }")
-    out.append("  chain post { type nat hook postrouting priority srcnat; policy accept;")
-    out.extend(f"    {line}" for line in post)
-    out.append("  }")
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
-def _l4(proto: int | None) -> str:
-    return {6: "meta l4proto tcp", 17: "meta l4proto udp"}.get(proto or 0, "meta l4proto { tcp, udp }")
-
-
-def _write_sysctls(netns_fd: int, values: dict[str, str]) -> None:
-    # /proc/sys/net resolves against the opening thread's namespace
-    # (net_ctl_header_lookup uses current->nsproxy->net_ns).
-    with in_netns(netns_fd):
-        for key, value in values.items():
-            path = "/proc/sys/" + key.replace(".", "/")
-            if key.startswith("net.bridge.") and not os.path.exists(path):
-                continue  # no br_netfilter: nothing to switch off
-            with open(path, "w") as f:
-                f.write(value)
-
-
-# IPv6 duplicate address detection would keep new addresses tentative (and
-# unusable) for a second or so; router advertisements and redirects must not
-# rewrite the static routes.  Set on "default" before any device exists, so
-# the devices inherit it, and on "all" for the ones that already do (lo).
-_COMMON_SYSCTLS = {
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-    "net.ipv6.conf.all.accept_ra": "0",
-    "net.ipv6.conf.default.accept_ra": "0",
-}
-_HOST_SYSCTLS = {
-    **_COMMON_SYSCTLS,
-    "net.ipv4.conf.all.accept_redirects": "0",
-    "net.ipv4.conf.default.accept_redirects": "0",
-    "net.ipv6.conf.all.accept_redirects": "0",
-    "net.ipv6.conf.default.accept_redirects": "0",
-}
-# With a slow helper (tcp_rto_min): no tail loss probe either - it resends the
-# last segment after two smoothed RTTs (tcp_schedule_loss_probe()), however
-# high the RTO, and the helper would process the copy again.
-_SLOW_HELPER_SYSCTLS = {"net.ipv4.tcp_early_retrans": "0"}
-_ROUTER_SYSCTLS = {
-    **_COMMON_SYSCTLS,
-    "net.ipv4.ip_forward": "1",
-    "net.ipv6.conf.all.forwarding": "1",
-    "net.ipv6.conf.default.forwarding": "1",
-    # A router forwarding back out of the bridge it came in on would send
-    # ICMP redirects (IN_DEV_TX_REDIRECTS is all || dev).
-    "net.ipv4.conf.all.send_redirects": "0",
-    "net.ipv4.conf.default.send_redirects": "0",
-    # Per-namespace since 5.3; default 1 with br_netfilter built in.
-    "net.bridge.bridge-nf-call-iptables": "0",
-    "net.bridge.bridge-nf-call-ip6tables": "0",
-    "net.bridge.bridge-nf-call-arptables": "0",
-}
-
 
 # -- the lab -----------------------------------------------------------------
 
@@ -323,7 +97,7 @@ class Lab:
         self.nat = NatTopology()  # the nat chains loaded (set_nat)
         self.token = secrets.token_hex(4)
         self.prefix = prefix = lab_prefix(self.token)  # sipct-<pid>-<start>-<token>
-        self.router_netns = f"{prefix}-{_ROUTER_ROLE}"
+        self.router_netns = f"{prefix}-{ROUTER_ROLE}"
         self.host_netns: dict[str, str] = {name: f"{prefix}-{name}" for name in self.hosts}
         self._closed = False
         self._fds: dict[str, int] = {}  # namespace name -> open fd
@@ -496,8 +270,8 @@ class Lab:
         for host, name in self.host_netns.items():
             self._host_fds[host] = self._fds[name]
         for name, fd in self._fds.items():
-            _write_sysctls(fd, _ROUTER_SYSCTLS if name == self.router_netns else
-                           {**_HOST_SYSCTLS, **(_SLOW_HELPER_SYSCTLS if self.tcp_rto_min is not None else {})})
+            write_sysctls(fd, ROUTER_SYSCTLS if name == self.router_netns else
+                           {**HOST_SYSCTLS, **(SLOW_HELPER_SYSCTLS if self.tcp_rto_min is not None else {})})
         self._build_links()
         self._load_ruleset()
         with in_netns(self._fds[self.router_netns]):
@@ -514,7 +288,7 @@ class Lab:
     def _build_links(self) -> None:
         index = {name: i for i, name in enumerate(self.hosts)}
         with self._rtnl(self.router_netns) as router:
-            _link_up(router, "lo")
+            link_up(router, "lo")
             for segment in self.segments:
                 router.link(
                     "add",
@@ -524,9 +298,9 @@ class Lab:
                     # multicast NDP depends on once a querier shows up.
                     br_mcast_snooping=0,
                 )
-                bridge = _ifindex(router, segment.bridge)
+                bridge = ifindex(router, segment.bridge)
                 for subnet in segment.subnets:
-                    _add_address(router, bridge, router_address(subnet), subnet.prefixlen)
+                    add_address(router, bridge, router_address(subnet), subnet.prefixlen)
                 for host in segment.hosts:
                     port = f"v{index[host]}"
                     # Created here with its peer placed straight into the
@@ -537,28 +311,28 @@ class Lab:
                         kind="veth",
                         peer={"ifname": "eth0", "net_ns_fd": self.host_netns[host]},
                     )
-                    router.link("set", index=_ifindex(router, port), master=bridge, state="up")
+                    router.link("set", index=ifindex(router, port), master=bridge, state="up")
                 router.link("set", index=bridge, state="up")
             macs = {}
             for segment in self.segments:
                 for host in segment.hosts:
                     macs[host] = self._build_host(host)
                 # The bridge's MAC is its lowest port MAC, final only now.
-                bridge = _ifindex(router, segment.bridge)
+                bridge = ifindex(router, segment.bridge)
                 bridge_mac = router.link("get", index=bridge)[0].get("IFLA_ADDRESS")
                 for host in segment.hosts:
                     for addr in self.hosts[host].addresses:
-                        _add_neighbour(router, bridge, addr, macs[host])
+                        add_neighbour(router, bridge, addr, macs[host])
                     self._host_neighbours(host, segment, bridge_mac, macs)
 
     def _build_host(self, host: str) -> str:
         """Address eth0, route everything via the router; returns eth0's MAC."""
         spec = self.hosts[host]
         with self._rtnl(self.host_netns[host]) as ipr:
-            _link_up(ipr, "lo")
-            eth0 = _ifindex(ipr, "eth0")
+            link_up(ipr, "lo")
+            eth0 = ifindex(ipr, "eth0")
             for addr in spec.addresses:
-                _add_address(ipr, eth0, addr, network_of(addr).prefixlen)
+                add_address(ipr, eth0, addr, network_of(addr).prefixlen)
             ipr.link("set", index=eth0, state="up")
             for family in (4, 6):
                 try:
@@ -593,15 +367,15 @@ class Lab:
         """
         own = {network_of(a) for a in self.hosts[host].addresses}
         with self._rtnl(self.host_netns[host]) as ipr:
-            eth0 = _ifindex(ipr, "eth0")
+            eth0 = ifindex(ipr, "eth0")
             for subnet in own:
-                _add_neighbour(ipr, eth0, router_address(subnet), bridge_mac)
+                add_neighbour(ipr, eth0, router_address(subnet), bridge_mac)
             for peer in segment.hosts:
                 if peer == host:
                     continue
                 for addr in self.hosts[peer].addresses:
                     if network_of(addr) in own:
-                        _add_neighbour(ipr, eth0, addr, macs[peer])
+                        add_neighbour(ipr, eth0, addr, macs[peer])
 
     def _load_ruleset(self) -> None:
         self._nft(render_ruleset(self.sip_ports, self.helper, self.helper_type), "router ruleset")
@@ -623,30 +397,3 @@ class Lab:
                 f"{proc.stderr.strip()} (run sipct.harness.prereq.check_prerequisites(); NAT needs "
                 f"CONFIG_NFT_NAT and CONFIG_NF_NAT_SIP)"
             )
-
-
-def _ifindex(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise LabError(f"interface {ifname} missing")
-    return found[0]
-
-
-def _link_up(ipr: IPRoute, ifname: str) -> None:
-    ipr.link("set", index=_ifindex(ipr, ifname), state="up")
-
-
-def _add_address(ipr: IPRoute, ifindex: int, addr: IPAddress, prefixlen: int) -> None:
-    # IFA_F_NODAD on top of accept_dad=0: belt and braces, the address is
-    # usable the moment the call returns.
-    ipr.addr(
-        "add",
-        index=ifindex,
-        address=str(addr),
-        prefixlen=prefixlen,
-        flags=IFA_F_NODAD if addr.version == 6 else 0,
-    )
-
-
-def _add_neighbour(ipr: IPRoute, ifindex: int, addr: IPAddress, mac: str) -> None:
-    ipr.neigh("add", dst=str(addr), lladdr=mac, ifindex=ifindex, state=NUD_PERMANENT)

@@ -14,8 +14,6 @@ from rich.text import Text
 from sipct.spec.dialog import Dialog, DialogError, load_dialog
 from sipct.spec.printable import printable
 
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
-
 
 @dataclass(frozen=True, slots=True)
 class BadFile:
@@ -54,8 +52,3 @@ def load_batch(paths: list[Path], capture_options: dict | None = None) -> list[t
         except DialogError as exc:
             batch.append((path, BadFile(str(path), str(exc))))
     return batch
-
-
-def worst(status: int, other: int) -> int:
-    """The exit status of a batch: an error (2) outranks a divergence (1)."""
-    return max(status, other)

@@ -68,8 +68,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sipct.netlink.kernel import to_spec
+from sipct.netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack
 from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
+from sipct.netlink.kernel import to_spec
+from sipct.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
 from sipct.spec import rules
 from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
@@ -78,8 +80,7 @@ from sipct.spec.params import ModuleParams
 from sipct.spec.profiles import KernelProfile
 from sipct.spec.table import TableEvent
 
-from .netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack, MasterState
-from .netlink.queue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
+from .master_state import MasterState
 from .packet import TCP_RST, PacketError, parse_packet
 
 __all__ = [

@@ -29,7 +29,7 @@ from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
                                UDP_TIMEOUT_UNREPLIED)
 from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
-                                    ExpectFlag, ExpectTuple)
+                                    ExpectFlag, ExpectTuple, expectation_key)
 
 
 @dataclass
@@ -341,7 +341,8 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
 
 
 def identities(table) -> list[tuple]:
-    return sorted((str(e.tuple), int(e.klass), int(e.flags), str(e.master)) for e in table)
+    """The rows of a table (the spec's expectation_key) with their flags, in order."""
+    return sorted((expectation_key(e), int(e.flags)) for e in table)
 
 
 def kernel_errno(code: int) -> NetlinkError:

@@ -13,19 +13,19 @@ CTA_HELP (helper name + private data), CTA_LABELS and CTA_MARK - and one
 NFQA_EXP, an expectation in ctnetlink's attributes that
 ctnetlink_glue_attach_expect() links to the packet's conntrack (even an
 unconfirmed one, and with CTA_EXPECT_HELP_NAME as the helper of the expected
-connection). The nested tables and decoders are ctnetlink's (sipct.netlink.conntrack,
-.ctexp): one codec.
+connection). The nested tables and decoders are ctnetlink's
+(sipct.netlink.conntrack, .ctexp): one codec.
 
-Two messages go by for every queued packet, so they are the reference
-helper's hot path, and pyroute2's generic codec costs about 200 µs of CPU
-natively to decode a packet with its conntrack nested in NFQA_CT, and as much
-again to encode the verdict with the helper's private data - each several
-times the spec's decision. :func:`packet_from_bytes` is therefore *the*
-decoder of NFQNL_MSG_PACKET, with ``struct`` from the ``nla_map`` tables
-below (sipct.netlink.wire), and :func:`encode_verdict` writes
-``Verdict.to_msg()`` with :func:`sipct.netlink.wire.encode_request`, about a
-tenth of that. Bytes that are not what the kernel writes raise DecodeError
-(a ValueError).
+Two messages go by for every queued packet - it and its verdict, the reference
+helper's hot path - and pyroute2's generic codec costs about 200 µs of CPU
+natively to decode a packet with its conntrack nested in NFQA_CT, and as
+much again to encode the verdict with the helper's private data, each
+several times the spec's decision. :func:`packet_from_bytes` is therefore
+the decoder of NFQNL_MSG_PACKET, reading with ``struct`` (sipct.netlink.wire)
+the attribute numbers of the ``nla_map`` tables below, and
+:func:`encode_verdict` writes ``Verdict.to_msg()`` with
+:func:`sipct.netlink.wire.encode_request`, in about a tenth of that. Bytes
+that are not what the kernel writes raise DecodeError (a ValueError).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sipct.reference.master_state import MasterState
-from sipct.reference.packet import TCP_SYN, build_packet, parse_packet
+from sipct.reference.packet import build_packet, parse_packet
 
 ip = ipaddress.ip_address
 UDP, TCP = 17, 6

@@ -48,7 +48,22 @@ def load_batch(paths: list[Path], capture_options: dict | None = None) -> list[t
                 from sipct.capture.importer import import_capture
                 batch.append((path, import_capture(path, **(capture_options or {})).dialog))
             else:
-                batch.append((path, load_dialog(path)))
+                dialog = load_dialog(path)
+                if dialog.nat:
+                    refuse_unpredictable(dialog)
+                batch.append((path, dialog))
         except DialogError as exc:
             batch.append((path, BadFile(str(path), str(exc))))
     return batch
+
+
+def refuse_unpredictable(dialog: Dialog) -> None:
+    """A NAT dialog in which some kernel would pick a port at random is
+    refused at load, as a bad file (sipct.spec.predict.Unpredictable names
+    the step), not half-way through a run."""
+    from sipct.spec.predict import predict
+    from sipct.spec.profiles import PROFILES
+
+    for profile in PROFILES.values():
+        if not dialog.kernels or profile.name in dialog.kernels:
+            predict(dialog, profile)

@@ -824,7 +824,7 @@ def matrix_docs(reports: list[KernelReport], args: argparse.Namespace, curated: 
             for (r, _), rules in zip(per_kernel, rule_sets):
                 extra = sorted(rules - common)
                 if extra:
-                    differing[r.kernel].append(f"step {step['index']}: " + ", ".join(f"``{x}``" for x in extra))
+                    differing[r.kernel].append(f"step {step['index']}: " + ", ".join(f":rule:`{x}`" for x in extra))
         rows.append(["spec rules that differ", *["; ".join(differing[r.kernel]) or "none" for r, _ in per_kernel]])
         lines += _list_table(rows)
     lines += coverage_rst(union_coverage(r.stats for r in reports if r.stats))

@@ -105,7 +105,9 @@ def applied(mutant: Mutant) -> Iterator[None]:
         table.update(saved)
 
 
-Observation = list[tuple]  # per step: (verdict, expectations, table events), or ("raised", message)
+# per step: (verdict, expectations, table events, arrivals), or ("raised", message); the
+# arrivals (bytes and ends each receiver gets, TCP sequence shift) are what the lab compares under NAT.
+Observation = list[tuple]
 
 
 def observe(dialog: Dialog, profile: KernelProfile) -> Observation:
@@ -114,7 +116,8 @@ def observe(dialog: Dialog, profile: KernelProfile) -> Observation:
         prediction: Prediction = predict(dialog, profile)
     except Exception as exc:  # a mutant may break the spec in any way; that is a kill
         return [("raised", f"{type(exc).__name__}: {exc}")]
-    return [(s.verdict, s.expectations, tuple((e.kind, e.expectation) for e in s.events)) for s in prediction.steps]
+    return [(s.verdict, s.expectations, tuple((e.kind, e.expectation) for e in s.events), s.arrivals)
+            for s in prediction.steps]
 
 
 def _difference(base: Observation, mutated: Observation) -> tuple[int, str] | None:
@@ -127,7 +130,9 @@ def _difference(base: Observation, mutated: Observation) -> tuple[int, str] | No
             return i, f"verdict {b[0]} -> {m[0]}"
         if b[1] != m[1]:
             return i, f"expectations: {len(b[1])} -> {len(m[1])} rows, or other rows"
-        return i, "other table events"
+        if b[2] != m[2]:
+            return i, "other table events"
+        return i, "other bytes, ends or sequence shift at the receiver"
     if len(base) != len(mutated):
         return min(len(base), len(mutated)), "a different number of steps"
     return None

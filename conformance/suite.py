@@ -27,7 +27,7 @@ from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.run import DialogRunner
 from sipct.spec.dialog import Dialog, Send, dump_dialog
 from sipct.spec.machines import MACHINES
-from sipct.spec.predict import predict
+from sipct.spec.predict import Unpredictable, predict
 from sipct.spec.profiles import KernelProfile
 from sipct.spec.rules import RULES
 
@@ -140,9 +140,20 @@ class Suite:
             if count:
                 self.stats.not_runnable.append(f"{dialog.name}: needs {', '.join(self.kernel.conflicts(dialog.params))}")
             return []
+        if dialog.kernels and self.profile.name not in dialog.kernels:
+            if count:
+                self.stats.not_runnable.append(f"{dialog.name}: meant for {', '.join(dialog.kernels)}, "
+                                               f"not {self.profile.name}")
+            return []
         params = self.kernel.params_for(dialog.params)
-        prediction = predict(dialog, self.profile, params)
-        comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps]),
+        try:
+            prediction = predict(dialog, self.profile, params)
+        except Unpredictable as exc:
+            if count:
+                self.stats.not_runnable.append(f"{dialog.name}: {exc.message}")
+            return []
+        comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps],
+                                                   predicted=prediction.steps),
                              self.kernel.release)
         findings = self._findings(comparison, kind)
         if count:

@@ -71,6 +71,10 @@ nitpick_ignore_regex = [
     # The call types of spec.transitions (Callable aliases) and the table's
     # internal entry, which the API pages do not document.
     (r"py:class", r"(Guard|Action|Entry)"),
+    # The NAT path's signatures name the spec's per-packet values (the
+    # handlers' context and verdict, a lab network, the NAT part of an
+    # expectation, a predicted arrival), documented with their modules' prose.
+    (r"py:class", r"(PacketContext|Verdict|Network|ExpectNat|Arrival)"),
     # The fields of the netlink values the API pages show: ctnetlink's and
     # nfnetlink_cthelper's nested attributes, one class each.
     (r"py:class", r"sipct\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),

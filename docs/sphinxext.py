@@ -167,6 +167,9 @@ RULE_GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "of a registration."),
     ("The expectation table", ("expect",),
      "``nf_conntrack_expect.c``: insertion, replacement, eviction, limits, expiry and matching."),
+    ("NAT", ("nat",),
+     "``nf_nat_sip.c``: the rewrites of a translated master's messages, its NAT expectations, the bindings of "
+     "the connections that match them, and TCP sequence adjustment (see :doc:`nat`)."),
 )
 # Profiles in the order a rule's source link prefers them: the newest
 # packaged source first; 6.18's source is not packaged here.

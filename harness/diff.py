@@ -17,6 +17,7 @@ from sipct.harness.run import KernelRun, StepObservation
 from sipct.spec.dialog import Dialog, Send
 from sipct.spec.expectation import Expectation, expectation_key
 from sipct.spec.predict import Prediction, StepPrediction
+from sipct.spec.printable import printable
 
 TIMEOUT_TOLERANCE = 1.0
 
@@ -67,8 +68,40 @@ class Comparison:
 
 def _row(e: Expectation) -> tuple:
     """The row (expectation_key) and what the comparison holds it to besides
-    its timeout: the flags and the helper's name."""
-    return expectation_key(e), int(e.flags), e.helper
+    its timeout: the flags, the helper's name and the NAT part (exp->dir,
+    saved address and port)."""
+    nat = () if e.nat is None else (e.nat.dir, str(e.nat.addr), e.nat.port)
+    return expectation_key(e), int(e.flags), e.helper, nat
+
+
+def _compare_arrival(p: StepPrediction, o: StepObservation):
+    """Under NAT: the bytes the receiver read, and the ends it saw."""
+    want = p.received or b""
+    if o.data != want:
+        yield Divergence("payload", _rewrites(p.step.payload, want), _rewrites(p.step.payload, o.data or b""))
+    first = p.arrivals[0]
+    if first is not None and o.src is not None:
+        spec = ((str(first.src), first.sport), (str(first.dst), first.dport))
+        if (o.src, o.dst) != spec:
+            yield Divergence("addresses", f"{_ep(*spec[0])} -> {_ep(*spec[1])}", f"{_ep(*o.src)} -> {_ep(*o.dst)}")
+
+
+def _ep(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def _rewrites(sent: bytes, got: bytes) -> str:
+    """A short, readable account of how ``got`` differs from ``sent``: the lines that changed."""
+    if sent == got:
+        return f"{len(got)} bytes as sent"
+    a, b = sent.split(b"\r\n"), got.split(b"\r\n")
+    import difflib
+
+    changed = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            changed.append(" | ".join(printable(x.decode("latin-1")) for x in b[j1:j2]) or "(removed)")
+    return f"{len(got)} bytes; rewritten: " + "; ".join(changed)
 
 
 def compare(prediction: Prediction, run: KernelRun, kernel: str) -> Comparison:
@@ -111,6 +144,8 @@ def _compare_step(dialog: Dialog, p: StepPrediction, o: StepObservation, spec_ex
             rule = next((pk.drop_rule.id for pk in p.packets if pk.drop_rule), None)
             yield Divergence("verdict", p.verdict + (f" ({rule})" if rule else ""),
                              "delivered" if o.delivered else "not delivered")
+        elif o.delivered and p.arrivals:
+            yield from _compare_arrival(p, o)
         elif o.delivered and o.data != step.payload:
             yield Divergence("payload", f"{len(step.payload)} bytes as sent",
                              f"{len(o.data or b'')} bytes, altered")

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Literal
+from typing import Any, Literal
 
 from sipct.netlink.netns import in_netns
 
@@ -117,6 +117,7 @@ class TcpConnection:
         from_client: bool,
         segments: Sequence[bytes],
         timeout: float | None = None,
+        receive_lengths: Sequence[int] | None = None,
     ) -> Delivery:
         """Write each segment on its own and wait until the peer has read it.
 
@@ -139,8 +140,9 @@ class TcpConnection:
         _drain_stream(rx)
         received = bytearray()
         expected = 0
-        for segment in segments:
-            expected += len(segment)
+        for i, segment in enumerate(segments):
+            # NAT rewrites change what arrives: the caller says how much.
+            expected += len(segment) if receive_lengths is None else receive_lengths[i]
             deadline = time.monotonic() + timeout
             if not _send_all(tx, segment, deadline) or not _recv_until(
                 rx, received, expected, deadline
@@ -375,8 +377,13 @@ class SocketDriver:
         *,
         family: Family = 4,
         timeout: float | None = None,
+        to: tuple[Any, int] | None = None,
+        receive_port: int | None = None,
     ) -> Delivery:
         """Send one datagram from (src, sport) to (dst, dport); report what arrived.
+
+        ``to`` is where the sender addresses it when NAT puts dst elsewhere;
+        ``receive_port`` where dst waits for it when NAT moves the port.
 
         The receiver is drained first so a straggler from an earlier call is
         not mistaken for this datagram.  Veth transmit hands the packet to
@@ -386,10 +393,10 @@ class SocketDriver:
         """
         timeout = self.default_timeout if timeout is None else timeout
         tx = self.udp_socket(src, family, sport)
-        rx = self.udp_socket(dst, family, dport)
+        rx = self.udp_socket(dst, family, receive_port or dport)
         self.stragglers += _drain_datagrams(rx)
         deadline = time.monotonic() + timeout
-        target = self._endpoint(dst, family, dport)
+        target = self._endpoint(dst, family, dport) if to is None else (str(to[0]), to[1])
         while True:
             try:
                 tx.sendto(payload, target)
@@ -432,8 +439,10 @@ class SocketDriver:
         family: Family = 4,
         *,
         timeout: float | None = None,
+        to: tuple[Any, int] | None = None,
     ) -> TcpConnection:
-        """Establish a real TCP connection from (client, cport) to (server, sport).
+        """Establish a real TCP connection from (client, cport) to (server, sport),
+        dialling ``to`` when NAT puts the server there.
 
         Raises TimeoutError if the handshake does not complete (e.g. the
         router drops the SYN).
@@ -455,7 +464,7 @@ class SocketDriver:
         try:
             csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             csock.bind(self._endpoint(client, family, cport))
-            err = csock.connect_ex(self._endpoint(server, family, sport))
+            err = csock.connect_ex(self._endpoint(server, family, sport) if to is None else (str(to[0]), to[1]))
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, f"connect: {os.strerror(err)}")
             if not _wait(csock, select.POLLOUT, deadline):

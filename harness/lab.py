@@ -36,6 +36,7 @@ from types import TracebackType
 from pyroute2 import IPRoute, NFCTSocket
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
+from sipct.spec.natmap import NatTopology
 from sipct.spec.topology import network_of, router_address
 from sipct.harness.drivers import Delivery, Family, SocketDriver, TcpConnection
 from sipct.netlink.interrupts import doing, shielded
@@ -192,6 +193,50 @@ def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "s
     )
 
 
+NAT_TABLE = "sipct_nat"
+
+
+def render_nat_ruleset(nat: NatTopology) -> str:
+    """The router's nat chains (sipct.spec.natmap): destination NAT at
+    prerouting, source NAT at postrouting, first match wins. The table is
+    replaced as a whole ("table ...; delete table ...": nft creates it if
+    missing, so the delete never fails)."""
+    out = [f"table inet {NAT_TABLE} {{}}", f"delete table inet {NAT_TABLE}"]
+    if not nat:
+        return "\n".join(out) + "\n"
+    pre, post = [], []
+    for d in nat.dnat:
+        fam = "ip" if d.addr.version == 4 else "ip6"
+        to = f"{d.to}:{d.to_port}" if d.to.version == 4 else f"[{d.to}]:{d.to_port}"
+        post_l4 = _l4(d.proto)
+        pre.append(f"{fam} daddr {d.addr} {post_l4} th dport {d.port} dnat {fam} to {to}")
+    for r in nat.snat:
+        fam = "ip" if r.inside.version == 4 else "ip6"
+        match = f"{fam} saddr {r.host if r.host is not None else r.inside} {fam} daddr != {r.inside}"
+        if r.sport is not None or r.proto is not None or r.port is not None:
+            match += f" {_l4(r.proto)}"
+        if r.sport is not None:
+            match += f" th sport {r.sport}"
+        if r.to is None:
+            post.append(f"{match} masquerade")
+        else:
+            to = str(r.to) if r.port is None else (f"{r.to}:{r.port}" if r.to.version == 4 else f"[{r.to}]:{r.port}")
+            post.append(f"{match} snat {fam} to {to}")
+    out.append(f"table inet {NAT_TABLE} {{")
+    out.append("  chain pre { type nat hook prerouting priority dstnat; policy accept;")
+    out.extend(f"    {line}" for line in pre)
+    out.append("  }")
+    out.append("  chain post { type nat hook postrouting priority srcnat; policy accept;")
+    out.extend(f"    {line}" for line in post)
+    out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _l4(proto: int | None) -> str:
+    return {6: "meta l4proto tcp", 17: "meta l4proto udp"}.get(proto or 0, "meta l4proto { tcp, udp }")
+
+
 def _write_sysctls(netns_fd: int, values: dict[str, str]) -> None:
     # /proc/sys/net resolves against the opening thread's namespace
     # (net_ctl_header_lookup uses current->nsproxy->net_ns).
@@ -275,6 +320,7 @@ class Lab:
             raise ValueError(f"bad helper name {helper_type!r} (1-15 letters, digits, - or _)")
         self.helper_type = helper_type
         self.tcp_rto_min = tcp_rto_min
+        self.nat = NatTopology()  # the nat chains loaded (set_nat)
         self.token = secrets.token_hex(4)
         self.prefix = prefix = lab_prefix(self.token)  # sipct-<pid>-<start>-<token>
         self.router_netns = f"{prefix}-{_ROUTER_ROLE}"
@@ -321,11 +367,15 @@ class Lab:
         *,
         family: Family = 4,
         timeout: float | None = None,
+        to: tuple[IPAddress, int] | None = None,
+        receive_port: int | None = None,
     ) -> Delivery:
-        """One datagram from (src, sport) to (dst, dport) across the router."""
+        """One datagram from (src, sport) to (dst, dport) across the router;
+        ``to``: the address and port it is sent to when that is not dst's
+        (NAT), ``receive_port``: where dst waits for it, if not at dport."""
         self._check_open()
         return self._driver.udp_send(
-            src, sport, dst, dport, payload, family=family, timeout=timeout
+            src, sport, dst, dport, payload, family=family, timeout=timeout, to=to, receive_port=receive_port
         )
 
     def tcp_connect(
@@ -337,10 +387,21 @@ class Lab:
         family: Family = 4,
         *,
         timeout: float | None = None,
+        to: tuple[IPAddress, int] | None = None,
     ) -> TcpConnection:
-        """An established TCP connection from (client, cport) to (server, sport)."""
+        """An established TCP connection from (client, cport) to (server, sport),
+        dialled at ``to`` when NAT puts the server there."""
         self._check_open()
-        return self._driver.tcp_connect(client, cport, server, sport, family, timeout=timeout)
+        return self._driver.tcp_connect(client, cport, server, sport, family, timeout=timeout, to=to)
+
+    def set_nat(self, nat: NatTopology) -> None:
+        """Load the router's nat chains for ``nat`` (none when empty), in a table of
+        their own so the helper's table stays; a no-op when they are loaded already."""
+        self._check_open()
+        if nat == self.nat:
+            return
+        self._nft(render_nat_ruleset(nat), "nat ruleset")
+        self.nat = nat
 
     def sweep_stragglers(self) -> int:
         """How many datagrams so far arrived after their delivery check gave up
@@ -543,10 +604,13 @@ class Lab:
                         _add_neighbour(ipr, eth0, addr, macs[peer])
 
     def _load_ruleset(self) -> None:
+        self._nft(render_ruleset(self.sip_ports, self.helper, self.helper_type), "router ruleset")
+
+    def _nft(self, ruleset: str, what: str) -> None:
         try:
             proc = subprocess.run(
                 ["ip", "netns", "exec", self.router_netns, "nft", "-f", "-"],
-                input=render_ruleset(self.sip_ports, self.helper, self.helper_type),
+                input=ruleset,
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -555,8 +619,9 @@ class Lab:
             raise LabError(f"{exc.filename} not found (see sipct.harness.prereq)") from exc
         if proc.returncode != 0:
             raise LabError(
-                f"nft rejected the router ruleset in {self.router_netns}: "
-                f"{proc.stderr.strip()} (run sipct.harness.prereq.check_prerequisites())"
+                f"nft rejected the {what} in {self.router_netns}: "
+                f"{proc.stderr.strip()} (run sipct.harness.prereq.check_prerequisites(); NAT needs "
+                f"CONFIG_NFT_NAT and CONFIG_NF_NAT_SIP)"
             )
 
 

@@ -23,6 +23,7 @@ from sipct.netlink.socket import CtExpSocket
 from sipct.netlink.ctexp import MasterTuple
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation, expectation_key
+from sipct.spec.predict import StepPrediction
 from sipct.spec.report import describe_step
 from sipct.spec.topology import TCP_SEGMENT_SIZE
 
@@ -61,6 +62,9 @@ class StepObservation:
     expectations: tuple[Expectation, ...]
     events: tuple[KernelEvent, ...]
     late: int = 0  # datagrams judged dropped that arrived after all, seen during this step
+    # The ends as the receiver saw them: the peer (source) and its own address (destination).
+    src: tuple[str, int] | None = None
+    dst: tuple[str, int] | None = None
 
 
 @dataclass
@@ -113,7 +117,8 @@ class DialogRunner:
 
     def run(self, dialog: Dialog, ports: tuple[int, ...],
             expected: Sequence[bool | None] | None = None,
-            on_step: Callable[[Lab, int], None] | None = None) -> KernelRun:
+            on_step: Callable[[Lab, int], None] | None = None,
+            predicted: Sequence[StepPrediction] | None = None) -> KernelRun:
         """Run ``dialog``; ``expected`` (per step: will it be delivered?, e.g.
         from the spec) makes the wait for a packet long when it should arrive
         and short when it should not. Late arrivals are counted either way.
@@ -121,11 +126,13 @@ class DialogRunner:
         ``len(dialog.steps)`` after the last): a capture tells the steps'
         packets apart by it."""
         with doing(f"dialog {dialog.name} ({dialog.source})") as task:
-            return self._run(dialog, ports, expected, task, on_step)
+            return self._run(dialog, ports, expected, task, on_step, predicted)
 
     def _run(self, dialog: Dialog, ports: tuple[int, ...], expected: Sequence[bool | None] | None,
-             task: Doing, on_step: Callable[[Lab, int], None] | None) -> KernelRun:
+             task: Doing, on_step: Callable[[Lab, int], None] | None,
+             predicted: Sequence[StepPrediction] | None = None) -> KernelRun:
         lab, names = self._lab_for(dialog, ports)
+        lab.set_nat(dialog.nat)
         lab.reset()
         family = dialog.family
         result = KernelRun(dialog)
@@ -146,6 +153,8 @@ class DialogRunner:
                     timeout = max(timeout, DELIVERY_TIMEOUT)
                 delivered: bool | None = None
                 data: bytes | None = None
+                seen: tuple = (None, None)
+                plan = predicted[index] if predicted is not None and index < len(predicted) else None
                 if isinstance(step, Wait):
                     now += step.seconds
                     _sleep_until(started + now)
@@ -158,7 +167,8 @@ class DialogRunner:
                 elif isinstance(step, Connect):
                     with _carrying(dialog, index, step):
                         conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
-                                               step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT))
+                                               step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT),
+                                               to=_dialled(dialog, step, IPPROTO_TCP))
                     _check_segment_size(dialog, index, step, conn)
                     key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
                     connections[key] = (conn, True)
@@ -167,13 +177,15 @@ class DialogRunner:
                 else:
                     assert isinstance(step, Send)
                     with _carrying(dialog, index, step):
-                        delivery = self._send(lab, names, step, family, connections, timeout)
+                        delivery = self._send(lab, names, dialog, step, family, connections, timeout, plan)
                     delivered, data = delivery.delivered, delivery.data
+                    seen = (_endpoint(delivery.src), _endpoint(delivery.dst))
                 elapsed = time.monotonic() - started
                 table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=expectation_key))
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
                 late, stragglers = lab.sweep_stragglers() - stragglers, lab.sweep_stragglers()
-                result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late))
+                result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late,
+                                                    *seen))
             if on_step is not None:
                 on_step(lab, len(dialog.steps))
         except BaseException:
@@ -198,16 +210,43 @@ class DialogRunner:
                 sock.close()
             self._netlink = None
 
-    def _send(self, lab: Lab, names: dict[str, str], step: Send, family: int,
-              connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]], timeout: float) -> Delivery:
+    def _send(self, lab: Lab, names: dict[str, str], dialog: Dialog, step: Send, family: int,
+              connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]], timeout: float,
+              plan: StepPrediction | None = None) -> Delivery:
+        # Under NAT the spec says where the packets arrive and what they hold.
+        arrivals = plan.arrivals if plan is not None else ()
         if step.proto != IPPROTO_TCP:
+            first = arrivals[0] if arrivals else None
+            receive_port = first.dport if first is not None and first.host == step.dst.host else None
             return lab.udp_send(names[step.src.host], step.src.port, names[step.dst.host], step.dst.port,
-                                step.payload, family=family, timeout=timeout)
+                                step.payload, family=family, timeout=timeout, to=_dialled(dialog, step, step.proto),
+                                receive_port=receive_port)
         key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
         if key not in connections:
             raise ValueError(f"line {step.line}: TCP data on {step.src} -> {step.dst} before a connect step")
         conn, from_client = connections[key]
-        return conn.send(from_client, step.on_wire(family), timeout=timeout)
+        segments = step.on_wire(family)
+        lengths = None
+        if arrivals:
+            lengths = [len(a.payload) if a is not None else len(seg) for a, seg in zip(arrivals, segments)]
+            lengths += [len(seg) for seg in segments[len(lengths):]]
+        return conn.send(from_client, segments, timeout=timeout, receive_lengths=lengths)
+
+
+def _dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple | None:
+    """Where the sender addresses the packet when NAT (or the step's via:) puts
+    the receiver at another address or port than its own."""
+    if isinstance(step, Send) and step.via is not None:
+        return step.via
+    if not dialog.nat:
+        return None
+    hosts = dialog.hosts
+    face = dialog.nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, proto)
+    return None if face == (hosts[step.dst.host], step.dst.port) else face
+
+
+def _endpoint(ep: object) -> tuple[str, int] | None:
+    return None if ep is None else (str(ep[0]), int(ep[1]))  # type: ignore[index]
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sipct.netlink.ctexp import KernelExpectation
-from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectNat, ExpectTuple
 from sipct.spec.params import DEFAULT_PARAMS, ModuleParams
 from sipct.spec.profiles import KernelProfile, profile_for_kernel
 
@@ -112,4 +112,5 @@ def to_spec(exp: KernelExpectation, now: float) -> Expectation:
         master=ConnTuple(m.src, m.dst, m.proto, m.sport or 0, m.dport or 0),
         expires=now + exp.timeout,
         helper=exp.helper or "",
+        nat=None if exp.nat is None else ExpectNat(exp.nat.dir, exp.nat.src, exp.nat.sport or 0),
     )

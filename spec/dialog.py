@@ -41,7 +41,8 @@ from .expectation import (IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, Address, Expect
 from .params import ModuleParams, ParameterError
 from .printable import printable
 from .profiles import PROFILES
-from .topology import TCP_WRITE_MAX, UDP_PAYLOAD_MAX, network_of, router_address, wire_segments
+from .natmap import DestinationNat, NatTopology, SourceNat
+from .topology import TCP_WRITE_MAX, UDP_PAYLOAD_MAX, Network, network_of, router_address, wire_segments
 
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAMILIES = {"ipv4": 4, "ipv6": 6}
@@ -94,16 +95,22 @@ class ExpectedExpectation:
     dport: int
     klass: ExpectClass
     flags: ExpectFlag
+    nat: tuple[str, int] | None = None  # the NAT part's saved host and port
 
-    def resolve(self, hosts: dict[str, Address]) -> tuple:
+    def resolve(self, hosts: dict[str, Address], with_nat: bool = False) -> tuple:
         """The comparison key shared with :func:`expectation_key`."""
         src = "*" if self.src is None else str(hosts[self.src])
-        return (self.proto, src, str(hosts[self.dst]), self.dport, int(self.klass), int(self.flags))
+        dst = str(hosts[self.dst]) if self.dst in hosts else self.dst.strip("[]")
+        key = (self.proto, src, str(ipaddress.ip_address(dst)), self.dport, int(self.klass), int(self.flags))
+        if with_nat:
+            key += (None if self.nat is None else (str(hosts[self.nat[0]]), self.nat[1]),)
+        return key
 
     def __str__(self) -> str:
         flags = ",".join(self.flags.labels())
+        nat = f" nat {self.nat[0]}:{self.nat[1]}" if self.nat else ""
         return (f"{PROTO_NAMES[self.proto]} {self.src or '*'}:* -> {self.dst}:{self.dport} {self.klass.label}"
-                + (f" {flags}" if flags else ""))
+                + (f" {flags}" if flags else "") + nat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,7 @@ class Send:
     proto: int
     segments: tuple[bytes, ...]  # one datagram (UDP) or the TCP writes (split_at)
     expect: StepExpect | None = None
+    via: tuple[Address, int] | None = None  # where the sender sends to, when not the receiver's face
 
     @property
     def payload(self) -> bytes:
@@ -183,6 +191,7 @@ class Dialog:
     description: str = ""
     kernels: tuple[str, ...] = ()  # profiles the dialog is meant for; empty = all
     tags: tuple[str, ...] = field(default_factory=tuple)
+    nat: NatTopology = field(default_factory=NatTopology)  # the router's NAT rules
     # What the loader found suspicious in the file. Not part of the dialog's identity: the same dialog written
     # another way (dump_dialog's raw bytes) has none.
     warnings: tuple[DialogWarning, ...] = field(default=(), compare=False)
@@ -210,22 +219,30 @@ class Dialog:
         src = "*" if t.src is None else (self.host_of(t.src) or str(t.src))
         dst = self.host_of(t.dst) or str(t.dst)
         flags = ",".join(expectation.flags.labels())
+        if t.dst.version == 6 and dst == str(t.dst):
+            dst = f"[{dst}]"
+        nat = ""
+        if expectation.nat is not None:
+            nat = f" nat {self.host_of(expectation.nat.addr) or expectation.nat.addr}:{expectation.nat.port}"
         return (f"{PROTO_NAMES.get(t.proto, t.proto)} {src}:* -> {dst}:{t.dport} {expectation.klass.label}"
-                + (f" {flags}" if flags else ""))
+                + (f" {flags}" if flags else "") + nat)
 
 
 # --- loading -------------------------------------------------------------------------------------
-TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)(\.uri)?\}")
+TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)(\.public)?(\.uri)?\}")
 _ENDPOINTS = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*->\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*$")
+# The destination is a host or, under NAT, an address (the router's); "nat
+# HOST:PORT" asserts the NAT part's saved address and port.
 _EXPECTATION = re.compile(
-    r"^\s*(udp|tcp)\s+(\*|[A-Za-z_][\w-]*):\*\s*->\s*([A-Za-z_][\w-]*):(\d+)\s+"
-    r"(signalling|audio|video|image)(?:\s+([A-Z,]+))?\s*$")
+    r"^\s*(udp|tcp)\s+(\*|[A-Za-z_][\w-]*):\*\s*->\s*([A-Za-z_][\w-]*|[0-9.]+|\[[0-9A-Fa-f:.]+\]):(\d+)\s+"
+    r"(signalling|audio|video|image)(?:\s+([A-Z,]+))?(?:\s+nat\s+([A-Za-z_][\w-]*):(\d+))?\s*$")
 
 
 class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.templates = True
+        self.nat_topology = NatTopology()
         self.warnings: list[DialogWarning] = []
 
     def fail(self, node: yaml.Node | None, message: str) -> DialogError:
@@ -281,7 +298,7 @@ class _Loader:
             raise DialogError(self.source, None, "the file is empty")
         top = self.mapping(root, "dialog")
         self.unknown_keys(top, {"name", "description", "family", "transport", "params", "hosts", "steps",
-                                "kernels", "tags", "templates"}, "dialog")
+                                "kernels", "tags", "templates", "nat"}, "dialog")
         if "templates" in top:
             self.templates = self.boolean(top["templates"], "templates")
         for required in ("hosts", "steps"):
@@ -297,6 +314,8 @@ class _Loader:
             raise self.fail(top["transport"], f"transport must be udp or tcp, not {transport!r}")
         params = self.params(top["params"]) if "params" in top else None
         hosts = self.hosts(top["hosts"], family)
+        nat = self.nat(top["nat"], hosts, family) if "nat" in top else NatTopology()
+        self.nat_topology = nat
         kernels: tuple[str, ...] = ()
         if "kernels" in top:
             kernels = tuple(self.scalar(n, "kernels[]") for n in self.sequence(top["kernels"], "kernels"))
@@ -309,8 +328,105 @@ class _Loader:
         if not steps:
             raise self.fail(top["steps"], "steps: a dialog needs at least one step")
         description = self.scalar(top["description"], "description") if "description" in top else ""
-        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags,
+        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags, nat,
                       tuple(self.warnings))
+
+    def nat(self, node: yaml.Node, hosts: dict[str, Address], family: int) -> NatTopology:
+        """``nat:`` - the router's nat rules, first match wins in each chain::
+
+            nat:
+              - masquerade: 192.0.2.0/24      # a network, a host, or host:port
+              - snat: phone:5060
+                to: 203.0.113.1:40000         # an address, or address:port
+              - dnat: 203.0.113.1:5060        # what the outside sends to
+                to: pbx:5060
+                transport: udp                # optional: udp or tcp only
+        """
+        snat: list[SourceNat] = []
+        dnat: list[DestinationNat] = []
+        for i, item in enumerate(self.sequence(node, "nat")):
+            what = f"nat[{i}]"
+            fields = self.mapping(item, what)
+            kinds = [k for k in ("masquerade", "snat", "dnat") if k in fields]
+            if len(kinds) != 1:
+                raise self.fail(item, f"{what}: a rule is exactly one of masquerade, snat, dnat")
+            kind = kinds[0]
+            proto = None
+            if "transport" in fields:
+                name = self.scalar(fields["transport"], f"{what}.transport")
+                if name not in PROTOS:
+                    raise self.fail(fields["transport"], f"{what}.transport must be udp or tcp, not {name!r}")
+                proto = PROTOS[name]
+            if kind == "dnat":
+                self.unknown_keys(fields, {"dnat", "to", "transport"}, what)
+                if "to" not in fields:
+                    raise self.fail(item, f"{what}: dnat needs to: HOST:PORT")
+                addr, port = self.nat_address(fields["dnat"], f"{what}.dnat", hosts, family, need_port=True)
+                to_host, to_port = self.host_port(fields["to"], f"{what}.to", hosts)
+                assert port is not None
+                dnat.append(DestinationNat(addr, port, hosts[to_host], to_port, proto))
+                continue
+            self.unknown_keys(fields, {kind, "to", "transport"} if kind == "snat" else {kind, "transport"}, what)
+            inside, host, sport = self.nat_source(fields[kind], f"{what}.{kind}", hosts, family)
+            to: Address | None = None
+            to_port: int | None = None
+            if kind == "snat":
+                if "to" not in fields:
+                    raise self.fail(item, f"{what}: snat needs to: ADDRESS[:PORT] (masquerade needs none)")
+                to, to_port = self.nat_address(fields["to"], f"{what}.to", hosts, family, need_port=False)
+            snat.append(SourceNat(inside, to, to_port, host, sport, proto))
+        return NatTopology(tuple(snat), tuple(dnat))
+
+    def host_port(self, node: yaml.Node, what: str, hosts: dict[str, Address]) -> tuple[str, int]:
+        text = self.scalar(node, what)
+        match = re.fullmatch(r"\s*([A-Za-z_][\w-]*)\s*:\s*(\d+)\s*", text)
+        if not match or match.group(1) not in hosts or not 1 <= int(match.group(2)) <= 65535:
+            raise self.fail(node, f"{what}: expected HOST:PORT of a host of the dialog, got {text!r}")
+        return match.group(1), int(match.group(2))
+
+    def nat_source(self, node: yaml.Node, what: str, hosts: dict[str, Address],
+                   family: int) -> tuple[Network, Address | None, int | None]:
+        text = self.scalar(node, what).strip()
+        name, _, port = text.partition(":") if not text.startswith("[") and text.count(":") <= 1 else (text, "", "")
+        if name in hosts:
+            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise self.fail(node, f"{what}: {port!r} is not a port")
+            return network_of(hosts[name]), hosts[name], int(port) if port else None
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise self.fail(node, f"{what}: expected a network, HOST or HOST:PORT, got {text!r}") from None
+        if net.version != family:
+            raise self.fail(node, f"{what}: {net} is not an IPv{family} network")
+        return net, None, None
+
+    def nat_address(self, node: yaml.Node, what: str, hosts: dict[str, Address], family: int, *,
+                    need_port: bool) -> tuple[Address, int | None]:
+        """An address NAT maps to: the router's own address in a network of
+        the dialog, or one in no host's network (the hosts route it to the
+        router); a host's network address would be looked for on its link."""
+        text = self.scalar(node, what).strip()
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)|([0-9A-Fa-f:.]+)", text)
+        if not match:
+            raise self.fail(node, f"{what}: expected ADDRESS{'' if need_port else '[:PORT]'}:PORT, got {text!r}")
+        addr_text = match.group(1) or match.group(3) or match.group(5)
+        port_text = match.group(2) or match.group(4)
+        try:
+            addr = ipaddress.ip_address(addr_text)
+        except ValueError:
+            raise self.fail(node, f"{what}: {addr_text!r} is not an IP address") from None
+        if addr.version != family:
+            raise self.fail(node, f"{what}: {addr} is not an IPv{family} address")
+        if need_port and port_text is None:
+            raise self.fail(node, f"{what}: give the port too (ADDRESS:PORT)")
+        if port_text is not None and not 1 <= int(port_text) <= 65535:
+            raise self.fail(node, f"{what}: port {port_text} is out of range")
+        host_nets = {network_of(a) for a in hosts.values()}
+        if network_of(addr) in host_nets and addr != router_address(network_of(addr)):
+            raise self.fail(node, f"{what}: {addr} is in the hosts' network {network_of(addr)} but not the "
+                                  f"router's address there ({router_address(network_of(addr))}): nothing would "
+                                  f"answer for it on that link")
+        return addr, int(port_text) if port_text is not None else None
 
     def params(self, node: yaml.Node) -> ModuleParams:
         fields = self.mapping(node, "params")
@@ -394,7 +510,7 @@ class _Loader:
             return Connect(line, src, dst)
 
         self.unknown_keys(fields, {"send", "transport", "message", "messages", "raw", "eol", "split_at",
-                                   "expect", "no_blank_line"}, what)
+                                   "expect", "no_blank_line", "via"}, what)
         src, dst = self.endpoints(fields["send"], hosts, f"{what}.send")
         proto = self.transport(fields, what, default_proto)
         eol = EOLS["crlf"]
@@ -406,7 +522,7 @@ class _Loader:
         bodies = [k for k in ("message", "messages", "raw") if k in fields]
         if len(bodies) != 1:
             raise self.fail(node, f"{what}: give exactly one of message, messages, raw")
-        render = _Renderer(hosts, family, self.templates)
+        render = _Renderer(hosts, family, self.templates, self.nat_topology)
         texts: list[tuple[yaml.Node, str, bytes]] = []  # the messages written as text: node, what, bytes
         if bodies[0] == "message":
             payload = render.message(self.scalar(fields["message"], f"{what}.message"), eol)
@@ -446,7 +562,11 @@ class _Loader:
         if not payload:
             raise self.fail(node, f"{what}: the payload is empty")
         expect = self.expect(fields["expect"], f"{what}.expect", hosts) if "expect" in fields else None
-        return Send(line, src, dst, proto, segments, expect)
+        via = None
+        if "via" in fields:
+            addr, port = self.nat_address(fields["via"], f"{what}.via", hosts, family, need_port=True)
+            via = (addr, port)
+        return Send(line, src, dst, proto, segments, expect, via)
 
     def blank_lines(self, fields: dict[str, yaml.Node], what: str, texts: list[tuple[yaml.Node, str, bytes]],
                     eol: bytes) -> None:
@@ -510,17 +630,23 @@ class _Loader:
         match = _EXPECTATION.match(text)
         if not match:
             raise self.fail(node, f"{what}: expected 'udp|tcp SRC:* -> DST:PORT CLASS [FLAGS]', got {text!r}")
-        proto, src, dst, dport, klass, flags = match.groups()
-        for host in (src, dst):
-            if host != "*" and host not in hosts:
+        proto, src, dst, dport, klass, flags, nat_host, nat_port = match.groups()
+        for host in (src, dst, nat_host):
+            if host is not None and host != "*" and host not in hosts and not host[0] in "0123456789[":
                 raise self.fail(node, f"{what}: unknown host {host!r}")
+        if dst not in hosts:
+            try:
+                ipaddress.ip_address(dst.strip("[]"))
+            except ValueError:
+                raise self.fail(node, f"{what}: {dst!r} is neither a host nor an address") from None
         flag_value = ExpectFlag.NONE
         for name in (flags.split(",") if flags else []):
             if name not in ("PERMANENT", "INACTIVE", "USERSPACE"):
                 raise self.fail(node, f"{what}: unknown flag {name!r}")
             flag_value |= ExpectFlag[name]
         return ExpectedExpectation(PROTOS[proto], None if src == "*" else src, dst, int(dport),
-                                   ExpectClass[klass.upper()], flag_value)
+                                   ExpectClass[klass.upper()], flag_value,
+                                   (nat_host, int(nat_port)) if nat_host else None)
 
 
 class _Renderer:
@@ -528,21 +654,25 @@ class _Renderer:
     address as a SIP URI host (IPv6 in brackets), ``{body_length}`` the length
     of the message body (bytes after the first blank line)."""
 
-    def __init__(self, hosts: dict[str, Address], family: int, enabled: bool = True) -> None:
+    def __init__(self, hosts: dict[str, Address], family: int, enabled: bool = True,
+                 nat: NatTopology | None = None) -> None:
         self.hosts = hosts
         self.family = family
         self.enabled = enabled
+        self.nat = nat or NatTopology()
 
     def substitute(self, text: str, body_length: int | None = None) -> str:
         if not self.enabled:
             return text
 
         def replace(match: re.Match[str]) -> str:
-            name, uri = match.group(1), match.group(2)
-            if name == "body_length" and body_length is not None and not uri:
+            name, public, uri = match.group(1), match.group(2), match.group(3)
+            if name == "body_length" and body_length is not None and not uri and not public:
                 return str(body_length)
             if name in self.hosts:
                 addr = self.hosts[name]
+                if public:
+                    addr = public_address(self.nat, self.hosts, name)
                 return f"[{addr}]" if uri and addr.version == 6 else str(addr)
             return match.group(0)
 
@@ -559,6 +689,25 @@ class _Renderer:
         # The body length is that of the rendered body, so render it first.
         body_bytes = self.substitute(body).encode("utf-8")
         return self.substitute(joined, len(body_bytes)).encode("utf-8")
+
+
+def public_address(nat: NatTopology, hosts: dict[str, Address], name: str) -> Address:
+    """``{host.public}``: the address hosts on the other side of the NAT see
+    ``host`` at - a port forward's address, the address its source NAT
+    gives it (masquerade: the router's address in the first network of
+    another host outside), or its own."""
+    addr = hosts[name]
+    for d in nat.dnat:
+        if d.to == addr:
+            return d.addr
+    for rule in nat.snat:
+        if rule.host == addr or (rule.host is None and addr in rule.inside):
+            if rule.to is not None:
+                return rule.to
+            for other in hosts.values():
+                if other not in rule.inside:
+                    return router_address(network_of(other))
+    return addr
 
 
 def load_dialog(path: str | Path, *, loader: type = LOADER) -> Dialog:
@@ -592,14 +741,18 @@ def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) 
     return _Loader(source).dialog(root)
 
 
-def expectation_key(e: Expectation) -> tuple:
+def expectation_key(e: Expectation, with_nat: bool = False) -> tuple:
     """How an actual expectation compares with an :class:`ExpectedExpectation`:
     what a dialog's ``expect:`` entry writes of it - protocol, source (or any),
-    destination and port, class, flags. Not which row of the table it is: a
+    destination and port, class, flags (``with_nat``: and the NAT part's saved
+    address and port). Not which row of the table it is: a
     dialog names no family, source port or master, so tables and events are
     compared by :func:`sipct.spec.expectation.expectation_key`."""
     t: ExpectTuple = e.tuple
-    return (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))
+    key = (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))
+    if with_nat:
+        key += (None if e.nat is None else (str(e.nat.addr), e.nat.port),)
+    return key
 
 
 # --- writing ---------------------------------------------------------------------------------------

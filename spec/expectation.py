@@ -138,6 +138,27 @@ class ExpectTuple:
         return f"{PROTO_NAMES.get(self.proto, self.proto)} {_ep(self.src, self.sport)} -> {_ep(self.dst, self.dport)}"
 
 
+IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY = 0, 1
+DIR_NAMES = {IP_CT_DIR_ORIGINAL: "original", IP_CT_DIR_REPLY: "reply"}
+NAT_EXPECTFN = "sip"  # nf_nat_sip.c registers nf_nat_sip_expected as expectfn "sip"
+
+
+@value(order=True)
+class ExpectNat:
+    """The NAT part of an expectation (``exp->dir``, ``exp->saved_addr``,
+    ``exp->saved_proto``): nf_nat_sip's hooks move the expectation's
+    destination to where the peer sends, and keep here where the connection
+    must go instead (``nf_nat_sip_expected()`` maps it there). ctnetlink
+    reports it as CTA_EXPECT_NAT, with CTA_EXPECT_FN "sip"."""
+
+    dir: int  # the direction of the master the expected connection comes from
+    addr: Address
+    port: int
+
+    def __str__(self) -> str:
+        return f"nat {DIR_NAMES.get(self.dir, self.dir)} {_ep(self.addr, self.port)}"
+
+
 @value
 class Expectation:
     """One row of the expectation table, as both the spec and ctnetlink report it."""
@@ -148,6 +169,7 @@ class Expectation:
     master: ConnTuple  # the master's original-direction tuple
     expires: float  # absolute time (the caller's clock) at which it expires
     helper: str = HELPER_NAME
+    nat: ExpectNat | None = None  # set by nf_nat_sip's hooks, with expectfn "sip"
 
     def remaining(self, now: float) -> float:
         return self.expires - now
@@ -155,7 +177,8 @@ class Expectation:
     def describe(self, now: float | None = None) -> str:
         flags = ",".join(self.flags.labels()) or "-"
         timeout = "" if now is None else f" timeout={self.remaining(now):.0f}s"
-        return f"{self.tuple} class={self.klass.label} flags={flags} helper={self.helper}{timeout}"
+        nat = "" if self.nat is None else f" {self.nat} fn={NAT_EXPECTFN}"
+        return f"{self.tuple} class={self.klass.label} flags={flags} helper={self.helper}{nat}{timeout}"
 
 
 def expectation_key(e: Expectation) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import rules
-from .expectation import Address
+from .expectation import Address, ExpectTuple
 from .master import Master
 from .media import SameInterface, Verdict, process_sdp, set_expected_rtp_rtcp
 from .params import ModuleParams
@@ -42,6 +42,7 @@ class PacketContext:
     trace: Trace
     same_interface: SameInterface | None
     packet_dst: Address
+    forced_dport: int = 0  # the destination port nf_nat_sip() gave a reply (Cisco phones)
 
     def parse_cseq(self, no_cseq: Rule, bad_cseq: Rule) -> tuple[int, Verdict, int, int]:
         """The CSeq lookup shared by process_sip_request() and
@@ -101,6 +102,15 @@ class RegisterRequest:
     cseq: int
     binding: Binding | None  # None when refused
     refusal: Firing | None = None  # why the kernel does not support the Contact
+    matchoff: int = 0  # the Contact's host[:port] (nf_nat_sip_expect() rewrites it)
+    matchlen: int = 0
+    family: int = 4
+
+    @property
+    def expect(self) -> ExpectTuple:
+        """The signalling expectation's tuple (nf_ct_expect_init() in process_register_request())."""
+        b = self.binding
+        return ExpectTuple(self.family, b.proto, b.saddr, b.addr, b.port)  # type: ignore[union-attr]
 
     @property
     def expires(self) -> int:
@@ -139,7 +149,8 @@ def parse_register(ctx: PacketContext, cseq: int) -> RegisterRequest:
     if ret > 0:
         expires = number
     saddr = master.tuple_for(not ctx.reply).src if ctx.params.sip_direct_signalling else None
-    return RegisterRequest(cseq, Binding(uri.addr, proto, uri.port, expires, saddr))
+    return RegisterRequest(cseq, Binding(uri.addr, proto, uri.port, expires, saddr), None, uri.matchoff, uri.matchlen,
+                           master.family)
 
 
 def process_register_request(ctx: PacketContext, cseq: int) -> Verdict:
@@ -270,5 +281,10 @@ def process_sip_response(ctx: PacketContext) -> Verdict:
 
 def process_sip_msg(ctx: PacketContext) -> Verdict:
     if ctx.msg.lower.startswith(b"sip/2.0 ", ctx.msg.start):
-        return process_sip_response(ctx)
-    return process_sip_request(ctx)
+        verdict = process_sip_response(ctx)
+    else:
+        verdict = process_sip_request(ctx)
+    if verdict is None:
+        # "if (ret == NF_ACCEPT && ct->status & IPS_NAT_MASK)": hooks->msg
+        verdict = ctx.master.nat.send("message", ctx)
+    return verdict

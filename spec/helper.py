@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import rules
@@ -30,7 +30,9 @@ from .parse import SIP_HDR_CONTENT_LENGTH, SipMessage
 from .profiles import DEFAULT_PROFILE, KernelProfile
 from .rules import Rule
 from .scan import simple_strtoul
-from .table import ExpectationTable, TableEvent
+from .natmap import NatTopology
+from .natsip import nat_sip_expected
+from .table import Entry, ExpectationTable, TableEvent
 from .trace import Firing, Trace
 from .values import value
 
@@ -80,6 +82,24 @@ class Conntrack:
     # ct->proto.udp.stream_ts (nf_conntrack_udp_packet): 2 s after the first packet.
     udp_stream_ts: float = float("-inf")
     connection: Runtime = field(default_factory=lambda: Runtime(CONNECTION))
+    reply: ConnTuple | None = None  # ct->tuplehash[IP_CT_DIR_REPLY]; None: original.reply()
+    local: bool = False  # bound to one of the router's own addresses: delivered to the router, not forwarded
+    # struct nf_ct_seqadj per direction (original, reply): the summed NAT length changes so far.
+    seq_offset: list[int] | None = None
+
+    translated: bool = False  # IPS_NAT_MASK: the reply tuple is not the original's inverse
+
+    def __post_init__(self) -> None:
+        if self.reply is None:
+            self.reply = self.original.reply()
+        else:
+            self.translated = self.reply != self.original.reply()
+
+    def leaving(self, reply: bool) -> ConnTuple:
+        """The tuple a packet of this direction leaves the router with: NAT
+        makes it the inverse of the other direction's tuple."""
+        other = self.original if reply else self.reply
+        return other.reply()  # type: ignore[union-attr]
 
     @property
     def seen_reply(self) -> bool:
@@ -97,6 +117,9 @@ class ConntrackContext:
     pkt: "Packet | None"
     now: float
     trace: Trace
+    payload: bytes | None = None  # the payload as NAT rewrote it (None: untouched)
+    forced_dport: int = 0  # nf_nat_sip()'s destination port of a reply
+    seq_shift: int = 0  # the sequence-number shift of this segment (TCP under NAT)
 
 
 @value
@@ -111,6 +134,12 @@ class PacketResult:
     helper_attached: bool
     related_to: Expectation | None = None
     transitions: tuple[tuple[str, str, str], ...] = ()
+    # How the packet leaves the router when NAT changed it (None: as it came):
+    # its tuple after NAT and its payload after nf_nat_sip's rewrites.
+    out_tuple: ConnTuple | None = None
+    out_payload: bytes | None = None
+    seq_shift: int = 0  # TCP: what seqadj adds to this segment's sequence number
+    local: bool = False  # addressed to the router itself: not forwarded
 
     @property
     def rule_ids(self) -> list[str]:
@@ -122,6 +151,9 @@ class SipHelper:
     params: ModuleParams = DEFAULT_PARAMS
     profile: KernelProfile = DEFAULT_PROFILE
     same_interface: SameInterface | None = None
+    nat: NatTopology = field(default_factory=NatTopology)
+    # Whether an address is the router's own (routing is the caller's: the spec is pure).
+    router_owns: Callable[[Address], bool] | None = None
     table: ExpectationTable = field(init=False)
     # Both directions of every conntrack, keyed by the tuple's fields (see
     # _key): building a ConnTuple per packet just to look it up costs more
@@ -181,7 +213,10 @@ class SipHelper:
         an expectation), the SYN-ACK is the reply that makes it ESTABLISHED; no
         payload, so the helper itself does nothing."""
         result = self.packet(Packet(client, cport, server, sport, IPPROTO_TCP), now, syn=True)
-        self.packet(Packet(server, sport, client, cport, IPPROTO_TCP), now, syn=True)
+        found = self._conntracks.get((client, server, IPPROTO_TCP, cport, sport))
+        back = found[0].reply if found is not None else ConnTuple(server, client, IPPROTO_TCP, sport, cport)
+        assert back is not None
+        self.packet(Packet(back.src, back.sport, back.dst, back.dport, IPPROTO_TCP), now, syn=True)
         return result
 
     def tcp_reset(self, a: Address, aport: int, b: Address, bport: int, now: float) -> Trace:
@@ -215,6 +250,10 @@ class SipHelper:
             # the first reply still gets the unreplied timeout.
             connection.send("reply", ctx)
         verdict: Verdict = None
+        if ct.local:
+            if new:
+                connection.send("confirm", ctx)
+            return self._result(ctx, None, trace, journal_start, new, local=True)
         # sip_help_tcp() keeps no stream state: after it dropped a segment, the
         # later segments of that direction (and each retransmission of the
         # dropped one) are helped on their own, although the receiver's TCP
@@ -228,6 +267,18 @@ class SipHelper:
                 trace.fire(rules.NO_PAYLOAD)
             if new:
                 connection.send("confirm", ctx)
+        return self._result(ctx, verdict, trace, journal_start, new)
+
+    def _result(self, ctx: ConntrackContext, verdict: Verdict, trace: Trace, journal_start: int, new: bool, *,
+                local: bool = False) -> PacketResult:
+        ct, pkt = ctx.ct, ctx.pkt
+        assert pkt is not None
+        out_tuple = None
+        if ct.translated or ctx.forced_dport:
+            out_tuple = ct.leaving(ctx.reply)
+            if ctx.forced_dport:
+                out_tuple = ConnTuple(out_tuple.src, out_tuple.dst, out_tuple.proto, out_tuple.sport,
+                                      ctx.forced_dport)
         return PacketResult(
             accepted=verdict is None,
             drop_rule=verdict,
@@ -237,6 +288,10 @@ class SipHelper:
             helper_attached=ct.master is not None,
             related_to=ct.expected_from if new else None,
             transitions=tuple(trace.transitions),
+            out_tuple=out_tuple,
+            out_payload=ctx.payload,
+            seq_shift=ctx.seq_shift,
+            local=local,
         )
 
     # --- conntracks the kernel knows and the spec did not see --------------------------------
@@ -290,20 +345,44 @@ class SipHelper:
         """init_conntrack(): match an expectation, then the nft ``ct helper set``
         rule attaches the helper if the conntrack has none yet."""
         original = pkt.tuple
-        ct = Conntrack(original, now, udp_stream_ts=now + 2)
         entry = self.table.match(pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, now, trace)
+        ct = Conntrack(original, now, udp_stream_ts=now + 2, reply=self._bind(original, entry, trace))
+        reply = ct.reply
+        assert reply is not None
+        # The nft `ct helper set` rule is in the forward chain: a packet for the
+        # router itself never meets it.
+        ct.local = self.router_owns is not None and self.router_owns(reply.src)
         helper = False
         if entry is not None:
             ct.expected_from = entry.value()
             # Only REGISTER's expectations carry assign_helper (the "sip" helper).
             helper = entry.klass == ExpectClass.SIGNALLING
-        if not helper and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and pkt.dport in self.params.ports:
+        if not helper and not ct.local and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and pkt.dport in self.params.ports:
             helper = True
         if helper:
-            ct.master = Master(original, created=now, timeout_at=now, expected=entry is not None)
+            ct.master = Master(original, created=now, timeout_at=now, expected=entry is not None, reply=reply)
+            ct.master.nat.send("bind", ConntrackContext(self, ct, False, pkt, now, trace), reply)
         self._conntracks[_key(original)] = (ct, False)
-        self._conntracks[_reply_key(original)] = (ct, True)
+        self._conntracks[_key(reply)] = (ct, True)
         return ct
+
+    def _bind(self, original: ConnTuple, entry: Entry | None, trace: Trace) -> ConnTuple:
+        """The conntrack's NAT binding: nf_nat_sip_expected() for a connection
+        that matched a NAT expectation, the router's nat chains for the rest."""
+        dst = src = None
+        if entry is not None and entry.nat is not None:
+            pairs = [(e.tuple, e.nat) for e in reversed(list(self.table.of_master(entry.master))) if e.nat]
+            dst, src = nat_sip_expected(original.src, original.sport, original.proto, entry.klass, entry.nat,
+                                        entry.master, pairs, trace)
+        if not self.nat and dst is None:
+            return None  # type: ignore[return-value]  # no NAT: Conntrack makes original.reply()
+        return self.nat.bind(original, dst=dst, src=src, in_use=self._conntracks.keys())
+
+    def seq_adjust(self, ct: Conntrack, reply: bool, tdiff: int) -> None:
+        """nf_ct_seqadj_set(): later segments of this direction move by tdiff."""
+        if ct.seq_offset is None:
+            ct.seq_offset = [0, 0]
+        ct.seq_offset[reply] += tdiff
 
     def _l4_refresh(self, ct: Conntrack, pkt: Packet, now: float, syn: bool) -> None:
         if pkt.proto == IPPROTO_TCP:
@@ -325,7 +404,7 @@ class SipHelper:
     def unlink_conntrack(self, ct: Conntrack, rule: Rule, trace: Trace) -> None:
         """The conntrack leaves the table, with its expectations (nf_ct_remove_expectations)."""
         self._conntracks.pop(_key(ct.original), None)
-        self._conntracks.pop(_reply_key(ct.original), None)
+        self._conntracks.pop(_key(ct.reply), None)  # type: ignore[arg-type]
         if ct.master is not None:
             self.table.remove_master(ct.master, rule, self._now, trace)
 
@@ -345,17 +424,27 @@ class SipHelper:
             trace.fire(rules.SHORT_PAYLOAD)
         elif pkt.proto == IPPROTO_UDP:
             msg = SipMessage(buf, 0, len(buf), master.family, pkt.proto, self.profile)
-            return process_sip_msg(PacketContext(msg, master, ctx.reply, self.params, self.table, now, trace,
-                                                 self.same_interface, pkt.dst))
+            pctx = PacketContext(msg, master, ctx.reply, self.params, self.table, now, trace, self.same_interface,
+                                 pkt.dst if master.nat.state == "plain" else ct.leaving(ctx.reply).dst)
+            verdict = process_sip_msg(pctx)
+            if pctx.msg.buf is not buf:
+                ctx.payload = pctx.msg.buf
+            ctx.forced_dport = pctx.forced_dport
+            return verdict
         else:
-            verdict = self._help_tcp(master, ctx.reply, pkt, now, trace)
+            if ct.seq_offset is not None:
+                ctx.seq_shift = ct.seq_offset[ctx.reply]
+            verdict = self._help_tcp(master, ctx, pkt, now, trace)
+            if verdict is None:
+                master.nat.send("segment", ctx, len(ctx.payload) - len(buf) if ctx.payload is not None else 0)
         if pkt.proto == IPPROTO_TCP and verdict is None:
             # The peer's ACK follows at once; a pure ACK gets the
             # tracker's ESTABLISHED timeout, not sip_timeout.
             self._set_timeout(ct, now + TCP_TIMEOUT_ESTABLISHED)
         return verdict
 
-    def _help_tcp(self, master: Master, reply: bool, pkt: Packet, now: float, trace: Trace) -> Verdict:
+    def _help_tcp(self, master: Master, cctx: ConntrackContext, pkt: Packet, now: float, trace: Trace) -> Verdict:
+        reply = cctx.reply
         buf = pkt.payload
         limit = len(buf)
         start = 0
@@ -387,13 +476,17 @@ class SipHelper:
                 return None
             trace.fire(rules.TCP_MESSAGE)
             msg = SipMessage(buf, start, msg_end, master.family, pkt.proto, self.profile)
-            verdict = process_sip_msg(self._context(msg, master, reply, pkt, now, trace))
+            pctx = PacketContext(msg, master, reply, self.params, self.table, now, trace, self.same_interface,
+                                 pkt.dst if master.nat.state == "plain" else cctx.ct.leaving(reply).dst)
+            verdict = process_sip_msg(pctx)
             if verdict is not None:
                 return verdict
+            if pctx.msg.buf is not buf:
+                # The rest of the segment moved with the rewrite ("dataoff += msglen").
+                diff = len(pctx.msg.buf) - len(buf)
+                buf = pctx.msg.buf
+                msg_end += diff
+                limit += diff
+                cctx.payload = buf
             start = msg_end
         return None
-
-    def _context(self, msg: SipMessage, master: Master, reply: bool, pkt: Packet, now: float,
-                 trace: Trace) -> PacketContext:
-        return PacketContext(msg, master, reply, self.params, self.table, now, trace,
-                             self.same_interface, pkt.dst)

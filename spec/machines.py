@@ -78,7 +78,8 @@ from statemachine import State, StateMachine
 
 from . import rules
 from .expectation import EALREADY, EBUSY, EMFILE, ExpectClass, ExpectFlag, ExpectTuple
-from .media import process_sdp
+from . import natsip
+from .media import expect_pair, process_sdp
 from .transitions import CONTINUE, CompiledMachine, IllegalTransition, Runtime, compile_machine
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ PERMANENT = ExpectFlag.PERMANENT
 SIGNALLING = ExpectClass.SIGNALLING
 
 __all__ = ["CONTINUE", "IllegalTransition", "Runtime", "MACHINES", "EVENT_ORIGINS",
-           "CONNECTION", "REGISTRAR", "INVITE", "EXPECTATION"]
+           "CONNECTION", "REGISTRAR", "INVITE", "EXPECTATION", "NAT"]
 
 
 class ConnectionMachine(StateMachine):
@@ -252,12 +253,9 @@ class RegistrarMachine(StateMachine):
         """Propose the PERMANENT|INACTIVE expectation for the contact; at most
         one per master, so a new one replaces or evicts the old one."""
         master, binding, trace = ctx.master, request.binding, ctx.trace
-        expect = ExpectTuple(master.family, binding.proto, binding.saddr, binding.addr, binding.port)
-        err, entry = ctx.table.related(master, expect, SIGNALLING, PERMANENT | INACTIVE, ctx.now, trace,
-                                       skip_master=False)
-        if err:
-            trace.fire(rules.REGISTER_FAILED)
-            return rules.REGISTER_FAILED
+        refusal, entry = master.nat.send("signalling_expectation", ctx, request)
+        if refusal is not None:
+            return refusal
         master.signalling = entry
         trace.fire(rules.REGISTER_EXPECT, "%s:%s", binding.addr, binding.port)
         return None
@@ -517,6 +515,123 @@ class ExpectationLifecycle(StateMachine):
         change.entry.master.registrar.send("signalling_gone", change)
 
 
+class NatMachine(StateMachine):
+    """A master's address translation as nf_conntrack_sip sees it.
+
+    ``ct->status & IPS_NAT_MASK`` decides every call through
+    ``nf_nat_sip_hooks``: this machine's state is that bit, and the hooks
+    (:mod:`~sipct.spec.natsip`) are its actions. The binding itself is made
+    by NAT (:mod:`~sipct.spec.natmap`) for the master's first packet."""
+
+    plain = State("plain", initial=True)  # no translation (or one that changed nothing)
+    translated = State("translated")  # IPS_SRC_NAT and/or IPS_DST_NAT
+
+    # nf_nat_setup_info(): the status bits are set only when the tuple changes.
+    bind = plain.to(translated, cond="binding_translates") | plain.to.itself()
+    # process_sip_msg(): an accepted message goes through hooks->msg.
+    message = translated.to.itself(on="mangle_message") | plain.to.itself()
+    # sip_help_tcp(): after the segment's messages, hooks->seq_adjust with their summed length change.
+    segment = translated.to.itself(on="adjust_sequence") | plain.to.itself()
+    # process_register_request(): hooks->expect instead of nf_ct_expect_related().
+    signalling_expectation = (translated.to.itself(on="nat_expect_signalling")
+                              | plain.to.itself(on="expect_signalling_plainly"))
+    # set_expected_rtp_rtcp()'s search for another master's expectation of the same media.
+    media_found = (translated.to.itself(cond="found_translated", unless="direct_rtp", on="redirect_to_saved")
+                   | translated.to.itself(on="skip_expect")
+                   | plain.to.itself(on="skip_expect"))
+    # set_expected_rtp_rtcp(): hooks->sdp_media, unless the media goes direct.
+    expect_media = (translated.to.itself(unless="direct_rtp", on="nat_expect_media")
+                    | translated.to.itself(on="expect_media_pair")
+                    | plain.to.itself(on="expect_media_pair"))
+    # process_sdp(): hooks->sdp_addr for a media-level c=, hooks->sdp_session at the end.
+    media_address = translated.to.itself(on="mangle_media_address") | plain.to.itself()
+    session_address = translated.to.itself(cond="has_rtp_addr", on="mangle_session") | translated.to.itself() \
+        | plain.to.itself()
+
+    # --- guards -------------------------------------------------------------------
+    @staticmethod
+    def binding_translates(ctx: Any, reply: Any) -> bool:
+        """The reply tuple is not the inverse of the original one."""
+        return reply != ctx.ct.original.reply()
+
+    @staticmethod
+    def found_translated(ctx: Any, media: Any) -> bool:
+        """The expectation found has a NAT part that differs from its tuple
+        (one without NAT has a zero saved address: it differs too)."""
+        entry = media.found
+        nat, t = entry.nat, entry.tuple
+        if nat is None:
+            return True
+        return nat.addr != t.dst or nat.port != t.dport
+
+    @staticmethod
+    def direct_rtp(ctx: Any, media: Any) -> bool:
+        return media.direct_rtp
+
+    @staticmethod
+    def has_rtp_addr(ctx: Any, sdp: Any) -> bool:
+        """6.1.192 / 6.18: only with an address (CVE-2026-31427); before, always."""
+        return sdp.rtp_addr is not None or not ctx.msg.profile.sdp_session_needs_address
+
+    # --- actions --------------------------------------------------------------------
+    @staticmethod
+    def mangle_message(ctx: Any, arg: Any) -> Any:
+        return natsip.nf_nat_sip(ctx)
+
+    @staticmethod
+    def adjust_sequence(ctx: Any, tdiff: int) -> None:
+        if tdiff:
+            ctx.trace.fire(rules.NAT_SEQ_ADJUST, "%+d", tdiff)
+            ctx.helper.seq_adjust(ctx.ct, ctx.reply, tdiff)
+
+    @staticmethod
+    def nat_expect_signalling(ctx: Any, request: Any) -> Any:
+        """(the rule that drops, or None; the entry)"""
+        return natsip.nf_nat_sip_expect(ctx, request.expect, request.matchoff, request.matchlen, SIGNALLING,
+                                        PERMANENT | INACTIVE)
+
+    @staticmethod
+    def expect_signalling_plainly(ctx: Any, request: Any) -> Any:
+        err, entry = ctx.table.related(ctx.master, request.expect, SIGNALLING, PERMANENT | INACTIVE, ctx.now,
+                                       ctx.trace, skip_master=False)
+        if err:
+            ctx.trace.fire(rules.REGISTER_FAILED)
+            return rules.REGISTER_FAILED, entry
+        return None, entry
+
+    @staticmethod
+    def redirect_to_saved(ctx: Any, media: Any) -> None:
+        nat = media.found.nat
+        addr, port = (nat.addr, nat.port) if nat is not None else (media.any_addr, 0)
+        ctx.trace.fire(rules.NAT_DIRECT_RTP, "%s:%s", addr, port)
+        media.daddr, media.port, media.direct_rtp = addr, port, True
+
+    @staticmethod
+    def skip_expect(ctx: Any, media: Any) -> None:
+        media.skip_expect = True
+
+    @staticmethod
+    def nat_expect_media(ctx: Any, media: Any) -> Any:
+        verdict, media.daddr = natsip.nf_nat_sdp_media(ctx, media.daddr, media.port, media.klass, media.mediaoff,
+                                                       media.medialen, media.saddr)
+        return verdict
+
+    @staticmethod
+    def expect_media_pair(ctx: Any, media: Any) -> Any:
+        return expect_pair(ctx, media)
+
+    @staticmethod
+    def mangle_media_address(ctx: Any, media: Any) -> Any:
+        if not natsip.nf_nat_sdp_addr(ctx, media.mediaoff, media.daddr):
+            ctx.trace.fire(rules.NAT_MANGLE_FAILED)
+            return rules.NAT_MANGLE_FAILED
+        return None
+
+    @staticmethod
+    def mangle_session(ctx: Any, sdp: Any) -> Any:
+        return natsip.nf_nat_sdp_session(ctx, sdp.sdpoff, sdp.rtp_addr)
+
+
 # Which kernel function each event stands for (the rule catalogue cites the
 # rules that fire on the way; this says where the transition itself lives).
 EVENT_ORIGINS: dict[str, dict[str, str]] = {
@@ -551,10 +666,21 @@ EVENT_ORIGINS: dict[str, dict[str, str]] = {
         "evict": "evict_oldest_expect()",
         "unlink": "nf_ct_remove_expectations() (master destroyed), nf_ct_unexpect_related()",
     },
+    "NatMachine": {
+        "bind": "nf_nat_setup_info(): the master's first packet is bound (IPS_SRC_NAT / IPS_DST_NAT if translated)",
+        "message": "process_sip_msg(): hooks->msg (nf_nat_sip) on an accepted message",
+        "segment": "sip_help_tcp(): hooks->seq_adjust (nf_nat_sip_seq_adjust) after the segment",
+        "signalling_expectation": "process_register_request(): hooks->expect (nf_nat_sip_expect) or nf_ct_expect_related()",
+        "media_found": "set_expected_rtp_rtcp(): __nf_ct_expect_find() found another master's expectation",
+        "expect_media": "set_expected_rtp_rtcp(): hooks->sdp_media (nf_nat_sdp_media) or the plain pair",
+        "media_address": "process_sdp(): hooks->sdp_addr (nf_nat_sdp_addr) for a media-level c=",
+        "session_address": "process_sdp(): hooks->sdp_session (nf_nat_sdp_session)",
+    },
 }
 
+NAT = compile_machine(NatMachine)
 CONNECTION = compile_machine(ConnectionMachine)
 REGISTRAR = compile_machine(RegistrarMachine)
 INVITE = compile_machine(InviteMachine)
 EXPECTATION = compile_machine(ExpectationLifecycle)
-MACHINES: dict[str, CompiledMachine] = {m.name: m for m in (CONNECTION, REGISTRAR, INVITE, EXPECTATION)}
+MACHINES: dict[str, CompiledMachine] = {m.name: m for m in (CONNECTION, REGISTRAR, INVITE, EXPECTATION, NAT)}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .expectation import ConnTuple
-from .machines import INVITE, REGISTRAR, Runtime
+from .machines import INVITE, NAT, REGISTRAR, Runtime
 
 if TYPE_CHECKING:
     from .table import Entry
@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 class Master:
     """``struct nf_conn`` of a signalling connection plus ``struct nf_ct_sip_master``.
 
-    ``original`` is the tuple of the first packet (IP_CT_DIR_ORIGINAL); the
-    reply direction is its inverse - the lab has no NAT, so the kernel's reply
-    tuple is exactly that. Masters compare by identity, as conntracks do.
+    ``original`` is the tuple of the first packet (IP_CT_DIR_ORIGINAL);
+    ``reply`` the tuple replies carry (IP_CT_DIR_REPLY): the inverse of
+    ``original`` unless NAT bound the conntrack to other addresses or ports
+    (:mod:`~sipct.spec.natmap`). Masters compare by identity, as conntracks do.
     """
 
     original: ConnTuple
@@ -34,12 +35,16 @@ class Master:
     # The signalling expectation the registrar holds (pending or registered);
     # sip_exp_policy[SIP_EXPECT_SIGNALLING].max_expected is 1.
     signalling: "Entry | None" = None
+    reply: ConnTuple | None = None  # None: original.reply()
+    # IPS_NAT_MASK: the NatMachine's state says whether nf_nat_sip's hooks run.
+    nat: Runtime = field(default_factory=lambda: Runtime(NAT))
     # Asked for on every message: worked out once.
     _reply: ConnTuple = field(init=False, repr=False)
     _family: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._reply = self.original.reply()
+        self._reply = self.reply if self.reply is not None else self.original.reply()
+        self.reply = self._reply
         self._family = self.original.family
 
     @property

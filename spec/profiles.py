@@ -35,6 +35,18 @@ class KernelProfile:
     # sip_skip_whitespace() returns NULL at the buffer end (Debian 6.1.190, 6.12.111); before it
     # returned the limit itself and the caller went on to read at the limit.
     skip_whitespace_null_at_end: bool
+    # process_sdp() calls hooks->sdp_session only with an address from the SDP
+    # (have_rtp_addr, the fix of CVE-2026-31427); before, with whatever
+    # rtp_addr held - uninitialised stack when no media had one.
+    sdp_session_needs_address: bool = True
+    # nf_nat_sip() before 6.1.176: no 1024-65535 check of a Via's rport=; the
+    # Contact walk goes on from the offset before the rewrite (no "coff +=
+    # delta"); and a reply of a master with forced_dport gets its UDP header
+    # rewritten even on TCP, where those bytes are the TCP ports and sequence
+    # number (the spec cannot say what the peer makes of that).
+    nat_rport_range: bool = True
+    nat_contact_offset_follows: bool = True
+    nat_forced_dport_udp_only: bool = True
 
     @classmethod
     def feature_names(cls) -> list[str]:
@@ -47,6 +59,9 @@ LEGACY_6_1_170 = KernelProfile(
     strict_uri_port=False,
     bounded_numbers=False,
     skip_whitespace_null_at_end=False,
+    nat_rport_range=False,
+    nat_contact_offset_follows=False,
+    nat_forced_dport_udp_only=False,
 )
 
 PARTIAL_6_1_176 = KernelProfile(

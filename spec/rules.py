@@ -223,3 +223,86 @@ EXPECT_MATCH = _rule("expect.match", "nf_conntrack_expect.c: nf_ct_find_expectat
 MASTER_TIMEOUT = _rule("master.timeout", "nf_conntrack_core.c: nf_ct_remove_expectations",
                        "A master idle for sip_timeout is destroyed with all its expectations.",
                        needs="a wait of sip_timeout (3600 s): params/ sets 10 s (a VM boot)")
+
+# --- NAT: nf_nat_sip.c, on a master whose tuple NAT translated (IPS_NAT_MASK) ---------------
+NAT_MESSAGE = _rule("nat.message", "nf_nat_sip.c: nf_nat_sip",
+                    "An accepted message on a translated master goes through nf_nat_sip: its addresses are "
+                    "mapped to the other side's view of the connection (map_addr).")
+NAT_REQUEST_URI = _rule("nat.request-uri", "nf_nat_sip.c: nf_nat_sip -> map_addr",
+                        "The Request-URI's host[:port], when it is one end of the connection, is rewritten to "
+                        "address:port of the other side (the port is always written).")
+NAT_VIA = _rule("nat.via", "nf_nat_sip.c: nf_nat_sip -> map_addr",
+                "The first Via of the connection's transport, when it names the sender of a request (the "
+                "receiver of a response), is rewritten to the other side's address:port.")
+NAT_VIA_MADDR = _rule("nat.via-maddr", "nf_nat_sip.c: nf_nat_sip",
+                      "A maddr= of that Via equal to the sender's address (and not already the translated one) "
+                      "is rewritten.")
+NAT_VIA_RECEIVED = _rule("nat.via-received", "nf_nat_sip.c: nf_nat_sip",
+                         "A received= of that Via equal to the destination address is rewritten to the other "
+                         "side's source address.")
+NAT_VIA_RPORT = _rule("nat.via-rport", "nf_nat_sip.c: nf_nat_sip",
+                      "An rport= of that Via (1024-65535) equal to the destination port is rewritten to the other "
+                      "side's source port.")
+NAT_CONTACT = _rule("nat.contact", "nf_nat_sip.c: nf_nat_sip -> map_addr",
+                    "Every Contact URI that is one end of the connection is rewritten to the other side's "
+                    "address:port.")
+NAT_FROM_TO = _rule("nat.from-to", "nf_nat_sip.c: nf_nat_sip -> map_sip_addr",
+                    "The first From and the first To URI that are one end of the connection are rewritten.")
+NAT_FORCED_DPORT = _rule("nat.forced-dport", "nf_nat_sip.c: nf_nat_sip",
+                         "A reply-direction UDP packet of a master with forced_dport is sent to that port (the Via "
+                         "port of the request), not to the port the request came from.")
+NAT_FORCED_DPORT_TCP = _rule("nat.forced-dport-tcp", "nf_nat_sip.c: nf_nat_sip",
+                             "A reply-direction message of a TCP master with forced_dport (a UDP Via with another "
+                             "port in a request) is dropped: \"forced_dport only expected with UDP\" (6.1.176 on; "
+                             "6.1.170 rewrites the TCP header as if it were UDP).", drop=True,
+                             only_profiles=("6.1.176", "6.1.192", "6.18"))
+NAT_MANGLE_FAILED = _rule("nat.mangle-failed", "nf_nat_helper.c: enlarge_skb",
+                          "A rewrite that would make the packet longer than 65535 bytes fails: the packet is "
+                          "dropped.", drop=True, log="cannot mangle SIP message",
+                          needs="a message within bytes of 65535 that NAT lengthens")
+NAT_CONTENT_LENGTH = _rule("nat.content-length", "nf_nat_sip.c: mangle_content_len",
+                           "After an SDP rewrite Content-Length (or l:) is set to the bytes from \"v=\" to the end "
+                           "of the message.")
+NAT_SDP_MEDIA = _rule("nat.sdp-media", "nf_nat_sip.c: nf_nat_sdp_media",
+                      "A media pair of a translated master is expected at the sender's translated address: the "
+                      "expectation keeps the SDP's address and port as its NAT part (saved, direction, expectfn "
+                      "sip).")
+NAT_SDP_MEDIA_MOVED = _rule("nat.sdp-media-port-moved", "nf_nat_sip.c: nf_nat_sdp_media",
+                            "-EBUSY for the RTP or RTCP port: the search moves on by 2 until a free pair.",
+                            needs_params=(("sip_direct_media", False),))
+NAT_SDP_MEDIA_NO_PORT = _rule("nat.sdp-media-no-port", "nf_nat_sip.c: nf_nat_sdp_media",
+                              "Any other refusal (-EALREADY too, which the plain path accepts) or no free pair up "
+                              "to 65535: the packet is dropped.", drop=True, log="all ports in use for SDP media")
+NAT_SDP_PORT = _rule("nat.sdp-port", "nf_nat_sip.c: nf_nat_sdp_port",
+                     "The m= port is rewritten to the expectation's port when that differs.")
+NAT_SDP_ADDR = _rule("nat.sdp-addr", "nf_nat_sip.c: nf_nat_sdp_addr",
+                     "A media-level c= is rewritten to the media's (translated) address.")
+NAT_SDP_SESSION = _rule("nat.sdp-session", "nf_nat_sip.c: nf_nat_sdp_session",
+                        "o= and the session c= are rewritten to the last media's address (rtp_addr).")
+NAT_SDP_SESSION_NO_OWNER = _rule("nat.sdp-session-no-owner", "nf_nat_sip.c: nf_nat_sdp_session",
+                                 "No parsable o= before the first m=: the packet is dropped.", drop=True,
+                                 log="cannot mangle SDP")
+NAT_DIRECT_RTP = _rule("nat.direct-rtp", "set_expected_rtp_rtcp",
+                       "A translated master finds another master's expectation whose NAT part differs from its "
+                       "tuple: media goes straight to the saved address and port (m= and c= rewritten), expected "
+                       "without NAT.", needs_params=(("sip_direct_media", False),))
+NAT_REGISTER = _rule("nat.register", "nf_nat_sip.c: nf_nat_sip_expect",
+                     "A REGISTER of a translated master expects the incoming signalling at the sender's "
+                     "translated address; the Contact's address and port are the NAT part.")
+NAT_REGISTER_CONTACT = _rule("nat.register-contact", "nf_nat_sip.c: nf_nat_sip_expect",
+                             "The REGISTER's Contact is rewritten to the expectation's address and port.")
+NAT_REGISTER_NO_PORT = _rule("nat.register-no-port", "nf_nat_sip.c: nf_nat_sip_expect -> nf_nat_exp_find_port",
+                             "The expectation is refused (-EBUSY for 128 random ports, or another error): the "
+                             "REGISTER is dropped.", drop=True, log="all ports in use for SIP",
+                             needs="a clash of signalling expectations under NAT")
+NAT_SEQ_ADJUST = _rule("nat.seq-adjust", "nf_nat_sip.c: nf_nat_sip_seq_adjust",
+                       "TCP: the length change of the segment's messages, summed, shifts the sequence numbers of "
+                       "what follows in that direction (and the peer's ACKs back).")
+NAT_EXPECTED = _rule("nat.expected", "nf_nat_sip.c: nf_nat_sip_expected",
+                     "A connection matching a NAT expectation is sent to the saved address and port.")
+NAT_EXPECTED_PAIR = _rule("nat.expected-pair-source", "nf_nat_sip.c: nf_nat_sip_expected",
+                          "Media from an address:port another expectation of the master saved leaves from that "
+                          "expectation's (translated) address and port: symmetric RTP.")
+NAT_EXPECTED_MASTER = _rule("nat.expected-master-source", "nf_nat_sip.c: nf_nat_sip_expected",
+                            "Otherwise media (or signalling) from the signalling peer's address leaves from the "
+                            "address the master's peer sends to.")

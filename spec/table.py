@@ -21,7 +21,7 @@ from typing import Iterator
 
 from . import rules
 from .expectation import (EALREADY, EBUSY, EMFILE, SIP_EXPECT_POLICY, Address, ExpectClass, Expectation,
-                          ExpectFlag, ExpectTuple)
+                          ExpectFlag, ExpectNat, ExpectTuple)
 from .machines import EXPECTATION, Runtime
 from .master import Master
 from .trace import Trace
@@ -43,6 +43,7 @@ class Entry:
     expires: float
     seq: int
     lifecycle: Runtime
+    nat: ExpectNat | None = None
     _value: Expectation | None = field(default=None, repr=False)
 
     def value(self) -> Expectation:
@@ -51,7 +52,7 @@ class Entry:
         value = self._value
         if value is None or value.expires != self.expires or value.flags != self.flags:
             value = self._value = Expectation(self.tuple, self.klass, self.flags, self.master.original,
-                                              self.expires)
+                                              self.expires, nat=self.nat)
         return value
 
 
@@ -155,12 +156,12 @@ class ExpectationTable:
 
     # --- changes: each one an event of an expectation's lifecycle ------------------------
     def related(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,
-                now: float, trace: Trace, *, skip_master: bool) -> tuple[int, Entry]:
+                now: float, trace: Trace, *, skip_master: bool, nat: ExpectNat | None = None) -> tuple[int, Entry]:
         """nf_ct_expect_related_report(): propose an expectation; its lifecycle
         decides (``related``). Returns 0 or a negative errno, like the kernel,
-        and the entry."""
+        and the entry. ``nat`` is the NAT part nf_nat_sip's hooks gave it."""
         policy = SIP_EXPECT_POLICY[klass]
-        entry = Entry(tuple, klass, flags, master, now + policy.timeout, 0, Runtime(EXPECTATION))
+        entry = Entry(tuple, klass, flags, master, now + policy.timeout, 0, Runtime(EXPECTATION), nat)
         change = Change(self, entry, trace, now)
         for other in self._same_dst(tuple.family, tuple.proto, tuple.dst, tuple.dport):
             t = other.tuple
@@ -212,11 +213,12 @@ class ExpectationTable:
         """refresh_signalling_expectation() on the entry the registrar holds."""
         entry.lifecycle.send("activate", Change(self, entry, trace, now), expires)
 
-    def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, now: float, trace: Trace) -> None:
+    def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, now: float, trace: Trace,
+                 rule: rules.Rule = rules.MEDIA_FAILED) -> None:
         """nf_ct_unexpect_related(): take back an expectation inserted moments ago."""
         for entry in self._newest_of_master(master):
             if entry.tuple == tuple and entry.klass == klass:
-                self.end(entry, "unlink", rules.MEDIA_FAILED, now, trace, report=False)
+                self.end(entry, "unlink", rule, now, trace, report=False)
                 return
 
     def flush_media(self, master: Master, rule: rules.Rule, now: float, trace: Trace) -> int:

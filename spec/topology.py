@@ -38,6 +38,10 @@ class LabRouting:
     def __init__(self, hosts: Iterable[Address]) -> None:
         self.networks = frozenset(network_of(a) for a in hosts)
 
+    def router_owns(self, addr: Address) -> bool:
+        """An address of the router itself (its first address in each lab network)."""
+        return addr == router_address(network_of(addr)) and network_of(addr) in self.networks
+
     def same_interface(self, media: Address, packet_dst: Address) -> bool | None:
         """True/False as the route lookup in set_expected_rtp_rtcp() decides;
         None when no route exists (the lab router has no default route)."""

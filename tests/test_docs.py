@@ -101,7 +101,7 @@ def test_every_rule_function_links_only_identifiers():
             if kind == "ident":
                 assert re.fullmatch(r"_*[a-z][a-z0-9]*(_[a-z0-9]+)+", target), (rule.id, target)
             elif kind == "file":
-                assert target.startswith("nf_conntrack_") and target.endswith(".c"), (rule.id, target)
+                assert target.startswith(("nf_conntrack_", "nf_nat_")) and target.endswith(".c"), (rule.id, target)
         assert ident_url(link_profile(rule), "x").startswith("https://elixir.bootlin.com/linux/v")
 
 

@@ -44,5 +44,5 @@ def test_text_and_docs_name_what_is_missing():
     text = "\n".join(coverage_text(cov))
     assert f"1 of {len(RULES)}" in text and "rule no kernel exercised: bye.flush-media" in text
     rst = "\n".join(coverage_rst(cov))
-    assert rst.startswith("Coverage\n--------") and "* ``bye.flush-media``" in rst
+    assert rst.startswith("Coverage\n--------") and "* :rule:`bye.flush-media`" in rst
     assert union_coverage([])["rules_exercised"] == 0

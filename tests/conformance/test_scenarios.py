@@ -22,7 +22,7 @@ from sipct.spec.topology import network_of, router_address
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
 # machines/: the dialogs that kill the mutants of `sipct machines --mutations` no other one does.
-GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream", "rare", "machines")
+GROUPS = ("rfc3665", "seed", "versions", "params", "slow", "midstream", "rare", "machines", "nat")
 FILES = sorted(SCENARIOS.glob("**/*.yaml"))
 
 DOCUMENTATION = [ipaddress.ip_network(n) for n in
@@ -35,7 +35,7 @@ MAX_WAIT_PARAMS = 12.0
 
 # A kernel function named in a description: process_sdp(), sip_help_tcp, ...
 KERNEL_FUNCTION = re.compile(
-    r"\b(?:process_\w+|sip_help_(?:udp|tcp)|set_expected_rtp_rtcp|flush_expectations|"
+    r"\b(?:nf_nat_\w+|process_\w+|sip_help_(?:udp|tcp)|set_expected_rtp_rtcp|flush_expectations|"
     r"refresh_signalling_expectation|ct_sip_\w+|ct_sdp_\w+|sdp_\w+|sip_parse_\w+|epaddr_len|"
     r"skp_epaddr_len|nf_ct_expect_\w+|__nf_ct_expect_\w+|evict_oldest_expect|expect_clash)\b")
 

@@ -27,7 +27,7 @@ def test_every_example_agrees_with_the_running_kernel(path, kernel, runner):
     dialog = load_dialog(path)
     params = kernel.params_for(dialog.params)
     prediction = predict(dialog, kernel.profile, params)
-    comparison = compare(prediction, runner.run(dialog, params.ports), kernel.release)
+    comparison = compare(prediction, runner.run(dialog, params.ports, predicted=prediction.steps), kernel.release)
     diverged = [(s.index, v) for s in comparison.steps for v in s.divergences]
     assert comparison.agree, diverged
     assert len(comparison.steps) == len(dialog.steps)

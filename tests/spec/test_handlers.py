@@ -248,7 +248,8 @@ DROP_TRIGGERS: dict[str, tuple[Callable[[Lab], PacketResult], tuple[KernelProfil
 
 
 def test_every_drop_rule_has_a_trigger() -> None:
-    assert set(DROP_TRIGGERS) == {r.id for r in rules.RULES.values() if r.drop}
+    # nf_nat_sip's drops have their triggers in tests/spec/test_nat.py.
+    assert set(DROP_TRIGGERS) == {r.id for r in rules.RULES.values() if r.drop and not r.id.startswith("nat.")}
     assert set(KERNEL_LOG) == set(DROP_TRIGGERS)
 
 

@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import call_dialog  # noqa: E402
 
 from sipct.reference.core import HelperCore  # noqa: E402
-from sipct.reference.netlink.hotpath import decode_packet, encode_verdict  # noqa: E402
-from sipct.reference.netlink.queue import Verdict, nfq_msg  # noqa: E402
-from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW,  # noqa: E402
+from sipct.netlink.nfqueue import Verdict, encode_verdict, nfq_msg, packet_from_bytes  # noqa: E402
+from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW,  # noqa: E402
                                                IPS_CONFIRMED, IPS_SEEN_REPLY, KernelConntrack)
-from sipct.reference.netlink.queue import ETH_P_IP, QueuedPacket  # noqa: E402
+from sipct.netlink.nfqueue import ETH_P_IP, QueuedPacket  # noqa: E402
 from sipct.reference.packet import build_packet  # noqa: E402
 from sipct.spec.expectation import ConnTuple  # noqa: E402
 from sipct.spec.params import ModuleParams  # noqa: E402
@@ -85,7 +84,7 @@ def main() -> None:
     core_rate, decisions, ops = run_core(packets, args.calls, len(steps))
     print(f"reference core: {messages} messages ({decisions} decisions, {ops} ctnetlink operations) = "
           f"{core_rate:,.0f} messages/s on one core (CPU time)")
-    codecs = {"hot path (struct)": (lambda b: decode_packet(b, 0, len(b)), lambda v: encode_verdict(v, 1, 1, 1)),
+    codecs = {"hot path (struct)": (packet_from_bytes, lambda v: encode_verdict(v, 1, 1, 1)),
               "pyroute2": (pyroute2_decode, pyroute2_encode)}
     rates = {}
     for name, (decoder, encoder) in codecs.items():
@@ -98,8 +97,7 @@ def main() -> None:
 
 
 def pyroute2_decode(data: bytes):
-    from sipct.reference.netlink.queue import QueuedPacket
-
+    """pyroute2's generic decoding of the message (what the codec replaced), then the codec."""
     msg = nfq_msg(data)
     msg.decode()
     return QueuedPacket.from_msg(msg)

@@ -153,9 +153,9 @@ def queued(packets: list[Packet]) -> list:
     """The packets as the kernel would queue them for the reference helper:
     each master's first packet twice (unconfirmed, then confirmed after
     NF_REPEAT), the others on an established conntrack."""
-    from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW,
+    from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW,
                                                    IPS_CONFIRMED, IPS_SEEN_REPLY, KernelConntrack)
-    from sipct.reference.netlink.queue import ETH_P_IP, QueuedPacket
+    from sipct.netlink.nfqueue import ETH_P_IP, QueuedPacket
     from sipct.reference.packet import build_packet
 
     out = []

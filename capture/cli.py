@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sipct.cli.batch import EXIT_ERROR, EXIT_OK, say
+from sipct.cli.batch import say
+from sipct.spec.exitcodes import EXIT_ERROR, EXIT_OK
 
 
 def port_arg(value: str) -> int:

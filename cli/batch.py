@@ -14,8 +14,6 @@ from rich.text import Text
 from sipct.spec.dialog import Dialog, DialogError, load_dialog
 from sipct.spec.printable import printable
 
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
-
 
 @dataclass(frozen=True, slots=True)
 class BadFile:
@@ -69,8 +67,3 @@ def refuse_unpredictable(dialog: Dialog) -> None:
     for profile in PROFILES.values():
         if not dialog.kernels or profile.name in dialog.kernels:
             predict(dialog, profile)
-
-
-def worst(status: int, other: int) -> int:
-    """The exit status of a batch: an error (2) outranks a divergence (1)."""
-    return max(status, other)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, worst
 
 
 def _profile_arg(value: str):
@@ -33,7 +33,7 @@ def examples_dir() -> Path:
 
 def cmd_spec(args: argparse.Namespace) -> int:
     from sipct.capture.cli import capture_options
-    from sipct.cli.batch import BadFile, load_batch, worst
+    from sipct.cli.batch import BadFile, load_batch
     from sipct.spec.predict import predict
     from sipct.spec.report import prediction_json, print_prediction, print_warnings
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from sipct.spec.printable import printable
 
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
 DEFAULT_EXAMPLES = 2000
 
 

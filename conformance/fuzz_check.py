@@ -19,6 +19,7 @@ times they were sent. Per message:
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,8 +81,12 @@ class FuzzReport:
 
 
 def _show(keys) -> str:
-    return "; ".join(f"{k[3]}:{k[4]} src={k[2] or '*'} class={k[6]} flags={k[7]} master={k[8]}:{k[11]}"
-                     for k in sorted(keys, key=str)) or "-"
+    """Observation keys (fuzz_run.expectation_key: the spec's row key, then the flags) in words."""
+    def address(family: int, n: int) -> str:
+        return "*" if n < 0 else str(ipaddress.IPv4Address(n) if family == 4 else ipaddress.IPv6Address(n))
+
+    return "; ".join(f"{address(k[0], k[2])}:{k[3]} src={address(k[0], k[4])} class={k[6]} flags={k[12]} "
+                     f"master={address(k[0], k[7])}:{k[10]}" for k in sorted(keys)) or "-"
 
 
 def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params: ModuleParams,

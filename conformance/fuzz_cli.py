@@ -27,7 +27,7 @@ from pathlib import Path
 from sipct.conformance.fuzz import FuzzMessage, Mutator, default_seeds
 from sipct.spec.printable import printable
 
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
 # Guest seconds per message under TCG, measured on 6.1.192 (sizes the VM timeout).
 GUEST_SECONDS_PER_MESSAGE = 0.5
 # What the daemon's log must not say, and what it may say but is counted.

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from sipct.conformance.fuzz import FuzzMessage
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
+from sipct.spec.expectation import expectation_key as row_key
 
 __all__ = ["FuzzObservation", "Route", "fuzz_hosts", "observe", "route"]
 
@@ -95,10 +96,10 @@ class FuzzObservation:
 
 
 def expectation_key(e) -> list:
-    """A spec Expectation as JSON: everything but the timeout and helper name."""
-    t, m = e.tuple, e.master
-    return [t.family, t.proto, None if t.src is None else str(t.src), str(t.dst), t.dport, t.sport,
-            int(e.klass), int(e.flags), str(m.src), str(m.dst), m.proto, m.sport, m.dport]
+    """A spec Expectation as an observation's JSON: its row
+    (sipct.spec.expectation.expectation_key) and its flags - everything but
+    the timeout and the helper's name."""
+    return [*row_key(e), int(e.flags)]
 
 
 def fuzz_hosts():

@@ -53,7 +53,7 @@ from sipct.conformance.suite import PROBE_TAG, Stats
 from sipct.spec.printable import printable
 
 MATRIX_FORMAT = "sipct.conformance-matrix/1"
-EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
+from sipct.spec.exitcodes import EXIT_ERROR
 # Seconds a boot may spend per dialog (the limit, not the expectation: under
 # TCG a generated dialog takes ~0.2 s in the guest and a curated one ~1-2 s
 # plus its waits).

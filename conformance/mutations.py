@@ -27,12 +27,14 @@ from dataclasses import dataclass
 
 from sipct.conformance.corpus import example_dialogs, rfc4475_dialogs, scenario_dialogs
 from sipct.spec.dialog import Dialog
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_OK
 from sipct.spec.machines import MACHINES
 from sipct.spec.predict import Prediction, predict
 from sipct.spec.profiles import PROFILES, KernelProfile
 from sipct.spec.transitions import CompiledMachine, CompiledTransition
 
-EXIT_OK, EXIT_SURVIVORS = 0, 1
+# A surviving mutant is the divergence of this command (1), as sipct's other commands report theirs.
+EXIT_SURVIVORS = EXIT_DIVERGED
 
 # Survivors no dialog the lab can run kills, and why. A survivor not listed
 # here fails the command (and tests/conformance/test_mutations.py).

@@ -16,15 +16,13 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 
 from sipct.conformance.matrix import (
-    EXIT_DIVERGED,
-    EXIT_ERROR,
-    EXIT_OK,
     KernelReport,
     matrix_docs,
     matrix_json,
     print_matrix,
 )
 from sipct.conformance.report import junit_suite
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
 
 
 def publish(reports: list[KernelReport], args: argparse.Namespace, elapsed: float, curated: list[Any],

@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.text import Text
 
 from sipct.conformance.matrix import (
-    EXIT_ERROR,
     MATRIX_FORMAT,
     SUITE_OPTIONS,
     Boot,
@@ -33,6 +32,7 @@ from sipct.conformance.matrix import (
     matrix_json,
 )
 from sipct.conformance.report import stats_from_json
+from sipct.spec.exitcodes import EXIT_ERROR
 from sipct.spec.printable import printable
 
 

@@ -78,7 +78,7 @@ nitpick_ignore_regex = [
     # The fields of the netlink values the API pages show: ctnetlink's and
     # nfnetlink_cthelper's nested attributes, one class each.
     (r"py:class", r"sipct\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),
-    (r"py:class", r"sipct\.reference\.netlink\.cthelper\.ExpectPolicy"),
+    (r"py:class", r"sipct\.netlink\.cthelper\.ExpectPolicy"),
 ]
 
 autodoc_member_order = "bysource"

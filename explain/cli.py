@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, say, worst
+from sipct.cli.batch import say
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, worst
 from sipct.spec.printable import printable
 
 

@@ -11,10 +11,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from sipct.spec.exitcodes import EXIT_ERROR, EXIT_OK
+
 if TYPE_CHECKING:
     from sipct.harness.sweep import StaleLab
-
-EXIT_OK, EXIT_ERROR = 0, 2
 
 
 def add_clean_parser(sub: argparse._SubParsersAction) -> None:

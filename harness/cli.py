@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.text import Text
 
 from sipct.spec.printable import printable
-from sipct.cli.batch import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, BadFile, load_batch, say, worst
+from sipct.cli.batch import BadFile, load_batch, say
+from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, worst
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:

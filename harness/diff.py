@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sipct.harness.run import KernelRun, StepObservation
 from sipct.spec.dialog import Dialog, Send
-from sipct.spec.expectation import Expectation
+from sipct.spec.expectation import Expectation, expectation_key
 from sipct.spec.predict import Prediction, StepPrediction
 from sipct.spec.printable import printable
 
@@ -66,13 +66,12 @@ class Comparison:
         return counts
 
 
-def identity(e: Expectation) -> tuple:
-    """Everything but the timeout."""
-    t, m = e.tuple, e.master
+def _row(e: Expectation) -> tuple:
+    """The row (expectation_key) and what the comparison holds it to besides
+    its timeout: the flags, the helper's name and the NAT part (exp->dir,
+    saved address and port)."""
     nat = () if e.nat is None else (e.nat.dir, str(e.nat.addr), e.nat.port)
-    return (t.family, t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport,
-            "*" if t.sport is None else t.sport, int(e.klass), int(e.flags), e.helper,
-            str(m.src), m.sport, str(m.dst), m.dport, m.proto, nat)
+    return expectation_key(e), int(e.flags), e.helper, nat
 
 
 def _compare_arrival(p: StepPrediction, o: StepObservation):
@@ -114,7 +113,7 @@ def compare(prediction: Prediction, run: KernelRun, kernel: str) -> Comparison:
         stalled |= _stalled_masters(dialog, predicted)
         steps.append(StepDiff(predicted, observed,
                               tuple(_compare_step(dialog, predicted, observed, spec_expired, stalled))))
-        spec_expired |= {identity(ev.expectation) for ev in predicted.events if ev.rule == "expect.expire"}
+        spec_expired |= {_row(ev.expectation) for ev in predicted.events if ev.rule == "expect.expire"}
     return Comparison(dialog, kernel, prediction.profile.name, prediction.params.as_mapping(), tuple(steps))
 
 
@@ -154,8 +153,8 @@ def _compare_step(dialog: Dialog, p: StepPrediction, o: StepObservation, spec_ex
     if o.late:
         yield Divergence("timing", "-", f"{o.late} datagram(s) judged dropped arrived later: the drop timeout "
                                         f"is too short for this machine's load (the verdict above is unreliable)")
-    spec_table = {identity(e): e for e in p.expectations}
-    kernel_table = {identity(e): e for e in o.expectations}
+    spec_table = {_row(e): e for e in p.expectations}
+    kernel_table = {_row(e): e for e in o.expectations}
     missing = [spec_table[k] for k in spec_table if k not in kernel_table]
     extra = [kernel_table[k] for k in kernel_table if k not in spec_table]
     if missing or extra:
@@ -172,23 +171,23 @@ def _compare_step(dialog: Dialog, p: StepPrediction, o: StepObservation, spec_ex
             yield Divergence("timeout", f"{dialog.symbolic(spec_table[key])}: {spec_left:.1f}s",
                              f"{kernel_left:.0f}s")
 
-    retransmitted = {identity(ev.expectation) for ev in o.events if _of_stalled(ev.expectation, stalled)}
-    spec_new = Counter(identity(ev.expectation) for ev in p.events if ev.kind == "new")
-    kernel_new = Counter(identity(ev.expectation) for ev in o.events if ev.kind == "new")
+    retransmitted = {_row(ev.expectation) for ev in o.events if _of_stalled(ev.expectation, stalled)}
+    spec_new = Counter(_row(ev.expectation) for ev in p.events if ev.kind == "new")
+    kernel_new = Counter(_row(ev.expectation) for ev in o.events if ev.kind == "new")
     for key in retransmitted:
         kernel_new[key] = min(kernel_new[key], spec_new[key])
     if spec_new != kernel_new:
         yield Divergence("events", f"new: {_count(dialog, spec_new - kernel_new, p, o)}",
                          f"new: {_count(dialog, kernel_new - spec_new, p, o)}")
-    spec_gone = Counter(identity(ev.expectation) for ev in p.events if ev.kind == "destroy")
-    kernel_gone = Counter(identity(ev.expectation) for ev in o.events if ev.kind == "destroy")
+    spec_gone = Counter(_row(ev.expectation) for ev in p.events if ev.kind == "destroy")
+    kernel_gone = Counter(_row(ev.expectation) for ev in o.events if ev.kind == "destroy")
     for key in retransmitted:
         kernel_gone[key] = min(kernel_gone[key], spec_gone[key])
     # Hardened kernels unlink expired expectations lazily: their destroy event
     # may come any time after the spec's expiry.
     unexplained = Counter({k: n for k, n in (kernel_gone - spec_gone).items() if k not in spec_expired})
     not_seen = Counter({k: n for k, n in (spec_gone - kernel_gone).items()
-                        if not any(ev.rule == "expect.expire" and identity(ev.expectation) == k for ev in p.events)})
+                        if not any(ev.rule == "expect.expire" and _row(ev.expectation) == k for ev in p.events)})
     if unexplained or not_seen:
         yield Divergence("events", f"destroy: {_count(dialog, not_seen, p, o)}",
                          f"destroy: {_count(dialog, unexplained, p, o)}")
@@ -199,5 +198,5 @@ def _count(dialog: Dialog, keys: Counter, p: StepPrediction, o: StepObservation)
         return "-"
     names = {}
     for ev in (*p.events, *o.events):
-        names[identity(ev.expectation)] = dialog.symbolic(ev.expectation)
+        names[_row(ev.expectation)] = dialog.symbolic(ev.expectation)
     return "; ".join(f"{names.get(k, k)}" + (f" x{n}" if n > 1 else "") for k, n in keys.items())

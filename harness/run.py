@@ -22,7 +22,7 @@ from sipct.harness.lab import HostSpec, Lab, LabError
 from sipct.netlink.socket import CtExpSocket
 from sipct.netlink.ctexp import MasterTuple
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Step, Wait
-from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation
+from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation, expectation_key
 from sipct.spec.predict import StepPrediction
 from sipct.spec.report import describe_step
 from sipct.spec.topology import TCP_SEGMENT_SIZE
@@ -181,7 +181,7 @@ class DialogRunner:
                     delivered, data = delivery.delivered, delivery.data
                     seen = (_endpoint(delivery.src), _endpoint(delivery.dst))
                 elapsed = time.monotonic() - started
-                table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=_key))
+                table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=expectation_key))
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
                 late, stragglers = lab.sweep_stragglers() - stragglers, lab.sweep_stragglers()
                 result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late,
@@ -293,7 +293,3 @@ def _sleep_until(deadline: float) -> None:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 1.0))
 
-
-def _key(e: Expectation) -> tuple:
-    t = e.tuple
-    return (t.family, t.proto, str(t.dst), t.dport, "" if t.src is None else str(t.src), int(e.klass))

@@ -1,5 +1,7 @@
 """The kernel-facing layer under both the harness and the reference helper:
-ctnetlink's fixed layouts, expectation codec and sockets, entering a network
-namespace, the running kernel's facts and the one converter from the kernel's
-expectations to the spec's. It imports only the spec (spec <- netlink <-
-harness / reference)."""
+every netlink codec, once - netlink's fixed layouts and attribute reader
+(wire), the ctnetlink tuple (cttuple), conntracks (conntrack), expectations
+(ctexp), nfnetlink_cthelper (cthelper), nfnetlink_queue (nfqueue) - the
+ctnetlink socket, entering a network namespace, the running kernel's facts
+and the one converter from the kernel's expectations to the spec's. It
+imports only the spec (spec <- netlink <- harness / reference)."""

@@ -9,13 +9,19 @@ net/netfilter/nf_conntrack_netlink.c.
 `KernelExpectation` is the plain-data view of one expectation; its
 `to_attrs()` emits attributes in the order ctnetlink_exp_dump_expect() does,
 so decoding a kernel message and encoding it again reproduces its bytes.
+
+:func:`expectation_from_bytes` is the decoder - the one, for dumps, events
+and replies alike: it reads the datagram with ``struct`` (sipct.netlink.wire),
+since the harness dumps the expectation table after every step of every
+dialog and pyroute2's lazy attribute objects cost ~0.6 ms per expectation
+there. `KernelExpectation.from_msg()` is it applied to a pyroute2 message's
+own buffer.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -27,9 +33,9 @@ from pyroute2.netlink.nfnetlink import (
     NFNLGRP_CONNTRACK_EXP_NEW,
     nfgen_msg,
 )
-from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
-from sipct.netlink.wire import NLA, NLA_TYPE_MASK, NLMSG
+from sipct.netlink.cttuple import IPAddress, cta_tuple, decode_tuple, encode_tuple, family_of
+from sipct.netlink.wire import DecodeError, Span, asciiz, be32, message_attributes, nested, numbers
 
 __all__ = [
     "CTA_EXPECT_CLASS",
@@ -62,10 +68,11 @@ __all__ = [
     "IPAddress",
     "KernelExpectation",
     "MasterTuple",
-    "ct_msg",
     "ctexp_msg",
     "ctexp_stats_cpu_msg",
     "exp_msg_type",
+    "expectation_attrs",
+    "expectation_from_bytes",
     "family_of",
 ]
 
@@ -108,47 +115,6 @@ def exp_msg_type(msg: int) -> int:
 
 # ---------------------------------------------------------------------------
 # nla declarations
-
-
-class cta_tuple(nla):
-    """enum ctattr_tuple. The kernel opens it with nla_nest_start(), which
-    sets NLA_F_NESTED, and so do we, for every level."""
-
-    nla_flags = NLA_F_NESTED
-    prefix = "CTA_TUPLE_"
-    nla_map = (
-        ("CTA_TUPLE_UNSPEC", "none"),
-        ("CTA_TUPLE_IP", "cta_ip"),
-        ("CTA_TUPLE_PROTO", "cta_proto"),
-        ("CTA_TUPLE_ZONE", "be16"),
-    )
-
-    class cta_ip(nla):
-        nla_flags = NLA_F_NESTED
-        prefix = "CTA_IP_"
-        nla_map = (
-            ("CTA_IP_UNSPEC", "none"),
-            ("CTA_IP_V4_SRC", "ip4addr"),
-            ("CTA_IP_V4_DST", "ip4addr"),
-            ("CTA_IP_V6_SRC", "ip6addr"),
-            ("CTA_IP_V6_DST", "ip6addr"),
-        )
-
-    class cta_proto(nla):
-        nla_flags = NLA_F_NESTED
-        prefix = "CTA_PROTO_"
-        nla_map = (
-            ("CTA_PROTO_UNSPEC", "none"),
-            ("CTA_PROTO_NUM", "uint8"),
-            ("CTA_PROTO_SRC_PORT", "be16"),
-            ("CTA_PROTO_DST_PORT", "be16"),
-            ("CTA_PROTO_ICMP_ID", "be16"),
-            ("CTA_PROTO_ICMP_TYPE", "uint8"),
-            ("CTA_PROTO_ICMP_CODE", "uint8"),
-            ("CTA_PROTO_ICMPV6_ID", "be16"),
-            ("CTA_PROTO_ICMPV6_TYPE", "uint8"),
-            ("CTA_PROTO_ICMPV6_CODE", "uint8"),
-        )
 
 
 class ctexp_msg(nfgen_msg):
@@ -197,45 +163,8 @@ class ctexp_stats_cpu_msg(nfgen_msg):
     )
 
 
-class ct_msg(nfgen_msg):
-    """A conntrack (NFNL_SUBSYS_CTNETLINK) message with CTA_HELP decoded right.
-
-    pyroute2's nfct_msg declares CTA_HELP as a string, but the kernel nests
-    it (ctnetlink_dump_helpinfo(): CTA_HELP { CTA_HELP_NAME, ... }). This is a
-    separate class, not a subclass: pyroute2 caches the compiled nla table in
-    a class attribute that a subclass would inherit from nfct_msg.
-    """
-
-    prefix = "CTA_"
-    nla_map = tuple(
-        ("CTA_HELP", "cta_help") if name == "CTA_HELP" else (name, kind) for name, kind in nfct_msg.nla_map
-    )
-
-    cta_tuple = cta_tuple
-    cta_protoinfo = nfct_msg.cta_protoinfo
-    cta_nat = nfct_msg.cta_nat
-    cta_nat_seq_adj = nfct_msg.cta_nat_seq_adj
-    cta_counters = nfct_msg.cta_counters
-    cta_secctx = nfct_msg.cta_secctx
-    cta_timestamp = nfct_msg.cta_timestamp
-    cta_labels = nfct_msg.cta_labels
-    cta_synproxy = nfct_msg.cta_synproxy
-    cta_filter = nfct_msg.cta_filter
-
-    class cta_help(nla):
-        nla_flags = NLA_F_NESTED
-        prefix = "CTA_HELP_"
-        nla_map = (
-            ("CTA_HELP_UNSPEC", "none"),
-            ("CTA_HELP_NAME", "asciiz"),
-            ("CTA_HELP_INFO", "hex"),
-        )
-
-
 # ---------------------------------------------------------------------------
 # plain data
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class MasterTuple(NamedTuple):
@@ -249,7 +178,7 @@ class MasterTuple(NamedTuple):
 
     def to_attr(self) -> dict[str, Any]:
         """The nested value of a CTA_TUPLE_ORIG / CTA_EXPECT_MASTER attribute."""
-        return _encode_tuple(family_of(self.src), self.src, self.dst, self.sport, self.dport, self.proto)
+        return encode_tuple(family_of(self.src), self.src, self.dst, self.sport, self.dport, self.proto)
 
 
 class ExpectTuple(NamedTuple):
@@ -315,68 +244,12 @@ def _flag_bits(names: frozenset[str]) -> int:
     return bits
 
 
-def family_of(addr: IPAddress) -> int:
-    return socket.AF_INET if addr.version == 4 else socket.AF_INET6
-
-
-def _family_suffix(family: int) -> str:
-    if family == socket.AF_INET:
-        return "V4"
-    if family == socket.AF_INET6:
-        return "V6"
-    raise ValueError(f"expectations exist for AF_INET/AF_INET6 only, not family {family}")
-
-
 def _all_ones(family: int) -> IPAddress:
     return ipaddress.ip_address((1 << 32) - 1 if family == socket.AF_INET else (1 << 128) - 1)
 
 
 def _any(family: int) -> IPAddress:
     return ipaddress.IPv4Address(0) if family == socket.AF_INET else ipaddress.IPv6Address(0)
-
-
-def attr_tree(nla: Any) -> dict[str, Any]:
-    """A decoded message's attributes as nested dicts, walked once: pyroute2's
-    get_attr() searches and re-wraps on every call, which dominated dumps."""
-    out: dict[str, Any] = {}
-    for slot in nla["attrs"]:
-        name, value = slot[0], slot[1]
-        out[name] = attr_tree(value) if hasattr(value, "get") and "attrs" in value else value
-    return out
-
-
-def _decode_tuple(t: dict[str, Any] | None, family: int) -> tuple[IPAddress, IPAddress, int | None, int | None, int]:
-    """Mirror of ctnetlink_parse_tuple() for a tuple's attribute tree."""
-    v = _family_suffix(family)
-    ip = t.get("CTA_TUPLE_IP") if t else None
-    proto = t.get("CTA_TUPLE_PROTO") if t else None
-    if ip is None or proto is None:
-        raise ValueError("tuple without CTA_TUPLE_IP or CTA_TUPLE_PROTO")
-    return (
-        ipaddress.ip_address(ip.get(f"CTA_IP_{v}_SRC")),
-        ipaddress.ip_address(ip.get(f"CTA_IP_{v}_DST")),
-        proto.get("CTA_PROTO_SRC_PORT"),
-        proto.get("CTA_PROTO_DST_PORT"),
-        proto.get("CTA_PROTO_NUM"),
-    )
-
-
-def _encode_tuple(
-    family: int, src: IPAddress, dst: IPAddress, sport: int | None, dport: int | None, proto: int
-) -> dict[str, Any]:
-    """Mirror of ctnetlink_dump_tuples(): ip {src, dst}, proto {num, ports}."""
-    v = _family_suffix(family)
-    l4: list[list[Any]] = [["CTA_PROTO_NUM", proto]]
-    if sport is not None:
-        l4.append(["CTA_PROTO_SRC_PORT", sport])
-    if dport is not None:
-        l4.append(["CTA_PROTO_DST_PORT", dport])
-    return {
-        "attrs": [
-            ["CTA_TUPLE_IP", {"attrs": [[f"CTA_IP_{v}_SRC", str(src)], [f"CTA_IP_{v}_DST", str(dst)]]}],
-            ["CTA_TUPLE_PROTO", {"attrs": l4}],
-        ]
-    }
 
 
 @dataclass(frozen=True)
@@ -414,39 +287,14 @@ class KernelExpectation:
 
     @classmethod
     def from_msg(cls, msg: Any) -> KernelExpectation:
-        family = msg["nfgen_family"]
-        attrs = attr_tree(msg)
-        tup, mask, master = (attrs.get(n) for n in ("CTA_EXPECT_TUPLE", "CTA_EXPECT_MASK", "CTA_EXPECT_MASTER"))
-        if tup is None or mask is None or master is None:
-            raise ValueError("expectation message lacks CTA_EXPECT_TUPLE, _MASK or _MASTER")
-        t_src, t_dst, t_sport, t_dport, proto = _decode_tuple(tup, family)
-        m_src, m_dst, m_sport, m_dport, m_proto = _decode_tuple(master, family)
-        # ctnetlink_exp_dump_mask() fills every field the mask cannot hold
-        # with ones, so only the source side carries information.
-        k_src, _, k_sport, _, _ = _decode_tuple(mask, family)
-        nat = None
-        nat_attr = attrs.get("CTA_EXPECT_NAT")
-        if nat_attr is not None:
-            n_src, _, n_sport, _, _ = _decode_tuple(nat_attr.get("CTA_EXPECT_NAT_TUPLE"), family)
-            nat = ExpectNat(nat_attr.get("CTA_EXPECT_NAT_DIR"), n_src, n_sport)
-        return cls(
-            family=family,
-            proto=proto,
-            master=MasterTuple(m_src, m_dst, m_sport, m_dport, m_proto),
-            tuple=ExpectTuple(t_src, t_dst, t_sport, t_dport),
-            mask=ExpectMask(k_src, k_sport),
-            timeout=attrs.get("CTA_EXPECT_TIMEOUT", 0),
-            flags=_flag_names(attrs.get("CTA_EXPECT_FLAGS", 0)),
-            klass=attrs.get("CTA_EXPECT_CLASS", 0),
-            helper=attrs.get("CTA_EXPECT_HELP_NAME"),
-            id=attrs.get("CTA_EXPECT_ID"),
-            fn=attrs.get("CTA_EXPECT_FN"),
-            nat=nat,
-        )
+        """A pyroute2 ctexp_msg, decoded from its own buffer (encoded first if it was built, not received)."""
+        if not msg.data:
+            msg.encode()
+        return expectation_from_bytes(msg.data, msg.offset)
 
     def tuple_attr(self) -> dict[str, Any]:
         t = self.tuple
-        return _encode_tuple(self.family, t.src, t.dst, t.sport, t.dport, self.proto)
+        return encode_tuple(self.family, t.src, t.dst, t.sport, t.dport, self.proto)
 
     def master_attr(self) -> dict[str, Any]:
         return self.master.to_attr()
@@ -454,7 +302,7 @@ class KernelExpectation:
     def mask_attr(self) -> dict[str, Any]:
         # ctnetlink_exp_dump_mask(): memset(0xff), then the stored source
         # mask, the tuple's protocol number; ports only where the tuple has them.
-        return _encode_tuple(
+        return encode_tuple(
             self.family,
             self.mask.src,
             _all_ones(self.family),
@@ -472,7 +320,7 @@ class KernelExpectation:
             ["CTA_EXPECT_MASTER", self.master_attr()],
         ]
         if self.nat is not None:
-            nat_tuple = _encode_tuple(
+            nat_tuple = encode_tuple(
                 self.family,
                 self.nat.src,
                 _any(self.family),
@@ -510,84 +358,60 @@ class KernelExpectation:
         return msg
 
 
-# --- the fast path: expectation messages straight from bytes ------------------------------
-# The harness dumps the expectation table after every step of every dialog;
-# pyroute2's lazy attribute objects cost ~0.6 ms per expectation there, so
-# messages of the dump and event paths are read with struct instead. The
-# pyroute2 classes above stay the codec for everything else (and the tests
-# check that both read real kernel bytes alike).
-
-
-def _nlas(data: bytes, off: int, end: int) -> dict[int, memoryview | bytes]:
-    out: dict[int, memoryview | bytes] = {}
-    while off + 4 <= end:
-        length, kind = NLA.unpack_from(data, off)
-        if length < 4:
-            break
-        out[kind & NLA_TYPE_MASK] = data[off + 4:off + length]
-        off += (length + 3) & ~3
-    return out
-
-
-def _raw_tuple(raw: bytes, family: int) -> tuple[IPAddress, IPAddress, int | None, int | None, int]:
-    t = _nlas(raw, 0, len(raw))
-    ip = _nlas(t[1], 0, len(t[1]))
-    l4 = _nlas(t[2], 0, len(t[2]))
-    src_key, dst_key = (1, 2) if family == socket.AF_INET else (3, 4)
-    return (
-        ipaddress.ip_address(bytes(ip[src_key])),
-        ipaddress.ip_address(bytes(ip[dst_key])),
-        int.from_bytes(l4[2], "big") if 2 in l4 else None,
-        int.from_bytes(l4[3], "big") if 3 in l4 else None,
-        l4[1][0],
-    )
+# --- the decoder ------------------------------------------------------------------------------
+_NAT = numbers(ctexp_msg.cta_expect_nat)
 
 
 def expectation_from_bytes(data: bytes, off: int = 0) -> KernelExpectation:
-    """Decode the IPCTNL_MSG_EXP_NEW/DELETE message at ``off`` (netlink header included)."""
-    length = NLMSG.unpack_from(data, off)[0]
-    family = data[off + 16]
-    a = _nlas(data, off + 20, off + length)
+    """Decode the IPCTNL_MSG_EXP_NEW/DELETE message at ``off`` of a datagram
+    (netlink header included): what ctnetlink_exp_fill_info() wrote."""
+    family, _, attrs = message_attributes(data, off)
     for required in (CTA_EXPECT_MASTER, CTA_EXPECT_TUPLE, CTA_EXPECT_MASK):
-        if required not in a:
-            raise ValueError("expectation message lacks CTA_EXPECT_TUPLE, _MASK or _MASTER")
-    t_src, t_dst, t_sport, t_dport, proto = _raw_tuple(a[CTA_EXPECT_TUPLE], family)
-    m_src, m_dst, m_sport, m_dport, m_proto = _raw_tuple(a[CTA_EXPECT_MASTER], family)
-    k_src, _, k_sport, _, _ = _raw_tuple(a[CTA_EXPECT_MASK], family)
-    nat = None
-    if CTA_EXPECT_NAT in a:
-        n = _nlas(a[CTA_EXPECT_NAT], 0, len(a[CTA_EXPECT_NAT]))
-        n_src, _, n_sport, _, _ = _raw_tuple(n[2], family)
-        nat = ExpectNat(int.from_bytes(n[1], "big"), n_src, n_sport)
+        if required not in attrs:
+            raise DecodeError("expectation message lacks CTA_EXPECT_TUPLE, _MASK or _MASTER")
+    return expectation_attrs(data, attrs, family)
 
-    def be32(key: int) -> int | None:
-        return int.from_bytes(a[key], "big") if key in a else None
+
+def expectation_attrs(data: bytes, attrs: dict[int, Span], family: int) -> KernelExpectation:
+    """The expectation the CTA_EXPECT_* attributes ``attrs`` describe, as
+    ctnetlink_create_expect() reads them: CTA_EXPECT_TUPLE and _MASK are
+    required; an absent CTA_EXPECT_MASTER (NFQA_EXP of a verdict, whose
+    master is the packet's conntrack) reads as the all-zero tuple."""
+    if CTA_EXPECT_TUPLE not in attrs or CTA_EXPECT_MASK not in attrs:
+        raise DecodeError("expectation lacks CTA_EXPECT_TUPLE or _MASK")
+    t_src, t_dst, t_sport, t_dport, proto = decode_tuple(data, attrs[CTA_EXPECT_TUPLE], family)
+    if CTA_EXPECT_MASTER in attrs:
+        master = MasterTuple(*decode_tuple(data, attrs[CTA_EXPECT_MASTER], family))
+    else:
+        master = MasterTuple(_any(family), _any(family), None, None, proto)
+    # ctnetlink_exp_dump_mask() fills every field the mask cannot hold
+    # with ones, so only the source side carries information.
+    k_src, _, k_sport, _, _ = decode_tuple(data, attrs[CTA_EXPECT_MASK], family)
+    nat = None
+    if CTA_EXPECT_NAT in attrs:
+        n = nested(data, attrs[CTA_EXPECT_NAT])
+        if _NAT["CTA_EXPECT_NAT_DIR"] not in n or _NAT["CTA_EXPECT_NAT_TUPLE"] not in n:
+            raise DecodeError("CTA_EXPECT_NAT without its direction or tuple")
+        n_src, _, n_sport, _, _ = decode_tuple(data, n[_NAT["CTA_EXPECT_NAT_TUPLE"]], family)
+        nat = ExpectNat(be32(data, n[_NAT["CTA_EXPECT_NAT_DIR"]]), n_src, n_sport)
+
+    def number(key: int) -> int | None:
+        return be32(data, attrs[key]) if key in attrs else None
 
     def text(key: int) -> str | None:
-        return bytes(a[key]).split(b"\0", 1)[0].decode() if key in a else None
+        return asciiz(data, attrs[key]) if key in attrs else None
 
     return KernelExpectation(
         family=family,
         proto=proto,
-        master=MasterTuple(m_src, m_dst, m_sport, m_dport, m_proto),
+        master=master,
         tuple=ExpectTuple(t_src, t_dst, t_sport, t_dport),
         mask=ExpectMask(k_src, k_sport),
-        timeout=be32(CTA_EXPECT_TIMEOUT) or 0,
-        flags=_flag_names(be32(CTA_EXPECT_FLAGS) or 0),
-        klass=be32(CTA_EXPECT_CLASS) or 0,
+        timeout=number(CTA_EXPECT_TIMEOUT) or 0,
+        flags=_flag_names(number(CTA_EXPECT_FLAGS) or 0),
+        klass=number(CTA_EXPECT_CLASS) or 0,
         helper=text(CTA_EXPECT_HELP_NAME),
-        id=be32(CTA_EXPECT_ID),
+        id=number(CTA_EXPECT_ID),
         fn=text(CTA_EXPECT_FN),
         nat=nat,
     )
-
-
-def netlink_messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """(type, flags, sequence number, offset) of each message in a datagram."""
-    off = 0
-    while off + NLMSG.size <= len(data):
-        length, kind, flags, seq, _ = NLMSG.unpack_from(data, off)
-        if length < NLMSG.size:
-            return
-        yield kind, flags, seq, off
-        off += (length + 3) & ~3

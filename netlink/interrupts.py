@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
+from sipct.spec.exitcodes import signal_exit
+
 __all__ = ["Doing", "Interrupted", "doing", "install", "rearm", "shielded"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -56,7 +58,7 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_status(self) -> int:
         """What a shell reports for a command its signal ended: 128 + the number."""
-        return 128 + self.signum
+        return signal_exit(self.signum)
 
     def __str__(self) -> str:
         where = " > ".join(self.during) if self.during else "no dialog, lab or VM at that moment"

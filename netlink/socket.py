@@ -34,9 +34,9 @@ from pyroute2.netlink.nfnetlink.nfctsocket import (
 )
 from pyroute2.netlink.nlsocket import NetlinkSocket
 
+from .conntrack import conntrack_from_msg, ct_msg
 from .ctexp import (
     expectation_from_bytes,
-    netlink_messages,
     IPCTNL_MSG_EXP_DELETE,
     IPCTNL_MSG_EXP_GET,
     IPCTNL_MSG_EXP_GET_STATS_CPU,
@@ -49,13 +49,12 @@ from .ctexp import (
     ExpectTuple,
     KernelExpectation,
     MasterTuple,
-    ct_msg,
     ctexp_msg,
     ctexp_stats_cpu_msg,
     exp_msg_type,
     family_of,
 )
-from .wire import encode_request
+from .wire import encode_request, netlink_messages
 from sipct.netlink.interrupts import shielded
 from sipct.netlink.netns import entered_netns
 
@@ -478,7 +477,4 @@ class CtExpSocket(NetlinkSocket):
         msg["attrs"] = [["CTA_TUPLE_ORIG", master.to_attr()]]
         msg_type = _ct_msg_type(IPCTNL_MSG_CT_GET)
         replies = self._request("master_helper", msg, msg_type, NLM_F_REQUEST, single=True)
-        if not replies:
-            return None
-        help_attr = replies[0].get_attr("CTA_HELP")
-        return None if help_attr is None else help_attr.get_attr("CTA_HELP_NAME")
+        return conntrack_from_msg(replies[0]).helper if replies else None

@@ -1,6 +1,16 @@
-"""nfnetlink requests written with ``struct`` from the codec classes' own tables.
+"""netlink's fixed layouts, read and written with ``struct``: the one reader
+of attributes every decoder of sipct.netlink uses, and the request writer.
 
-Every ctnetlink request the harness and the reference helper make is a
+Reading: :func:`attributes` walks the attributes between two offsets of a
+received datagram into {number: (payload start, payload end)} - the last
+one of a number wins, as pyroute2's get_attr() would give it - and refuses
+(:class:`DecodeError`) an attribute shorter than its header or running past
+its parent; the leaf readers refuse a payload of the wrong size. The message
+codecs (ctexp, conntrack, cthelper, nfqueue) are built on these and read the
+attribute numbers from the pyroute2 classes' ``nla_map`` tables, which stay
+the one definition of every message.
+
+Writing: every ctnetlink request the harness and the reference helper make is a
 pyroute2 message object whose ``attrs`` are lists of [name, value]; pyroute2's
 ``encode()`` of one costs a few hundred µs of CPU natively (an expectation
 with its three nested tuples: about 300), which the reference helper pays per
@@ -9,7 +19,7 @@ bytes from the same object: the attribute numbers, nesting flags and struct
 formats come from the classes' ``nla_map``, ``nla_flags`` and ``fields``;
 the leaf kinds it writes are the ones the classes use for requests (uint8,
 be16, be32, ip4addr/ip6addr, asciiz, hex and cdata as raw bytes). A message
-with any other kind is left to pyroute2 (None). tests/reference/test_codecs.py
+with any other kind is left to pyroute2 (None). tests/netlink/test_nfqueue_codec.py
 holds it byte for byte to pyroute2's encoding.
 """
 
@@ -17,9 +27,12 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["BE16", "BE32", "NFGEN", "NLA", "NLA_TYPE_MASK", "NLMSG", "encode_request"]
+__all__ = ["BE16", "BE32", "NFGEN", "NLA", "NLA_TYPE_MASK", "NLMSG", "DecodeError", "Span", "asciiz", "attributes",
+           "be16", "be32", "encode_request", "message_attributes", "nested", "netlink_messages", "numbers",
+           "u8"]
 
 # The fixed layouts of netlink (shared by every struct-level reader and writer of the project).
 NLMSG = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, sequence, port id
@@ -99,3 +112,87 @@ def encode_request(msg: Any, msg_type: int, flags: int, seq: int, pid: int) -> b
     except (_Unwritten, struct.error, KeyError, TypeError, ValueError, OSError, UnicodeError):
         return None
     return NLMSG.pack(16 + len(payload), msg_type, flags, seq, pid) + payload
+
+
+# --- reading ----------------------------------------------------------------------------------------
+Span = tuple[int, int]  # (payload start, payload end) of one attribute in the datagram
+
+
+class DecodeError(ValueError):
+    """Bytes that are not the message they claim to be (a ValueError, as a
+    missing required attribute is)."""
+
+
+def netlink_messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(type, flags, sequence number, offset) of each message in a datagram."""
+    off = 0
+    while off + NLMSG.size <= len(data):
+        length, kind, flags, seq, _ = NLMSG.unpack_from(data, off)
+        if length < NLMSG.size:
+            return
+        yield kind, flags, seq, off
+        off += (length + 3) & ~3
+
+
+def message_attributes(data: bytes, off: int) -> tuple[int, int, dict[int, Span]]:
+    """(nfgen_family, res_id, attributes) of the nfnetlink message at ``off``
+    (nlmsghdr on; res_id in host order)."""
+    length = NLMSG.unpack_from(data, off)[0]
+    end = off + length
+    if length < NLMSG.size + NFGEN.size or end > len(data):
+        raise DecodeError(f"netlink message of {length} bytes at offset {off} of a {len(data)}-byte datagram")
+    family, _, res_id = NFGEN.unpack_from(data, off + NLMSG.size)
+    return family, socket.ntohs(res_id), attributes(data, off + NLMSG.size + NFGEN.size, end)
+
+
+def attributes(data: bytes, start: int, end: int) -> dict[int, Span]:
+    """Attribute number (flag bits off) -> payload span, for the attributes
+    laid end to end in ``data[start:end]`` (nla_for_each_attr())."""
+    out: dict[int, Span] = {}
+    off = start
+    while off + 4 <= end:
+        length, kind = NLA.unpack_from(data, off)
+        if length < 4 or off + length > end:
+            raise DecodeError(f"attribute {kind & NLA_TYPE_MASK} of {length} bytes at offset {off} "
+                              f"does not fit in its {end - start}-byte parent")
+        out[kind & NLA_TYPE_MASK] = (off + 4, off + length)
+        off += (length + 3) & ~3
+    if off < end:
+        raise DecodeError(f"{end - off} stray bytes after the attributes at offset {off}")
+    return out
+
+
+def nested(data: bytes, span: Span) -> dict[int, Span]:
+    """The attributes inside a nest."""
+    return attributes(data, span[0], span[1])
+
+
+def _sized(span: Span, size: int, what: str) -> int:
+    if span[1] - span[0] != size:
+        raise DecodeError(f"{what} of {span[1] - span[0]} bytes, not {size}")
+    return span[0]
+
+
+def u8(data: bytes, span: Span) -> int:
+    return data[_sized(span, 1, "u8 attribute")]
+
+
+def be16(data: bytes, span: Span) -> int:
+    return BE16.unpack_from(data, _sized(span, 2, "be16 attribute"))[0]
+
+
+def be32(data: bytes, span: Span) -> int:
+    return BE32.unpack_from(data, _sized(span, 4, "be32 attribute"))[0]
+
+
+def asciiz(data: bytes, span: Span) -> str:
+    """A NUL-terminated name (nla_put_string()): the text before the NUL."""
+    text = bytes(data[span[0]:span[1]])
+    if not text.endswith(b"\0") or b"\0" in text[:-1] or not text.isascii():
+        raise DecodeError(f"{text!r} is not a NUL-terminated ASCII name")
+    return text[:-1].decode("ascii")
+
+
+def numbers(cls: Any) -> dict[str, int]:
+    """Attribute name -> number, as a codec class's nla_map numbers them."""
+    return {item[0]: index for index, item in enumerate(cls.nla_map)}

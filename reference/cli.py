@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR = 0, 2
+from sipct.spec.exitcodes import EXIT_ERROR, EXIT_OK
+
 CAP_NET_ADMIN = 12
 
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sipct.netlink.cthelper import NF_CT_HELPER_NAME_LEN, ExpectPolicy, UserspaceHelper
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP, SIP_EXPECT_POLICY, ExpectClass
 from sipct.spec.params import ModuleParams, ParameterError
 from sipct.spec.profiles import PROFILES, KernelProfile, profile_for_kernel
 
-from .netlink.conntrack import MasterState
-from .netlink.cthelper import NF_CT_HELPER_NAME_LEN, ExpectPolicy, UserspaceHelper
+from .master_state import MasterState
 
 __all__ = ["ConfigError", "HelperConfig", "LOG_LEVELS", "load_config", "parse_config"]
 

@@ -68,18 +68,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sipct.netlink.kernel import to_spec
+from sipct.netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack
 from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
+from sipct.netlink.kernel import to_spec
+from sipct.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
 from sipct.spec import rules
-from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, expectation_key
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
 from sipct.spec.master import Master
 from sipct.spec.params import ModuleParams
 from sipct.spec.profiles import KernelProfile
 from sipct.spec.table import TableEvent
 
-from .netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack, MasterState
-from .netlink.queue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
+from .master_state import MasterState
 from .packet import TCP_RST, PacketError, parse_packet
 
 __all__ = [
@@ -91,7 +92,6 @@ __all__ = [
     "Failure",
     "HelperCore",
     "Phase",
-    "identity",
     "plan",
 ]
 
@@ -108,15 +108,6 @@ REFRESH_RULE = rules.REG_RESPONSE_REFRESH.id
 STALE_EVENT_MARGIN = 1.0
 # How long a packet answered with NF_REPEAT may take to come back.
 PENDING_TIMEOUT = 2.0
-
-
-def identity(e: Expectation) -> tuple:
-    """What tells two expectations apart in the kernel's table (not the timeout,
-    not the flags). Made of ints: ipaddress objects hash slowly."""
-    t, m = e.tuple, e.master
-    return (t.family, t.proto, -1 if t.src is None else int(t.src), int(t.dst), t.dport,
-            -1 if t.sport is None else t.sport, int(e.klass),
-            int(m.src), int(m.dst), m.proto, m.sport, m.dport)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,17 +406,17 @@ class HelperCore:
                 signalling = e.klass == ExpectClass.SIGNALLING
                 ops.append(ExpectOp("create", e, VERDICT if signalling else CTNETLINK, ev.rule,
                                     helper=self.helper_name if signalling else None))
-                created[identity(e)] = e
+                created[expectation_key(e)] = e
             else:
                 ops.append(ExpectOp("delete", e, CTNETLINK, ev.rule))
-                created.pop(identity(e), None)
+                created.pop(expectation_key(e), None)
         # refresh_signalling_expectation(): a timeout and flags changed in place.
         for entry in self.shadow.table.of_master(master):
             value = entry.value()
-            if id(entry) in before and identity(value) not in created:
+            if id(entry) in before and expectation_key(value) not in created:
                 _, old_flags, old_expires = before[id(entry)]
-            elif identity(value) in created:
-                old = created[identity(value)]
+            elif expectation_key(value) in created:
+                old = created[expectation_key(value)]
                 old_flags, old_expires = old.flags, old.expires
             else:
                 continue
@@ -445,7 +436,7 @@ class HelperCore:
         """The kernel did ``op``: a removal's destroy event is ours, not news."""
         self.stats[f"ops.{op.kind}"] += 1
         if op.kind == "delete":
-            self._own_deletes[identity(op.expectation)] += 1
+            self._own_deletes[expectation_key(op.expectation)] += 1
 
     def failed(self, decision: Decision, op: ExpectOp, err: int) -> Failure:
         """The kernel refused ``op`` with errno ``err``; what that means.
@@ -516,7 +507,7 @@ class HelperCore:
         if exp.helper != self.helper_name:
             return False
         value = to_spec(exp, now)
-        key = identity(value)
+        key = expectation_key(value)
         if self._own_deletes[key] > 0:
             self._own_deletes[key] -= 1
             if not self._own_deletes[key]:
@@ -568,16 +559,16 @@ class HelperCore:
         for exp in expectations:
             if exp.helper == self.helper_name:
                 value = to_spec(exp, now)
-                kernel[identity(value)] = value
+                kernel[expectation_key(value)] = value
         removed = added = adopted = unknown = 0
         have = set()
         for entry in shadow.table.entries():
             value = entry.value()
             if value.master in busy:
-                have.add(identity(value))
+                have.add(expectation_key(value))
                 continue
-            if identity(value) in kernel:
-                have.add(identity(value))
+            if expectation_key(value) in kernel:
+                have.add(expectation_key(value))
             else:
                 shadow.table.gone(entry, now)
                 removed += 1

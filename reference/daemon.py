@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from sipct.netlink.nfqueue import QueuedPacket, Verdict
+
 from .config import HelperConfig, load_config
 from .core import CTNETLINK, Decision, ExpectOp, HelperCore
-from .netlink.queue import QueuedPacket, Verdict
 from .netlink.socket import ExpectationSocket, HelperSocket, netlink_text
 
 __all__ = ["HelperDaemon", "RouteOracle", "notify", "setup_logging"]

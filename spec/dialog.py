@@ -742,7 +742,12 @@ def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) 
 
 
 def expectation_key(e: Expectation, with_nat: bool = False) -> tuple:
-    """How an actual expectation compares with an :class:`ExpectedExpectation`."""
+    """How an actual expectation compares with an :class:`ExpectedExpectation`:
+    what a dialog's ``expect:`` entry writes of it - protocol, source (or any),
+    destination and port, class, flags (``with_nat``: and the NAT part's saved
+    address and port). Not which row of the table it is: a
+    dialog names no family, source port or master, so tables and events are
+    compared by :func:`sipct.spec.expectation.expectation_key`."""
     t: ExpectTuple = e.tuple
     key = (t.proto, "*" if t.src is None else str(t.src), str(t.dst), t.dport, int(e.klass), int(e.flags))
     if with_nat:

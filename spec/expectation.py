@@ -179,3 +179,26 @@ class Expectation:
         timeout = "" if now is None else f" timeout={self.remaining(now):.0f}s"
         nat = "" if self.nat is None else f" {self.nat} fn={NAT_EXPECTFN}"
         return f"{self.tuple} class={self.klass.label} flags={flags} helper={self.helper}{nat}{timeout}"
+
+
+def expectation_key(e: Expectation) -> tuple[int, ...]:
+    """Which row of the expectation table ``e`` is - the one key every part
+    of sipct compares tables and events by (the kernel's, the spec's, the
+    reference helper's shadow, a fuzz run's observations).
+
+    The kernel tells rows apart by tuple and mask (expect_matches() in
+    __nf_ct_expect_check()) and refuses one of another class or master on
+    the same tuple (-EALREADY), so the key is the tuple with its mask - a
+    wildcard source address or port is -1 - the class and the master's
+    original tuple. Not the timeout, not the flags (activating an INACTIVE
+    expectation changes the row, not which row it is: a comparison that
+    holds rows to their flags adds them) and not the helper's name.
+
+    Flat and made of ints: it hashes fast (ipaddress objects hash slowly),
+    goes through JSON unchanged, and sorts as the spec's table lists
+    expectations (family, protocol, destination, port, source first).
+    """
+    t, m = e.tuple, e.master
+    return (t.family, t.proto, int(t.dst), t.dport, -1 if t.src is None else int(t.src),
+            -1 if t.sport is None else t.sport, int(e.klass),
+            int(m.src), int(m.dst), m.proto, m.sport, m.dport)

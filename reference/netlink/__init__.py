@@ -1,5 +1,5 @@
-"""The reference helper's own netlink messages: nfnetlink_cthelper and nfnetlink_queue.
-
-Expectations and conntracks are ctnetlink's, whose codec lives in
-sipct.netlink.ctexp and is reused here, not repeated.
+"""The reference helper's own netlink sockets: nfnetlink_cthelper and
+nfnetlink_queue on one socket (the daemon's), and its ctnetlink expectation
+socket. Every message they send or read is encoded and decoded by
+sipct.netlink, which holds each netlink codec once.
 """

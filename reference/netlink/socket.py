@@ -1,4 +1,4 @@
-"""The helper's netlink sockets.
+"""The helper's netlink sockets (its messages' codecs are sipct.netlink's).
 
 `HelperSocket` speaks nfnetlink_cthelper and nfnetlink_queue on one
 NETLINK_NETFILTER socket, as conntrackd's cthelper.c does: it registers the
@@ -19,7 +19,7 @@ import os
 import select
 import socket as _socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyroute2.netlink import (NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
@@ -27,20 +27,17 @@ from pyroute2.netlink import (NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, NLM_F_
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET
 
-from sipct.netlink.ctexp import (IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY, KernelExpectation,
-                                         ct_msg, exp_msg_type, netlink_messages)
+from sipct.netlink.conntrack import KernelConntrack, conntrack_from_msg, ct_msg, tuple_attr
+from sipct.netlink.ctexp import IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY, KernelExpectation, exp_msg_type
+from sipct.netlink.cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW,
+                                    UserspaceHelper, cthelper_msg, cthelper_msg_type, helper_from_bytes)
 from sipct.netlink.netns import entered_netns
+from sipct.netlink.nfqueue import (NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND,
+                                   NFQNL_CFG_CMD_UNBIND, NFQNL_COPY_PACKET, NFQNL_MSG_PACKET, QueueConfig,
+                                   QueuedPacket, Verdict, encode_verdict, packet_from_bytes, queue_msg_type)
 from sipct.netlink.socket import CtExpSocket
-from sipct.netlink.wire import NLMSG
+from sipct.netlink.wire import NLMSG, netlink_messages
 from sipct.spec.expectation import ConnTuple
-
-from .conntrack import KernelConntrack, conntrack_from_msg, tuple_attr
-from .cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW, UserspaceHelper,
-                       cthelper_msg, cthelper_msg_type)
-from .hotpath import decode_packet, encode_verdict
-from .queue import (NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND,
-                    NFQNL_COPY_PACKET, NFQNL_MSG_PACKET, QueueConfig, QueuedPacket, Verdict, nfq_msg,
-                    queue_msg_type)
 
 __all__ = ["ExpectationSocket", "HelperNetlinkError", "HelperSocket", "netlink_text", "subsystem_errors"]
 
@@ -158,7 +155,7 @@ class HelperSocket:
         self._sock.send(msg.data)
         return self._seq
 
-    def _request(self, op: str, msg: Any, flags: int, reply_class: type | None = None,
+    def _request(self, op: str, msg: Any, flags: int, decode: Callable[[bytes, int], Any] | None = None,
                  timeout: float = 5.0) -> list[Any]:
         """Send, then read until the ACK (or NLMSG_DONE for a dump); queued
         packets read meanwhile are kept for receive()."""
@@ -171,7 +168,7 @@ class HelperSocket:
             data = self._sock.recv(1 << 17)
             for kind, _, mseq, off in netlink_messages(data):
                 if kind == queue_msg_type(NFQNL_MSG_PACKET):
-                    self._stash.append(self._packet(data, off))
+                    self._stash.append(packet_from_bytes(data, off))
                     continue
                 if mseq != seq:
                     if kind == NLMSG_ERROR:
@@ -184,21 +181,8 @@ class HelperSocket:
                     return replies
                 if kind == NLMSG_DONE:
                     return replies
-                if reply_class is not None:
-                    length = NLMSG.unpack_from(data, off)[0]
-                    reply = reply_class(data[off:off + length])
-                    reply.decode()
-                    replies.append(reply)
-
-    @staticmethod
-    def _packet(data: bytes, off: int) -> QueuedPacket:
-        length = NLMSG.unpack_from(data, off)[0]
-        fast = decode_packet(data, off, length)
-        if fast is not None:
-            return fast
-        msg = nfq_msg(data[off:off + length])
-        msg.decode()
-        return QueuedPacket.from_msg(msg)
+                if decode is not None:
+                    replies.append(decode(data, off))
 
     def _record_error(self, data: bytes, off: int) -> None:
         code = -_ERRNO.unpack_from(data, off + 16)[0]
@@ -232,8 +216,7 @@ class HelperSocket:
         msg["nfgen_family"] = _socket.AF_UNSPEC
         msg["version"] = 0
         msg["res_id"] = 0
-        replies = self._request("dump helpers", msg, NLM_F_DUMP, cthelper_msg)
-        return [UserspaceHelper.from_msg(m) for m in replies]
+        return self._request("dump helpers", msg, NLM_F_DUMP, helper_from_bytes)
 
     # -- nfnetlink_queue ---------------------------------------------------------------------------
     def bind_queue(self, queue_num: int, *, fail_open: bool, maxlen: int | None = None,
@@ -275,7 +258,7 @@ class HelperSocket:
                 break
             for kind, _, _, off in netlink_messages(data):
                 if kind == queue_msg_type(NFQNL_MSG_PACKET):
-                    out.append(self._packet(data, off))
+                    out.append(packet_from_bytes(data, off))
                 elif kind == NLMSG_ERROR:
                     self._record_error(data, off)
         return out

@@ -91,7 +91,7 @@ def test_the_check_finds_what_the_spec_does_not_predict() -> None:
     good, _ = check([offer], [_observation(0, 0.0, True, new)], ModuleParams(), HARDENED_6_1_192)
     assert good.mismatches == 0 and good.kernel_new == good.spec_new == len(new)
     wrong = [list(k) for k in new]
-    wrong[0][4] += 100  # another port
+    wrong[0][3] += 100  # another port
     bad, _ = check([offer], [_observation(0, 0.0, False, wrong)], ModuleParams(), HARDENED_6_1_192)
     assert bad.counts == {"verdict": 1, "unexpected": 1, "missing": 1}
     assert {m.kind for m in bad.examples} == {"verdict", "unexpected", "missing"}

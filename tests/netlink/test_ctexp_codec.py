@@ -1,6 +1,6 @@
-"""The expectation codec without a kernel: encode/decode round trips, the
-wire layout ctnetlink_exp_dump_expect() produces, and messages the 6.18
-kernel really sent (captured by test_ctexp_kernel.py's setup: lo of one
+"""The expectation and conntrack codecs without a kernel: encode/decode round
+trips, the wire layout ctnetlink_exp_dump_expect() produces, bytes cut short,
+and messages the 6.18 kernel really sent (captured by test_ctexp_kernel.py's setup: lo of one
 namespace, the SIP helper on udp/5060)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pyroute2.netlink import NLA_F_NESTED
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
+from sipct.netlink.conntrack import KernelConntrack, conntrack_from_bytes, conntrack_from_msg, ct_msg
 from sipct.netlink.ctexp import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_MASK,
@@ -35,11 +36,13 @@ from sipct.netlink.ctexp import (
     ExpectTuple,
     KernelExpectation,
     MasterTuple,
-    ct_msg,
     ctexp_msg,
     ctexp_stats_cpu_msg,
     exp_msg_type,
+    expectation_from_bytes,
 )
+from sipct.netlink.wire import DecodeError, netlink_messages
+from sipct.spec.expectation import ConnTuple
 
 UDP = 17
 NLM_F_MULTI = 0x2
@@ -335,11 +338,25 @@ def test_family_must_be_inet() -> None:
         dataclasses.replace(sample(socket.AF_INET, 0, True), family=socket.AF_UNSPEC).to_attrs()
 
 
-def test_message_without_tuple_is_refused() -> None:
-    msg = decode(encode(V4_REGISTER))
-    msg["attrs"] = [a for a in msg["attrs"] if a[0] != "CTA_EXPECT_MASK"]
-    with pytest.raises(ValueError):
-        KernelExpectation.from_msg(msg)
+@pytest.mark.parametrize("missing", ["CTA_EXPECT_TUPLE", "CTA_EXPECT_MASK", "CTA_EXPECT_MASTER"])
+def test_message_without_tuple_is_refused(missing: str) -> None:
+    msg = V4_REGISTER.to_msg()
+    msg["attrs"] = [a for a in msg["attrs"] if a[0] != missing]
+    msg.encode()
+    with pytest.raises(DecodeError, match="lacks"):
+        expectation_from_bytes(bytes(msg.data))
+
+
+@pytest.mark.parametrize("raw", [KERNEL_V4_REGISTER_EVENT, KERNEL_V6_REGISTER_DUMP, KERNEL_V4_INVITE_RTP_DUMP])
+def test_kernel_bytes_cut_short_are_refused(raw: bytes) -> None:
+    """A message whose attributes run past its end gives DecodeError (a ValueError), never another exception."""
+    for cut in range(20, len(raw), 4):
+        data = bytearray(raw[:cut])
+        struct.pack_into("=I", data, 0, cut)  # the nlmsghdr's length stays right, as recv() gives it
+        try:
+            expectation_from_bytes(bytes(data))
+        except ValueError:
+            pass
 
 
 ports = st.integers(0, 0xFFFF)
@@ -374,10 +391,38 @@ def test_round_trip_property(exp: KernelExpectation) -> None:
     assert KernelExpectation.from_msg(decode(encode(exp))) == exp
 
 
-@pytest.mark.parametrize("raw", [KERNEL_V4_REGISTER_EVENT, KERNEL_V6_REGISTER_DUMP, KERNEL_V4_INVITE_RTP_DUMP])
-def test_fast_decoder_reads_kernel_bytes_like_the_pyroute2_codec(raw):
-    from sipct.netlink.ctexp import ctexp_msg, expectation_from_bytes
+def test_kernel_bytes_are_read_where_they_are_in_the_datagram() -> None:
+    """A dump's datagram holds several messages; each decodes at its offset (netlink_messages())."""
+    datagram = KERNEL_V4_REGISTER_EVENT + KERNEL_V6_REGISTER_DUMP + KERNEL_V4_INVITE_RTP_DUMP
+    offsets = [off for _, _, _, off in netlink_messages(datagram)]
+    assert [expectation_from_bytes(datagram, off) for off in offsets] == [V4_REGISTER, V6_REGISTER, V4_INVITE_RTP]
+    # and a received pyroute2 message is decoded from that buffer at its offset
+    assert KernelExpectation.from_msg(decode(datagram, offsets[1])) == V6_REGISTER
 
-    msg = ctexp_msg(raw)
+
+def test_conntrack_from_kernel_bytes() -> None:
+    """The IPCTNL_MSG_CT_GET reply of the REGISTER's conntrack (ctnetlink_fill_info())."""
+    ct = conntrack_from_bytes(KERNEL_CT_GET_REPLY)
+    ua, registrar = ip_address("192.0.2.1"), ip_address("192.0.2.2")
+    assert ct.original == ConnTuple(ua, registrar, UDP, 5060, 5060)
+    assert ct.reply == ConnTuple(registrar, ua, UDP, 5060, 5060)
+    assert (ct.status, ct.timeout, ct.id, ct.helper, ct.helper_info) == (0x2008, 3599, 0x031186AA, "sip", None)
+    msg = ct_msg(KERNEL_CT_GET_REPLY)
     msg.decode()
-    assert expectation_from_bytes(raw) == KernelExpectation.from_msg(msg)
+    assert conntrack_from_msg(msg) == ct
+
+
+@given(st.sampled_from([socket.AF_INET, socket.AF_INET6]), st.data())
+def test_conntrack_round_trip(family: int, data: st.DataObject) -> None:
+    bits = 32 if family == socket.AF_INET else 128
+    addr = st.integers(0, 2**bits - 1).map(IPv4Address if family == socket.AF_INET else IPv6Address)
+    tuples = st.builds(ConnTuple, addr, addr, st.sampled_from([6, 17]), ports, ports)
+    ct = KernelConntrack(family, data.draw(tuples), data.draw(st.none() | tuples), data.draw(st.none() | u32),
+                         data.draw(u32), data.draw(st.none() | u32), data.draw(st.none() | u32),
+                         data.draw(st.none() | ports), data.draw(st.none() | st.sampled_from(["sip", "h" * 15])),
+                         None, data.draw(st.none() | tuples))
+    msg = ct_msg()
+    msg["nfgen_family"], msg["version"], msg["res_id"] = family, 0, 0
+    msg["attrs"] = ct.to_attrs()
+    msg.encode()
+    assert conntrack_from_bytes(bytes(msg.data)) == ct

@@ -21,15 +21,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KTuple, KernelExpectation, MasterTuple
 from sipct.reference.core import CTNETLINK, Decision, ExpectOp, HelperCore
-from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED,
+from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED,
                                                IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack)
-from sipct.reference.netlink.queue import ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
+from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
                                UDP_TIMEOUT_UNREPLIED)
 from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
-                                    ExpectFlag, ExpectTuple)
+                                    ExpectFlag, ExpectTuple, expectation_key)
 
 
 @dataclass
@@ -341,7 +341,8 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
 
 
 def identities(table) -> list[tuple]:
-    return sorted((str(e.tuple), int(e.klass), int(e.flags), str(e.master)) for e in table)
+    """The rows of a table (the spec's expectation_key) with their flags, in order."""
+    return sorted((expectation_key(e), int(e.flags)) for e in table)
 
 
 def kernel_errno(code: int) -> NetlinkError:

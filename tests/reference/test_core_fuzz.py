@@ -16,9 +16,9 @@ import pytest
 from sipct.conformance.fuzz import Mutator, default_seeds
 from sipct.conformance.fuzz_run import SERVER, UA, UA_PORTS, route
 from sipct.reference.core import HelperCore
-from sipct.reference.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW, IPS_CONFIRMED,
+from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW, IPS_CONFIRMED,
                                                IPS_SEEN_REPLY, KernelConntrack)
-from sipct.reference.netlink.queue import ETH_P_IP, ETH_P_IPV6, NF_REPEAT, QueuedPacket
+from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_REPEAT, QueuedPacket
 from sipct.reference.packet import build_packet
 from sipct.spec.expectation import IPPROTO_UDP, ConnTuple
 from sipct.spec.params import ModuleParams

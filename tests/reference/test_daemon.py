@@ -21,8 +21,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 import sipct.reference.daemon as daemon_mod
 from sipct.reference.config import parse_config
 from sipct.reference.daemon import HelperDaemon, notify, run
-from sipct.reference.netlink.conntrack import IP_CT_ESTABLISHED_REPLY, IP_CT_NEW, IPS_CONFIRMED, KernelConntrack
-from sipct.reference.netlink.queue import ETH_P_IP, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
+from sipct.netlink.conntrack import IP_CT_ESTABLISHED_REPLY, IP_CT_NEW, IPS_CONFIRMED, KernelConntrack
+from sipct.netlink.nfqueue import ETH_P_IP, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.netlink.socket import HelperNetlinkError
 from sipct.reference.packet import build_packet
 from sipct.spec.expectation import ConnTuple

@@ -1,7 +1,9 @@
-"""The helper's netlink codecs without a kernel: every message encodes and
-decodes back to itself, and bytes laid out the way the kernel writes them
-(nfnl_cthelper_fill_info(), nfqnl_build_packet_message(), ctnetlink) decode
-to what they say."""
+"""The nfnetlink_queue codec without a kernel: configurations, queued
+packets (with their conntrack, NFQA_CT) and verdicts (with NFQA_EXP) encode
+and decode back to themselves, bytes laid out the way the kernel writes them
+(nfqnl_build_packet_message(), ctnetlink_glue_build()) decode to what they
+say, bytes it would not write are refused, and the requests written with
+struct are pyroute2's bytes."""
 
 from __future__ import annotations
 
@@ -14,98 +16,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sipct.netlink.conntrack import IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack
 from sipct.netlink.ctexp import ExpectMask, ExpectTuple, KernelExpectation, MasterTuple
-from sipct.reference.netlink.conntrack import (IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack,
-                                               MasterState)
-from sipct.reference.netlink.cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW,
-                                              ExpectPolicy, UserspaceHelper, cthelper_msg, cthelper_msg_type)
-from sipct.reference.netlink.queue import (ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT,
-                                           NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND,
-                                           NFQNL_CFG_CMD_UNBIND, NFQNL_COPY_PACKET, NFQNL_MSG_PACKET,
-                                           NFQNL_MSG_VERDICT, NFQNL_MSG_VERDICT_BATCH, QueueConfig, QueuedPacket,
-                                           Verdict, nfq_config_msg, nfq_msg, queue_msg_type)
+from sipct.netlink.nfqueue import (ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_CFG_F_CONNTRACK,
+                                   NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND,
+                                   NFQNL_COPY_PACKET, NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_VERDICT_BATCH,
+                                   QueueConfig, QueuedPacket, Verdict, config_from_bytes, encode_verdict,
+                                   nfq_config_msg, nfq_msg, packet_from_bytes, queue_msg_type, verdict_from_bytes)
+from sipct.netlink.wire import DecodeError, netlink_messages
 from sipct.reference.packet import TCP_SYN, build_packet, parse_packet
-from sipct.spec.expectation import SIP_EXPECT_POLICY, ConnTuple, ExpectClass
+from sipct.spec.expectation import ConnTuple
+
+from netlink_bytes import decode, encoded, nla, nlmsg
 
 ip = ipaddress.ip_address
 UDP, TCP = 17, 6
-SIP_POLICIES = tuple(ExpectPolicy(SIP_EXPECT_POLICY[k].name, SIP_EXPECT_POLICY[k].max_expected,
-                                  SIP_EXPECT_POLICY[k].timeout) for k in ExpectClass)
-
-
-# --- building kernel-layout bytes by hand --------------------------------------------------------
-def nla(kind: int, payload: bytes, nested: bool = False) -> bytes:
-    """struct nlattr + payload + padding to 4 bytes (nla_put / nla_nest_start)."""
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind | (0x8000 if nested else 0)) + payload + bytes(-length % 4)
-
-
-def nlmsg(kind: int, family: int, res_id: int, body: bytes, flags: int = 0, seq: int = 0) -> bytes:
-    """struct nlmsghdr + struct nfgenmsg (nfnl_msg_put()) + attributes."""
-    payload = struct.pack("=BBH", family, 0, socket.htons(res_id)) + body
-    return struct.pack("=IHHII", 16 + len(payload), kind, flags, seq, 0) + payload
-
-
-def decode(cls, data: bytes):
-    msg = cls(data)
-    msg.decode()
-    return msg
-
-
-def encoded(msg) -> bytes:
-    msg.encode()
-    return bytes(msg.data)
-
-
-# --- nfnetlink_cthelper ---------------------------------------------------------------------------
-SIP_UDP4 = UserspaceHelper("sip", socket.AF_INET, UDP, 3, SIP_POLICIES, MasterState.SIZE)
-
-
-def test_cthelper_kernel_layout_decodes() -> None:
-    """nfnl_cthelper_fill_info(): NAME, QUEUE_NUM, TUPLE{L3 be16, L4 u8},
-    POLICY{SET_NUM, SET1..n{NAME, EXPECT_MAX, EXPECT_TIMEOUT}}, PRIV_DATA_LEN, STATUS."""
-    policies = b"".join(
-        nla(2 + i, nla(1, name.encode() + b"\0") + nla(2, struct.pack("!I", mx)) + nla(3, struct.pack("!I", to)),
-            nested=True)
-        for i, (name, mx, to) in enumerate([("signalling", 1, 180), ("audio", 4, 180), ("video", 4, 180),
-                                            ("image", 2, 180)]))
-    body = (nla(1, b"sip\0") + nla(3, struct.pack("!I", 3))
-            + nla(2, nla(1, struct.pack("!H", socket.AF_INET)) + nla(2, bytes([UDP])), nested=True)
-            + nla(4, nla(1, struct.pack("!I", 4)) + policies, nested=True)
-            + nla(5, struct.pack("!I", 12)) + nla(6, struct.pack("!I", 1)))
-    data = nlmsg(cthelper_msg_type(NFNL_MSG_CTHELPER_NEW), socket.AF_UNSPEC, 0, body, flags=2)
-    helper = UserspaceHelper.from_msg(decode(cthelper_msg, data))
-    assert helper == SIP_UDP4
-    # and our encoder writes the very same attributes
-    assert encoded(SIP_UDP4.to_msg())[16:] == data[16:]
-
-
-@pytest.mark.parametrize("msg_type", [NFNL_MSG_CTHELPER_NEW, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_DEL])
-@pytest.mark.parametrize("helper", [
-    SIP_UDP4,
-    UserspaceHelper("sip", socket.AF_INET6, TCP, 0, SIP_POLICIES, 12, enabled=False),
-    UserspaceHelper("sip-lab", socket.AF_INET, TCP, 65535, SIP_POLICIES[:1], 0),
-], ids=str)
-def test_cthelper_round_trip(msg_type: int, helper: UserspaceHelper) -> None:
-    back = decode(cthelper_msg, encoded(helper.to_msg(msg_type)))
-    assert back["header"]["type"] == cthelper_msg_type(msg_type)
-    assert UserspaceHelper.from_msg(back) == helper
-
-
-def test_cthelper_key_only_messages() -> None:
-    """GET/DEL select by name and tuple (nfnl_cthelper_get/_del())."""
-    msg = decode(cthelper_msg, encoded(SIP_UDP4.to_msg(NFNL_MSG_CTHELPER_DEL, attrs=SIP_UDP4.key_attrs())))
-    assert [a[0] for a in msg["attrs"]] == ["NFCTH_NAME", "NFCTH_TUPLE"]
-    assert msg.get_attr("NFCTH_TUPLE").get_attr("NFCTH_TUPLE_L3PROTONUM") == socket.AF_INET
-
-
-def test_cthelper_limits() -> None:
-    with pytest.raises(ValueError, match="max_expected"):
-        ExpectPolicy("audio", 256, 180)  # NF_CT_EXPECT_MAX_CNT
-    with pytest.raises(ValueError, match="at most 4"):
-        UserspaceHelper("sip", 2, 17, 0, SIP_POLICIES + SIP_POLICIES[:1])  # NF_CT_MAX_EXPECT_CLASSES
-    with pytest.raises(ValueError, match="name"):
-        UserspaceHelper("a-very-long-helper", 2, 17)  # NF_CT_HELPER_NAME_LEN
 
 
 # --- queue configuration ---------------------------------------------------------------------------
@@ -130,7 +55,7 @@ def test_config_kernel_layout() -> None:
     QueueConfig(1, copy_mode=NFQNL_COPY_PACKET, copy_range=1500),
 ])
 def test_config_round_trip(cfg: QueueConfig) -> None:
-    assert QueueConfig.from_msg(decode(nfq_config_msg, encoded(cfg.to_msg()))) == cfg
+    assert config_from_bytes(encoded(cfg.to_msg())) == cfg
 
 
 def test_config_flags_carry_a_mask() -> None:
@@ -164,7 +89,7 @@ def test_queued_packet_kernel_layout_decodes() -> None:
             + nla(11, ct_attrs, nested=True) + nla(12, struct.pack("!I", 2))
             + nla(10, packet))
     data = nlmsg(queue_msg_type(NFQNL_MSG_PACKET), socket.AF_INET, 3, body)
-    pkt = QueuedPacket.from_msg(decode(nfq_msg, data))
+    pkt = packet_from_bytes(data)
     assert (pkt.queue_num, pkt.family, pkt.packet_id, pkt.hw_protocol, pkt.hook) == (3, socket.AF_INET, 42,
                                                                                      ETH_P_IP, 4)
     assert (pkt.indev, pkt.outdev, pkt.mark, pkt.timestamp, pkt.ctinfo) == (2, 3, 7, (1700000000, 123456), 2)
@@ -178,7 +103,8 @@ def test_queued_packet_kernel_layout_decodes() -> None:
 
 
 def master_state() -> bytes:
-    return MasterState(1826, 314159, 5062).pack()
+    """12 bytes of a helper's private data (CTA_HELP_INFO), as the reference helper's MasterState packs them."""
+    return bytes.fromhex("00000722 0004cb2f 13c6 0100".replace(" ", ""))
 
 
 PACKETS = [
@@ -201,12 +127,6 @@ PACKETS = [
 @pytest.mark.parametrize("pkt", PACKETS, ids=["register-new", "ipv6-tcp-expected", "no-ct"])
 def test_queued_packet_round_trip(pkt: QueuedPacket) -> None:
     assert QueuedPacket.from_msg(decode(nfq_msg, encoded(pkt.to_msg()))) == pkt
-
-
-def test_master_state() -> None:
-    assert MasterState.unpack(master_state()) == MasterState(1826, 314159, 5062)
-    assert MasterState.unpack(bytes(12)) is None  # a fresh helper area: no state yet
-    assert MasterState.unpack(None) is None and MasterState.unpack(b"\1\2") is None
 
 
 # --- verdicts ----------------------------------------------------------------------------------------
@@ -253,43 +173,7 @@ def test_verdict_kernel_layout() -> None:
     assert exp.endswith(nla(8, struct.pack("!I", 3)) + nla(9, struct.pack("!I", 0)) + nla(6, b"sip\0"))
 
 
-# --- the packet headers ------------------------------------------------------------------------------
-@given(st.sampled_from(["192.0.2.1", "2001:db8::1"]), st.integers(1, 65535), st.integers(1, 65535),
-       st.sampled_from([UDP, TCP]), st.binary(max_size=300), st.integers(0, 0x3F))
-def test_packet_headers_round_trip(src: str, sport: int, dport: int, proto: int, payload: bytes, flags: int) -> None:
-    a = ip(src)
-    b = ip("198.51.100.2") if a.version == 4 else ip("2001:db8::2")
-    pkt = parse_packet(build_packet(a, sport, b, dport, proto, payload, flags))
-    assert (pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.proto, pkt.payload) == (a, sport, b, dport, proto, payload)
-    assert pkt.tcp_flags == (flags if proto == TCP else 0)
-
-
-def test_ipv6_extension_headers_are_skipped() -> None:
-    inner = build_packet(ip("2001:db8::1"), 5060, ip("2001:db8::2"), 5060, UDP, b"x")
-    udp = inner[40:]
-    hop = bytes([UDP, 0]) + bytes(6)  # hop-by-hop options, 8 bytes, next header UDP
-    header = bytearray(inner[:40])
-    header[6] = 0
-    struct.pack_into("!H", header, 4, len(hop) + len(udp))
-    assert parse_packet(bytes(header) + hop + udp).payload == b"x"
-
-
-@pytest.mark.parametrize("data", [b"", b"\x45\x00", b"\x60" + bytes(10), b"\x75" + bytes(40),
-                                  build_packet(ip("192.0.2.1"), 1, ip("192.0.2.2"), 2, UDP)[:24]])
-def test_bad_packets_are_refused(data: bytes) -> None:
-    from sipct.reference.packet import PacketError
-    with pytest.raises(PacketError):
-        parse_packet(data)
-
-
-# --- the hot path: NFQNL_MSG_PACKET read with struct (fastpacket.py) -----------------------------------
-def _pyroute2_packet(data: bytes) -> QueuedPacket | Exception:
-    try:
-        return QueuedPacket.from_msg(decode(nfq_msg, data))
-    except Exception as exc:  # what the daemon's receive() would meet
-        return exc
-
-
+# --- the codec's properties: any packet, verdict and request ------------------------------------------
 def _tuples(family: int):
     addrs = (st.ip_addresses(v=4) if family == socket.AF_INET else st.ip_addresses(v=6))
     return st.builds(ConnTuple, addrs, addrs, st.sampled_from([UDP, TCP]), st.integers(0, 65535),
@@ -318,35 +202,33 @@ def queued_packets(draw) -> QueuedPacket:
 
 
 @given(queued_packets())
-def test_the_fast_decoder_reads_what_pyroute2_reads(pkt: QueuedPacket) -> None:
-    from sipct.reference.netlink.hotpath import decode_packet
-
+def test_every_packet_decodes_to_itself(pkt: QueuedPacket) -> None:
     data = encoded(pkt.to_msg())
-    assert decode_packet(data, 0, len(data)) == pkt == _pyroute2_packet(data)
+    assert packet_from_bytes(data) == pkt == QueuedPacket.from_msg(decode(nfq_msg, data))
 
 
-def test_the_fast_decoder_reads_the_kernel_layout() -> None:
-    from sipct.reference.netlink.hotpath import decode_packet
+def test_packets_are_read_where_they_are_in_the_datagram() -> None:
+    """recv() gives several messages in one datagram (netlink_messages())."""
+    datagram = b"".join(encoded(pkt.to_msg()) for pkt in PACKETS)
+    offsets = [off for _, _, _, off in netlink_messages(datagram)]
+    assert [packet_from_bytes(datagram, off) for off in offsets] == PACKETS
 
+
+def test_the_kernel_layout_with_an_attribute_the_codec_skips() -> None:
     packet = build_packet(ip("192.0.2.1"), 5060, ip("192.0.2.2"), 5060, UDP, REGISTER)
     body = (nla(1, struct.pack("!IHB", 42, ETH_P_IP, 4)) + nla(5, struct.pack("!I", 2))
             + nla(9, struct.pack("!HH8s", 6, 0, bytes(range(6)) + bytes(2)))  # NFQA_HWADDR: skipped
             + nla(4, struct.pack("!QQ", 1700000000, 123456))
             + nla(11, KERNEL_CT_GET_REPLY[20:], nested=True) + nla(12, struct.pack("!I", 2)) + nla(10, packet))
-    data = nlmsg(queue_msg_type(NFQNL_MSG_PACKET), socket.AF_INET, 3, body)
-    fast = decode_packet(data, 0, len(data))
-    assert fast == _pyroute2_packet(data)
-    assert fast.ct.helper == "sip" and fast.ct.id == 0x031186AA and fast.payload == packet
-    # Inside a receive buffer: the message at its offset.
-    assert decode_packet(b"\0" * 8 + data, 8, len(data)) == fast
+    pkt = packet_from_bytes(nlmsg(queue_msg_type(NFQNL_MSG_PACKET), socket.AF_INET, 3, body))
+    assert (pkt.queue_num, pkt.packet_id, pkt.indev, pkt.timestamp, pkt.ctinfo) == (3, 42, 2, (1700000000, 123456), 2)
+    assert pkt.ct.helper == "sip" and pkt.ct.id == 0x031186AA and pkt.payload == packet
 
 
 @given(queued_packets(), st.data())
-def test_mangled_packets_decode_as_pyroute2_decodes_them_or_go_to_pyroute2(pkt: QueuedPacket, data) -> None:
-    """Whatever the fast decoder returns for mangled bytes is what pyroute2
-    makes of them; everything else it leaves to pyroute2 (None)."""
-    from sipct.reference.netlink.hotpath import decode_packet
-
+def test_mangled_packets_decode_or_are_refused_with_a_decode_error(pkt: QueuedPacket, data) -> None:
+    """Bytes the kernel would not write give a packet or a DecodeError
+    (a ValueError, as a missing attribute is), never another exception."""
     raw = bytearray(encoded(pkt.to_msg()))
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(16, len(raw) - 1))
@@ -358,9 +240,18 @@ def test_mangled_packets_decode_as_pyroute2_decodes_them_or_go_to_pyroute2(pkt: 
         else:
             raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
     struct.pack_into("=I", raw, 0, len(raw))  # the nlmsghdr's length stays right, as recv() gives it
-    fast = decode_packet(bytes(raw), 0, len(raw))
-    if fast is not None:
-        assert fast == _pyroute2_packet(bytes(raw))
+    try:
+        assert isinstance(packet_from_bytes(bytes(raw)), QueuedPacket)
+    except ValueError:
+        pass
+
+
+def test_a_message_cut_short_is_refused() -> None:
+    data = encoded(PACKETS[0].to_msg())
+    with pytest.raises(DecodeError):
+        packet_from_bytes(data[:-8])  # the nlmsghdr's length says more than there is
+    with pytest.raises(DecodeError, match="NFQA_PACKET_HDR"):
+        packet_from_bytes(nlmsg(queue_msg_type(NFQNL_MSG_PACKET), socket.AF_INET, 0, nla(10, b"\x45")))
 
 
 verdicts = st.builds(
@@ -370,11 +261,18 @@ verdicts = st.builds(
     mark=st.none() | st.integers(0, 2**32 - 1), batch=st.booleans())
 
 
-@given(verdicts, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
-def test_the_fast_verdict_is_pyroute2s_byte_for_byte(verdict: Verdict, seq: int, pid: int) -> None:
-    from pyroute2.netlink import NLM_F_REQUEST
+@given(verdicts)
+def test_every_verdict_decodes_to_itself(verdict: Verdict) -> None:
+    if verdict.helper is None:
+        verdict = replace(verdict, helper_info=None)  # CTA_HELP_INFO only goes inside CTA_HELP
+    assert verdict_from_bytes(encode_verdict(verdict, 1, 2, 3)) == verdict
 
-    from sipct.reference.netlink.hotpath import encode_verdict
+
+# encode_request() writes requests from the pyroute2 message objects' own tables and leaves to pyroute2 what it
+# does not write: the bytes it writes are pyroute2's.
+@given(verdicts, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_the_verdict_is_pyroute2s_byte_for_byte(verdict: Verdict, seq: int, pid: int) -> None:
+    from pyroute2.netlink import NLM_F_REQUEST
 
     if verdict.helper is None:
         verdict = replace(verdict, helper_info=None)  # CTA_HELP_INFO only goes inside CTA_HELP
@@ -385,8 +283,6 @@ def test_the_fast_verdict_is_pyroute2s_byte_for_byte(verdict: Verdict, seq: int,
 
 @pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch"])
 def test_every_verdict_is_written_as_pyroute2_writes_it(verdict: Verdict) -> None:
-    from sipct.reference.netlink.hotpath import encode_verdict
-
     msg = verdict.to_msg()
     msg["header"].update(flags=1, sequence_number=7, pid=9)
     assert encode_verdict(verdict, 1, 7, 9) == encoded(msg)

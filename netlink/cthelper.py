@@ -7,19 +7,22 @@ nfnl_cthelper_expect_policy() in net/netfilter/nfnetlink_cthelper.c.
 
 `UserspaceHelper` is the plain-data view of one registration; its
 `to_attrs()` emits the attributes in nfnl_cthelper_fill_info() order, so a
-kernel message decodes and re-encodes to the same bytes.
+kernel message decodes and re-encodes to the same bytes; :func:`helper_from_bytes`
+is the decoder (``UserspaceHelper.from_msg()`` applies it to a pyroute2
+message's buffer).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink import NLA_F_NESTED, nla
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTHELPER, nfgen_msg
 
-from sipct.netlink.ctexp import attr_tree
+from sipct.netlink.wire import DecodeError, Span, asciiz, be16, be32, message_attributes, nested, numbers, u8
 
 __all__ = [
     "NFCT_HELPER_STATUS_DISABLED",
@@ -34,6 +37,7 @@ __all__ = [
     "UserspaceHelper",
     "cthelper_msg",
     "cthelper_msg_type",
+    "helper_from_bytes",
 ]
 
 # enum nfnl_cthelper_msg_types
@@ -207,23 +211,46 @@ class UserspaceHelper:
 
     @classmethod
     def from_msg(cls, msg: Any) -> UserspaceHelper:
-        attrs = attr_tree(msg)
-        tup = attrs.get("NFCTH_TUPLE") or {}
-        policy = attrs.get("NFCTH_POLICY") or {}
-        count = policy.get("NFCTH_POLICY_SET_NUM", 0)
-        policies = []
-        for key in _POLICY_SETS[:count]:
-            p = policy.get(key)
-            if p is None:
-                raise ValueError(f"cthelper message: NFCTH_POLICY_SET_NUM is {count} but {key} is missing")
-            policies.append(ExpectPolicy(p.get("NFCTH_POLICY_NAME", ""), p.get("NFCTH_POLICY_EXPECT_MAX", 0),
-                                         p.get("NFCTH_POLICY_EXPECT_TIMEOUT", 0)))
-        return cls(
-            name=attrs.get("NFCTH_NAME", ""),
-            l3num=tup.get("NFCTH_TUPLE_L3PROTONUM", 0),
-            l4proto=tup.get("NFCTH_TUPLE_L4PROTONUM", 0),
-            queue_num=attrs.get("NFCTH_QUEUE_NUM", 0),
-            policies=tuple(policies),
-            priv_data_len=attrs.get("NFCTH_PRIV_DATA_LEN", 0),
-            enabled=attrs.get("NFCTH_STATUS", NFCT_HELPER_STATUS_ENABLED) == NFCT_HELPER_STATUS_ENABLED,
-        )
+        """A pyroute2 cthelper_msg, decoded from its own buffer (encoded first if it was built, not received)."""
+        if not msg.data:
+            msg.encode()
+        return helper_from_bytes(msg.data, msg.offset)
+
+
+_TOP = numbers(cthelper_msg)
+_TUPLE = numbers(cthelper_msg.nfcth_tuple)
+_SET = numbers(cthelper_msg.nfcth_policy_set)
+_POLICY = numbers(cthelper_msg.nfcth_policy_set.nfcth_policy)
+
+
+def helper_from_bytes(data: bytes, off: int = 0) -> UserspaceHelper:
+    """Decode the cthelper message at ``off`` of a datagram (nfnl_cthelper_fill_info());
+    what it leaves out takes the defaults nfnl_cthelper_create() would."""
+    _, _, attrs = message_attributes(data, off)
+
+    def get(table: dict[int, Span], number: int, read: Callable[[bytes, Span], Any], default: Any) -> Any:
+        span = table.get(number)
+        return default if span is None else read(data, span)
+
+    tup = get(attrs, _TOP["NFCTH_TUPLE"], nested, {})
+    policy = get(attrs, _TOP["NFCTH_POLICY"], nested, {})
+    count = get(policy, _SET["NFCTH_POLICY_SET_NUM"], be32, 0)
+    policies = []
+    for key in _POLICY_SETS[:count]:
+        span = policy.get(_SET[key])
+        if span is None:
+            raise DecodeError(f"cthelper message: NFCTH_POLICY_SET_NUM is {count} but {key} is missing")
+        p = nested(data, span)
+        policies.append(ExpectPolicy(get(p, _POLICY["NFCTH_POLICY_NAME"], asciiz, ""),
+                                     get(p, _POLICY["NFCTH_POLICY_EXPECT_MAX"], be32, 0),
+                                     get(p, _POLICY["NFCTH_POLICY_EXPECT_TIMEOUT"], be32, 0)))
+    status = get(attrs, _TOP["NFCTH_STATUS"], be32, NFCT_HELPER_STATUS_ENABLED)
+    return UserspaceHelper(
+        name=get(attrs, _TOP["NFCTH_NAME"], asciiz, ""),
+        l3num=get(tup, _TUPLE["NFCTH_TUPLE_L3PROTONUM"], be16, 0),
+        l4proto=get(tup, _TUPLE["NFCTH_TUPLE_L4PROTONUM"], u8, 0),
+        queue_num=get(attrs, _TOP["NFCTH_QUEUE_NUM"], be32, 0),
+        policies=tuple(policies),
+        priv_data_len=get(attrs, _TOP["NFCTH_PRIV_DATA_LEN"], be32, 0),
+        enabled=status == NFCT_HELPER_STATUS_ENABLED,
+    )

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from sipct.harness.groups import start_group, stop_group
+from sipct.harness.sweep import GUEST_PREFIX, write_guest_owner
 from sipct.netlink.interrupts import doing, shielded
 
 __all__ = [
@@ -62,7 +63,9 @@ __all__ = [
     "installed_kernels",
     "kernel_preset",
     "module_params_for",
+    "new_guest_workdir",
     "run_in_vm",
+    "start_guest",
     "timeout_for",
 ]
 
@@ -448,7 +451,7 @@ def run_in_vm(
     vng = find_vng()
     sipct = _guest_sipct()
 
-    workdir = Path(tempfile.mkdtemp(prefix="sipct-vm-"))
+    workdir = new_guest_workdir(kernel.release)
     share = workdir / "share"
     try:
         if _hidden_in_guest(workdir):
@@ -545,16 +548,46 @@ def _vng_env(vng: Path) -> dict[str, str]:
     return dict(os.environ, PATH=f"{vng.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
 
 
+def new_guest_workdir(kernel: str) -> Path:
+    """A new work folder for one boot (``sipct-vm-*`` in the temporary folder),
+    marked as this process's (sipct.harness.sweep: a SIGKILLed owner's guest
+    is ended and its folder removed by the next run or `sipct clean`)."""
+    workdir = Path(tempfile.mkdtemp(prefix=GUEST_PREFIX))
+    try:
+        write_guest_owner(workdir, kernel=kernel)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return workdir
+
+
+def start_guest(command: Sequence[str], workdir: Path, kernel: str, **popen: Any) -> subprocess.Popen:
+    """Start vng (``command``, sharing ``workdir/share``) as the leader of a
+    process group of its own (groups.start_group), and record the group in
+    ``workdir``'s owner marker.  A SIGKILL between the two leaves the group
+    unrecorded; the sweeper then finds it by its command line."""
+    proc = start_group(command, **popen)
+    with shielded():
+        write_guest_owner(workdir, kernel=kernel, pgid=proc.pid)
+    return proc
+
+
 def boot_script(kernel: VmKernel, share: Path, timeout: float) -> bool:
     """Boot ``kernel`` and run ``share/guest.sh``, a script the caller wrote
     (for scripts other than sipct's own: bench/router.py, the reference
-    helper's VM test). The QEMU process group is killed after ``timeout``
-    seconds; vng's output goes to ``share/../vng.log``. True when the script
+    helper's VM test); ``share`` is ``FOLDER/share``, FOLDER the caller's
+    work folder, marked as this process's (a SIGKILLed owner's guest is
+    ended and FOLDER removed by the sweeper). The QEMU process group is
+    killed after ``timeout`` seconds; vng's output goes to ``FOLDER/vng.log``. True when the script
     got to write ``share/rc``."""
     vng = find_vng()
+    if share.name != "share":
+        raise ValueError(f"{share}: the shared folder must be called share (FOLDER/share)")
+    write_guest_owner(share.parent, kernel=kernel.release)  # FOLDER is removed if this process is SIGKILLed
     with open(share.parent / "vng.log", "wb") as log, doing(f"kernel {kernel.release}: {share / 'guest.sh'}"):
-        proc = start_group(_vng_command(vng, kernel, share), stdin=subprocess.DEVNULL, stdout=log,
-                           stderr=subprocess.STDOUT, cwd=share.parent, env=_vng_env(vng))
+        proc = start_guest(_vng_command(vng, kernel, share), share.parent, kernel.release,
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=share.parent,
+                           env=_vng_env(vng))
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -582,8 +615,8 @@ def _boot(kernel: VmKernel, command: list[str], workdir: Path, share: Path,
     started = time.monotonic()
     booted: float | None = None
     with open(log_path, "wb") as log, doing(f"kernel {kernel.release}: booting it in QEMU") as task:
-        proc = start_group(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                           cwd=workdir, env=env)
+        proc = start_guest(command, workdir, kernel.release, stdin=subprocess.DEVNULL, stdout=log,
+                           stderr=subprocess.STDOUT, cwd=workdir, env=env)
         try:
             while True:
                 try:

@@ -85,7 +85,9 @@ def _collect(paths: list[Path]) -> list:
 def cmd_conformance(args: argparse.Namespace) -> int:
     if args.kernels or args.preset:
         from sipct.conformance.matrix import cmd_matrix
+        from sipct.harness.clean_cli import sweep_stale_labs
 
+        sweep_stale_labs()  # before the first boot: the guests (and labs) of SIGKILLed runs
         return cmd_matrix(args)
     if args.no_host or args.docs or args.vm_timeout or args.jobs != 1 or args.shard_dir:
         Console(stderr=True).print("[red]error:[/red] --no-host, --docs, --jobs, --shard-dir and --vm-timeout go "

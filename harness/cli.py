@@ -79,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif not args.json:  # JSON output has them in each comparison
             print_warnings(item, err)
     if args.kernels:
+        sweep_stale_labs()  # the guests of SIGKILLed runs too
         return worst(status, run_in_kernels(args, batch))
     if all(isinstance(item, BadFile) for _, item in batch):
         _dump_json(args, [item.json() for _, item in batch])

@@ -568,7 +568,11 @@ def start_guest(command: Sequence[str], workdir: Path, kernel: str, **popen: Any
     unrecorded; the sweeper then finds it by its command line."""
     proc = start_group(command, **popen)
     with shielded():
-        write_guest_owner(workdir, kernel=kernel, pgid=proc.pid)
+        try:
+            write_guest_owner(workdir, kernel=kernel, pgid=proc.pid)
+        except BaseException:
+            stop_group(proc)
+            raise
     return proc
 
 

@@ -117,7 +117,7 @@ class ExpectationTable:
     def _same_dst(self, family: int, proto: int, dst: Address, dport: int) -> Iterator[Entry]:
         """The hash chain of (family, proto, dst, dport), newest first. Not a
         copy: every caller ends its loop at its first removal."""
-        return reversed(self._by_dst.get((family, proto, dst, dport), ()))
+        return reversed(self._by_dst.get((family, proto, dst._ip, dport), ()))
 
     def find(self, family: int, proto: int, src: Address | None, dst: Address, dport: int) -> Entry | None:
         """__nf_ct_expect_find(): the newest live expectation whose masked tuple
@@ -304,7 +304,11 @@ class ExpectationTable:
 
 
 def _dst_key(t: ExpectTuple) -> tuple:
-    return (t.family, t.proto, t.dst, t.dport)
+    """The chain's key holds the address as its integer (``_ip``, which the
+    family makes unambiguous): hashing an ipaddress object is a Python call
+    (``hash(hex(int(self)))``), about ten times hashing an int, and the table
+    hashes a key at every lookup, insertion and removal."""
+    return (t.family, t.proto, t.dst._ip, t.dport)
 
 
 def _unlist(index: dict, key: object, entry: Entry) -> None:

@@ -198,7 +198,7 @@ def _in4_fast(buf: bytes, pos: int, srclen: int) -> tuple[ipaddress.IPv4Address,
     """in4_pton() for the common case, decided without the byte loop: four
     octets of at most three digits each, none above 255, followed by a byte
     that ends the address. None when the loop has to decide."""
-    quad = _DOTTED_QUAD.match(buf, pos, pos + max(srclen, 0))
+    quad = _DOTTED_QUAD.match(buf, pos, pos + srclen if srclen > 0 else pos)
     if quad is None:
         return None
     end = quad.end()

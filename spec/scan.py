@@ -81,7 +81,7 @@ def sip_strtouint(buf: bytes, pos: int, length: int) -> tuple[int, int]:
     """
     if length <= 0 or pos >= len(buf):
         return 0, pos
-    end = pos + digits_len(buf, pos, pos + length)
+    end = _DIGIT_RUN.match(buf, pos, pos + length).end()  # type: ignore[union-attr]  # digits_len(), inline
     if end == pos or end - pos > 11:
         return 0, pos
     value = int(buf[pos:end])

@@ -34,17 +34,13 @@ class Master:
     # The signalling expectation the registrar holds (pending or registered);
     # sip_exp_policy[SIP_EXPECT_SIGNALLING].max_expected is 1.
     signalling: "Entry | None" = None
-    # Asked for on every message: worked out once.
+    # Asked for on every message: worked out once (a field, not a property: reading it is no call).
     _reply: ConnTuple = field(init=False, repr=False)
-    _family: int = field(init=False, repr=False)
+    family: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._reply = self.original.reply()
-        self._family = self.original.family
-
-    @property
-    def family(self) -> int:
-        return self._family
+        self.family = self.original.family
 
     @property
     def proto(self) -> int:

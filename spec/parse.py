@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
 from .profiles import KernelProfile
-from .scan import (_DIGIT_RUN, ALPHA, CR, HT, LF, SP, digits_len, pton,
+from .scan import (_ALPHA_RUN, _DIGIT_RUN, ALPHA, CR, HT, LF, SP, digits_len, pton,
                    simple_strtoul, sip_strtouint, string_len, word_len)
 from .values import value
 
@@ -278,11 +278,12 @@ class SipMessage:
     def media_len(self, pos: int) -> tuple[int, int]:
         """media_len(): ``type SP digits``; 0 when the space is missing."""
         buf, limit = self.buf, self.limit
-        n = string_len(buf, pos, limit)
-        p = pos + n
+        if pos >= limit:  # string_len() and digits_len(), inline
+            return 0, 0
+        p = _ALPHA_RUN.match(buf, pos, limit).end()  # type: ignore[union-attr]
         if p >= limit or buf[p] != SP:
             return 0, 0
-        return n + 1 + digits_len(buf, p + 1, limit), 0
+        return p - pos + 1 + _DIGIT_RUN.match(buf, p + 1, limit).end() - (p + 1), 0  # type: ignore[union-attr]
 
     def sdp_addr_len(self, pos: int) -> tuple[int, int]:
         """sdp_addr_len(): an address without brackets."""

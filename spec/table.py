@@ -163,7 +163,7 @@ class ExpectationTable:
         decides (``related``). Returns 0 or a negative errno, like the kernel,
         and the entry."""
         policy = SIP_EXPECT_POLICY[klass]
-        key = _dst_key(tuple)
+        key = (tuple.family, tuple.proto, tuple.dst._ip, tuple.dport)  # _dst_key(tuple)
         entry = Entry(tuple, klass, flags, master, now + policy.timeout, 0, Runtime(EXPECTATION), key)
         change = Change(self, entry, trace, now)
         for other in reversed(self._by_dst.get(key, ())):  # _same_dst()

@@ -43,13 +43,13 @@ TCP_TIMEOUT_ESTABLISHED = 5 * 24 * 3600
 TCP_TIMEOUT_CLOSE = 10
 
 
-def _key(t: ConnTuple) -> tuple:  # addresses as (int, version): an ipaddress hash is a Python call
-    return (t.src._ip, t.dst._ip, t.proto, t.sport, t.dport, t.src._version)
+def _key(t: ConnTuple) -> tuple:
+    return (t.src, t.dst, t.proto, t.sport, t.dport)
 
 
 def _reply_key(t: ConnTuple) -> tuple:
     """_key(t.reply())"""
-    return (t.dst._ip, t.src._ip, t.proto, t.dport, t.sport, t.dst._version)
+    return (t.dst, t.src, t.proto, t.dport, t.sport)
 
 
 class SpecError(ValueError):
@@ -188,7 +188,7 @@ class SipHelper:
         """An RST crosses the conntrack of a TCP connection: it moves to CLOSE and
         dies 10 s later (tcp_timeouts[TCP_CONNTRACK_CLOSE]), with its expectations."""
         trace = self.advance(now)
-        found = self._conntracks.get((a._ip, b._ip, IPPROTO_TCP, aport, bport, a._version))
+        found = self._conntracks.get((a, b, IPPROTO_TCP, aport, bport))
         if found is not None:
             self._set_timeout(found[0], now + TCP_TIMEOUT_CLOSE)
         return trace
@@ -196,8 +196,7 @@ class SipHelper:
     def packet(self, pkt: Packet, now: float, *, syn: bool = False) -> PacketResult:
         trace = self.advance(now)
         journal_start = len(self.table.journal)
-        src = pkt.src
-        found = self._conntracks.get((src._ip, pkt.dst._ip, pkt.proto, pkt.sport, pkt.dport, src._version))
+        found = self._conntracks.get((pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport))
         new = found is None
         if found is None:
             # TCP data without a conntrack (it timed out or was flushed while the

@@ -38,18 +38,14 @@ class Master:
     reply: ConnTuple | None = None  # None: original.reply()
     # IPS_NAT_MASK: the NatMachine's state says whether nf_nat_sip's hooks run.
     nat: Runtime = field(default_factory=lambda: Runtime(NAT))
-    # Asked for on every message: worked out once.
+    # Asked for on every message: worked out once (a field, not a property: reading it is no call).
     _reply: ConnTuple = field(init=False, repr=False)
-    _family: int = field(init=False, repr=False)
+    family: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._reply = self.reply if self.reply is not None else self.original.reply()
         self.reply = self._reply
-        self._family = self.original.family
-
-    @property
-    def family(self) -> int:
-        return self._family
+        self.family = self.original.family
 
     @property
     def proto(self) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 from .params import SIP_PORT
 from .profiles import KernelProfile
-from .scan import (ALPHA, CR, HT, LF, SP, digits_len, pton,
+from .scan import (_ALPHA_RUN, _DIGIT_RUN, ALPHA, CR, HT, LF, SP, digits_len, pton,
                    simple_strtoul, sip_strtouint, string_len, word_len)
 from .values import value
 
@@ -72,6 +72,7 @@ class UriMatch:
 
 
 EOL = re.compile(rb"[\r\n]")
+_BLANK_OR_EOL = (SP, HT, CR, LF)
 
 
 def walk_line_starts(buf: bytes, pos: int, limit: int) -> list[int]:
@@ -155,7 +156,8 @@ class SipMessage:
         if crlf is None:
             crlf = self._crlf = crlf_only(self.buf, self.start, self.limit)
         if crlf:
-            i = self.lower.find(b"\r\n" + name, max(dataoff - 1, self.start), limit)
+            start = self.start  # max(dataoff - 1, start): a builtin's call costs more than the find()
+            i = self.lower.find(b"\r\n" + name, dataoff - 1 if dataoff > start else start, limit)
             return i + 2 if i >= 0 else -1
         lower = self.lower
         for pos in self.line_starts(dataoff):
@@ -181,7 +183,8 @@ class SipMessage:
 
     # --- value scanners (the match_len functions of ct_sip_hdrs[]) ------------
     def digits_len(self, pos: int) -> tuple[int, int]:
-        return digits_len(self.buf, pos, self.limit), 0
+        limit = self.limit  # scan.digits_len(), inline
+        return (_DIGIT_RUN.match(self.buf, pos, limit).end() - pos if pos < limit else 0), 0  # type: ignore[union-attr]
 
     def callid_len(self, pos: int) -> tuple[int, int]:
         """callid_len(): word, optionally ``@`` and a second word."""
@@ -229,7 +232,7 @@ class SipMessage:
             if buf[pos] != 0x3A:
                 return True, SIP_PORT, pos
             # At most six digits are read: the sixth already fails.
-            digits = digits_len(buf, pos + 1, min(limit, pos + 7))
+            digits = digits_len(buf, pos + 1, limit if limit < pos + 7 else pos + 7)  # min(), without its call
             p = pos + 1 + digits
             if digits == 0 or digits > 5 or p >= limit:
                 return False, 0, p
@@ -275,11 +278,12 @@ class SipMessage:
     def media_len(self, pos: int) -> tuple[int, int]:
         """media_len(): ``type SP digits``; 0 when the space is missing."""
         buf, limit = self.buf, self.limit
-        n = string_len(buf, pos, limit)
-        p = pos + n
+        if pos >= limit:  # string_len() and digits_len(), inline
+            return 0, 0
+        p = _ALPHA_RUN.match(buf, pos, limit).end()  # type: ignore[union-attr]
         if p >= limit or buf[p] != SP:
             return 0, 0
-        return n + 1 + digits_len(buf, p + 1, limit), 0
+        return p - pos + 1 + _DIGIT_RUN.match(buf, p + 1, limit).end() - (p + 1), 0  # type: ignore[union-attr]
 
     def sdp_addr_len(self, pos: int) -> tuple[int, int]:
         """sdp_addr_len(): an address without brackets."""
@@ -373,23 +377,37 @@ class SipMessage:
     def _header_value(self, pos: int, hdr: SipHeader) -> tuple[int, int, int]:
         """ct_sip_get_header() after a header name: the colon, then the value.
         Where the kernel breaks out of its loop the header is "not found"."""
-        limit = self.limit
-        p = self.skip_whitespace(pos, limit)
-        if p is None or self.peek(p) != 0x3A:
-            return 0, 0, 0
-        p += 1
+        limit, buf = self.limit, self.buf
+        # sip_skip_whitespace() is only called where it has something to do:
+        # a blank or a line end (a continuation) before ``limit``, or the limit.
+        if pos < limit and buf[pos] not in _BLANK_OR_EOL:
+            if buf[pos] != 0x3A:
+                return 0, 0, 0
+            p = pos + 1
+        else:
+            at = self.skip_whitespace(pos, limit)
+            if at is None or self.peek(at) != 0x3A:
+                return 0, 0, 0
+            p = at + 1
         if p >= limit:
             return 0, 0, 0
-        p = self.skip_whitespace(p, limit)
-        if p is None:
-            return 0, 0, 0
+        q = p
+        while q < limit and (buf[q] == SP or buf[q] == HT):
+            q += 1
+        if q < limit and buf[q] != CR and buf[q] != LF:
+            p = q  # what sip_skip_whitespace(p) returns: the blanks end on the line
+        else:
+            at = self.skip_whitespace(p, limit)
+            if at is None:
+                return 0, 0, 0
+            p = at
         matchoff = p
         if hdr.search is not None:
             found = self.header_search(p, limit, hdr.search)
             if found is None:
                 return -1, matchoff, 0
             p = found + len(hdr.search)
-        matchlen, shift = getattr(self, hdr.match_len)(p)
+        matchlen, shift = MATCH_LEN[hdr.match_len](self, p)
         if not matchlen:
             return -1, matchoff, 0
         return 1, p + shift, matchlen
@@ -405,7 +423,7 @@ class SipMessage:
         if p is None:
             return 0, 0, 0
         p += len(hdr.search)
-        matchlen, shift = getattr(self, hdr.match_len)(p)
+        matchlen, shift = MATCH_LEN[hdr.match_len](self, p)
         if not matchlen:
             return -1, p, 0
         return 1, p + shift, matchlen
@@ -492,3 +510,9 @@ class SipMessage:
         else:
             return 0
         return proto if proto == self.proto else 0
+
+
+# The match_len functions by name (SipHeader.match_len, sdp.SdpHeader.match_len):
+# called as functions, not looked up with getattr() and bound per header.
+MATCH_LEN = {name: getattr(SipMessage, name) for name in (
+    "digits_len", "callid_len", "epaddr_len", "skp_epaddr_len", "media_len", "sdp_addr_len")}

@@ -81,7 +81,7 @@ def sip_strtouint(buf: bytes, pos: int, length: int) -> tuple[int, int]:
     """
     if length <= 0 or pos >= len(buf):
         return 0, pos
-    end = pos + digits_len(buf, pos, pos + length)
+    end = _DIGIT_RUN.match(buf, pos, pos + length).end()  # type: ignore[union-attr]  # digits_len(), inline
     if end == pos or end - pos > 11:
         return 0, pos
     value = int(buf[pos:end])
@@ -198,7 +198,7 @@ def _in4_fast(buf: bytes, pos: int, srclen: int) -> tuple[ipaddress.IPv4Address,
     """in4_pton() for the common case, decided without the byte loop: four
     octets of at most three digits each, none above 255, followed by a byte
     that ends the address. None when the loop has to decide."""
-    quad = _DOTTED_QUAD.match(buf, pos, pos + max(srclen, 0))
+    quad = _DOTTED_QUAD.match(buf, pos, pos + srclen if srclen > 0 else pos)
     if quad is None:
         return None
     end = quad.end()
@@ -313,9 +313,14 @@ def in6_pton(buf: bytes, pos: int, srclen: int) -> tuple[bytes | None, int]:
 def pton(family: int, buf: bytes, pos: int, limit: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int]:
     """in4_pton/in6_pton bounded by ``limit``, as an ipaddress object."""
     if family == 4:
-        fast = _in4_fast(buf, pos, limit - pos)
-        if fast is not None:
-            return fast
+        # _in4_fast(buf, pos, limit - pos), inline: most addresses of a message are read here.
+        quad = _DOTTED_QUAD.match(buf, pos, limit if limit > pos else pos)
+        if quad is not None:
+            end = quad.end()
+            if end >= limit or buf[end] not in _QUAD_GOES_ON:
+                addr = _quad_address(quad.group())
+                if addr is not None:
+                    return addr, end
         raw, end = _in4_pton_loop(buf, pos, limit - pos)
         return (ipaddress.IPv4Address(raw) if raw is not None else None), end
     raw, end = in6_pton(buf, pos, limit - pos)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .expectation import Address, ExpectClass
-from .parse import EOL, SipMessage
+from .parse import EOL, MATCH_LEN, SipMessage
 from .scan import pton
 
 SDP_HDR_UNSPEC = "unspec"
@@ -90,7 +90,7 @@ def get_sdp_header(msg: SipMessage, dataoff: int, kind: str, term: str) -> tuple
         if found is None:
             return -1, matchoff, 0
         pos = found + len(hdr.search)
-    matchlen, _ = getattr(msg, hdr.match_len)(pos)
+    matchlen, _ = MATCH_LEN[hdr.match_len](msg, pos)
     if not matchlen:
         return -1, matchoff, 0
     return 1, pos, matchlen

@@ -352,7 +352,13 @@ class SipHelper:
             ct.expected_from = entry.value()
             # Only REGISTER's expectations carry assign_helper (the "sip" helper).
             helper = entry.klass == ExpectClass.SIGNALLING
-        if not helper and not ct.local and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and pkt.dport in self.params.ports:
+        # The lab's `udp/tcp dport {ports} ct helper set` rule is in the forward
+        # chain, which sees the packet after prerouting's destination NAT
+        # rewrote it (nf_nat_inet_fn() -> nf_nat_packet(), nf_nat_core.c):
+        # the port it matches is the translated one, the reply tuple's source
+        # port; nft_ct_helper_obj_eval() (nft_ct.c) then attaches the helper
+        # to the still unconfirmed conntrack.
+        if not helper and not ct.local and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and reply.sport in self.params.ports:
             helper = True
         if helper:
             ct.master = Master(original, created=now, timeout_at=now, expected=entry is not None, reply=reply)

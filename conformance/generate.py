@@ -24,13 +24,15 @@ each direction, from the media port to the port the other side offered.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import strategies as st
 
 from sipct.spec.dialog import Connect, Dialog, Endpoint, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple
-from sipct.spec.natmap import DestinationNat, NatTopology, SourceNat
+from sipct.spec.natmap import DestinationNat, NatClash, NatTopology, SourceNat
+from sipct.spec.natsip import NatUnpredictable
+from sipct.spec.predict import predict
 from sipct.spec.topology import network_of, router_address
 
 HOSTS = {
@@ -639,7 +641,32 @@ def dialogs(draw) -> Dialog:
     if proto == IPPROTO_TCP:
         steps = draw(segmentation(steps))
     numbered = tuple(_numbered(s, i + 1) for i, s in enumerate(steps))
-    return Dialog(name="generated", source="<generated>", family=family, hosts=hosts, steps=numbered, nat=ctx.nat)
+    dialog = Dialog(name="generated", source="<generated>", family=family, hosts=hosts, steps=numbered, nat=ctx.nat)
+    return predictable_prefix(dialog) if ctx.nat else dialog
+
+
+def predictable_prefix(dialog: Dialog) -> Dialog:
+    """The dialog up to the step where the kernel would take a random port
+    (natmap.NatClash, natsip.NatUnpredictable), which no spec predicts:
+    e.g. a caller's first packet dropped (its conntrack never confirmed)
+    and the server's next one taking the tuple the caller's translated
+    conntrack needs. Steps before it are as generated, so the dialog stays
+    deterministic; judged with the default profile (the suite leaves out,
+    and counts, what another profile still finds unpredictable)."""
+    def predictable(n: int) -> bool:
+        try:
+            predict(replace(dialog, steps=dialog.steps[:n]))
+        except (NatClash, NatUnpredictable):
+            return False
+        return True
+
+    if predictable(len(dialog.steps)):
+        return dialog
+    good, bad = 0, len(dialog.steps)  # predictable(good), not predictable(bad)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if predictable(mid) else (good, mid)
+    return replace(dialog, steps=dialog.steps[:good])
 
 
 @st.composite

@@ -147,7 +147,8 @@ def nf_nat_sip(ctx: "PacketContext") -> Verdict:
         before = ctx.msg.limit
         if not map_addr(ctx, uri.matchoff, uri.matchlen, uri.addr, uri.port, rules.NAT_CONTACT):
             return _failed(ctx)
-        coff = uri.dataoff + ctx.msg.limit - before
+        # "coff += delta" only where the profile's nf_nat_sip() has it.
+        coff = uri.dataoff + (ctx.msg.limit - before if ctx.msg.profile.nat_contact_offset_follows else 0)
 
     if not map_sip_addr(ctx, SIP_HDR_FROM) or not map_sip_addr(ctx, SIP_HDR_TO):
         return _failed(ctx)

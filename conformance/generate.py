@@ -597,14 +597,15 @@ def nat_topologies(draw, hosts: dict[str, Address], ua_port: int) -> NatTopology
 
 
 @st.composite
-def dialogs(draw) -> Dialog:
+def dialogs(draw, nat: bool | None = None) -> Dialog:
+    """A dialog; behind NAT about a third of the time (``nat`` None), always (True) or never (False)."""
     family = draw(st.sampled_from([4, 4, 4, 6]))
     proto = draw(st.sampled_from([IPPROTO_UDP] * 3 + [IPPROTO_TCP]))
     hosts = {name: ipaddress.ip_address(a) for name, a in HOSTS[family].items()}
     ctx = Context(family, proto, hosts, clean=draw(st.booleans()))
     server = Endpoint("server", SIP_PORT)
     ua_port = draw(st.sampled_from([5060, 5060, 5062, 40000]))
-    if draw(st.integers(0, 2)) == 0:
+    if nat if nat is not None else draw(st.integers(0, 2)) == 0:
         ctx.nat = draw(nat_topologies(hosts, ua_port))
     masters = [(Endpoint("ua", ua_port), server)]
     if draw(st.integers(0, 3)) == 0:

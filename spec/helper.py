@@ -31,7 +31,7 @@ from .profiles import DEFAULT_PROFILE, KernelProfile
 from .rules import Rule
 from .scan import simple_strtoul
 from .natmap import NatTopology
-from .natsip import nat_sip_expected
+from .natsip import NatUnpredictable, nat_sip_expected
 from .table import Entry, ExpectationTable, TableEvent
 from .trace import Firing, Trace
 from .values import value
@@ -116,6 +116,7 @@ class ConntrackContext:
     payload: bytes | None = None  # the payload as NAT rewrote it (None: untouched)
     forced_dport: int = 0  # nf_nat_sip()'s destination port of a reply
     seq_shift: int = 0  # the sequence-number shift of this segment (TCP under NAT)
+    seq_adjust: bool = True  # sip_help_tcp() reaches its seq_adjust call
 
 
 @value
@@ -437,7 +438,16 @@ class SipHelper:
                 ctx.seq_shift = ct.seq_offset[ctx.reply]
             verdict = self._help_tcp(master, ctx, pkt, now, trace)
             if verdict is None:
-                master.nat.send("segment", ctx, len(ctx.payload) - len(buf) if ctx.payload is not None else 0)
+                tdiff = len(ctx.payload) - len(buf) if ctx.payload is not None else 0
+                if ctx.seq_adjust:
+                    master.nat.send("segment", ctx, tdiff)
+                elif tdiff:
+                    # The segment left the router longer or shorter than it
+                    # came, and seqadj was not told: the two ends' sequence
+                    # numbers no longer match, and what the TCP stacks then
+                    # do (retransmissions, challenge ACKs, resets) is beyond the helper.
+                    raise NatUnpredictable(f"{pkt.tuple}: sip_help_tcp() returned before seq_adjust after "
+                                           f"rewrites that changed the segment by {tdiff:+d} bytes")
         if pkt.proto == IPPROTO_TCP and verdict is None:
             # The peer's ACK follows at once; a pure ACK gets the
             # tracker's ESTABLISHED timeout, not sip_timeout.
@@ -473,7 +483,11 @@ class SipHelper:
                 return None
             msg_end = blank + 4 + clen
             if msg_end > limit:
+                # "if (msglen > datalen) return NF_ACCEPT;" - a return, not a
+                # break: the seq_adjust hook after the loop is not called for
+                # what the messages before it changed.
                 trace.fire(rules.TCP_PAST_SEGMENT)
+                cctx.seq_adjust = False
                 return None
             trace.fire(rules.TCP_MESSAGE)
             msg = SipMessage(buf, start, msg_end, master.family, pkt.proto, self.profile)

@@ -379,7 +379,8 @@ def nf_nat_sip_expect(ctx: "PacketContext", expect: ExpectTuple, matchoff: int, 
 
 
 class NatUnpredictable(ValueError):
-    """The kernel's NAT path takes a random choice here."""
+    """The kernel's NAT path takes a random choice here, or leaves what
+    happens next to the TCP stacks (a segment resized without seqadj)."""
 
 
 # --- nf_nat_sip_expected(): the binding of a connection that matched ----------------------------------

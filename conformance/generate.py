@@ -122,7 +122,7 @@ class Context:
     tags: int = 0
     steps: list[Step] = field(default_factory=list)
     media: list[tuple[str, int, "MasterView | None"]] = field(default_factory=list)  # offered in SDP, on master
-    contacts: list[tuple[str, str, str, str]] = field(default_factory=list)  # the last request's Contacts
+    contacts: list["Contact"] = field(default_factory=list)  # the last request's Contact values
     masters: list[tuple[Endpoint, Endpoint]] = field(default_factory=list)
     nat: NatTopology = field(default_factory=NatTopology)
     # Per master (client, server): how each end sees the other, (address, SIP port).

@@ -227,7 +227,9 @@ def sdp(draw, ctx: Context, sender: str) -> bytes:
     lines = []
     if ctx.clean or draw(st.integers(0, 15)) != 0:
         lines.append("v=0")
-    lines.append(f"o=- {draw(st.integers(1, 99999))} 1 IN IP{family} {ctx.addr(sender)}")
+    owner = f"o=- {draw(st.integers(1, 99999))} 1 IN IP{family} {ctx.addr(sender)}"
+    if ctx.clean or draw(st.integers(0, 15)):
+        lines.append(owner)  # else none: nf_nat_sdp_session() needs one to rewrite
     lines.append("s=-")
     clean_c = f"c=IN IP{family} {ctx.addr(sender)}"
     if ctx.clean or draw(st.integers(0, 4)) != 0:
@@ -297,9 +299,12 @@ def contact(draw, ctx: Context, owner: str, sport: int) -> Contact:
     return Contact(who, port, params, after)
 
 
-def via(ctx: Context, host: str, port: int, branch: int, viewer: str | None = None) -> str:
-    """A Via of ``host:port``, as ``viewer`` (default: ``host`` itself) knows it."""
-    transport = "TCP" if ctx.proto == IPPROTO_TCP else "UDP"
+def via(ctx: Context, host: str, port: int, branch: int, viewer: str | None = None, *,
+        other_transport: bool = False) -> str:
+    """A Via of ``host:port``, as ``viewer`` (default: ``host`` itself) knows
+    it; ``other_transport``: with the transport the connection does not have
+    (process_sip_request() reads a UDP Via on TCP masters too)."""
+    transport = "TCP" if (ctx.proto == IPPROTO_TCP) != other_transport else "UDP"
     addr, port = ctx.seen(host, port, viewer or host)
     return f"SIP/2.0/{transport} {uri_host(addr)}:{port};branch=z9hG4bK{branch}"
 
@@ -312,7 +317,8 @@ def request(draw, ctx: Context, method: str, src: Endpoint, dst: Endpoint, *, wi
         cseq = ctx.invite_cseq
     shown_method = method if draw(st.integers(0, 15)) else method.lower()
     via_port = src.port if draw(st.integers(0, 5)) else draw(st.sampled_from([5060, 5070, 1024]))
-    top_via = via(ctx, src.host, via_port, draw(st.integers(1, 10**6)))
+    top_via = via(ctx, src.host, via_port, draw(st.integers(1, 10**6)),
+                  other_transport=not ctx.clean and draw(st.integers(0, 19)) == 0)
     if ctx.nat:
         # What nf_nat_sip looks at after the Via's address (its maddr= and rport).
         maddr = f";maddr={uri_host(ctx.addr(src.host))}"

@@ -187,7 +187,8 @@ def _with_reference(args: argparse.Namespace, stats, kernel, profile, registry, 
     if files is None:
         # The kernel's generated dialogs were Hypothesis's, shrunk when one diverged: the reference runs
         # the same seed's dialogs as generate_dialogs() makes them.
-        files = [d for d in generate_dialogs(args.examples, args.seed) if d.steps]
+        # The reference helper does no NAT (docs/reference.rst, "No NAT"): not the NAT ones.
+        files = [d for d in generate_dialogs(args.examples, args.seed) if d.steps and not d.nat]
     started = time.monotonic()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -356,6 +356,10 @@ def merge_stats(parts: list[Stats], elsewhere: set[str] = frozenset()) -> Stats:
     for s in parts:
         out.dialogs.update(s.dialogs)
         out.agreeing.update(s.agreeing)
+        out.nat.update(s.nat)
+        out.nat_agreeing.update(s.nat_agreeing)
+        out.unpredictable.update(s.unpredictable)
+        out.unpredictable_reasons.extend(s.unpredictable_reasons)
         out.steps += s.steps
         out.messages += s.messages
         out.findings.extend(s.findings)

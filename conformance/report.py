@@ -31,6 +31,8 @@ def stats_json(stats: Stats) -> dict[str, Any]:
         "ok": stats.ok,
         "dialogs": dict(stats.dialogs),
         "agreeing": dict(stats.agreeing),
+        "nat": {"dialogs": dict(stats.nat), "agreeing": dict(stats.nat_agreeing),
+                "unpredictable": dict(stats.unpredictable), "unpredictable_reasons": stats.unpredictable_reasons},
         "steps": stats.steps,
         "messages": stats.messages,
         "elapsed": round(stats.elapsed, 2),
@@ -64,6 +66,10 @@ def stats_from_json(data: dict[str, Any]) -> Stats:
         raise ValueError(f"not a {JSON_FORMAT} report (format {data.get('format')!r})")
     stats = Stats(data["profile"], data["kernel"], dict(data["params"]))
     stats.dialogs, stats.agreeing = Counter(data["dialogs"]), Counter(data["agreeing"])
+    nat = data.get("nat", {})
+    stats.nat, stats.nat_agreeing = Counter(nat.get("dialogs", {})), Counter(nat.get("agreeing", {}))
+    stats.unpredictable = Counter(nat.get("unpredictable", {}))
+    stats.unpredictable_reasons = list(nat.get("unpredictable_reasons", []))
     stats.steps, stats.messages = data["steps"], data["messages"]
     stats.findings = [Finding(**{**f, "rules": tuple(f["rules"])}) for f in data["divergences"]["findings"]]
     stats.rules = Counter(data.get("rule_firings", {}))
@@ -129,6 +135,14 @@ def print_report(stats: Stats, console: Console) -> None:
     table.add_row("dialogs", ", ".join(f"{n} {k}" for k, n in stats.dialogs.items()) + f" ({total} in all)")
     table.add_row("messages", f"{stats.messages} in {stats.steps} steps")
     table.add_row("agreement", f"{agreeing}/{total} dialogs agree completely" if total else "-")
+    if stats.nat or stats.unpredictable:
+        nat_total = sum(stats.nat.values())
+        text = (f"{nat_total} dialogs behind NAT ({', '.join(f'{n} {k}' for k, n in stats.nat.items()) or 'none'}), "
+                f"{sum(stats.nat_agreeing.values())} agree")
+        if stats.unpredictable:
+            text += (f"; {sum(stats.unpredictable.values())} left out, the kernel would pick a random port ("
+                     + ", ".join(f"{n} {k}" for k, n in stats.unpredictable.items()) + ")")
+        table.add_row("NAT", text)
     by_rule = stats.divergences_by_rule()
     for kind in ("unregistered", "registered"):
         counts = by_rule[kind]

@@ -15,6 +15,7 @@ VM guest then never imports) and without shrinking.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ SLOW_TAG = "slow"
 # Veth delivery finishes in the sender's softirq, well within a millisecond; a
 # straggler check turns a too-short timeout into a visible "timing" divergence.
 GENERATED_DROP_TIMEOUT = 0.02
+# How many reasons for dialogs left out as unpredictable a report keeps.
+UNPREDICTABLE_REASONS = 5
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ class Stats:
     elapsed: float = 0.0
     failed_dialogs: list[str] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)  # sipct.run/1 comparisons of the version probes
+    nat: Counter = field(default_factory=Counter)  # dialogs with a nat: topology, by kind
+    nat_agreeing: Counter = field(default_factory=Counter)
+    # Dialogs left out because the kernel would pick a random port for them
+    # (natmap.NatClash, natsip.NatUnpredictable), by kind; and the first few reasons.
+    unpredictable: Counter = field(default_factory=Counter)
+    unpredictable_reasons: list[str] = field(default_factory=list)
 
     @property
     def unregistered(self) -> list[Finding]:
@@ -149,8 +158,12 @@ class Suite:
         try:
             prediction = predict(dialog, self.profile, params)
         except Unpredictable as exc:
+            # The kernel would choose a port at random: no spec can say what
+            # this dialog does (generated NAT dialogs avoid most such cases).
             if count:
-                self.stats.not_runnable.append(f"{dialog.name}: {exc.message}")
+                self.stats.unpredictable[kind] += 1
+                if len(self.stats.unpredictable_reasons) < UNPREDICTABLE_REASONS:
+                    self.stats.unpredictable_reasons.append(f"{dialog.name} ({dialog.source}): {exc.message}")
             return []
         comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps],
                                                    predicted=prediction.steps),
@@ -181,6 +194,9 @@ class Suite:
         s.dialogs[kind] += 1
         if comparison.agree:
             s.agreeing[kind] += 1
+        if comparison.dialog.nat:
+            s.nat[kind] += 1
+            s.nat_agreeing[kind] += comparison.agree
         s.findings.extend(findings)
         if any(f.known is None for f in findings):
             s.failed_dialogs.append(f"{comparison.dialog.name} ({comparison.dialog.source})")
@@ -257,8 +273,8 @@ class Suite:
             if failing:
                 minimal = failing[-1]
                 findings = self.check(minimal, "generated", runner, count=False)
-                named = Dialog(f"minimal-divergence-seed{seed}", "<generated>", minimal.family, minimal.hosts,
-                               minimal.steps)
+                # The whole dialog (its nat: topology too), renamed.
+                named = dataclasses.replace(minimal, name=f"minimal-divergence-seed{seed}")
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{named.name}.yaml"
                 summary = "\n".join(f"step {f.step} (line {f.line}) {f.aspect}: spec {f.spec} / kernel {f.kernel}"

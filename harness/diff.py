@@ -127,8 +127,15 @@ def _stalled_masters(dialog: Dialog, p: StepPrediction) -> set[frozenset]:
     step = p.step
     if not isinstance(step, Send) or step.proto != 6 or all(pk.accepted for pk in p.packets):
         return set()
-    return {frozenset({(str(dialog.hosts[step.src.host]), step.src.port),
-                       (str(dialog.hosts[step.dst.host]), step.dst.port)})}
+    hosts = dialog.hosts
+    src, dst = (hosts[step.src.host], step.src.port), (hosts[step.dst.host], step.dst.port)
+    # A master is named by its original tuple: under NAT the client dialled
+    # the server's face, and the step may go either way.
+    out = set()
+    for (a, ap), (b, bp) in ((src, dst), (dst, src)):
+        face = dialog.nat.face(a, b, bp, step.proto)
+        out.add(frozenset({(str(a), ap), (str(face[0]), face[1])}))
+    return out
 
 
 def _of_stalled(e: Expectation, stalled: set[frozenset]) -> bool:

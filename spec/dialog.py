@@ -801,6 +801,7 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
     lines.append("hosts:")
     for name, addr in dialog.hosts.items():
         lines.append(f"  {name}: {yaml_scalar(str(addr))}")
+    lines.extend(nat_lines(dialog))
     lines.append("steps:")
     for step in dialog.steps:
         if isinstance(step, Wait):
@@ -816,7 +817,48 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
             lines.append(f"    raw: {quote_bytes(step.payload, '      ')}")
             if (split := split_at_line(step)) is not None:
                 lines.append(split)
+            if step.via is not None:
+                lines.append(f"    via: {yaml_scalar(_addr_port(*step.via))}")
     return "\n".join(lines) + "\n"
+
+
+def _addr_port(addr: Address, port: int | None) -> str:
+    if port is None:
+        return str(addr)
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+def nat_lines(dialog: Dialog) -> list[str]:
+    """The ``nat:`` section of a dialog as the loader reads it (none without NAT)."""
+    nat = dialog.nat
+    if not nat:
+        return []
+    proto_names = {v: k for k, v in PROTOS.items()}
+    lines = ["nat:"]
+    for r in nat.snat:
+        if r.host is not None:
+            name = dialog.host_of(r.host)
+            if name is None:
+                raise ValueError(f"{r}: the source NAT of an address that is no host of the dialog")
+            what = name if r.sport is None else f"{name}:{r.sport}"
+        else:
+            what = str(r.inside)
+        if r.to is None:
+            lines.append(f"  - masquerade: {yaml_scalar(what)}")
+        else:
+            lines.append(f"  - snat: {yaml_scalar(what)}")
+            lines.append(f"    to: {yaml_scalar(_addr_port(r.to, r.port))}")
+        if r.proto is not None:
+            lines.append(f"    transport: {proto_names[r.proto]}")
+    for d in nat.dnat:
+        name = dialog.host_of(d.to)
+        if name is None:
+            raise ValueError(f"{d}: a port forward to an address that is no host of the dialog")
+        lines.append(f"  - dnat: {yaml_scalar(_addr_port(d.addr, d.port))}")
+        lines.append(f"    to: {yaml_scalar(f'{name}:{d.to_port}')}")
+        if d.proto is not None:
+            lines.append(f"    transport: {proto_names[d.proto]}")
+    return lines
 
 
 def split_at_line(step: Send) -> str | None:

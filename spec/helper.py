@@ -31,7 +31,7 @@ from .profiles import DEFAULT_PROFILE, KernelProfile
 from .rules import Rule
 from .scan import simple_strtoul
 from .natmap import NatTopology
-from .natsip import nat_sip_expected
+from .natsip import NatUnpredictable, nat_sip_expected
 from .table import Entry, ExpectationTable, TableEvent
 from .trace import Firing, Trace
 from .values import value
@@ -120,6 +120,7 @@ class ConntrackContext:
     payload: bytes | None = None  # the payload as NAT rewrote it (None: untouched)
     forced_dport: int = 0  # nf_nat_sip()'s destination port of a reply
     seq_shift: int = 0  # the sequence-number shift of this segment (TCP under NAT)
+    seq_adjust: bool = True  # sip_help_tcp() reaches its seq_adjust call
 
 
 @value
@@ -357,7 +358,13 @@ class SipHelper:
             ct.expected_from = entry.value()
             # Only REGISTER's expectations carry assign_helper (the "sip" helper).
             helper = entry.klass == ExpectClass.SIGNALLING
-        if not helper and not ct.local and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and pkt.dport in self.params.ports:
+        # The lab's `udp/tcp dport {ports} ct helper set` rule is in the forward
+        # chain, which sees the packet after prerouting's destination NAT
+        # rewrote it (nf_nat_inet_fn() -> nf_nat_packet(), nf_nat_core.c):
+        # the port it matches is the translated one, the reply tuple's source
+        # port; nft_ct_helper_obj_eval() (nft_ct.c) then attaches the helper
+        # to the still unconfirmed conntrack.
+        if not helper and not ct.local and pkt.proto in (IPPROTO_UDP, IPPROTO_TCP) and reply.sport in self.params.ports:
             helper = True
         if helper:
             ct.master = Master(original, created=now, timeout_at=now, expected=entry is not None, reply=reply)
@@ -436,7 +443,16 @@ class SipHelper:
                 ctx.seq_shift = ct.seq_offset[ctx.reply]
             verdict = self._help_tcp(master, ctx, pkt, now, trace)
             if verdict is None:
-                master.nat.send("segment", ctx, len(ctx.payload) - len(buf) if ctx.payload is not None else 0)
+                tdiff = len(ctx.payload) - len(buf) if ctx.payload is not None else 0
+                if ctx.seq_adjust:
+                    master.nat.send("segment", ctx, tdiff)
+                elif tdiff:
+                    # The segment left the router longer or shorter than it
+                    # came, and seqadj was not told: the two ends' sequence
+                    # numbers no longer match, and what the TCP stacks then
+                    # do (retransmissions, challenge ACKs, resets) is beyond the helper.
+                    raise NatUnpredictable(f"{pkt.tuple}: sip_help_tcp() returned before seq_adjust after "
+                                           f"rewrites that changed the segment by {tdiff:+d} bytes")
         if pkt.proto == IPPROTO_TCP and verdict is None:
             # The peer's ACK follows at once; a pure ACK gets the
             # tracker's ESTABLISHED timeout, not sip_timeout.
@@ -472,7 +488,11 @@ class SipHelper:
                 return None
             msg_end = blank + 4 + clen
             if msg_end > limit:
+                # "if (msglen > datalen) return NF_ACCEPT;" - a return, not a
+                # break: the seq_adjust hook after the loop is not called for
+                # what the messages before it changed.
                 trace.fire(rules.TCP_PAST_SEGMENT)
+                cctx.seq_adjust = False
                 return None
             trace.fire(rules.TCP_MESSAGE)
             msg = SipMessage(buf, start, msg_end, master.family, pkt.proto, self.profile)

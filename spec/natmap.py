@@ -30,7 +30,8 @@ from .values import value
 
 
 class NatClash(ValueError):
-    """A binding the kernel would make with a random port."""
+    """A binding the kernel would make with a random port, or one whose
+    tuple another conntrack has (a one-port range keeps its port)."""
 
 
 @value
@@ -119,10 +120,11 @@ class NatTopology:
              src: tuple[Address, int | None] | None = None, in_use: Iterable[tuple] = ()) -> ConnTuple:
         """The reply tuple of a new conntrack whose first packet is ``original``.
 
-        ``dst`` / ``src`` are bindings already made (by nf_nat_sip_expected);
+        ``dst`` / ``src`` are bindings already made (by nf_nat_sip_expected;
+        a ``src`` port None maps the address only);
         the chains make the others. ``in_use`` holds the keys (src, dst,
         proto, sport, dport) of every tuple conntrack knows, to refuse a
-        source NAT the kernel would resolve with a random port."""
+        binding the kernel would resolve with a random port or not at all."""
         new_dst, new_dport = original.dst, original.dport
         if dst is not None:
             new_dst, new_dport = dst
@@ -131,20 +133,34 @@ class NatTopology:
             if rule is not None:
                 new_dst, new_dport = rule.to, rule.to_port
         new_src, new_sport = original.src, original.sport
+        one_port = False  # the source port comes from a one-port range
         if src is not None:
-            # NF_NAT_RANGE_MAP_IPS alone keeps the port (nf_nat_sip_expected()'s master case).
-            new_src, port = src
-            new_sport = original.sport if port is None else port
+            new_src, new_sport = src
+            one_port = new_sport is not None
+            if new_sport is None:
+                # nf_nat_sip_expected()'s "change src to where master sends
+                # to" sets NF_NAT_RANGE_MAP_IPS alone: get_unique_tuple()
+                # (nf_nat_core.c) keeps the source port when the tuple is unique.
+                new_sport = original.sport
         else:
             srule = self.source_rule(original.src, original.sport, new_dst, original.proto)
             if srule is not None:
                 new_src = srule.address_for(new_dst)
                 if srule.port is not None:
-                    new_sport = srule.port
-                elif (new_dst, new_src, original.proto, new_dport, new_sport) in set(in_use) \
-                        and new_src != original.src:
-                    raise NatClash(f"{srule}: {original} would need a port other than {new_sport}, which the "
-                                   "kernel picks at random (nf_nat_l4proto_unique_tuple)")
+                    new_sport, one_port = srule.port, True
+        # get_unique_tuple() keeps the tuple when nf_nat_used_tuple() says it
+        # is free. Else a one-port range keeps its port all the same ("range->
+        # min_proto.all == range->max_proto.all"), and confirming the conntrack
+        # then clashes with the one that has the tuple; any other source
+        # mapping - masquerade, the address-only ones, and the null binding
+        # nf_nat_inet_fn() gives a conntrack no source rule matched - takes a
+        # random port (nf_nat_l4proto_unique_tuple()).
+        if (new_dst, new_src, original.proto, new_dport, new_sport) in set(in_use):
+            if one_port:
+                raise NatClash(f"{original} bound to {new_src}:{new_sport} clashes with a conntrack that has that "
+                               "tuple: get_unique_tuple() keeps a one-port range's port, confirming it fails")
+            raise NatClash(f"{original} would need a source port other than {new_sport} at {new_src}, which the "
+                           "kernel picks at random (nf_nat_l4proto_unique_tuple)")
         return ConnTuple(new_dst, new_src, original.proto, new_dport, new_sport)
 
     def face(self, sender: Address, receiver: Address, port: int, proto: int) -> tuple[Address, int]:

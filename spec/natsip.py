@@ -24,7 +24,7 @@ from .expectation import (EBUSY, IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY, IPPROTO_TC
 from .parse import (SIP_HDR_CONTACT, SIP_HDR_CONTENT_LENGTH, SIP_HDR_FROM, SIP_HDR_TO, SIP_HDR_VIA_TCP,
                     SIP_HDR_VIA_UDP, SipMessage)
 from .rules import Rule
-from .scan import sip_strtouint
+from .scan import sip_strtouint, string_len
 from .sdp import SDP_HDR_CONNECTION, SDP_HDR_MEDIA, SDP_HDR_OWNER, SDP_HDR_UNSPEC, SDP_HDR_VERSION, get_sdp_header
 
 if TYPE_CHECKING:
@@ -148,9 +148,8 @@ def nf_nat_sip(ctx: "PacketContext") -> Verdict:
         before = ctx.msg.limit
         if not map_addr(ctx, uri.matchoff, uri.matchlen, uri.addr, uri.port, rules.NAT_CONTACT):
             return _failed(ctx)
-        coff = uri.dataoff
-        if msg.profile.nat_contact_offset_follows:
-            coff += ctx.msg.limit - before  # "coff += delta": 6.1.176 on
+        # "coff += delta" only where the profile's nf_nat_sip() has it.
+        coff = uri.dataoff + (ctx.msg.limit - before if ctx.msg.profile.nat_contact_offset_follows else 0)
 
     if not map_sip_addr(ctx, SIP_HDR_FROM) or not map_sip_addr(ctx, SIP_HDR_TO):
         return _failed(ctx)
@@ -179,13 +178,13 @@ def parse_request(msg: SipMessage) -> tuple[int, int, int, Address | None, int]:
     (ret, matchoff, matchlen, addr, port)."""
     buf, limit = msg.buf, msg.limit
     pos = msg.start
-    # string_len(): the method, up to a space/CR/LF
-    end = pos
-    while end < limit and buf[end] not in (0x20, 0x0D, 0x0A):
-        end += 1
-    if end == pos:
+    # "Skip method and following whitespace": string_len() counts letters
+    # only (isalpha), so a message that starts with anything else - a TCP
+    # segment that begins inside a header - has no Request-URI.
+    mlen = string_len(buf, pos, limit)
+    if not mlen:
         return 0, 0, 0, None, 0
-    pos = end + 1
+    pos += mlen + 1
     if pos >= limit:
         return 0, 0, 0, None, 0
     while pos < limit - 4:
@@ -384,7 +383,8 @@ def nf_nat_sip_expect(ctx: "PacketContext", expect: ExpectTuple, matchoff: int, 
 
 
 class NatUnpredictable(ValueError):
-    """The kernel's NAT path takes a random choice here."""
+    """The kernel's NAT path takes a random choice here, or leaves what
+    happens next to the TCP stacks (a segment resized without seqadj)."""
 
 
 # --- nf_nat_sip_expected(): the binding of a connection that matched ----------------------------------

@@ -39,14 +39,20 @@ class KernelProfile:
     # (have_rtp_addr, the fix of CVE-2026-31427); before, with whatever
     # rtp_addr held - uninitialised stack when no media had one.
     sdp_session_needs_address: bool = True
-    # nf_nat_sip() before 6.1.176: no 1024-65535 check of a Via's rport=; the
-    # Contact walk goes on from the offset before the rewrite (no "coff +=
-    # delta"); and a reply of a master with forced_dport gets its UDP header
-    # rewritten even on TCP, where those bytes are the TCP ports and sequence
-    # number (the spec cannot say what the peer makes of that).
+    # nf_nat_sip() before 6.1.176: no 1024-65535 check of a Via's rport=, and a
+    # reply of a master with forced_dport gets its UDP header rewritten even on
+    # TCP, where those bytes are the TCP ports and sequence number (the spec
+    # cannot say what the peer makes of that).
     nat_rport_range: bool = True
-    nat_contact_offset_follows: bool = True
     nat_forced_dport_udp_only: bool = True
+    # nf_nat_sip() moves its Contact offset by what map_addr() changed ("coff
+    # += delta", "netfilter: nf_nat_sip: rewind offset when NAT shrinks the
+    # packet", posted July 2026; in Debian 6.1.192's and 6.12.117's source).
+    # Before, after a rewrite that shrank the packet by 2 or more the offset
+    # points past the ", " and the next URI of that Contact header is not
+    # translated (measured on 6.18.44; assumed for the older 6.1 profiles,
+    # whose nf_nat_sip.c predates the fix; 6.1.170's source lacks it).
+    nat_contact_offset_follows: bool = False
 
     @classmethod
     def feature_names(cls) -> list[str]:
@@ -80,6 +86,7 @@ HARDENED_6_1_192 = KernelProfile(
     strict_uri_port=True,
     bounded_numbers=True,
     skip_whitespace_null_at_end=True,
+    nat_contact_offset_follows=True,
 )
 
 RUNNING_6_18 = KernelProfile(

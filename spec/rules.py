@@ -71,7 +71,8 @@ TCP_CONTENT_LENGTH_TOO_BIG = _rule("tcp.content-length-too-big", "sip_help_tcp",
 TCP_NO_BLANK_LINE = _rule("tcp.no-blank-line", "sip_help_tcp",
                           "No CRLFCRLF after the Content-Length value: the rest is accepted unprocessed.")
 TCP_PAST_SEGMENT = _rule("tcp.message-past-segment", "sip_help_tcp",
-                         "A message running past the end of the segment is accepted unprocessed.")
+                         "A message running past the end of the segment is accepted unprocessed; "
+                         "the function returns there, without the NAT seq_adjust for the messages before it.")
 TCP_MESSAGE = _rule("tcp.message", "sip_help_tcp",
                     "One complete message (headers, CRLFCRLF, Content-Length bytes) is processed.")
 

@@ -259,8 +259,7 @@ NAT_FORCED_DPORT_TCP = _rule("nat.forced-dport-tcp", "nf_nat_sip.c: nf_nat_sip",
                              only_profiles=("6.1.176", "6.1.192", "6.18"))
 NAT_MANGLE_FAILED = _rule("nat.mangle-failed", "nf_nat_helper.c: enlarge_skb",
                           "A rewrite that would make the packet longer than 65535 bytes fails: the packet is "
-                          "dropped.", drop=True, log="cannot mangle SIP message",
-                          needs="a message within bytes of 65535 that NAT lengthens")
+                          "dropped.", drop=True, log="cannot mangle SIP message")
 NAT_CONTENT_LENGTH = _rule("nat.content-length", "nf_nat_sip.c: mangle_content_len",
                            "After an SDP rewrite Content-Length (or l:) is set to the bytes from \"v=\" to the end "
                            "of the message.")
@@ -295,7 +294,7 @@ NAT_REGISTER_CONTACT = _rule("nat.register-contact", "nf_nat_sip.c: nf_nat_sip_e
 NAT_REGISTER_NO_PORT = _rule("nat.register-no-port", "nf_nat_sip.c: nf_nat_sip_expect -> nf_nat_exp_find_port",
                              "The expectation is refused (-EBUSY for 128 random ports, or another error): the "
                              "REGISTER is dropped.", drop=True, log="all ports in use for SIP",
-                             needs="a clash of signalling expectations under NAT")
+                             needs="a full expectation table: conformance/scenarios/params/ sets expect_max 8 (a VM boot)")
 NAT_SEQ_ADJUST = _rule("nat.seq-adjust", "nf_nat_sip.c: nf_nat_sip_seq_adjust",
                        "TCP: the length change of the segment's messages, summed, shifts the sequence numbers of "
                        "what follows in that direction (and the peer's ACKs back).")

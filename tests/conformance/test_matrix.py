@@ -103,9 +103,10 @@ def test_boots_are_planned_per_module_parameter_set():
         {"sip_direct_media": 0}]
     assert {d.name for d in boots[1].dialogs} == {
         "params-expect-table-full", "params-external-media-same-interface", "params-master-timeout",
-        "params-media-clash", "params-nat-direct-rtp", "params-nat-media-port-moved"}
+        "params-media-clash", "params-nat-direct-rtp", "params-nat-media-port-moved",
+        "params-nat-register-table-full"}
     assert [d.name for d in boots[2].dialogs] == ["seed-two-clients-direct-media-off"]
-    assert len(boots[0].dialogs) == len(curated) - 7
+    assert len(boots[0].dialogs) == len(curated) - 8
     assert boot_groups([])[0].params == {}  # the generated dialogs always need the default boot
 
 

@@ -672,7 +672,11 @@ def predictable_prefix(dialog: Dialog) -> Dialog:
     while bad - good > 1:
         mid = (good + bad) // 2
         good, bad = (mid, bad) if predictable(mid) else (good, mid)
-    return replace(dialog, steps=dialog.steps[:good])
+    return replace(dialog, steps=dialog.steps[:good], tags=(*dialog.tags, CUT_TAG))
+
+
+# The tag of a generated NAT dialog that predictable_prefix() cut short (the suite counts them).
+CUT_TAG = "nat-cut-before-random-port"
 
 
 @st.composite

@@ -359,6 +359,7 @@ def merge_stats(parts: list[Stats], elsewhere: set[str] = frozenset()) -> Stats:
         out.nat.update(s.nat)
         out.nat_agreeing.update(s.nat_agreeing)
         out.unpredictable.update(s.unpredictable)
+        out.nat_cut.update(s.nat_cut)
         out.unpredictable_reasons.extend(s.unpredictable_reasons)
         out.steps += s.steps
         out.messages += s.messages

@@ -32,7 +32,8 @@ def stats_json(stats: Stats) -> dict[str, Any]:
         "dialogs": dict(stats.dialogs),
         "agreeing": dict(stats.agreeing),
         "nat": {"dialogs": dict(stats.nat), "agreeing": dict(stats.nat_agreeing),
-                "unpredictable": dict(stats.unpredictable), "unpredictable_reasons": stats.unpredictable_reasons},
+                "unpredictable": dict(stats.unpredictable), "unpredictable_reasons": stats.unpredictable_reasons,
+                "cut": dict(stats.nat_cut)},
         "steps": stats.steps,
         "messages": stats.messages,
         "elapsed": round(stats.elapsed, 2),
@@ -70,6 +71,7 @@ def stats_from_json(data: dict[str, Any]) -> Stats:
     stats.nat, stats.nat_agreeing = Counter(nat.get("dialogs", {})), Counter(nat.get("agreeing", {}))
     stats.unpredictable = Counter(nat.get("unpredictable", {}))
     stats.unpredictable_reasons = list(nat.get("unpredictable_reasons", []))
+    stats.nat_cut = Counter(nat.get("cut", {}))
     stats.steps, stats.messages = data["steps"], data["messages"]
     stats.findings = [Finding(**{**f, "rules": tuple(f["rules"])}) for f in data["divergences"]["findings"]]
     stats.rules = Counter(data.get("rule_firings", {}))
@@ -139,6 +141,9 @@ def print_report(stats: Stats, console: Console) -> None:
         nat_total = sum(stats.nat.values())
         text = (f"{nat_total} dialogs behind NAT ({', '.join(f'{n} {k}' for k, n in stats.nat.items()) or 'none'}), "
                 f"{sum(stats.nat_agreeing.values())} agree")
+        if stats.nat_cut:
+            text += (f"; {sum(stats.nat_cut.values())} generated ones end before a step the kernel would take a "
+                     f"random port for")
         if stats.unpredictable:
             text += (f"; {sum(stats.unpredictable.values())} left out, the kernel would pick a random port ("
                      + ", ".join(f"{n} {k}" for k, n in stats.unpredictable.items()) + ")")

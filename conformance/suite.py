@@ -41,6 +41,9 @@ SLOW_TAG = "slow"
 # Veth delivery finishes in the sender's softirq, well within a millisecond; a
 # straggler check turns a too-short timeout into a visible "timing" divergence.
 GENERATED_DROP_TIMEOUT = 0.02
+# The tag conformance/generate.py gives a NAT dialog it cut before a step the
+# kernel would take a random port for (generate.CUT_TAG; here without importing Hypothesis).
+NAT_CUT_TAG = "nat-cut-before-random-port"
 # How many reasons for dialogs left out as unpredictable a report keeps.
 UNPREDICTABLE_REASONS = 5
 
@@ -86,6 +89,7 @@ class Stats:
     # Dialogs left out because the kernel would pick a random port for them
     # (natmap.NatClash, natsip.NatUnpredictable), by kind; and the first few reasons.
     unpredictable: Counter = field(default_factory=Counter)
+    nat_cut: Counter = field(default_factory=Counter)  # generated NAT dialogs cut before such a step
     unpredictable_reasons: list[str] = field(default_factory=list)
 
     @property
@@ -197,6 +201,8 @@ class Suite:
         if comparison.dialog.nat:
             s.nat[kind] += 1
             s.nat_agreeing[kind] += comparison.agree
+            if NAT_CUT_TAG in comparison.dialog.tags:
+                s.nat_cut[kind] += 1
         s.findings.extend(findings)
         if any(f.known is None for f in findings):
             s.failed_dialogs.append(f"{comparison.dialog.name} ({comparison.dialog.source})")

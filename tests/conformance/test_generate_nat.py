@@ -151,3 +151,13 @@ def test_the_suite_leaves_out_and_counts_what_the_spec_cannot_predict():
     assert suite.stats.unpredictable == Counter(generated=1)
     assert "random" in suite.stats.unpredictable_reasons[0]
     assert sum(suite.stats.dialogs.values()) == 0
+
+
+def test_the_cut_is_tagged_and_the_tag_is_the_suites():
+    from sipct.conformance.generate import CUT_TAG
+    from sipct.conformance.suite import NAT_CUT_TAG
+
+    assert CUT_TAG == NAT_CUT_TAG
+    assert CUT_TAG in predictable_prefix(_clashing_dialog()).tags
+    dialog = dataclasses.replace(_clashing_dialog(), steps=_clashing_dialog().steps[:2])
+    assert predictable_prefix(dialog) is dialog  # nothing to cut, no tag

@@ -61,8 +61,8 @@ def test_dialog_files_run_as_the_generated_part(tmp_path, monkeypatch):
     from sipct.conformance.suite import generate_dialogs
 
     folder = tmp_path / "generated"
-    written = len(write_generated(generate_dialogs(30, 4), folder, 4))  # a dialog without steps is not written
-    assert written >= 28
+    written = len(write_generated(generate_dialogs(30, 4), folder, 4))  # not the ones without steps
+    assert written >= 25
     report = tmp_path / "r.json"
     status = main(["conformance", "--no-curated", "--no-reproducers", "--dialog-files", str(folder), "--seed", "4",
                    "--json", str(report)])

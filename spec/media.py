@@ -75,8 +75,9 @@ def set_expected_rtp_rtcp(ctx: "PacketContext", media: MediaPair) -> Verdict:
             break
         media.found = existing
         nat.send("media_found", ctx, media)
-    if media.skip_expect and not media.direct_rtp:
-        # Without NAT the loop in set_expected_rtp_rtcp() ends in skip_expect.
+    if media.skip_expect:
+        # The loop ends in skip_expect: always without NAT, and under NAT when
+        # the saved destination direct_rtp moved to is expected already.
         trace.fire(rules.MEDIA_OTHER_MASTER, "%s:%s", media.daddr, media.port)
 
     media.port &= ~1

@@ -401,10 +401,12 @@ class _Loader:
         return net, None, None
 
     def nat_address(self, node: yaml.Node, what: str, hosts: dict[str, Address], family: int, *,
-                    need_port: bool) -> tuple[Address, int | None]:
+                    need_port: bool, host_ok: bool = False) -> tuple[Address, int | None]:
         """An address NAT maps to: the router's own address in a network of
         the dialog, or one in no host's network (the hosts route it to the
-        router); a host's network address would be looked for on its link."""
+        router); another address of a host's network would be looked for on
+        its link. ``host_ok``: a host's own address will do (where a step is
+        sent, ``via:``)."""
         text = self.scalar(node, what).strip()
         match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)|([0-9A-Fa-f:.]+)", text)
         if not match:
@@ -422,7 +424,8 @@ class _Loader:
         if port_text is not None and not 1 <= int(port_text) <= 65535:
             raise self.fail(node, f"{what}: port {port_text} is out of range")
         host_nets = {network_of(a) for a in hosts.values()}
-        if network_of(addr) in host_nets and addr != router_address(network_of(addr)):
+        if network_of(addr) in host_nets and addr != router_address(network_of(addr)) \
+                and not (host_ok and addr in hosts.values()):
             raise self.fail(node, f"{what}: {addr} is in the hosts' network {network_of(addr)} but not the "
                                   f"router's address there ({router_address(network_of(addr))}): nothing would "
                                   f"answer for it on that link")
@@ -564,7 +567,7 @@ class _Loader:
         expect = self.expect(fields["expect"], f"{what}.expect", hosts) if "expect" in fields else None
         via = None
         if "via" in fields:
-            addr, port = self.nat_address(fields["via"], f"{what}.via", hosts, family, need_port=True)
+            addr, port = self.nat_address(fields["via"], f"{what}.via", hosts, family, need_port=True, host_ok=True)
             via = (addr, port)
         return Send(line, src, dst, proto, segments, expect, via)
 

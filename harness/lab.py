@@ -95,6 +95,7 @@ class Lab:
         self.helper_type = helper_type
         self.tcp_rto_min = tcp_rto_min
         self.nat = NatTopology()  # the nat chains loaded (set_nat)
+        self.forward = "accept"  # the forward policy loaded (set_nat)
         self.token = secrets.token_hex(4)
         self.prefix = prefix = lab_prefix(self.token)  # sipct-<pid>-<start>-<token>
         self.router_netns = f"{prefix}-{ROUTER_ROLE}"
@@ -168,14 +169,15 @@ class Lab:
         self._check_open()
         return self._driver.tcp_connect(client, cport, server, sport, family, timeout=timeout, to=to)
 
-    def set_nat(self, nat: NatTopology) -> None:
-        """Load the router's nat chains for ``nat`` (none when empty), in a table of
-        their own so the helper's table stays; a no-op when they are loaded already."""
+    def set_nat(self, nat: NatTopology, forward: str = "accept") -> None:
+        """Load the dialog's own table: the nat chains for ``nat`` (none when
+        empty) and the forward policy, apart from the helper's table; a no-op
+        when they are loaded already."""
         self._check_open()
-        if nat == self.nat:
+        if (nat, forward) == (self.nat, self.forward):
             return
-        self._nft(render_nat_ruleset(nat), "nat ruleset")
-        self.nat = nat
+        self._nft(render_nat_ruleset(nat, forward, self.sip_ports), "nat ruleset")
+        self.nat, self.forward = nat, forward
 
     def sweep_stragglers(self) -> int:
         """How many datagrams so far arrived after their delivery check gave up

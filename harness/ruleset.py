@@ -47,13 +47,17 @@ def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "s
 NAT_TABLE = "sipct_nat"
 
 
-def render_nat_ruleset(nat: NatTopology) -> str:
-    """The router's nat chains (sipct.spec.natmap): destination NAT at
-    prerouting, source NAT at postrouting, first match wins. The table is
+def render_nat_ruleset(nat: NatTopology, forward: str = "accept", sip_ports: Sequence[int] = (5060,)) -> str:
+    """The dialog's own table: the router's nat chains (sipct.spec.natmap) -
+    destination NAT at prerouting, source NAT at postrouting, first match
+    wins - and, with ``forward`` "drop", a forward chain that lets through
+    only established and related connections, new ones to the SIP ports
+    (after destination NAT) and port forwards; a packet must pass it and the
+    helper's chain (both are base chains of the forward hook). The table is
     replaced as a whole ("table ...; delete table ...": nft creates it if
     missing, so the delete never fails)."""
     out = [f"table inet {NAT_TABLE} {{}}", f"delete table inet {NAT_TABLE}"]
-    if not nat:
+    if not nat and forward == "accept":
         return "\n".join(out) + "\n"
     pre, post = [], []
     for d in nat.dnat:
@@ -74,12 +78,20 @@ def render_nat_ruleset(nat: NatTopology) -> str:
             to = str(r.to) if r.port is None else (f"{r.to}:{r.port}" if r.to.version == 4 else f"[{r.to}]:{r.port}")
             post.append(f"{match} snat {fam} to {to}")
     out.append(f"table inet {NAT_TABLE} {{")
-    out.append("  chain pre { type nat hook prerouting priority dstnat; policy accept;")
-    out.extend(f"    {line}" for line in pre)
-    out.append("  }")
-    out.append("  chain post { type nat hook postrouting priority srcnat; policy accept;")
-    out.extend(f"    {line}" for line in post)
-    out.append("  }")
+    if nat:
+        out.append("  chain pre { type nat hook prerouting priority dstnat; policy accept;")
+        out.extend(f"    {line}" for line in pre)
+        out.append("  }")
+        out.append("  chain post { type nat hook postrouting priority srcnat; policy accept;")
+        out.extend(f"    {line}" for line in post)
+        out.append("  }")
+    if forward == "drop":
+        ports = ", ".join(str(int(p)) for p in sip_ports)
+        out.append("  chain forward { type filter hook forward priority filter + 10; policy drop;")
+        out.append("    ct state established,related accept")
+        out.append(f"    meta l4proto {{ tcp, udp }} th dport {{ {ports} }} accept")
+        out.append("    ct status dnat accept")
+        out.append("  }")
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -132,7 +132,7 @@ class DialogRunner:
              task: Doing, on_step: Callable[[Lab, int], None] | None,
              predicted: Sequence[StepPrediction] | None = None) -> KernelRun:
         lab, names = self._lab_for(dialog, ports)
-        lab.set_nat(dialog.nat)
+        lab.set_nat(dialog.nat, dialog.forward)
         lab.reset()
         family = dialog.family
         result = KernelRun(dialog)

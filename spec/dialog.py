@@ -192,6 +192,7 @@ class Dialog:
     kernels: tuple[str, ...] = ()  # profiles the dialog is meant for; empty = all
     tags: tuple[str, ...] = field(default_factory=tuple)
     nat: NatTopology = field(default_factory=NatTopology)  # the router's NAT rules
+    forward: str = "accept"  # the router's forward policy: accept, or drop (established/related, SIP ports, DNAT)
     # What the loader found suspicious in the file. Not part of the dialog's identity: the same dialog written
     # another way (dump_dialog's raw bytes) has none.
     warnings: tuple[DialogWarning, ...] = field(default=(), compare=False)
@@ -298,7 +299,7 @@ class _Loader:
             raise DialogError(self.source, None, "the file is empty")
         top = self.mapping(root, "dialog")
         self.unknown_keys(top, {"name", "description", "family", "transport", "params", "hosts", "steps",
-                                "kernels", "tags", "templates", "nat"}, "dialog")
+                                "kernels", "tags", "templates", "nat", "forward"}, "dialog")
         if "templates" in top:
             self.templates = self.boolean(top["templates"], "templates")
         for required in ("hosts", "steps"):
@@ -315,6 +316,10 @@ class _Loader:
         params = self.params(top["params"]) if "params" in top else None
         hosts = self.hosts(top["hosts"], family)
         nat = self.nat(top["nat"], hosts, family) if "nat" in top else NatTopology()
+        forward = self.scalar(top["forward"], "forward") if "forward" in top else "accept"
+        if forward not in ("accept", "drop"):
+            raise self.fail(top["forward"], f"forward must be accept or drop (the router's forward policy), "
+                                            f"not {forward!r}")
         self.nat_topology = nat
         kernels: tuple[str, ...] = ()
         if "kernels" in top:
@@ -328,7 +333,7 @@ class _Loader:
         if not steps:
             raise self.fail(top["steps"], "steps: a dialog needs at least one step")
         description = self.scalar(top["description"], "description") if "description" in top else ""
-        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags, nat,
+        return Dialog(name, self.source, family, hosts, steps, params, description, kernels, tags, nat, forward,
                       tuple(self.warnings))
 
     def nat(self, node: yaml.Node, hosts: dict[str, Address], family: int) -> NatTopology:
@@ -805,6 +810,8 @@ def dump_dialog(dialog: Dialog, *, comment: str = "") -> str:
     for name, addr in dialog.hosts.items():
         lines.append(f"  {name}: {yaml_scalar(str(addr))}")
     lines.extend(nat_lines(dialog))
+    if dialog.forward != "accept":
+        lines.append(f"forward: {dialog.forward}")
     lines.append("steps:")
     for step in dialog.steps:
         if isinstance(step, Wait):

@@ -141,6 +141,7 @@ class PacketResult:
     out_payload: bytes | None = None
     seq_shift: int = 0  # TCP: what seqadj adds to this segment's sequence number
     local: bool = False  # addressed to the router itself: not forwarded
+    filtered: bool = False  # dropped by the router's forward policy before the helper saw it
 
     @property
     def rule_ids(self) -> list[str]:
@@ -155,6 +156,10 @@ class SipHelper:
     nat: NatTopology = field(default_factory=NatTopology)
     # Whether an address is the router's own (routing is the caller's: the spec is pure).
     router_owns: Callable[[Address], bool] | None = None
+    # The router's forward policy: "accept", or "drop" - then only packets of
+    # established and related connections, to the SIP ports, or port-forwarded
+    # pass (the lab's nft chain; the helper never sees what it drops).
+    forward_policy: str = "accept"
     table: ExpectationTable = field(init=False)
     # Both directions of every conntrack, keyed by the tuple's fields (see
     # _key): building a ConnTuple per packet just to look it up costs more
@@ -255,6 +260,11 @@ class SipHelper:
             if new:
                 connection.send("confirm", ctx)
             return self._result(ctx, None, trace, journal_start, new, local=True)
+        if self.forward_policy == "drop" and not self._forwarded(ct, reply):
+            if new:
+                # Dropped before the confirm hook: the conntrack never lives.
+                self.unlink_conntrack(ct, rules.UNCONFIRMED_DROP, Trace())
+            return self._result(ctx, None, trace, journal_start, new, filtered=True)
         # sip_help_tcp() keeps no stream state: after it dropped a segment, the
         # later segments of that direction (and each retransmission of the
         # dropped one) are helped on their own, although the receiver's TCP
@@ -270,8 +280,17 @@ class SipHelper:
                 connection.send("confirm", ctx)
         return self._result(ctx, verdict, trace, journal_start, new)
 
+    def _forwarded(self, ct: Conntrack, reply: bool) -> bool:
+        """The forward chain under policy drop: ``ct state established,related``
+        (ctinfo: a reply, a reply seen, or expected), the SIP ports after
+        destination NAT (``th dport``), ``ct status dnat``."""
+        if reply or ct.seen_reply or ct.expected_from is not None:
+            return True
+        assert ct.reply is not None
+        return ct.reply.sport in self.params.ports or ct.reply.src != ct.original.dst
+
     def _result(self, ctx: ConntrackContext, verdict: Verdict, trace: Trace, journal_start: int, new: bool, *,
-                local: bool = False) -> PacketResult:
+                local: bool = False, filtered: bool = False) -> PacketResult:
         ct, pkt = ctx.ct, ctx.pkt
         assert pkt is not None
         out_tuple = None
@@ -293,6 +312,7 @@ class SipHelper:
             out_payload=ctx.payload,
             seq_shift=ctx.seq_shift,
             local=local,
+            filtered=filtered,
         )
 
     # --- conntracks the kernel knows and the spec did not see --------------------------------

@@ -114,7 +114,8 @@ def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None
     params = params or dialog.effective_params
     routing = LabRouting(dialog.hosts.values())
     nat = dialog.nat
-    helper = SipHelper(params, profile, routing.same_interface, nat, routing.router_owns if nat else None)
+    helper = SipHelper(params, profile, routing.same_interface, nat, routing.router_owns if nat else None,
+                       dialog.forward)
     hosts = dialog.hosts
     by_address = {a: name for name, a in hosts.items()}
     # The wire tuple of each TCP connection (the client's side), by its dialog endpoints.
@@ -178,7 +179,7 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
     prediction = StepPrediction(index, step, now, tuple(results), table,
                                 tuple(helper.table.journal[journal_start:]),
                                 timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions),
-                                arrivals=tuple(arrivals) if nat else ())
+                                arrivals=tuple(arrivals) if nat or dialog.forward != "accept" else ())
     if isinstance(step, Send) and step.expect is not None:
         prediction = _check(prediction, step.expect, dialog)
     return prediction
@@ -206,7 +207,7 @@ def _arrival(wire: ConnTuple, segment: bytes, result: PacketResult, by_address: 
         return None
     out = result.out_tuple or wire
     payload = result.out_payload if result.out_payload is not None else segment
-    host = None if result.local else by_address.get(out.dst)
+    host = None if result.local or result.filtered else by_address.get(out.dst)
     return Arrival(host, out.src, out.sport, out.dst, out.dport, payload, result.seq_shift)
 
 

@@ -219,7 +219,6 @@ def test_the_three_way_suite_keeps_the_daemons_log(installed_kernel, tmp_path, c
     assert status == 0, (k.get("error"), out[-3000:])
     assert k["divergences"]["unregistered"] == 0 and k["reference"]["divergences"]["unregistered"] == 0
     assert k["reference"]["dialogs"]["curated"] == referenced and k["reference"]["dialogs"]["generated"] >= 1
-    assert k["dialogs"]["curated"] == len(scenarios)  # the kernel helper ran the NAT examples too
     # Agreeing completely: all but the two registrations (their registered activation events).
     assert k["reference"]["agreeing"]["curated"] >= referenced - 2
     (kept,) = k["reference_logs"]

@@ -74,12 +74,12 @@ def _row(e: Expectation) -> tuple:
     return expectation_key(e), int(e.flags), e.helper, nat
 
 
-def _compare_arrival(p: StepPrediction, o: StepObservation):
+def _compare_arrival(p: StepPrediction, o: StepObservation, elsewhere: bool = False):
     """Under NAT: the bytes the receiver read, and the ends it saw."""
-    want = p.received or b""
+    first = p.arrivals[0]
+    want = (first.payload if first is not None else b"") if elsewhere else (p.received or b"")
     if o.data != want:
         yield Divergence("payload", _rewrites(p.step.payload, want), _rewrites(p.step.payload, o.data or b""))
-    first = p.arrivals[0]
     if first is not None and o.src is not None:
         spec = ((str(first.src), first.sport), (str(first.dst), first.dport))
         if (o.src, o.dst) != spec:
@@ -153,6 +153,14 @@ def _compare_step(dialog: Dialog, p: StepPrediction, o: StepObservation, spec_ex
                              "delivered" if o.delivered else "not delivered")
         elif o.delivered and p.arrivals:
             yield from _compare_arrival(p, o)
+        elif p.arrivals and p.arrivals[0] is not None and p.arrivals[0].host not in (None, step.dst.host):
+            # The spec sends it to another host (NAT: an expectation's saved address).
+            first = p.arrivals[0]
+            if o.elsewhere != first.host:
+                yield Divergence("addresses", f"arrives at {first.host} ({_ep(str(first.dst), first.dport)})",
+                                 f"arrives at {o.elsewhere}" if o.elsewhere else "arrives at no host of the dialog")
+            else:
+                yield from _compare_arrival(p, o, elsewhere=True)
         elif o.delivered and o.data != step.payload:
             yield Divergence("payload", f"{len(step.payload)} bytes as sent",
                              f"{len(o.data or b'')} bytes, altered")

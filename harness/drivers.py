@@ -71,6 +71,7 @@ class Delivery:
     data: bytes | None
     src: Endpoint | None
     dst: Endpoint | None
+    elsewhere: str | None = None  # the lab host it reached instead of the receiver
 
 
 class TcpConnection:

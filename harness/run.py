@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from sipct.harness.drivers import Delivery, TcpConnection
@@ -65,6 +65,7 @@ class StepObservation:
     # The ends as the receiver saw them: the peer (source) and its own address (destination).
     src: tuple[str, int] | None = None
     dst: tuple[str, int] | None = None
+    elsewhere: str | None = None  # the host a datagram reached instead of the receiver (NAT sent it there)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class DialogRunner:
                     timeout = max(timeout, DELIVERY_TIMEOUT)
                 delivered: bool | None = None
                 data: bytes | None = None
-                seen: tuple = (None, None)
+                seen: tuple = (None, None, None)
                 plan = predicted[index] if predicted is not None and index < len(predicted) else None
                 if isinstance(step, Wait):
                     now += step.seconds
@@ -179,7 +180,7 @@ class DialogRunner:
                     with _carrying(dialog, index, step):
                         delivery = self._send(lab, names, dialog, step, family, connections, timeout, plan)
                     delivered, data = delivery.delivered, delivery.data
-                    seen = (_endpoint(delivery.src), _endpoint(delivery.dst))
+                    seen = (_endpoint(delivery.src), _endpoint(delivery.dst), delivery.elsewhere)
                 elapsed = time.monotonic() - started
                 table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=expectation_key))
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
@@ -217,6 +218,14 @@ class DialogRunner:
         arrivals = plan.arrivals if plan is not None else ()
         if step.proto != IPPROTO_TCP:
             first = arrivals[0] if arrivals else None
+            if first is not None and first.host is not None and first.host != step.dst.host:
+                # NAT sends it to another host (an expectation's saved address): wait for it there.
+                face = dialog.nat.face(dialog.hosts[step.src.host], dialog.hosts[step.dst.host], step.dst.port,
+                                       step.proto)
+                delivery = lab.udp_send(names[step.src.host], step.src.port, names[first.host], first.dport,
+                                        step.payload, family=family, timeout=timeout,
+                                        to=step.via or face)
+                return replace(delivery, delivered=False, elsewhere=first.host if delivery.delivered else None)
             receive_port = first.dport if first is not None and first.host == step.dst.host else None
             return lab.udp_send(names[step.src.host], step.src.port, names[step.dst.host], step.dst.port,
                                 step.payload, family=family, timeout=timeout, to=_dialled(dialog, step, step.proto),

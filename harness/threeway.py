@@ -260,7 +260,7 @@ class ReferenceRunner:
         return _tail(self.log, chars)
 
     def run(self, dialog: Dialog, ports: tuple[int, ...],
-            expected: Sequence[bool | None] | None = None) -> KernelRun:
+            expected: Sequence[bool | None] | None = None, predicted: Sequence | None = None) -> KernelRun:
         assert self._runner is not None and self.lab is not None and self.daemon is not None, "closed"
         if tuple(ports) != self.lab.sip_ports:
             raise ValueError(f"{dialog.source}: the reference helper's lab attaches it on ports "
@@ -268,7 +268,7 @@ class ReferenceRunner:
         if not self.daemon.alive():
             raise RuntimeError(f"sipct helper is gone (exit status {self.daemon.proc and self.daemon.proc.returncode}): "
                                f"{self.daemon.log_tail()}")
-        run = self._runner.run(dialog, ports, expected)
+        run = self._runner.run(dialog, ports, expected, predicted=predicted)
         return as_kernel_helper(run, self.config.name)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from sipct.netlink.socket import CtExpSocket
 from sipct.netlink.ctexp import MasterTuple
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation, expectation_key
-from sipct.spec.predict import StepPrediction
+from sipct.spec.predict import StepPrediction, dialled
 from sipct.spec.report import describe_step
 from sipct.spec.topology import TCP_SEGMENT_SIZE
 
@@ -220,11 +220,9 @@ class DialogRunner:
             first = arrivals[0] if arrivals else None
             if first is not None and first.host is not None and first.host != step.dst.host:
                 # NAT sends it to another host (an expectation's saved address): wait for it there.
-                face = dialog.nat.face(dialog.hosts[step.src.host], dialog.hosts[step.dst.host], step.dst.port,
-                                       step.proto)
                 delivery = lab.udp_send(names[step.src.host], step.src.port, names[first.host], first.dport,
                                         step.payload, family=family, timeout=timeout,
-                                        to=step.via or face)
+                                        to=dialled(dialog, step, step.proto))
                 return replace(delivery, delivered=False, elsewhere=first.host if delivery.delivered else None)
             receive_port = first.dport if first is not None and first.host == step.dst.host else None
             return lab.udp_send(names[step.src.host], step.src.port, names[step.dst.host], step.dst.port,
@@ -245,13 +243,9 @@ class DialogRunner:
 def _dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple | None:
     """Where the sender addresses the packet when NAT (or the step's via:) puts
     the receiver at another address or port than its own."""
-    if isinstance(step, Send) and step.via is not None:
-        return step.via
-    if not dialog.nat:
-        return None
     hosts = dialog.hosts
-    face = dialog.nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, proto)
-    return None if face == (hosts[step.dst.host], step.dst.port) else face
+    to = dialled(dialog, step, proto)
+    return None if to == (hosts[step.dst.host], step.dst.port) else to
 
 
 def _endpoint(ep: object) -> tuple[str, int] | None:

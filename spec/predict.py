@@ -185,6 +185,16 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
     return prediction
 
 
+def dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple[Address, int]:
+    """Where a step's sender addresses its packet: the step's ``via:``, else
+    the receiver's face across the router's NAT (its own address and port
+    without NAT). The lab sends there too."""
+    if isinstance(step, Send) and step.via is not None:
+        return step.via
+    hosts = dialog.hosts
+    return dialog.nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, proto)
+
+
 def _wire(step: Send, hosts: dict, nat: NatTopology, tcp: dict, helper: SipHelper) -> ConnTuple:
     """The tuple the sender's packet has on the wire: to the receiver's face
     (UDP), or the connection's tuple in the sender's direction (TCP)."""

@@ -145,7 +145,7 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
         now += step.seconds
         helper.advance(now, timer)
     elif isinstance(step, Connect):
-        dst, dport = nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, IPPROTO_TCP)
+        dst, dport = dialled(dialog, step, IPPROTO_TCP)
         results.append(helper.tcp_connect(hosts[step.src.host], step.src.port, dst, dport, now))
         wire = ConnTuple(hosts[step.src.host], dst, IPPROTO_TCP, step.src.port, dport)
         tcp[(step.src, step.dst)] = wire
@@ -163,7 +163,7 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
     elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
         pass  # the connection is gone: nothing is sent, nothing arrives
     else:
-        wire = _wire(step, hosts, nat, tcp, helper)
+        wire = _wire(dialog, step, tcp, helper)
         for segment in step.on_wire(dialog.family):
             results.append(helper.packet(Packet(wire.src, wire.sport, wire.dst, wire.dport, step.proto, segment),
                                          now))
@@ -195,20 +195,17 @@ def dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple[Address, 
     return dialog.nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, proto)
 
 
-def _wire(step: Send, hosts: dict, nat: NatTopology, tcp: dict, helper: SipHelper) -> ConnTuple:
+def _wire(dialog: Dialog, step: Send, tcp: dict, helper: SipHelper) -> ConnTuple:
     """The tuple the sender's packet has on the wire: to the receiver's face
     (UDP), or the connection's tuple in the sender's direction (TCP)."""
-    src = hosts[step.src.host]
+    src = dialog.hosts[step.src.host]
     if step.proto == IPPROTO_TCP and (step.src, step.dst) in tcp:
         client = tcp[(step.src, step.dst)]
         if client.src == src and client.sport == step.src.port:
             return client
         ct = helper.conntrack(client)
         return ct.reply if ct is not None and ct.reply is not None else client.reply()
-    if step.via is not None:
-        dst, dport = step.via
-    else:
-        dst, dport = nat.face(src, hosts[step.dst.host], step.dst.port, step.proto)
+    dst, dport = dialled(dialog, step, step.proto)
     return ConnTuple(src, dst, step.proto, step.src.port, dport)
 
 

@@ -14,6 +14,8 @@ from sipct.spec.printable import printable
 
 from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
 DEFAULT_EXAMPLES = 2000
+# --nat: the ``nat`` argument of conformance.generate.dialogs().
+NAT_SHARES = {"mixed": None, "only": True, "none": False}
 
 
 def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +40,8 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dialog-files", type=Path, metavar="DIR",
                    help="run the dialog files in DIR as the generated dialogs instead of generating them "
                         "(what the guest of --kernel does; no Hypothesis, no shrinking)")
+    p.add_argument("--nat", choices=tuple(NAT_SHARES), default="mixed",
+                   help="generated dialogs behind a NAT router: mixed (two in five, the default), only, none")
     p.add_argument("--helper", choices=("kernel", "reference"), default="kernel",
                    help="kernel: the kernel's nf_conntrack_sip (default); reference: also the userspace reference "
                         "helper (sipct helper) over the same dialogs - needs nfnetlink_cthelper, so usually with "
@@ -83,6 +87,10 @@ def _collect(paths: list[Path]) -> list:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    if args.helper == "reference" and args.nat == "only":
+        Console(stderr=True).print("[red]error:[/red] --nat only with --helper reference: the reference helper does "
+                                   "no NAT yet (docs/reference.rst)", highlight=False)
+        return EXIT_ERROR
     if args.kernels or args.preset:
         from sipct.conformance.matrix import cmd_matrix
         from sipct.harness.clean_cli import sweep_stale_labs
@@ -95,6 +103,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                                    "--kernels", highlight=False)
         return EXIT_ERROR
     return run_here(args)
+
+
+def nat_share(args: argparse.Namespace) -> bool | None:
+    """The generator's ``nat`` for this run (--nat; an older shard's options have none: mixed)."""
+    return NAT_SHARES[getattr(args, "nat", None) or "mixed"]
 
 
 def run_here(args: argparse.Namespace, *, quiet: bool = False):
@@ -154,7 +167,7 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
                     suite.run_reproducers()
             with doing(f"conformance: generated dialogs (seed {args.seed})"):
                 if files is None:
-                    suite.run_generated(args.examples, args.seed, args.out)
+                    suite.run_generated(args.examples, args.seed, args.out, nat=nat_share(args))
                 else:
                     suite.run_files(files, args.seed)
         finally:
@@ -188,7 +201,7 @@ def _with_reference(args: argparse.Namespace, stats, kernel, profile, registry, 
         # The kernel's generated dialogs were Hypothesis's, shrunk when one diverged: the reference runs
         # the same seed's dialogs as generate_dialogs() makes them.
         # The reference helper does no NAT (docs/reference.rst, "No NAT"): not the NAT ones.
-        files = [d for d in generate_dialogs(args.examples, args.seed) if d.steps and not d.nat]
+        files = [d for d in generate_dialogs(args.examples, args.seed, nat=nat_share(args)) if d.steps and not d.nat]
     started = time.monotonic()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

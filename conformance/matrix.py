@@ -420,7 +420,7 @@ def _guest_env() -> dict[str, str]:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from sipct.conformance.cli import _collect, run_here
+    from sipct.conformance.cli import _collect, nat_share, run_here
     from sipct.conformance.fanout import run_kernels
     from sipct.conformance.publish import publish
     from sipct.conformance.shards import write_shards
@@ -448,8 +448,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         generated = work / GENERATED_FOLDER
         if files is None:
             t = time.monotonic()
-            made = generate_dialogs(args.examples, args.seed)
-            if getattr(args, "helper", "kernel") == "reference":
+            made = generate_dialogs(args.examples, args.seed, nat=nat_share(args))
+            if getattr(args, "helper", "kernel") == "reference" and nat_share(args) is not False:
                 # The reference helper does no NAT yet (issue 14): both helpers run the seed's
                 # dialogs without NAT, as many as asked for.
                 made = [d for d in generate_dialogs(args.examples * 3, args.seed) if not d.nat][:args.examples]
@@ -503,7 +503,7 @@ def _running_version() -> str:
 
 # The options that decide what a matrix ran, and so whether two shards are rows of one matrix
 # (conformance/shards.py); --jobs, --out, --json and --junit only say how and where.
-SUITE_OPTIONS = ("examples", "seed", "dialog_files", "no_curated", "slow", "no_reproducers", "scenarios",
+SUITE_OPTIONS = ("examples", "seed", "nat", "dialog_files", "no_curated", "slow", "no_reproducers", "scenarios",
                  "profile", "helper", "generated_sha256")
 
 
@@ -542,6 +542,8 @@ def _command_line(args: argparse.Namespace) -> str:
     else:
         argv += ["--examples", str(args.examples)]
     argv += ["--seed", str(args.seed)]
+    if (getattr(args, "nat", None) or "mixed") != "mixed" and not args.dialog_files:
+        argv += ["--nat", args.nat]
     for flag in ("no_curated", "slow", "no_reproducers", "no_host"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))

@@ -117,9 +117,9 @@ def merge_shards(shards: list[tuple[Path, dict[str, Any]]],
     options = first["options"]
     for path, data in others:
         for name in SUITE_OPTIONS:
-            if data["options"][name] != options[name]:
+            if data["options"].get(name) != options.get(name):
                 raise ShardError(f"{path} is not of the matrix of {first_path}: {name} "
-                                 f"{data['options'][name]!r}, not {options[name]!r}")
+                                 f"{data['options'].get(name)!r}, not {options.get(name)!r}")
     presets = {d["options"]["preset"] for _, d in shards} - {None}
     if len(presets) > 1:
         raise ShardError(f"shards of different presets: {', '.join(sorted(presets))}")
@@ -137,7 +137,7 @@ def merge_shards(shards: list[tuple[Path, dict[str, Any]]],
         seen[report.kernel] = path
     vms.sort(key=lambda item: kernel_order(item[1].version))
     args = argparse.Namespace(
-        **{name: options[name] for name in SUITE_OPTIONS},
+        **{name: options.get(name) for name in SUITE_OPTIONS},
         kernels=[k for _, d in shards for k in d["options"]["kernels"]], preset=presets.pop() if presets else None,
         no_host=all(d["options"]["no_host"] for _, d in shards), json=outputs.json, junit=outputs.junit,
         docs=outputs.docs)

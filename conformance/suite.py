@@ -249,7 +249,7 @@ class Suite:
             for dialog in dialogs:
                 self.check(dialog, "generated", runner)
 
-    def run_generated(self, examples: int, seed: int, out_dir: Path) -> None:
+    def run_generated(self, examples: int, seed: int, out_dir: Path, *, nat: bool | None = None) -> None:
         from hypothesis import given
 
         from sipct.conformance.generate import HOSTS, dialogs
@@ -264,7 +264,7 @@ class Suite:
                 DialogRunner(lab, drop_timeout=GENERATED_DROP_TIMEOUT) as runner:
 
             @_hypothesis_settings(examples, seed, shrink=True)
-            @given(dialogs())
+            @given(dialogs(nat=nat))
             def generated(dialog: Dialog) -> None:
                 findings = self.check(dialog, "generated", runner, count=not shrinking[0])
                 if any(f.known is None for f in findings):
@@ -309,7 +309,7 @@ def _hypothesis_settings(examples: int, seed: int, *, shrink: bool) -> Callable:
     return decorate
 
 
-def generate_dialogs(examples: int, seed: int) -> list[Dialog]:
+def generate_dialogs(examples: int, seed: int, *, nat: bool | None = None) -> list[Dialog]:
     """The dialogs ``run_generated`` runs with this seed (as long as none
     diverges), without a kernel, e.g. to run them elsewhere.
 
@@ -325,7 +325,7 @@ def generate_dialogs(examples: int, seed: int) -> list[Dialog]:
         return out
 
     @_hypothesis_settings(examples, seed, shrink=False)
-    @given(dialogs())
+    @given(dialogs(nat=nat))
     def collect(dialog: Dialog) -> None:
         out.append(dialog)
 

@@ -56,7 +56,7 @@ class KernelEvent:
 class StepObservation:
     index: int
     time: float  # dialog time of the step
-    real_elapsed: float  # seconds since the dialog started, on the wall clock
+    real_elapsed: float  # wall-clock seconds from the dialog's start to the step's table dump
     delivered: bool | None  # None for wait steps
     data: bytes | None  # what the receiver got (None when nothing arrived)
     expectations: tuple[Expectation, ...]
@@ -181,8 +181,11 @@ class DialogRunner:
                         delivery = self._send(lab, names, dialog, step, family, connections, timeout, plan)
                     delivered, data = delivery.delivered, delivery.data
                     seen = (_endpoint(delivery.src), _endpoint(delivery.dst), delivery.elsewhere)
+                dumped = ctexp.dump()
+                # After the dump: ctnetlink computes the remaining timeouts while dumping,
+                # so the time the dump took under load is part of the drift (harness.diff).
                 elapsed = time.monotonic() - started
-                table = tuple(sorted((to_spec(e, now) for e in ctexp.dump()), key=expectation_key))
+                table = tuple(sorted((to_spec(e, now) for e in dumped), key=expectation_key))
                 events = tuple(KernelEvent(kind, to_spec(e, now)) for kind, e in listener.drain_events())
                 late, stragglers = lab.sweep_stragglers() - stragglers, lab.sweep_stragglers()
                 result.steps.append(StepObservation(index, now, elapsed, delivered, data, table, events, late,

@@ -161,3 +161,28 @@ def test_the_cut_is_tagged_and_the_tag_is_the_suites():
     assert CUT_TAG in predictable_prefix(_clashing_dialog()).tags
     dialog = dataclasses.replace(_clashing_dialog(), steps=_clashing_dialog().steps[:2])
     assert predictable_prefix(dialog) is dialog  # nothing to cut, no tag
+
+
+@pytest.mark.parametrize(("share", "nat"), [("only", True), ("none", False)])
+def test_nat_share_makes_every_or_no_generated_dialog_natted(share, nat):
+    from argparse import Namespace
+
+    from sipct.conformance.cli import nat_share
+
+    batch = generate_dialogs(60, 4, nat=nat_share(Namespace(nat=share)))
+    assert batch and all(bool(d.nat) is nat for d in batch)
+
+
+def test_nat_share_is_in_the_matrix_command_and_options():
+    from argparse import Namespace
+
+    from sipct.conformance.cli import nat_share
+    from sipct.conformance.matrix import _command_line, run_options
+
+    args = Namespace(preset="debian", kernels=[], dialog_files=None, examples=1000, seed=3, nat="only",
+                     no_curated=False, slow=False, no_reproducers=False, no_host=True, scenarios=[],
+                     profile="auto", helper="kernel", docs=None, generated_sha256="x")
+    assert "--nat only" in _command_line(args)
+    assert run_options(args)["nat"] == "only"
+    assert "--nat" not in _command_line(Namespace(**{**vars(args), "nat": "mixed"}))
+    assert nat_share(Namespace()) is None  # an older shard's options: mixed

@@ -18,6 +18,7 @@ from sipct.spec.dialog import Dialog, Send
 from sipct.spec.expectation import Expectation, expectation_key
 from sipct.spec.predict import Prediction, StepPrediction
 from sipct.spec.printable import printable
+from sipct.spec.report import rewrites
 
 TIMEOUT_TOLERANCE = 1.0
 
@@ -79,7 +80,7 @@ def _compare_arrival(p: StepPrediction, o: StepObservation, elsewhere: bool = Fa
     first = p.arrivals[0]
     want = (first.payload if first is not None else b"") if elsewhere else (p.received or b"")
     if o.data != want:
-        yield Divergence("payload", _rewrites(p.step.payload, want), _rewrites(p.step.payload, o.data or b""))
+        yield Divergence("payload", rewrites(p.step.payload, want), rewrites(p.step.payload, o.data or b""))
     if first is not None and o.src is not None:
         spec = ((str(first.src), first.sport), (str(first.dst), first.dport))
         if (o.src, o.dst) != spec:
@@ -88,20 +89,6 @@ def _compare_arrival(p: StepPrediction, o: StepObservation, elsewhere: bool = Fa
 
 def _ep(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
-def _rewrites(sent: bytes, got: bytes) -> str:
-    """A short, readable account of how ``got`` differs from ``sent``: the lines that changed."""
-    if sent == got:
-        return f"{len(got)} bytes as sent"
-    a, b = sent.split(b"\r\n"), got.split(b"\r\n")
-    import difflib
-
-    changed = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if tag != "equal":
-            changed.append(" | ".join(printable(x.decode("latin-1")) for x in b[j1:j2]) or "(removed)")
-    return f"{len(got)} bytes; rewritten: " + "; ".join(changed)
 
 
 def compare(prediction: Prediction, run: KernelRun, kernel: str) -> Comparison:

@@ -87,9 +87,15 @@ def _status(agree: bool | None) -> tuple[str, str]:
     return ("agree", "green") if agree else ("DIVERGE", "red")
 
 
+def _expect_status(failed: bool) -> tuple[str, str]:
+    """Spec and kernel may agree on what the dialog's own ``expect:`` says is wrong."""
+    return ("; the dialog's expect: fails (below)", "red") if failed else ("", "")
+
+
 def print_comparison(c: Comparison, console: Console) -> None:
     d = c.dialog
-    console.print(_heading(d.name, d.source, f"kernel {c.kernel}, profile {c.profile}: ", _status(c.agree)))
+    console.print(_heading(d.name, d.source, f"kernel {c.kernel}, profile {c.profile}: ", _status(c.agree),
+                           _expect_status(any(s.prediction.failures for s in c.steps))))
     print_failures([{"index": s.prediction.index, "line": s.prediction.step.line,
                      "failures": s.prediction.failures} for s in c.steps], console)
     if c.agree:
@@ -129,9 +135,9 @@ def print_run_json(data: dict[str, Any], console: Console) -> None:
     if "reference" in data:
         _print_three_way(data, console)
         return
-    console.print(_heading(name, source, f"kernel {data.get('kernel')}, profile {data.get('profile')}: ",
-                           _status(data.get("agree"))))
     steps = data.get("steps", [])
+    console.print(_heading(name, source, f"kernel {data.get('kernel')}, profile {data.get('profile')}: ",
+                           _status(data.get("agree")), _expect_status(any(s.get("failures") for s in steps))))
     print_failures(steps, console)
     if data.get("agree"):
         console.print(f"  {len(steps)} steps agree", highlight=False)
@@ -164,7 +170,8 @@ def _print_three_way(data: dict[str, Any], console: Console) -> None:
     name, source = data.get("dialog", "?"), data.get("source", "?")
     reference = data["reference"]
     console.print(_heading(name, source, f"kernel {data.get('kernel')}, profile {data.get('profile')}: kernel helper ",
-                           _status(data.get("agree")), ", reference helper ", _status(reference.get("agree"))))
+                           _status(data.get("agree")), ", reference helper ", _status(reference.get("agree")),
+                           _expect_status(any(s.get("failures") for s in data.get("steps", [])))))
     steps = data.get("steps", [])
     print_failures(steps, console)
     if data.get("agree") and reference.get("agree"):

@@ -30,8 +30,10 @@ Errors name the file and line. Loading never touches the network or a clock.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
@@ -291,7 +293,8 @@ class _Loader:
     def unknown_keys(self, fields: dict[str, yaml.Node], allowed: set[str], what: str) -> None:
         for key, value in fields.items():
             if key not in allowed:
-                raise self.fail(value, f"{what}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(value, f"{what}: unknown key {key!r}{_did_you_mean(key, allowed)} "
+                                       f"(allowed: {', '.join(sorted(allowed))})")
 
     # --- top level ---------------------------------------------------------------------------
     def dialog(self, root: yaml.Node | None) -> Dialog:
@@ -354,7 +357,10 @@ class _Loader:
             fields = self.mapping(item, what)
             kinds = [k for k in ("masquerade", "snat", "dnat") if k in fields]
             if len(kinds) != 1:
-                raise self.fail(item, f"{what}: a rule is exactly one of masquerade, snat, dnat")
+                unknown = [k for k in fields if k not in ("masquerade", "snat", "dnat", "to", "transport")]
+                said = f" (unknown key {unknown[0]!r}{_did_you_mean(unknown[0], ('masquerade', 'snat', 'dnat'))})" \
+                    if unknown else ""
+                raise self.fail(item, f"{what}: a rule is exactly one of masquerade, snat, dnat{said}")
             kind = kinds[0]
             proto = None
             if "transport" in fields:
@@ -401,6 +407,9 @@ class _Loader:
             net = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise self.fail(node, f"{what}: expected a network, HOST or HOST:PORT, got {text!r}") from None
+        if "/" in text and net.network_address != ipaddress.ip_interface(text).ip:
+            raise self.fail(node, f"{what}: {text} has host bits set: write the network ({net}) or one address "
+                                  f"without a prefix length")
         if net.version != family:
             raise self.fail(node, f"{what}: {net} is not an IPv{family} network")
         return net, None, None
@@ -413,9 +422,13 @@ class _Loader:
         its link. ``host_ok``: a host's own address will do (where a step is
         sent, ``via:``)."""
         text = self.scalar(node, what).strip()
-        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)|([0-9A-Fa-f:.]+)", text)
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([0-9.]+):(\d+)|([0-9A-Fa-f:.]+)", text)
         if not match:
-            raise self.fail(node, f"{what}: expected ADDRESS{'' if need_port else '[:PORT]'}:PORT, got {text!r}")
+            form = "ADDRESS:PORT ([IPv6]:PORT)" if need_port else "ADDRESS or ADDRESS:PORT ([IPv6]:PORT)"
+            name = text.partition(":")[0]
+            why = (f": {name!r} is a host; NAT maps to an address (the router's own in a network of the dialog, "
+                   f"or one in no host's network)") if name in hosts else ""
+            raise self.fail(node, f"{what}: expected {form}, got {text!r}{why}")
         addr_text = match.group(1) or match.group(3) or match.group(5)
         port_text = match.group(2) or match.group(4)
         try:
@@ -730,6 +743,22 @@ def load_dialog(path: str | Path, *, loader: type = LOADER) -> Dialog:
     return parse_dialog(text, str(path), loader=loader)
 
 
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _yaml_hint(text: str, exc: yaml.MarkedYAMLError) -> str:
+    """What usually causes the error on that line: YAML reads an unquoted
+    ``[2001:db8::1]:5060`` as the start of a list."""
+    lines = [m.line for m in (exc.context_mark, exc.problem_mark) if m is not None]
+    source_lines = text.splitlines()
+    if any(re.search(r":\s*\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]", source_lines[n]) for n in lines
+           if n < len(source_lines)):
+        return ' (an IPv6 address in brackets must be quoted: "[2001:db8::1]:5060")'
+    return ""
+
+
 def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) -> Dialog:
     try:
         root = yaml.compose(text, Loader=loader)
@@ -743,7 +772,8 @@ def parse_dialog(text: str, source: str = "<dialog>", *, loader: type = LOADER) 
                           f"in a double-quoted string") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise DialogError(source, mark.line + 1 if mark else None, f"YAML: {exc.problem}") from None
+        raise DialogError(source, mark.line + 1 if mark else None,
+                          f"YAML: {exc.problem}{_yaml_hint(text, exc)}") from None
     except yaml.YAMLError as exc:
         raise DialogError(source, None, f"YAML: {exc}") from None
     return _Loader(source).dialog(root)

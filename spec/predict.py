@@ -114,7 +114,10 @@ def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None
     params = params or dialog.effective_params
     routing = LabRouting(dialog.hosts.values())
     nat = dialog.nat
-    helper = SipHelper(params, profile, routing.same_interface, nat, routing.router_owns if nat else None,
+    # Where packets go is worth predicting when a step can go elsewhere than to its
+    # receiver: NAT, a via: (without NAT too: say to the router's own address).
+    faces = bool(nat) or any(getattr(s, "via", None) is not None for s in dialog.steps)
+    helper = SipHelper(params, profile, routing.same_interface, nat, routing.router_owns if faces else None,
                        dialog.forward)
     hosts = dialog.hosts
     by_address = {a: name for name, a in hosts.items()}
@@ -127,7 +130,7 @@ def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None
     reset: set[frozenset] = set()
     for index, step in enumerate(dialog.steps):
         try:
-            out.append(_step(dialog, index, step, helper, hosts, nat, tcp, reset, by_address, now))
+            out.append(_step(dialog, index, step, helper, hosts, faces, tcp, reset, by_address, now))
         except (NatClash, NatUnpredictable) as exc:
             exc.step_index = index  # type: ignore[attr-defined]
             raise
@@ -135,7 +138,7 @@ def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None
     return Prediction(dialog, profile, params, tuple(out))
 
 
-def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict, nat: NatTopology, tcp: dict,
+def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict, faces: bool, tcp: dict,
           reset: set, by_address: dict, now: float) -> StepPrediction:
     journal_start = len(helper.table.journal)
     results: list[PacketResult] = []
@@ -179,7 +182,7 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
     prediction = StepPrediction(index, step, now, tuple(results), table,
                                 tuple(helper.table.journal[journal_start:]),
                                 timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions),
-                                arrivals=tuple(arrivals) if nat or dialog.forward != "accept" else ())
+                                arrivals=tuple(arrivals) if faces or dialog.forward != "accept" else ())
     if isinstance(step, Send) and step.expect is not None:
         prediction = _check(prediction, step.expect, dialog)
     return prediction

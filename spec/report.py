@@ -38,6 +38,43 @@ def describe_step(dialog: Dialog, step: object, text: Callable[[bytes], str] = _
     return f"{PROTO_NAMES[step.proto]} {step.src} -> {step.dst}: {first_line}{segs}"
 
 
+def rewritten_lines(sent: bytes, got: bytes) -> list[str]:
+    """The lines of ``got`` that differ from ``sent`` (nf_nat_sip's rewrites), printable."""
+    import difflib
+
+    a, b = sent.split(b"\r\n"), got.split(b"\r\n")
+    changed = []
+    for tag, _, _, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            changed.append(" | ".join(printable(x.decode("latin-1")) for x in b[j1:j2]) or "(removed)")
+    return changed
+
+
+def rewrites(sent: bytes, got: bytes) -> str:
+    """A short, readable account of how ``got`` differs from ``sent``."""
+    if sent == got:
+        return f"{len(got)} bytes as sent"
+    return f"{len(got)} bytes; rewritten: " + "; ".join(rewritten_lines(sent, got))
+
+
+def why_not_delivered(dialog: Dialog, s: StepPrediction) -> str | None:
+    """Why a send step's packets do not reach its receiver, in a few words
+    (None when they do): the helper's drop rule, the router's forward
+    policy, the router itself, or the host NAT sends it to instead."""
+    if s.delivered is not False:
+        return None
+    for packet, arrival in zip(s.packets, s.arrivals or (None,) * len(s.packets)):
+        if packet.drop_rule is not None:
+            return packet.drop_rule.id
+        if packet.filtered:
+            return "the router's forward policy (forward: drop)"
+        if packet.local:
+            return "addressed to the router itself: not forwarded"
+        if arrival is not None and arrival.host != s.step.dst.host:
+            return f"arrives at {arrival.host}" if arrival.host else "arrives at no host of the dialog"
+    return None
+
+
 def expectation_json(dialog: Dialog, e: Expectation, now: float) -> dict[str, Any]:
     t = e.tuple
     return {
@@ -64,12 +101,23 @@ def step_json(dialog: Dialog, s: StepPrediction) -> dict[str, Any]:
         "step": describe_step(dialog, s.step),
         "verdict": s.verdict,
         "drop_rule": next((p.drop_rule.id for p in s.packets if p.drop_rule), None),
+        "why": why_not_delivered(dialog, s),
+        **_received_json(s),
         "rules": [f.rule.id for f in s.firings],
         "expectations": [expectation_json(dialog, e, s.time) for e in s.expectations],
         "events": [{"kind": ev.kind, "rule": ev.rule, "expectation": dialog.symbolic(ev.expectation)}
                    for ev in s.events],
         "failures": list(s.failures),
     }
+
+
+def _received_json(s: StepPrediction) -> dict[str, Any]:
+    """What the receiver reads when the router rewrote it: every byte as the
+    code point of its value (exact), and the changed lines."""
+    got = s.received
+    if not isinstance(s.step, Send) or got is None or got == s.step.payload:
+        return {}
+    return {"received": _latin1(got), "rewritten": rewritten_lines(s.step.payload, got)}
 
 
 def prediction_json(prediction: Prediction) -> dict[str, Any]:
@@ -108,13 +156,16 @@ def print_prediction(prediction: Prediction, console: Console, *, verbose: bool 
     table.add_column("expectations after the step")
     for s in prediction.steps:
         verdict = Text(s.verdict or "")
-        drop = next((p.drop_rule for p in s.packets if p.drop_rule), None)
-        if s.verdict == "drop" and drop is not None:
-            verdict = Text.assemble(("drop", "red"), f"\n{drop.id}")
+        why = why_not_delivered(d, s)
+        if s.verdict == "drop" and why is not None:
+            verdict = Text.assemble(("drop", "red"), f"\n{printable(why)}")
         elif s.verdict == "accept":
             verdict = Text("accept", "green")
         rows = "\n".join(f"{d.symbolic(e)}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
         step_text = Text(describe_step(d, s.step, printable))
+        got = s.received
+        if isinstance(s.step, Send) and got is not None and got != s.step.payload:
+            step_text.append("\nrewritten: " + "; ".join(rewritten_lines(s.step.payload, got)), "dim")
         if verbose and s.firings:
             step_text.append("\n" + " ".join(f.rule.id for f in s.firings), "dim")
         if s.failures:

@@ -51,6 +51,7 @@ def test_a_failed_expect_assertion_exits_1_even_when_spec_and_kernel_agree(tmp_p
     assert main(["run", str(dialog)]) == EXIT_DIVERGED
     out = capsys.readouterr().out.replace("\n", " ")
     assert "the dialog's expect: verdict drop, the dialog expects accept" in out
+    assert "agree; the dialog's expect: fails" in " ".join(out.split())  # the headline says it too
 
     assert main(["run", "--json", str(dialog)]) == EXIT_DIVERGED
     data = json.loads(capsys.readouterr().out)

@@ -269,6 +269,12 @@ def pathlib_examples():
     ("  - masquerade: 192.0.2.0/24\n    to: 203.0.113.1\n", "unknown key 'to'"),
     ("  - snat: 192.0.2.0/24\n    to: 203.0.113.77\n", "nothing would answer for it"),
     ("  - masquerade: nobody\n", "expected a network, HOST or HOST:PORT"),
+    # What people outside the team wrote from the docs: each error says what to write instead.
+    ("  - masqurade: 192.0.2.0/24\n", "unknown key 'masqurade'; did you mean 'masquerade'?"),
+    ("  - snat: phone\n    to: pbx\n", "'pbx' is a host; NAT maps to an address"),
+    ("  - masquerade: 192.0.2.10/24\n", "host bits set: write the network (192.0.2.0/24)"),
+    ("  - snat: 192.0.2.0/24\n    transprot: udp\n    to: 203.0.113.1\n", "did you mean 'transport'?"),
+    ("  - dnat: [2001:db8::1]:5060\n    to: pbx:5060\n", 'must be quoted: "[2001:db8::1]:5060"'),
 ])
 def test_bad_nat_rules_name_the_line(rules_text: str, error: str) -> None:
     text = HEAD.replace("  - masquerade: 192.0.2.0/24\n", rules_text) + textwrap.indent(REGISTER, "  ")
@@ -294,3 +300,36 @@ def test_profiles_agree_on_the_nat_path_of_the_examples() -> None:
     a, b = predict(d, RUNNING_6_18), predict(d, HARDENED_6_1_192)
     assert [s.received for s in a.steps] == [s.received for s in b.steps]
     assert IP_CT_DIR_ORIGINAL == 0
+
+
+# --- where a step goes, and what the outputs say about it -----------------------------------------
+NO_NAT_HEAD = HEAD.replace("nat:\n  - masquerade: 192.0.2.0/24\n", "")
+
+
+@pytest.mark.parametrize("head", [NO_NAT_HEAD, HEAD])
+def test_a_via_to_the_routers_own_address_is_not_forwarded_with_or_without_nat(head: str) -> None:
+    d = dialog("""
+        - send: phone:5060 -> pbx:5060
+          via: 203.0.113.1:5060
+          message: |+
+            OPTIONS sip:{pbx.uri} SIP/2.0
+            Content-Length: 0
+
+        """, head)
+    step = predict(d).steps[0]
+    assert step.verdict == "drop" and step.packets[0].local
+    from sipct.spec.report import step_json
+
+    assert step_json(d, step)["why"] == "addressed to the router itself: not forwarded"
+
+
+def test_the_prediction_json_shows_what_nat_rewrote() -> None:
+    from sipct.spec.report import prediction_json
+
+    d = dialog(REGISTER)
+    data = prediction_json(predict(d))["steps"][0]
+    assert data["why"] is None
+    assert "Via: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bK3" in data["rewritten"]
+    assert data["received"].startswith("REGISTER sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1:5060")
+    plain = prediction_json(predict(dialog(REGISTER, NO_NAT_HEAD)))["steps"][0]
+    assert "received" not in plain and "rewritten" not in plain

@@ -303,7 +303,7 @@ class SipHelper:
             accepted=verdict is None,
             drop_rule=verdict,
             firings=tuple(trace.firings),
-            events=tuple(self.table.journal[journal_start:]),
+            events=self.table.ctnetlink_events(journal_start),
             new_conntrack=new,
             helper_attached=ct.master is not None,
             related_to=ct.expected_from if new else None,

@@ -1,7 +1,7 @@
 """The reference helper's core without sockets: decisions equal the spec's predictions.
 
 Every dialog runs twice: through the spec alone (``predict``), and through
-HelperCore wired to FakeKernel (reference_support.py), a small model of the
+HelperCore wired to FakeKernel (tests/support/reference.py), a small model of the
 kernel around a userspace helper - ctnetlink's errors, NFQA_EXP,
 NF_REPEAT, expectation matching and expiry, destroy events. After every
 step the fake kernel's expectation table must be the spec's, and every
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from reference_support import FakeKernel, StepOutcome, identities, run_dialog
+from tests.support.reference import FakeKernel, StepOutcome, identities, run_dialog
 from sipct.conformance.generate import dialogs
 from sipct.reference.core import CTNETLINK, VERDICT, Decision, ExpectOp, HelperCore, Phase, plan
 from sipct.netlink.conntrack import IPS_CONFIRMED, KernelConntrack
@@ -323,7 +323,7 @@ def test_a_refused_creation_drops_like_the_kernel_helper() -> None:
     """The shadow thinks an RTCP port is free but the kernel has another
     master's expectation from a given source there, which clashes with ours
     from any source (sip_direct_media=0): EBUSY, RTP taken back, packet dropped."""
-    from reference_support import FakeExpectation
+    from tests.support.reference import FakeExpectation
     from sipct.spec.params import ModuleParams
 
     dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")

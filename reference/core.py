@@ -7,14 +7,20 @@ inside the kernel. A userspace helper sees a packet only after the kernel
 queued it (``nfnl_userspace_cthelper()`` returns ``NF_QUEUE``), changes the
 table over netlink, and lets the packet go with a verdict. This module is
 the part of that which needs no socket (sans-I/O, like h11): the daemon
-feeds it decoded packets and kernel reports, it answers with what to do.
+feeds it decoded packets and kernel reports, it answers with what to do,
+and :func:`sipct.reference.execute.execute` does it through a
+:class:`~sipct.reference.port.KernelPort` - netlink in the daemon, a fake
+kernel in the tests.
 
 *State.* One :class:`~sipct.spec.helper.SipHelper` - the spec - per network
 namespace is the helper's memory (the *shadow*): its masters carry
 ``struct nf_ct_sip_master`` and its expectation table mirrors the kernel's
 expectations of this helper. Every queued packet goes through the spec
 exactly once; the spec's journal of that packet (``TableEvent``) is what
-has to happen in the kernel's table. Nothing about SIP is decided here.
+has to happen in the kernel's table. Nothing about SIP is decided here: the
+journal says what changed, which changes the kernel makes by itself, which
+RTP expectation goes with an RTCP one, and under which rule a refusal
+drops; this module only translates it into kernel operations.
 
 *Masters.* The kernel says which conntrack a packet belongs to (NFQA_CT):
 its original tuple, id, IPS_EXPECTED, IPS_SEEN_REPLY, IPS_CONFIRMED,
@@ -34,12 +40,13 @@ the next conntrack on the tuple.
 *Which journal entries become kernel operations.* Entries the helper causes
 while handling the packet (insertion, replacement, eviction, the flushes,
 taking back an RTP expectation whose RTCP twin failed) are replayed, in
-order. Entries the kernel causes itself are not: expiry, a connection
-matching an expectation, a master's death, the drop of an unconfirmed
-first packet (its conntrack and everything it expected vanish with it).
-``refresh_signalling_expectation()`` changes an expectation in place and
-journals nothing: the core sees it by comparing the master's expectations
-before and after the packet.
+order. Entries the kernel causes itself (``TableEvent.caused_by_kernel``)
+are not: expiry, a connection matching an expectation, a master's death,
+the drop of an unconfirmed first packet (its conntrack and everything it
+expected vanish with it). ``refresh_signalling_expectation()`` changes an
+expectation in place; the spec journals it as a ``refresh`` with the
+expectation before and after, and the packet's refreshes of an expectation
+still there at its end become one new timeout.
 
 *How operations reach the kernel.* Media expectations, removals and new
 timeouts go over ctnetlink (IPCTNL_MSG_EXP_NEW/_DELETE), which needs the
@@ -56,8 +63,10 @@ the hook runs again and queues the same packet once more; its second
 arrival carries on where the first stopped. So every change is made before
 the packet leaves, as the kernel helper does it.
 
-*Kernel refusals* are read with the spec's meaning (see ``failed()``), and
-any surprise makes the shadow resynchronise from a ctnetlink dump.
+*Kernel refusals* are read with the spec's meaning (see ``failed()``: the
+rule from ``sipct.spec.table.refusal_rule()``, the RTP expectation to take
+back from the RTCP one's ``TableEvent.pair``), and any surprise makes the
+shadow resynchronise from a ctnetlink dump.
 """
 
 from __future__ import annotations

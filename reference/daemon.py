@@ -14,7 +14,8 @@ One process serves the network namespace it runs in (start it with
 4. reads the kernel's expectations of the helper back over ctnetlink and
    rebuilds its shadow from them (a restart while calls are up keeps them),
 5. tells systemd it is ready (sd_notify READY=1), then loops: queued packet
-   -> HelperCore.decide() -> ctnetlink operations -> verdict.
+   -> HelperCore.decide() -> ctnetlink operations -> verdict, the last two by
+   sipct.reference.execute through the daemon's NetlinkPort.
 
 SIGTERM/SIGINT: unbind the queues and unregister the helper (while nft
 ``ct helper`` objects still refer to it the kernel refuses, EBUSY; it is

@@ -95,7 +95,7 @@ class TableEvent:
     (IPEXP_NEW / IPEXP_DESTROY). ``refresh`` is
     refresh_signalling_expectation() changing an expectation in place - a new
     timeout, NF_CT_EXPECT_INACTIVE cleared - which the kernel reports to no
-    one (:meth:`ExpectationTable.ctnetlink_events` leaves it out); ``before``
+    one (``ExpectationTable.ctnetlink_events()`` leaves it out); ``before``
     is the expectation as it was. ``pair``, on the ``new`` of an RTCP
     expectation, is the RTP one set_expected_rtp_rtcp() inserted just before
     it and takes back (nf_ct_unexpect_related()) if this one is refused."""

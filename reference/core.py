@@ -410,8 +410,9 @@ class HelperCore:
                 continue
             e = ev.expectation
             if ev.kind == REFRESH:
-                first = refreshed.get(expectation_key(e))
-                refreshed[expectation_key(e)] = (ev.before if first is None else first[0], e)  # type: ignore[assignment]
+                assert ev.before is not None
+                key = expectation_key(e)
+                refreshed[key] = (refreshed.get(key, (ev.before,))[0], e)
             elif ev.kind == NEW:
                 signalling = e.klass == ExpectClass.SIGNALLING
                 ops.append(ExpectOp("create", e, VERDICT if signalling else CTNETLINK, ev.rule,

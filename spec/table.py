@@ -135,7 +135,7 @@ class ExpectationTable:
         self._pushes = itertools.count()
         self._seq = 0
         self.journal: list[TableEvent] = []
-        self._refreshed_at = -1  # the journal index of the newest REFRESH (-1: none since the start)
+        self.refreshed_at = -1  # the journal index of the newest REFRESH (-1: none since the start)
 
     # --- reading ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -148,7 +148,7 @@ class ExpectationTable:
         """The journal from index ``start`` as ctnetlink's event listener
         sees it: every ``new`` and ``destroy``, no ``refresh``."""
         events = tuple(self.journal[start:])
-        if self._refreshed_at < start:
+        if self.refreshed_at < start:
             return events
         return tuple(ev for ev in events if ev.kind != REFRESH)
 
@@ -269,7 +269,7 @@ class ExpectationTable:
         journalled as a REFRESH with the expectation before and after."""
         before = entry.value()
         entry.lifecycle.send("activate", Change(self, entry, trace, now), expires)
-        self._refreshed_at = len(self.journal)
+        self.refreshed_at = len(self.journal)
         self.journal.append(TableEvent(REFRESH, entry.value(), rules.REG_RESPONSE_REFRESH.id, before))
 
     def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, now: float, trace: Trace,

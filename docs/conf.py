@@ -79,6 +79,9 @@ nitpick_ignore_regex = [
     # nfnetlink_cthelper's nested attributes, one class each.
     (r"py:class", r"sipct\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),
     (r"py:class", r"sipct\.netlink\.cthelper\.ExpectPolicy"),
+    # The daemon's two sockets, which NetlinkPort's signature names; what they
+    # send and read is sipct.netlink's, documented there.
+    (r"py:class", r"sipct\.reference\.netlink\.socket\.(HelperSocket|ExpectationSocket)"),
 ]
 
 autodoc_member_order = "bysource"

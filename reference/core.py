@@ -7,14 +7,20 @@ inside the kernel. A userspace helper sees a packet only after the kernel
 queued it (``nfnl_userspace_cthelper()`` returns ``NF_QUEUE``), changes the
 table over netlink, and lets the packet go with a verdict. This module is
 the part of that which needs no socket (sans-I/O, like h11): the daemon
-feeds it decoded packets and kernel reports, it answers with what to do.
+feeds it decoded packets and kernel reports, it answers with what to do,
+and :func:`sipct.reference.execute.execute` does it through a
+:class:`~sipct.reference.port.KernelPort` - netlink in the daemon, a fake
+kernel in the tests.
 
 *State.* One :class:`~sipct.spec.helper.SipHelper` - the spec - per network
 namespace is the helper's memory (the *shadow*): its masters carry
 ``struct nf_ct_sip_master`` and its expectation table mirrors the kernel's
 expectations of this helper. Every queued packet goes through the spec
 exactly once; the spec's journal of that packet (``TableEvent``) is what
-has to happen in the kernel's table. Nothing about SIP is decided here.
+has to happen in the kernel's table. Nothing about SIP is decided here: the
+journal says what changed, which changes the kernel makes by itself, which
+RTP expectation goes with an RTCP one, and under which rule a refusal
+drops; this module only translates it into kernel operations.
 
 *Masters.* The kernel says which conntrack a packet belongs to (NFQA_CT):
 its original tuple, id, IPS_EXPECTED, IPS_SEEN_REPLY, IPS_CONFIRMED,
@@ -34,12 +40,13 @@ the next conntrack on the tuple.
 *Which journal entries become kernel operations.* Entries the helper causes
 while handling the packet (insertion, replacement, eviction, the flushes,
 taking back an RTP expectation whose RTCP twin failed) are replayed, in
-order. Entries the kernel causes itself are not: expiry, a connection
-matching an expectation, a master's death, the drop of an unconfirmed
-first packet (its conntrack and everything it expected vanish with it).
-``refresh_signalling_expectation()`` changes an expectation in place and
-journals nothing: the core sees it by comparing the master's expectations
-before and after the packet.
+order. Entries the kernel causes itself (``TableEvent.caused_by_kernel``)
+are not: expiry, a connection matching an expectation, a master's death,
+the drop of an unconfirmed first packet (its conntrack and everything it
+expected vanish with it). ``refresh_signalling_expectation()`` changes an
+expectation in place; the spec journals it as a ``refresh`` with the
+expectation before and after, and the packet's refreshes of an expectation
+still there at its end become one new timeout.
 
 *How operations reach the kernel.* Media expectations, removals and new
 timeouts go over ctnetlink (IPCTNL_MSG_EXP_NEW/_DELETE), which needs the
@@ -56,8 +63,10 @@ the hook runs again and queues the same packet once more; its second
 arrival carries on where the first stopped. So every change is made before
 the packet leaves, as the kernel helper does it.
 
-*Kernel refusals* are read with the spec's meaning (see ``failed()``), and
-any surprise makes the shadow resynchronise from a ctnetlink dump.
+*Kernel refusals* are read with the spec's meaning (see ``failed()``: the
+rule from ``sipct.spec.table.refusal_rule()``, the RTP expectation to take
+back from the RTCP one's ``TableEvent.pair``), and any surprise makes the
+shadow resynchronise from a ctnetlink dump.
 """
 
 from __future__ import annotations
@@ -73,19 +82,18 @@ from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, Ke
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
 from sipct.spec import rules
-from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, expectation_key
+from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, expectation_key
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
 from sipct.spec.master import Master
 from sipct.spec.params import ModuleParams
 from sipct.spec.profiles import KernelProfile
-from sipct.spec.table import TableEvent
+from sipct.spec.table import NEW, REFRESH, TableEvent, refusal_rule
 
 from .master_state import MasterState
 from .packet import TCP_RST, PacketError, parse_packet
 
 __all__ = [
     "CTNETLINK",
-    "KERNEL_RULES",
     "VERDICT",
     "Decision",
     "ExpectOp",
@@ -97,11 +105,6 @@ __all__ = [
 
 CTNETLINK = "ctnetlink"
 VERDICT = "verdict"  # NFQA_EXP in the verdict
-
-# Journal entries the kernel makes happen by itself (never replayed).
-KERNEL_RULES = frozenset({rules.EXPECT_EXPIRE.id, rules.EXPECT_MATCH.id, rules.MASTER_TIMEOUT.id,
-                          rules.UNCONFIRMED_DROP.id})
-REFRESH_RULE = rules.REG_RESPONSE_REFRESH.id
 
 # A destroy event of an expired expectation names the shadow's live one only
 # if that one is about to expire too (ctnetlink reports whole seconds).
@@ -117,7 +120,8 @@ class ExpectOp:
     ``create``: insert ``expectation`` (ctnetlink, or NFQA_EXP when ``via`` is
     VERDICT, with ``helper`` for the expected connection); ``delete``: remove
     it; ``timeout``: give it ``timeout`` seconds from now. ``rule`` is the spec
-    rule behind it."""
+    rule behind it; ``pair`` the RTP expectation to take back should this
+    RTCP one be refused (the spec's ``TableEvent.pair``)."""
 
     kind: str
     expectation: Expectation
@@ -125,6 +129,7 @@ class ExpectOp:
     rule: str
     timeout: int | None = None
     helper: str | None = None
+    pair: Expectation | None = None
 
     def kernel(self, helper_name: str) -> KernelExpectation:
         """The expectation as ctnetlink writes it: masks from the spec's
@@ -312,8 +317,6 @@ class HelperCore:
         shadow.table.journal.clear()
         shadow.advance(now)
         master = self._master_for(ct, now)
-        # The entries themselves are kept so that no id() is reused meanwhile.
-        before = {id(e): (e, e.flags, e.expires) for e in shadow.table.of_master(master)}
         start = len(shadow.table.journal)
         result = shadow.packet(Packet(l4.src, l4.sport, l4.dst, l4.dport, l4.proto, l4.payload), now,
                                syn=l4.syn)
@@ -329,7 +332,7 @@ class HelperCore:
             events += shadow.forget(ct.original, now)
             ops: list[ExpectOp] = []
         else:
-            ops = self._ops(events, master, before, now)
+            ops = self._ops(events, now)
         alive = shadow.conntrack(ct.original) is not None
         refreshed = any(f.rule is rules.REFRESH_MASTER for f in result.firings)
         ct_timeout = self.params.sip_timeout if refreshed and alive else None
@@ -394,41 +397,37 @@ class HelperCore:
         self.stats["masters.adopted"] += 1
         return master
 
-    def _ops(self, events: tuple[TableEvent, ...], master: Master, before: dict[int, tuple], now: float
-             ) -> list[ExpectOp]:
+    def _ops(self, events: tuple[TableEvent, ...], now: float) -> list[ExpectOp]:
+        """The spec's journal of one packet as kernel operations, in order.
+        What the kernel does by itself (``caused_by_kernel``) is left to it.
+        The refreshes of an expectation still there at the end become one
+        new timeout, after a delete and an NFQA_EXP if NF_CT_EXPECT_INACTIVE
+        was cleared: ctnetlink cannot clear the flag in place."""
         ops: list[ExpectOp] = []
-        created: dict[tuple, Expectation] = {}
+        refreshed: dict[tuple, tuple[Expectation, Expectation]] = {}  # key -> (first before, last after)
         for ev in events:
-            if ev.rule in KERNEL_RULES:
+            if ev.caused_by_kernel:
                 continue
             e = ev.expectation
-            if ev.kind == "new":
+            if ev.kind == REFRESH:
+                assert ev.before is not None
+                key = expectation_key(e)
+                refreshed[key] = (refreshed.get(key, (ev.before,))[0], e)
+            elif ev.kind == NEW:
                 signalling = e.klass == ExpectClass.SIGNALLING
                 ops.append(ExpectOp("create", e, VERDICT if signalling else CTNETLINK, ev.rule,
-                                    helper=self.helper_name if signalling else None))
-                created[expectation_key(e)] = e
+                                    helper=self.helper_name if signalling else None, pair=ev.pair))
             else:
                 ops.append(ExpectOp("delete", e, CTNETLINK, ev.rule))
-                created.pop(expectation_key(e), None)
-        # refresh_signalling_expectation(): a timeout and flags changed in place.
-        for entry in self.shadow.table.of_master(master):
-            value = entry.value()
-            if id(entry) in before and expectation_key(value) not in created:
-                _, old_flags, old_expires = before[id(entry)]
-            elif expectation_key(value) in created:
-                old = created[expectation_key(value)]
-                old_flags, old_expires = old.flags, old.expires
-            else:
+                refreshed.pop(expectation_key(e), None)
+        refresh = rules.REG_RESPONSE_REFRESH.id
+        for before, after in refreshed.values():
+            if after.flags == before.flags and after.expires == before.expires:
                 continue
-            if entry.flags == old_flags and entry.expires == old_expires:
-                continue
-            timeout = max(1, round(entry.expires - now))
-            if entry.flags != old_flags:
-                # ctnetlink cannot clear NF_CT_EXPECT_INACTIVE: take it out and put it back.
-                stale = Expectation(value.tuple, value.klass, ExpectFlag(old_flags), value.master, old_expires)
-                ops.append(ExpectOp("delete", stale, CTNETLINK, REFRESH_RULE))
-                ops.append(ExpectOp("create", value, VERDICT, REFRESH_RULE, helper=self.helper_name))
-            ops.append(ExpectOp("timeout", value, CTNETLINK, REFRESH_RULE, timeout=timeout))
+            if after.flags != before.flags:
+                ops.append(ExpectOp("delete", before, CTNETLINK, refresh))
+                ops.append(ExpectOp("create", after, VERDICT, refresh, helper=self.helper_name))
+            ops.append(ExpectOp("timeout", after, CTNETLINK, refresh, timeout=max(1, round(after.expires - now))))
         return ops
 
     # --- what the kernel said about operations -------------------------------------------------
@@ -448,7 +447,8 @@ class HelperCore:
         (clash), EMFILE/ENOSPC (no room), ESHUTDOWN/ENOENT (master dying or
         gone), EALREADY: the expectation cannot be added, and the kernel
         helper then drops the packet (media.failed, register.failed) after
-        taking back the RTP expectation of a failed RTCP one. Anything else
+        taking back the RTP expectation of a failed RTCP one (the spec's
+        ``refusal_rule()`` and the operation's ``pair``). Anything else
         is an internal error: the failure policy decides. Every refusal but
         the first means the shadow and the kernel disagree: resynchronise."""
         self.stats[f"refused.{op.kind}.{errno.errorcode.get(err, err)}"] += 1
@@ -462,18 +462,8 @@ class HelperCore:
             return Failure(None, reason="create: already expected (EEXIST)")
         if op.kind == "create" and err in (errno.EBUSY, errno.EMFILE, errno.ENOSPC, errno.ESHUTDOWN,
                                            errno.ENOENT, errno.EALREADY):
-            e = op.expectation
-            rule = rules.REGISTER_FAILED if e.klass == ExpectClass.SIGNALLING else rules.MEDIA_FAILED
-            undo = ()
-            if e.klass != ExpectClass.SIGNALLING and e.tuple.dport % 2 == 1:
-                for earlier in decision.all_ops:
-                    if earlier is op:
-                        break
-                    t = earlier.expectation.tuple
-                    if (earlier.kind == "create" and earlier.expectation.klass == e.klass
-                            and earlier.expectation.master == e.master and t.dst == e.tuple.dst
-                            and t.dport == e.tuple.dport - 1 and t.src == e.tuple.src):
-                        undo = (ExpectOp("delete", earlier.expectation, CTNETLINK, rules.MEDIA_FAILED.id),)
+            rule = refusal_rule(op.expectation.klass)
+            undo = () if op.pair is None else (ExpectOp("delete", op.pair, CTNETLINK, rule.id),)
             self._cancel(decision)
             return Failure(NF_DROP, undo, True, f"{rule.id}: the kernel refused {op.kind} ({name})")
         self._cancel(decision)

@@ -14,7 +14,8 @@ One process serves the network namespace it runs in (start it with
 4. reads the kernel's expectations of the helper back over ctnetlink and
    rebuilds its shadow from them (a restart while calls are up keeps them),
 5. tells systemd it is ready (sd_notify READY=1), then loops: queued packet
-   -> HelperCore.decide() -> ctnetlink operations -> verdict.
+   -> HelperCore.decide() -> ctnetlink operations -> verdict, the last two by
+   sipct.reference.execute through the daemon's NetlinkPort.
 
 SIGTERM/SIGINT: unbind the queues and unregister the helper (while nft
 ``ct helper`` objects still refer to it the kernel refuses, EBUSY; it is
@@ -43,7 +44,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from sipct.netlink.nfqueue import QueuedPacket, Verdict
 
 from .config import HelperConfig, load_config
-from .core import CTNETLINK, Decision, ExpectOp, HelperCore
+from .core import Decision, HelperCore
+from .execute import execute, resync
+from .netlink.port import NetlinkPort
 from .netlink.socket import ExpectationSocket, HelperSocket, netlink_text
 
 __all__ = ["HelperDaemon", "RouteOracle", "notify", "setup_logging"]
@@ -143,6 +146,7 @@ class HelperDaemon:
         self.core: HelperCore | None = None
         self.queue: HelperSocket | None = None
         self.ops: ExpectationSocket | None = None
+        self.port: NetlinkPort | None = None  # queue and ops as the executor's KernelPort
         self.events: ExpectationSocket | None = None
         self.routes: RouteOracle | None = None
         self.signals = _Signals()
@@ -165,6 +169,7 @@ class HelperDaemon:
         self.events.subscribe_destroy_events()
         self.ops = ExpectationSocket(self.netns)
         self.queue = HelperSocket(self.netns)
+        self.port = NetlinkPort(self.queue, self.ops, cfg.name)
         left = self._registrations_left()
         for helper in self.registrations:
             self.queue.register(helper)
@@ -257,6 +262,7 @@ class HelperDaemon:
                 except Exception as exc:  # closing must not stop the others
                     log.debug("close: %s", exc)
         self.queue = self.ops = self.events = self.routes = None
+        self.port = None
 
     def install_signal_handlers(self) -> int:
         """SIGTERM/SIGINT stop, SIGHUP reloads; returns a wake-up fd for select()."""
@@ -324,71 +330,23 @@ class HelperDaemon:
 
     def handle(self, pkt: QueuedPacket) -> None:
         """One packet: decide, change the table, answer. Never raises."""
-        assert self.core is not None and self.queue is not None
+        assert self.core is not None and self.port is not None
         now = self.clock()
         try:
             decision = self.core.decide(pkt, now)
             if decision.error:
                 # "error:" marks the failure policy's verdicts (sipct fuzz counts them by it).
                 log.warning("packet %d: error: %s -> %s", pkt.packet_id, decision.error, decision.verdict_name)
-            verdict, exp = self._execute(decision)
-            self.queue.send_verdict(Verdict(
-                pkt.queue_num, pkt.packet_id, verdict, pkt.family,
-                ct_timeout=decision.ct_timeout,
-                helper=self.config.name if decision.helper_info is not None else None,
-                helper_info=decision.helper_info,
-                exp=None if exp is None else exp.kernel(self.config.name),
-                exp_helper=None if exp is None else exp.helper))
-            if exp is not None:
-                self.core.applied(exp)
+            verdict = execute(self.core, self.port, pkt, decision)
             if log.isEnabledFor(logging.DEBUG):
                 self._trace(pkt, decision, verdict)
         except Exception as exc:  # an internal error never kills the daemon
             log.exception("packet %d: internal error: %s", pkt.packet_id, exc)
             self.core.needs_resync = True
             try:
-                self.queue.send_verdict(Verdict(pkt.queue_num, pkt.packet_id, self.core.policy_verdict, pkt.family))
+                self.port.send_verdict(pkt, self.core.policy_verdict)
             except Exception as exc2:
                 log.error("packet %d: cannot send the policy verdict either: %s", pkt.packet_id, exc2)
-
-    def _execute(self, decision: Decision) -> tuple[int, ExpectOp | None]:
-        """Run the decision's ctnetlink operations; the verdict and NFQA_EXP to send."""
-        assert self.core is not None
-        verdict, exp = decision.verdict, decision.exp
-        for op in decision.ops:
-            try:
-                self.apply(op)
-                self.core.applied(op)
-                continue
-            except NetlinkError as exc:
-                failure = self.core.failed(decision, op, exc.code)
-            level = logging.INFO if failure.verdict is None else logging.WARNING
-            log.log(level, "%s: %s", op, failure.reason)
-            for undo in failure.undo:
-                try:
-                    self.apply(undo)
-                    self.core.applied(undo)
-                except NetlinkError as exc:
-                    log.info("%s: %s", undo, os.strerror(exc.code))
-            if failure.verdict is not None:
-                verdict = failure.verdict
-            if failure.stop:
-                exp = None  # it came after the refused operation
-                break
-        return verdict, exp
-
-    def apply(self, op: ExpectOp) -> None:
-        """One ctnetlink operation (raises NetlinkError when refused)."""
-        assert self.ops is not None and op.via == CTNETLINK
-        k = op.kernel(self.config.name)
-        if op.kind == "create":
-            self.ops.create(k.master, k.tuple, proto=k.proto, mask=k.mask, klass=k.klass, flags=k.flag_bits)
-        elif op.kind == "delete":
-            self.ops.delete(k, match_id=False)
-        elif op.kind == "timeout":
-            self.ops.set_timeout(k, op.timeout or 0)
-        else:
-            raise ValueError(f"unknown operation {op.kind}")
 
     def read_events(self) -> None:
         assert self.core is not None and self.events is not None
@@ -435,12 +393,10 @@ class HelperDaemon:
     def resync(self, why: str):
         """Read the kernel's expectations (and the masters the shadow lacks)
         and make the shadow agree."""
-        assert self.core is not None and self.ops is not None
+        assert self.core is not None and self.port is not None
         self._last_resync = self.clock()
         try:
-            dump = self.ops.dump()
-            masters = self.ops.conntracks(self.core.missing_masters(dump))
-            report = self.core.reconcile(dump, masters, self.clock())
+            report = resync(self.core, self.port, self.clock)
         except (OSError, NetlinkError) as exc:
             log.warning("resynchronisation (%s) failed: %s", why, netlink_text(exc))
             return None

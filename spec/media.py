@@ -100,9 +100,10 @@ def expect_pair(ctx: "PacketContext", media: MediaPair) -> Verdict:
     family, klass, base = master.family, media.klass, media.port
     rtp = ExpectTuple(family, IPPROTO_UDP, media.saddr, media.daddr, base)
     rtcp = ExpectTuple(family, IPPROTO_UDP, media.saddr, media.daddr, base + 1)
-    errp, _ = table.related(master, rtp, klass, NO_FLAGS, now, trace, skip_master=True)
+    errp, rtp_entry = table.related(master, rtp, klass, NO_FLAGS, now, trace, skip_master=True)
     if errp in (0, EALREADY):
-        errcp, _ = table.related(master, rtcp, klass, NO_FLAGS, now, trace, skip_master=True)
+        errcp, _ = table.related(master, rtcp, klass, NO_FLAGS, now, trace, skip_master=True,
+                                 pair=rtp_entry if errp == 0 else None)
         if errcp in (0, EALREADY):
             if EALREADY in (errp, errcp):
                 trace.fire(rules.MEDIA_ALREADY)

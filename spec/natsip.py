@@ -320,7 +320,7 @@ def nf_nat_sdp_media(ctx: "PacketContext", daddr: Address, port: int, klass: Exp
     p = base
     while p != 0:
         rtp = ExpectTuple(family, IPPROTO_UDP, saddr, rtp_addr, p)
-        err, _ = table.related(master, rtp, klass, NO_FLAGS, now, trace, skip_master=True, nat=rtp_nat)
+        err, rtp_entry = table.related(master, rtp, klass, NO_FLAGS, now, trace, skip_master=True, nat=rtp_nat)
         if err == EBUSY:
             trace.fire(rules.NAT_SDP_MEDIA_MOVED, "%s", p)
             p = (p + 2) & 0xFFFF
@@ -328,7 +328,8 @@ def nf_nat_sdp_media(ctx: "PacketContext", daddr: Address, port: int, klass: Exp
         if err < 0:
             break
         rtcp = ExpectTuple(family, IPPROTO_UDP, saddr, rtp_addr, (p + 1) & 0xFFFF)
-        err, _ = table.related(master, rtcp, klass, NO_FLAGS, now, trace, skip_master=True, nat=rtcp_nat)
+        err, _ = table.related(master, rtcp, klass, NO_FLAGS, now, trace, skip_master=True, nat=rtcp_nat,
+                               pair=rtp_entry)
         if err == 0:
             found = p
             break

@@ -180,7 +180,7 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
             helper.tcp_reset(wire.src, wire.sport, wire.dst, wire.dport, now)
     table = tuple(helper.expectations())
     prediction = StepPrediction(index, step, now, tuple(results), table,
-                                tuple(helper.table.journal[journal_start:]),
+                                helper.table.ctnetlink_events(journal_start),
                                 timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions),
                                 arrivals=tuple(arrivals) if faces or dialog.forward != "accept" else ())
     if isinstance(step, Send) and step.expect is not None:

@@ -29,7 +29,8 @@ from .values import value
 
 SIGNALLING = ExpectClass.SIGNALLING  # a module global: cheaper to read than the enum's attribute
 
-__all__ = ["EALREADY", "EBUSY", "EMFILE", "Change", "Entry", "ExpectationTable", "TableEvent"]
+__all__ = ["DESTROY", "EALREADY", "EBUSY", "EMFILE", "KERNEL_CAUSED", "NEW", "REFRESH", "Change", "Entry",
+           "ExpectationTable", "TableEvent", "refusal_rule"]
 
 
 @dataclass(eq=False, slots=True)
@@ -45,6 +46,7 @@ class Entry:
     lifecycle: Runtime
     dst_key: tuple = field(repr=False)  # _dst_key(tuple): its hash chain's key, worked out once
     nat: ExpectNat | None = None
+    pair: Expectation | None = field(default=None, repr=False)  # TableEvent.pair of its "new"
     _value: Expectation | None = field(default=None, repr=False)
 
     def value(self) -> Expectation:
@@ -74,13 +76,49 @@ class Change:
     evicts: Entry | None = None  # the class's oldest, the master being at the policy maximum
 
 
+NEW, DESTROY, REFRESH = "new", "destroy", "refresh"
+
+# Removals the kernel makes by itself, with no helper asking: the
+# expectation's timer (nf_ct_expectation_timed_out()), a new connection
+# (nf_ct_find_expectation()), the master's death (nf_ct_remove_expectations()
+# from nf_ct_delete() / destroy_conntrack()), the free of an unconfirmed
+# conntrack whose first packet was dropped (nf_conntrack_free()).
+KERNEL_CAUSED = frozenset({rules.EXPECT_EXPIRE.id, rules.EXPECT_MATCH.id, rules.MASTER_TIMEOUT.id,
+                           rules.UNCONFIRMED_DROP.id})
+
+
 @value
 class TableEvent:
-    """What ctnetlink's expectation events would say: IPEXP_NEW / IPEXP_DESTROY."""
+    """One change of the expectation table, in the order the spec made it.
 
-    kind: str  # "new" | "destroy"
+    ``new`` and ``destroy`` are what ctnetlink's expectation events say
+    (IPEXP_NEW / IPEXP_DESTROY). ``refresh`` is
+    refresh_signalling_expectation() changing an expectation in place - a new
+    timeout, NF_CT_EXPECT_INACTIVE cleared - which the kernel reports to no
+    one (``ExpectationTable.ctnetlink_events()`` leaves it out); ``before``
+    is the expectation as it was. ``pair``, on the ``new`` of an RTCP
+    expectation, is the RTP one set_expected_rtp_rtcp() inserted just before
+    it and takes back (nf_ct_unexpect_related()) if this one is refused."""
+
+    kind: str  # NEW | DESTROY | REFRESH
     expectation: Expectation
     rule: str
+    before: Expectation | None = None
+    pair: Expectation | None = None
+
+    @property
+    def caused_by_kernel(self) -> bool:
+        """Whether the kernel makes this change happen by itself (KERNEL_CAUSED):
+        a helper that mirrors the spec in a kernel must not make it again."""
+        return self.rule in KERNEL_CAUSED
+
+
+def refusal_rule(klass: ExpectClass) -> rules.Rule:
+    """The rule under which the helper drops the packet when
+    nf_ct_expect_related() refuses an expectation of ``klass`` (without NAT):
+    process_register_request() for the signalling one, set_expected_rtp_rtcp()
+    for media."""
+    return rules.REGISTER_FAILED if klass == SIGNALLING else rules.MEDIA_FAILED
 
 
 class ExpectationTable:
@@ -97,6 +135,7 @@ class ExpectationTable:
         self._pushes = itertools.count()
         self._seq = 0
         self.journal: list[TableEvent] = []
+        self.refreshed_at = -1  # the journal index of the newest REFRESH (-1: none since the start)
 
     # --- reading ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -104,6 +143,14 @@ class ExpectationTable:
 
     def entries(self) -> list[Entry]:
         return list(self._entries.values())
+
+    def ctnetlink_events(self, start: int) -> tuple[TableEvent, ...]:
+        """The journal from index ``start`` as ctnetlink's event listener
+        sees it: every ``new`` and ``destroy``, no ``refresh``."""
+        events = tuple(self.journal[start:])
+        if self.refreshed_at < start:
+            return events
+        return tuple(ev for ev in events if ev.kind != REFRESH)
 
     def snapshot(self) -> list[Expectation]:
         return sorted((e.value() for e in self._entries.values()), key=_sort_key)
@@ -159,13 +206,17 @@ class ExpectationTable:
 
     # --- changes: each one an event of an expectation's lifecycle ------------------------
     def related(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, flags: ExpectFlag,
-                now: float, trace: Trace, *, skip_master: bool, nat: ExpectNat | None = None) -> tuple[int, Entry]:
+                now: float, trace: Trace, *, skip_master: bool, nat: ExpectNat | None = None,
+                pair: Entry | None = None) -> tuple[int, Entry]:
         """nf_ct_expect_related_report(): propose an expectation; its lifecycle
         decides (``related``). Returns 0 or a negative errno, like the kernel,
-        and the entry. ``nat`` is the NAT part nf_nat_sip's hooks gave it."""
+        and the entry. ``nat`` is the NAT part nf_nat_sip's hooks gave it;
+        ``pair`` the RTP expectation linked just before this RTCP one, which
+        the caller takes back if this one is refused (journalled with it)."""
         policy = SIP_EXPECT_POLICY[klass]
         key = (tuple.family, tuple.proto, tuple.dst._ip, tuple.dport)  # _dst_key(tuple)
-        entry = Entry(tuple, klass, flags, master, now + policy.timeout, 0, Runtime(EXPECTATION), key, nat)
+        entry = Entry(tuple, klass, flags, master, now + policy.timeout, 0, Runtime(EXPECTATION), key, nat,
+                      None if pair is None else pair.value())
         change = Change(self, entry, trace, now)
         for other in reversed(self._by_dst.get(key, ())):  # _same_dst()
             t = other.tuple
@@ -193,7 +244,7 @@ class ExpectationTable:
         self._by_master.setdefault(entry.master, []).append(entry)
         self._schedule(entry)
         trace.fire(rules.EXPECT_INSERT)
-        self.journal.append(TableEvent("new", entry.value(), rules.EXPECT_INSERT.id))
+        self.journal.append(TableEvent(NEW, entry.value(), rules.EXPECT_INSERT.id, None, entry.pair))
 
     def unlink(self, entry: Entry, rule: rules.Rule, trace: Trace, *, report: bool) -> None:
         """nf_ct_unlink_expect()"""
@@ -202,7 +253,7 @@ class ExpectationTable:
         _unlist(self._by_master, entry.master, entry)
         if report:
             trace.fire(rule)
-        self.journal.append(TableEvent("destroy", entry.value(), rule.id))
+        self.journal.append(TableEvent(DESTROY, entry.value(), rule.id))
 
     def end(self, entry: Entry, event: str, rule: rules.Rule, now: float, trace: Trace, *,
             report: bool = True) -> None:
@@ -214,8 +265,12 @@ class ExpectationTable:
         self._schedule(entry)
 
     def activate(self, entry: Entry, expires: int, now: float, trace: Trace) -> None:
-        """refresh_signalling_expectation() on the entry the registrar holds."""
+        """refresh_signalling_expectation() on the entry the registrar holds;
+        journalled as a REFRESH with the expectation before and after."""
+        before = entry.value()
         entry.lifecycle.send("activate", Change(self, entry, trace, now), expires)
+        self.refreshed_at = len(self.journal)
+        self.journal.append(TableEvent(REFRESH, entry.value(), rules.REG_RESPONSE_REFRESH.id, before))
 
     def unexpect(self, master: Master, tuple: ExpectTuple, klass: ExpectClass, now: float, trace: Trace,
                  rule: rules.Rule = rules.MEDIA_FAILED) -> None:

@@ -1,7 +1,7 @@
 """The reference helper's core without sockets: decisions equal the spec's predictions.
 
 Every dialog runs twice: through the spec alone (``predict``), and through
-HelperCore wired to FakeKernel (reference_support.py), a small model of the
+HelperCore wired to FakeKernel (tests/support/reference.py), a small model of the
 kernel around a userspace helper - ctnetlink's errors, NFQA_EXP,
 NF_REPEAT, expectation matching and expiry, destroy events. After every
 step the fake kernel's expectation table must be the spec's, and every
@@ -10,6 +10,7 @@ verdict the spec's verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import socket
@@ -18,9 +19,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from reference_support import FakeKernel, StepOutcome, identities, run_dialog
+from tests.support.reference import FakeKernel, StepOutcome, identities, run_dialog
 from sipct.conformance.generate import dialogs
 from sipct.reference.core import CTNETLINK, VERDICT, Decision, ExpectOp, HelperCore, Phase, plan
+from sipct.reference.execute import resync
 from sipct.netlink.conntrack import IPS_CONFIRMED, KernelConntrack
 from sipct.netlink.nfqueue import ETH_P_IP, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.master_state import MasterState
@@ -235,9 +237,8 @@ def test_restart_keeps_calls_working(name: str, split: int) -> None:
     fresh = HelperCore(dialog.effective_params, HARDENED_6_1_192,
                        same_interface=LabRouting(dialog.hosts.values()).same_interface)
     kernel.core = fresh
-    dump = kernel.dump()
-    report = fresh.reconcile(dump, kernel.masters(fresh.missing_masters(dump)), kernel.now)
-    assert report.added == len(dump) and report.unknown_masters == 0
+    report = resync(fresh, kernel, lambda: kernel.now)
+    assert report.added == len(kernel.expectations) and report.unknown_masters == 0
     assert identities(fresh.shadow.expectations()) == identities(kernel.table())
     rest = run_dialog(kernel, dialog, dialog.steps[split:])
     assert_same(prediction, rest, start=split)
@@ -249,7 +250,7 @@ def test_reconcile_drops_what_the_kernel_lost() -> None:
     core, kernel = make(dialog)
     run_dialog(kernel, dialog, dialog.steps[:1])
     kernel.expectations.pop()  # lost without an event (no event cache on the master)
-    report = core.reconcile(kernel.dump(), {}, kernel.now)
+    report = core.reconcile(kernel.dump_expectations(), {}, kernel.now)
     assert (report.removed, report.added) == (1, 0)
     assert identities(core.shadow.expectations()) == identities(kernel.table())
 
@@ -300,7 +301,8 @@ def _media(port: int) -> ExpectOp:
 
 def test_refusals_mean_what_the_spec_says() -> None:
     core = HelperCore(load_dialog(EXAMPLES[0]).effective_params, HARDENED_6_1_192)
-    rtp, rtcp = _media(5000), _media(5001)
+    rtp = _media(5000)
+    rtcp = dataclasses.replace(_media(5001), pair=rtp.expectation)  # the spec's TableEvent.pair
     decision = _decision_with(rtp, rtcp)
     gone = ExpectOp("delete", rtp.expectation, CTNETLINK, "bye.flush-media")
     assert core.failed(decision, gone, errno.ENOENT).verdict is None  # already gone: fine
@@ -311,6 +313,7 @@ def test_refusals_mean_what_the_spec_says() -> None:
     assert failure.verdict == NF_DROP and failure.stop
     assert [(u.kind, u.expectation.tuple.dport) for u in failure.undo] == [("delete", 5000)]
     assert failure.reason.startswith(rules.MEDIA_FAILED.id)
+    assert core.failed(decision, _media(5003), errno.EBUSY).undo == ()  # no pair: nothing to take back
     for code in (errno.EMFILE, errno.ENOSPC, errno.ESHUTDOWN, errno.ENOENT):
         assert core.failed(decision, rtp, code).verdict == NF_DROP
     # Anything else: the failure policy.
@@ -323,7 +326,6 @@ def test_a_refused_creation_drops_like_the_kernel_helper() -> None:
     """The shadow thinks an RTCP port is free but the kernel has another
     master's expectation from a given source there, which clashes with ours
     from any source (sip_direct_media=0): EBUSY, RTP taken back, packet dropped."""
-    from reference_support import FakeExpectation
     from sipct.spec.params import ModuleParams
 
     dialog = load_dialog(ROOT / "spec" / "examples" / "invite-audio-video.yaml")
@@ -332,10 +334,10 @@ def test_a_refused_creation_drops_like_the_kernel_helper() -> None:
     ua = dialog.hosts["ua"]
     stranger = Expectation(ExpectTuple(4, 17, ip("203.0.113.9"), ua, 5001), ExpectClass.AUDIO, ExpectFlag.NONE,
                            ConnTuple(ip("203.0.113.9"), ua, 17, 1, 1), 1000)
-    kernel.expectations.append(FakeExpectation(stranger, None, 99))
+    kernel.plant(ExpectOp("create", stranger, CTNETLINK, "-").kernel("sip"), stranger.expires)
     (invite,) = run_dialog(kernel, dialog, dialog.steps[:1])
     assert not invite.delivered
-    assert [(op.expectation.tuple.dport, err) for op, err in kernel.refusals] == [(5001, errno.EBUSY)]
+    assert [(exp.tuple.dport, err) for exp, err in kernel.refusals] == [(5001, errno.EBUSY)]
     assert [e.tuple.dport for e in kernel.table()] == [5001]  # only the stranger's: RTP was taken back
     assert core.needs_resync
 

@@ -4,7 +4,7 @@ The running kernel cannot queue packets to a userspace helper, but its
 ctnetlink is the same: in a namespace where the kernel's own SIP helper is
 attached (so that a master conntrack with a helper exists), the daemon's
 expectation operations - create, new timeout, delete, in the exact encoding
-HelperDaemon.apply() sends - and the destroy events the core reads are
+the daemon's executor sends through its NetlinkPort - and the destroy events the core reads are
 checked for real. (A tuple or mask without both ports is refused with
 EINVAL by ctnetlink_parse_tuple(): this is where such a mistake shows.)
 """
@@ -22,10 +22,11 @@ import time
 import pytest
 
 from sipct.netlink.netns import entered_netns
-from sipct.reference.config import parse_config
 from sipct.reference.core import CTNETLINK, ExpectOp, HelperCore
-from sipct.reference.daemon import HelperDaemon
+from sipct.reference.execute import apply
+from sipct.reference.netlink.port import NetlinkPort
 from sipct.reference.netlink.socket import ExpectationSocket
+from sipct.spec.params import ModuleParams
 from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFlag, ExpectTuple
 from sipct.spec.profiles import HARDENED_6_1_192
 
@@ -93,26 +94,26 @@ def media(port: int, src=B) -> ExpectOp:
 
 def test_create_timeout_delete_and_the_destroy_event(master_netns) -> None:
     name, events = master_netns
-    daemon = HelperDaemon(parse_config('[helper]\nprofile = "6.1.192"\n[sip]\nexpect_max = 4096\n'), netns=name)
-    daemon.ops = ExpectationSocket(name)
-    core = daemon.core = HelperCore(daemon.params, HARDENED_6_1_192)
+    ops = ExpectationSocket(name)
+    port = NetlinkPort(None, ops, "sip")  # type: ignore[arg-type] - no queue: ctnetlink only
+    core = HelperCore(ModuleParams(expect_max=4096), HARDENED_6_1_192)
     try:
         rtp, any_source = media(5000), media(5002, src=None)
         for op in (rtp, any_source):
-            daemon.apply(op)
-        table = {e.tuple.dport: e for e in daemon.ops.dump()}
+            apply(port, op, "sip")
+        table = {e.tuple.dport: e for e in ops.dump()}
         assert set(table) == {5000, 5002}
         assert table[5000].mask.src == ip("255.255.255.255") and table[5002].mask.src == ip("0.0.0.0")
         assert table[5000].helper == "sip" and table[5000].klass == int(ExpectClass.AUDIO)
         assert 170 <= table[5000].timeout <= 180  # the helper's policy timeout (sip_exp_policy[])
 
-        daemon.apply(ExpectOp("timeout", rtp.expectation, CTNETLINK, "register-response.refresh", timeout=600))
-        assert 590 <= {e.tuple.dport: e for e in daemon.ops.dump()}[5000].timeout <= 600
+        apply(port, ExpectOp("timeout", rtp.expectation, CTNETLINK, "register-response.refresh", timeout=600), "sip")
+        assert 590 <= {e.tuple.dport: e for e in ops.dump()}[5000].timeout <= 600
 
         gone = ExpectOp("delete", rtp.expectation, CTNETLINK, "bye.flush-media")
-        daemon.apply(gone)
+        apply(port, gone, "sip")
         core.applied(gone)
-        assert [e.tuple.dport for e in daemon.ops.dump()] == [5002]
+        assert [e.tuple.dport for e in port.dump_expectations()] == [5002]
         deadline = time.monotonic() + 2
         seen = []
         while time.monotonic() < deadline and not seen:
@@ -120,7 +121,7 @@ def test_create_timeout_delete_and_the_destroy_event(master_netns) -> None:
         assert [e.tuple.dport for e in seen] == [5000]
         assert core.expectation_destroyed(seen[0], 1.0) is False  # our own removal: not news
     finally:
-        daemon.ops.close()
+        ops.close()
 
 
 def test_a_mask_without_source_port_is_refused(master_netns) -> None:

@@ -148,3 +148,34 @@ def test_deadline_heaps_stay_bounded_under_refreshes():
         helper.packet(Packet(ua, 5060, server, 5060, IPPROTO_UDP, options), float(i))
     assert len(helper._deadlines) <= 64 + 4 * 2
     assert len(helper.table._deadlines) <= 64
+
+
+def test_the_journal_says_what_a_mirroring_helper_needs() -> None:
+    """refresh_signalling_expectation() is journalled as a refresh - before
+    and after - which ctnetlink's view leaves out; an RTCP expectation names
+    the RTP one set_expected_rtp_rtcp() takes back with it; removals the
+    kernel makes by itself say so; a refusal drops under the spec's rule."""
+    from sipct.spec.table import NEW, REFRESH, refusal_rule
+
+    helper = SipHelper()
+    helper.packet(Packet(UA, 5060, SRV, 5060, IPPROTO_UDP, register()), 0.0)
+    start = len(helper.table.journal)
+    result = helper.packet(Packet(SRV, 5060, UA, 5060, IPPROTO_UDP, ok()), 1.0)
+    (refresh,) = helper.table.journal[start:]
+    assert (refresh.kind, refresh.rule) == (REFRESH, rules.REG_RESPONSE_REFRESH.id)
+    assert (refresh.before.flags, refresh.before.expires) == (ExpectFlag.PERMANENT | ExpectFlag.INACTIVE, 180.0)
+    assert (refresh.expectation.flags, refresh.expectation.expires) == (ExpectFlag.PERMANENT, 601.0)
+    assert result.events == () and not refresh.caused_by_kernel
+
+    body = f"v=0\r\nc=IN IP4 {UA}\r\nm=audio 5000 RTP/AVP 0\r\n".encode()
+    invite = (f"INVITE sip:bob@{SRV} SIP/2.0\r\nVia: SIP/2.0/UDP {UA}:5060\r\nCSeq: 1 INVITE\r\n"
+              f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    rtp, rtcp = helper.packet(Packet(UA, 5060, SRV, 5060, IPPROTO_UDP, invite), 2.0).events
+    assert (rtp.kind, rtp.expectation.tuple.dport, rtp.pair) == (NEW, 5000, None)
+    assert (rtcp.kind, rtcp.expectation.tuple.dport, rtcp.pair) == (NEW, 5001, rtp.expectation)
+    assert not rtcp.caused_by_kernel
+
+    gone = helper.forget(MASTER, 3.0)
+    assert len(gone) == 3 and all(ev.caused_by_kernel for ev in gone)
+    assert refusal_rule(ExpectClass.SIGNALLING) is rules.REGISTER_FAILED
+    assert refusal_rule(ExpectClass.AUDIO) is rules.MEDIA_FAILED

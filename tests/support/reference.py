@@ -1,0 +1,461 @@
+"""A kernel in miniature for testing the reference helper's core without sockets.
+
+`FakeKernel` plays what the kernel does around a userspace helper: conntracks
+(created by a packet, matched against expectations, confirmed when the
+verdict lets the first packet through, freed when it drops it), the
+expectation table (ctnetlink create/delete/timeout with the kernel's
+errors, NFQA_EXP attached by the verdict, expiry, events) and the queue
+(NFQNL_MSG_PACKET with NFQA_CT; NF_REPEAT queues the packet once more).
+It follows nf_conntrack_core.c, nf_conntrack_expect.c, nf_conntrack_netlink.c
+and nfnetlink_queue.c for the paths the SIP helper uses, nothing more.
+
+It is a :class:`~sipct.reference.port.KernelPort`: the core's decisions run
+through the daemon's own executor (``sipct.reference.execute``). And it
+keeps expectations as the kernel does - a tuple and a mask of integers -
+and compares them with its own nf_ct_tuple_mask_cmp(), expect_matches()
+and expect_clash(), never with the spec's matching, so that a matching
+mistake of the spec shows as a difference between the two tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import itertools
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED, IPS_EXPECTED,
+                                     IPS_SEEN_REPLY, KernelConntrack)
+from sipct.netlink.ctexp import KernelExpectation, MasterTuple
+from sipct.netlink.kernel import to_spec
+from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_DROP, NF_REPEAT, QueuedPacket
+from sipct.reference.core import Decision, HelperCore
+from sipct.reference.execute import execute
+from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
+from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
+from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
+                                    expectation_key)
+from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
+                               UDP_TIMEOUT_UNREPLIED)
+
+# include/uapi/linux/netfilter/nf_conntrack_common.h
+NF_CT_EXPECT_PERMANENT = 0x1
+NF_CT_EXPECT_INACTIVE = 0x2
+
+
+@dataclass(frozen=True, slots=True)
+class Tuple:
+    """What struct nf_conntrack_tuple holds: src.u3, src.u.all, src.l3num,
+    dst.u3, dst.u.all, dst.protonum - an address as the integer of its
+    u3.all[] words, a port as its u.all."""
+
+    l3num: int
+    src: int
+    sport: int
+    dst: int
+    dport: int
+    protonum: int
+
+    @classmethod
+    def of_connection(cls, t: ConnTuple) -> Tuple:
+        """A connection's original tuple, as init_conntrack() looks it up."""
+        return cls(socket.AF_INET if t.src.version == 4 else socket.AF_INET6, int(t.src), t.sport, int(t.dst),
+                   t.dport, t.proto)
+
+    @classmethod
+    def of_request(cls, exp: KernelExpectation) -> Tuple:
+        """CTA_EXPECT_TUPLE as ctnetlink_parse_tuple() reads it (a port left out is 0)."""
+        t = exp.tuple
+        return cls(exp.family, int(t.src), t.sport or 0, int(t.dst), t.dport or 0, exp.proto)
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    """struct nf_conntrack_tuple_mask: the bits of the source address and port that count."""
+
+    src: int
+    sport: int
+
+    @classmethod
+    def of_request(cls, exp: KernelExpectation) -> Mask:
+        return cls(int(exp.mask.src), exp.mask.sport or 0)
+
+
+def tuple_mask_cmp(t: Tuple, tuple_: Tuple, mask: Mask) -> bool:
+    """nf_ct_tuple_mask_cmp(): nf_ct_tuple_src_mask_cmp() - the source
+    address and port equal where ``mask`` has bits, l3num and protocol
+    equal - and __nf_ct_tuple_dst_equal()."""
+    return (not (t.src ^ tuple_.src) & mask.src and not (t.sport ^ tuple_.sport) & mask.sport
+            and t.l3num == tuple_.l3num and t.protonum == tuple_.protonum
+            and t.dst == tuple_.dst and t.dport == tuple_.dport)
+
+
+@dataclass
+class FakeExpectation:
+    """One struct nf_conntrack_expect: tuple and mask as ctnetlink wrote
+    them (ctnetlink_alloc_expect() copies both), the master's original
+    tuple and ``assign_helper`` (exp->helper, from CTA_EXPECT_HELP_NAME)."""
+
+    tuple: Tuple
+    mask: Mask
+    master: ConnTuple
+    klass: int
+    flags: int
+    expires: float
+    assign_helper: str | None
+    seq: int
+    written: KernelExpectation = field(repr=False)  # the request, for what ctnetlink reports of it
+    helper: str = "sip"  # the master's helper
+
+    @classmethod
+    def of(cls, exp: KernelExpectation, master: ConnTuple, expires: float, assign_helper: str | None, seq: int,
+           helper: str = "sip") -> FakeExpectation:
+        return cls(Tuple.of_request(exp), Mask.of_request(exp), master, exp.klass, exp.flag_bits, expires,
+                   assign_helper, seq, exp, helper)
+
+    def kernel(self, now: float) -> KernelExpectation:
+        """As a ctnetlink dump or event reports it."""
+        m = self.master
+        return dataclasses.replace(self.written, master=MasterTuple(m.src, m.dst, m.sport, m.dport, m.proto),
+                                   timeout=max(0, int(self.expires - now)), helper=self.helper, id=self.seq)
+
+    @property
+    def value(self) -> Expectation:
+        """The spec's view of it, to hold the two tables side by side."""
+        return dataclasses.replace(to_spec(self.kernel(0.0), 0.0), expires=self.expires)
+
+
+def expect_matches(a: FakeExpectation, b: FakeExpectation) -> bool:
+    """expect_matches(): nf_ct_tuple_equal() and nf_ct_tuple_mask_equal() (one namespace, one zone)."""
+    return a.tuple == b.tuple and a.mask == b.mask
+
+
+def expect_clash(a: FakeExpectation, b: FakeExpectation) -> bool:
+    """expect_clash(): equal on the part both masks cover."""
+    return tuple_mask_cmp(a.tuple, b.tuple, Mask(a.mask.src & b.mask.src, a.mask.sport & b.mask.sport))
+
+
+def _master_tuple(exp: KernelExpectation) -> ConnTuple:
+    m = exp.master
+    return ConnTuple(m.src, m.dst, m.proto, m.sport or 0, m.dport or 0)
+
+
+@dataclass
+class FakeConntrack:
+    id: int
+    original: ConnTuple
+    status: int = 0
+    helper: str | None = None
+    helper_info: bytes = bytes(12)
+    timeout_at: float = 0.0
+    master: ConnTuple | None = None
+    first_seen: float = 0.0
+
+    def facts(self) -> KernelConntrack:
+        return KernelConntrack(socket.AF_INET if self.original.family == 4 else socket.AF_INET6,
+                               self.original, self.original.reply(), self.id, self.status, 0, helper=self.helper,
+                               helper_info=self.helper_info if self.helper else None, master=self.master)
+
+
+@dataclass
+class StepOutcome:
+    delivered: bool | None  # None for a wait step
+    decisions: list[Decision] = field(default_factory=list)
+    table: list[Expectation] = field(default_factory=list)  # the kernel's after the step
+    shadow: list[Expectation] = field(default_factory=list)  # the helper's spec after the step
+
+
+class FakeKernel:
+    """The kernel around the helper, and the helper's KernelPort."""
+
+    def __init__(self, core: HelperCore, ports: tuple[int, ...] = (5060,), helper: str = "sip") -> None:
+        self.core = core
+        self.ports = ports
+        self.helper = helper
+        self.now = 0.0
+        self.conntracks: dict[ConnTuple, tuple[FakeConntrack, bool]] = {}
+        self.expectations: list[FakeExpectation] = []  # oldest first; the hash chains are walked newest first
+        self.events: list[KernelExpectation] = []  # destroy events not yet delivered
+        self._ids = itertools.count(1000)
+        # nf_ct_get_id() hashes the nf_conn's address and original tuple; the
+        # slab gives a freed conntrack's address to the next one, so the next
+        # conntrack on a freed one's tuple gets its id again (False: never).
+        self.recycle_ids = True
+        self._freed_ids: dict[ConnTuple, int] = {}
+        self._packet_ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self.refusals: list[tuple[KernelExpectation, int]] = []  # ctnetlink requests refused, with the errno
+        self.passes = 0
+        self.reset: set[frozenset] = set()  # TCP connections (endpoint pairs) the lab aborted
+
+    # -- the table ---------------------------------------------------------------------------
+    def table(self) -> list[Expectation]:
+        return [e.value for e in self.expectations]
+
+    def plant(self, exp: KernelExpectation, expires: float) -> None:
+        """An expectation someone else made (another helper's master), taken as it is."""
+        self.expectations.append(FakeExpectation.of(exp, _master_tuple(exp), expires, None, next(self._seq)))
+
+    def _find(self, t: Tuple) -> FakeExpectation | None:
+        """__nf_ct_expect_find(): the newest expectation whose masked tuple covers ``t``."""
+        for e in reversed(self.expectations):
+            if tuple_mask_cmp(t, e.tuple, e.mask):
+                return e
+        return None
+
+    def _destroy(self, e: FakeExpectation) -> None:
+        """nf_ct_unlink_expect(): IPEXP_DESTROY."""
+        self.expectations.remove(e)
+        self.events.append(e.kernel(self.now))
+
+    def _related(self, exp: KernelExpectation, master: FakeConntrack, assign_helper: str | None) -> int:
+        """nf_ct_expect_related_report(exp, ..., 0): 0 or the errno. Both
+        ctnetlink_create_expect() and ctnetlink_glue_attach_expect() pass no
+        NF_CT_EXP_F_SKIP_MASTER."""
+        new = FakeExpectation.of(exp, master.original, 0.0, assign_helper, 0, master.helper or self.helper)
+        # __nf_ct_expect_check(): the walk of the destination's hash chain, newest first.
+        for i in reversed(self.expectations):
+            if i.master == new.master and expect_matches(i, new):  # master_matches() && expect_matches()
+                if i.klass != new.klass:
+                    return errno.EALREADY
+                self._destroy(i)
+                break
+            if expect_clash(i, new):
+                return errno.EBUSY
+        policy = SIP_EXPECT_POLICY[ExpectClass(new.klass)]  # what the daemon registers (sip_exp_policy[])
+        expecting = [i for i in self.expectations if i.master == new.master and i.klass == new.klass]
+        if policy.max_expected and len(expecting) >= policy.max_expected:
+            self._destroy(expecting[0])  # evict_oldest_expect(): the last of help->expectations
+        new.expires, new.seq = self.now + policy.timeout, next(self._seq)  # nf_ct_expect_insert()
+        self.expectations.append(new)
+        return 0
+
+    def _answer(self, exp: KernelExpectation, err: int) -> None:
+        """A netlink ACK: nothing, or the errno as NetlinkError."""
+        if err:
+            self.refusals.append((exp, err))
+            raise NetlinkError(err, "fake kernel")
+
+    # -- KernelPort: ctnetlink -------------------------------------------------------------------
+    def create_expectation(self, exp: KernelExpectation) -> None:
+        """ctnetlink_new_expect() with NLM_F_CREATE|NLM_F_EXCL: EEXIST when an
+        expectation covers the tuple, else ctnetlink_create_expect(), whose
+        nf_conntrack_find_get() sees confirmed conntracks only."""
+        if self._find(Tuple.of_request(exp)) is not None:
+            return self._answer(exp, errno.EEXIST)
+        found = self.conntracks.get(_master_tuple(exp))
+        if found is None or not found[0].status & IPS_CONFIRMED:
+            return self._answer(exp, errno.ENOENT)
+        return self._answer(exp, self._related(exp, found[0], None))
+
+    def delete_expectation(self, exp: KernelExpectation) -> None:
+        """ctnetlink_del_expect(): the one nf_ct_expect_find_get() finds for CTA_EXPECT_TUPLE."""
+        found = self._find(Tuple.of_request(exp))
+        if found is None:
+            return self._answer(exp, errno.ENOENT)
+        self._destroy(found)
+
+    def set_expectation_timeout(self, exp: KernelExpectation, seconds: int) -> None:
+        """ctnetlink_new_expect() without NLM_F_CREATE: ctnetlink_change_expect()."""
+        found = self._find(Tuple.of_request(exp))
+        if found is None:
+            return self._answer(exp, errno.ENOENT)
+        found.expires = self.now + seconds
+
+    def dump_expectations(self) -> list[KernelExpectation]:
+        """ctnetlink_exp_dump_table()"""
+        return [e.kernel(self.now) for e in self.expectations]
+
+    def get_conntracks(self, originals: Iterable[ConnTuple]) -> dict[ConnTuple, KernelConntrack]:
+        """ctnetlink_get_conntrack() of each original tuple."""
+        out = {}
+        for o in originals:
+            found = self.conntracks.get(o)
+            if found is not None and not found[1]:
+                out[o] = found[0].facts()
+        return out
+
+    # -- KernelPort: nfnetlink_queue ---------------------------------------------------------------
+    def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
+                     helper_info: bytes | None = None, exp: KernelExpectation | None = None,
+                     exp_helper: str | None = None) -> None:
+        """nfqnl_recv_verdict(): NFQA_CT first (ctnetlink_glue_parse_ct()),
+        then NFQA_EXP (ctnetlink_glue_attach_expect(): its master is the
+        packet's conntrack; its errors are not reported back)."""
+        assert packet.ct is not None
+        ct = self.conntracks[packet.ct.original][0]
+        if ct_timeout is not None:
+            ct.timeout_at = self.now + ct_timeout  # ctnetlink_change_timeout()
+        if helper_info is not None and ct.master is None:
+            ct.helper_info = helper_info  # nfnl_cthelper_from_nlattr(); not for expected conntracks
+        if exp is not None:
+            self._related(exp, ct, exp_helper)
+
+    # -- time ---------------------------------------------------------------------------------
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for e in [e for e in self.expectations if e.expires <= self.now]:
+            self._destroy(e)
+        for ct, reply in list(self.conntracks.values()):
+            if not reply and ct.timeout_at <= self.now:
+                self.kill(ct.original)
+        self.deliver_events()
+
+    def deliver_events(self) -> None:
+        events, self.events = self.events, []
+        for exp in events:
+            self.core.expectation_destroyed(exp, self.now)
+
+    # -- packets --------------------------------------------------------------------------------
+    def _conntrack_for(self, src, sport, dst, dport, proto) -> tuple[FakeConntrack, bool]:
+        t = ConnTuple(src, dst, proto, sport, dport)
+        found = self.conntracks.get(t)
+        if found is not None:
+            return found
+        recycled = self._freed_ids.pop(t, None) if self.recycle_ids else None
+        ct = FakeConntrack(next(self._ids) if recycled is None else recycled, t, first_seen=self.now)
+        exp = self._find_expectation(Tuple.of_connection(t))
+        if exp is not None:
+            ct.status |= IPS_EXPECTED
+            ct.master = exp.master
+            ct.helper = exp.assign_helper
+        if ct.helper is None and dport in self.ports:
+            ct.helper = self.helper  # nft: ct helper set on the first packet
+        self.conntracks[t] = (ct, False)
+        self.conntracks[t.reply()] = (ct, True)
+        return ct, False
+
+    def _find_expectation(self, t: Tuple) -> FakeExpectation | None:
+        """nf_ct_find_expectation() for init_conntrack(): the newest
+        expectation that is not NF_CT_EXPECT_INACTIVE and whose masked tuple
+        covers ``t``; none if its master is unconfirmed. It goes, unless
+        NF_CT_EXPECT_PERMANENT."""
+        for e in reversed(self.expectations):
+            if not e.flags & NF_CT_EXPECT_INACTIVE and tuple_mask_cmp(t, e.tuple, e.mask):
+                break
+        else:
+            return None
+        master = self.conntracks.get(e.master)
+        if master is None or not master[0].status & IPS_CONFIRMED:
+            return None
+        if not e.flags & NF_CT_EXPECT_PERMANENT:
+            self._destroy(e)
+        return e
+
+    def send(self, src, sport, dst, dport, proto, payload: bytes = b"", flags: int = TCP_ACK) -> StepOutcome:
+        """One packet through the router; True if it was let through."""
+        ct, reply = self._conntrack_for(src, sport, dst, dport, proto)
+        outcome = StepOutcome(True)
+        self._l4_refresh(ct, reply, proto, flags)
+        if reply:
+            ct.status |= IPS_SEEN_REPLY
+        if ct.helper is None:
+            ct.status |= IPS_CONFIRMED
+            self.deliver_events()
+            return outcome
+        data = build_packet(src, sport, dst, dport, proto, payload, flags)
+        new = not ct.status & IPS_CONFIRMED
+        ctinfo = (IP_CT_NEW if new else IP_CT_ESTABLISHED) + (IP_CT_IS_REPLY if reply else 0)
+        while True:
+            self.passes += 1
+            pkt = QueuedPacket(0, socket.AF_INET if src.version == 4 else socket.AF_INET6, next(self._packet_ids),
+                               ETH_P_IP if src.version == 4 else ETH_P_IPV6, 4, data, ct.facts(), ctinfo)
+            decision = self.core.decide(pkt, self.now)
+            outcome.decisions.append(decision)
+            verdict = execute(self.core, self, pkt, decision)
+            if verdict == NF_REPEAT:
+                ct.status |= IPS_CONFIRMED  # nfqnl_reinject() -> nf_confirm_cthelper()
+                continue
+            if verdict == NF_DROP:
+                outcome.delivered = False
+                if not ct.status & IPS_CONFIRMED:
+                    self._free(ct)
+            else:
+                ct.status |= IPS_CONFIRMED
+            break
+        self.deliver_events()
+        return outcome
+
+    def _l4_refresh(self, ct: FakeConntrack, reply: bool, proto: int, flags: int) -> None:
+        """nf_conntrack_udp_packet() / nf_conntrack_tcp_packet(), as the spec models them."""
+        if proto == IPPROTO_TCP:
+            ct.timeout_at = self.now + (TCP_TIMEOUT_CLOSE if flags & TCP_RST else TCP_TIMEOUT_ESTABLISHED)
+        else:
+            stream = bool(ct.status & IPS_SEEN_REPLY) and self.now > ct.first_seen + 2
+            ct.timeout_at = self.now + (UDP_TIMEOUT_REPLIED if stream else UDP_TIMEOUT_UNREPLIED)
+
+    def _free(self, ct: FakeConntrack) -> None:
+        self._freed_ids[ct.original] = ct.id
+        self.conntracks.pop(ct.original, None)
+        self.conntracks.pop(ct.original.reply(), None)
+        for e in [e for e in self.expectations if e.master == ct.original]:
+            self.expectations.remove(e)
+
+    def kill(self, original: ConnTuple) -> None:
+        """conntrack -D: the master and its expectations go (nf_ct_remove_expectations)."""
+        found = self.conntracks.get(original)
+        if found is not None:
+            self._freed_ids[original] = found[0].id
+        self.conntracks.pop(original, None)
+        self.conntracks.pop(original.reply(), None)
+        for e in [e for e in self.expectations if e.master == original]:
+            self._destroy(e)
+        self.deliver_events()
+
+
+def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutcome]:
+    """Each step of the dialog through the fake kernel, with the tables after it."""
+    hosts = dialog.hosts
+    out: list[StepOutcome] = []
+    for step in (dialog.steps if steps is None else steps):
+        if isinstance(step, Send) and step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in kernel.reset:
+            outcome = StepOutcome(False)  # the lab reset that connection: nothing is sent on it
+        elif isinstance(step, Wait):
+            kernel.advance(step.seconds)
+            outcome = StepOutcome(None)
+        elif isinstance(step, DeleteConntrack):
+            found = kernel.conntracks.get(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
+                                                    step.src.port, step.dst.port))
+            if found is not None:
+                kernel.kill(found[0].original)
+                kernel.deliver_events()
+            outcome = StepOutcome(None)
+        elif isinstance(step, Connect):
+            c, s = hosts[step.src.host], hosts[step.dst.host]
+            outcome = kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_SYN)
+            kernel.send(s, step.dst.port, c, step.src.port, IPPROTO_TCP, b"", TCP_SYN | TCP_ACK)
+            kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_ACK)
+        else:
+            assert isinstance(step, Send)
+            outcome = StepOutcome(True)
+            for segment in step.on_wire(dialog.family):
+                one = kernel.send(hosts[step.src.host], step.src.port, hosts[step.dst.host], step.dst.port,
+                                  step.proto, segment)
+                outcome.decisions += one.decisions
+                if not one.delivered:
+                    outcome.delivered = False
+                    break
+            if step.proto == IPPROTO_TCP and not outcome.delivered:
+                # The lab aborts the connection after a dropped segment (SO_LINGER 0):
+                # an RST from each end crosses the router (harness/drivers.py).
+                a, b = hosts[step.src.host], hosts[step.dst.host]
+                kernel.send(b, step.dst.port, a, step.src.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+                kernel.send(a, step.src.port, b, step.dst.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+                kernel.reset.add(frozenset((step.src, step.dst)))
+        outcome.table = kernel.table()
+        outcome.shadow = kernel.core.shadow.expectations()
+        out.append(outcome)
+    return out
+
+
+def identities(table) -> list[tuple]:
+    """The rows of a table (the spec's expectation_key) with their flags, in order."""
+    return sorted((expectation_key(e), int(e.flags)) for e in table)
+
+
+__all__ = ["FakeConntrack", "FakeExpectation", "FakeKernel", "Mask", "StepOutcome", "Tuple", "identities", "run_dialog",
+           "tuple_mask_cmp"]

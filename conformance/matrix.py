@@ -155,7 +155,7 @@ def _reference_summary(s: Stats | None) -> dict[str, Any] | None:
 def select_kernels(images: list[str], preset: str | None) -> list:
     """The VmKernels asked for (a preset's and single images), each image
     once, oldest version first."""
-    from sipct.harness.vm import VmKernel, kernel_preset
+    from sipct.harness.vmkernels import VmKernel, kernel_preset
 
     kernels = kernel_preset(preset) if preset else []
     kernels += [VmKernel.from_path(image) for image in images]
@@ -187,7 +187,7 @@ def boot_groups(curated: list[Any]) -> list[Boot]:
     """The boots of one kernel: the default parameters first (always: the
     generated dialogs and the reproducers run there), then one per set of
     load-time parameters the curated dialogs need."""
-    from sipct.harness.vm import group_by_module_params
+    from sipct.harness.vmstage import group_by_module_params
 
     boots = [Boot({}, [])]
     for params, dialogs in group_by_module_params(curated):
@@ -259,7 +259,8 @@ def run_kernel(kernel: Any, args: argparse.Namespace, boots: list[Boot], generat
                n_curated: int, log: Console, cancel: Any = None) -> KernelReport:
     """The suite in one kernel: its boots, merged into one report (``cancel``,
     a threading.Event, ends the boot under way: conformance/fanout.py)."""
-    from sipct.harness.vm import VmError, run_in_vm
+    from sipct.harness.vm import run_in_vm
+    from sipct.harness.vmkernels import VmError
     from sipct.spec.profiles import profile_for_kernel
 
     three_way = getattr(args, "helper", "kernel") == "reference"
@@ -426,7 +427,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from sipct.conformance.shards import write_shards
     from sipct.conformance.registry import REGISTRY, RegistryError, load_registry
     from sipct.conformance.suite import generate_dialogs
-    from sipct.harness.vm import VmError, find_vng
+    from sipct.harness.vmboot import find_vng
+    from sipct.harness.vmkernels import VmError
     from sipct.spec.dialog import DialogError
 
     out, err = Console(), Console(stderr=True)

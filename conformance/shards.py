@@ -75,7 +75,7 @@ def write_shards(reports: list[KernelReport], args: argparse.Namespace, elapsed:
     """A shard per row in ``folder`` (``host-RELEASE.json``, ``RELEASE.json``):
     the report that the row's own ``--kernel`` option (none for the running
     kernel, ``--no-host`` for another) would have made."""
-    from sipct.harness.vm import VmError, VmKernel
+    from sipct.harness.vmkernels import VmError, VmKernel
 
     def made(option: str, vmlinuz: str | None) -> bool:
         try:

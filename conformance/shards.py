@@ -22,15 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from sipct.conformance.matrix import (
-    MATRIX_FORMAT,
-    SUITE_OPTIONS,
-    Boot,
-    KernelReport,
-    curated_dialogs,
-    kernel_order,
-    matrix_json,
-)
+from sipct.conformance.matrixjson import MATRIX_FORMAT, SUITE_OPTIONS, matrix_json
+from sipct.conformance.matrixplan import curated_dialogs, kernel_order
+from sipct.conformance.matrixrow import Boot, KernelReport
 from sipct.conformance.report import stats_from_json
 from sipct.spec.exitcodes import EXIT_ERROR
 from sipct.spec.printable import printable

@@ -222,7 +222,7 @@ def test_the_host_refuses_another_expectation_table_size():
 
 def test_the_guest_gets_the_environment_asked_for(tmp_path, monkeypatch):
     import sipct.harness.vmstage as vmstage
-    from sipct.conformance.matrix import _guest_env
+    from sipct.conformance.matrixplan import guest_env
 
     seen = staged_boot(tmp_path, monkeypatch, env={"SIPCT_SHARED": "/srv/shared corpus"})
     script = seen["script"]
@@ -235,7 +235,7 @@ def test_the_guest_gets_the_environment_asked_for(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     (shared / "corpora" / "rfc4475").mkdir(parents=True)
     monkeypatch.setenv("SIPCT_SHARED", str(shared))
-    assert _guest_env() == {"SIPCT_SHARED": str(shared.resolve())}
+    assert guest_env() == {"SIPCT_SHARED": str(shared.resolve())}
 
 
 def test_a_cancelled_boot_ends_its_process_group(tmp_path):

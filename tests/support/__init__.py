@@ -1,0 +1,7 @@
+"""What several test modules share and none of them tests: the lab's hosts
+and probes (lab), the signalled commands (kill), SIP messages for the lab
+(sip_messages) and the kernel tests (netlink_sip_messages), netlink bytes
+built by hand (netlink_bytes) and captures (pcaps).
+
+Imported as ``tests.support.NAME``: pytest puts the repository on sys.path
+(pyproject.toml, ``pythonpath``)."""

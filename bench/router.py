@@ -107,7 +107,8 @@ def in_guest(out: Path, calls: int) -> dict:
 # --- on the host ------------------------------------------------------------------------------------
 
 def boot(kernel_name: str, calls: int, timeout: float) -> dict:
-    from sipct.harness.vm import VmKernel, boot_script
+    from sipct.harness.vmboot import boot_script
+    from sipct.harness.vmkernels import VmKernel
 
     kernel = VmKernel.from_path(kernel_name)
     work = Path(tempfile.mkdtemp(prefix="sipct-bench-router-", dir="/tmp"))

@@ -21,7 +21,8 @@ from typing import Any
 
 from rich.console import Console
 
-from sipct.conformance.matrix import Boot, KernelReport, run_kernel
+from sipct.conformance.matrixrow import Boot, KernelReport
+from sipct.conformance.matrixrun import run_kernel
 
 
 def run_kernels(kernels: list[Any], args: argparse.Namespace, boots: list[Boot], generated: Path,

@@ -142,7 +142,8 @@ def _notable(line: str) -> bool:
 
 
 def fuzz_in_vm(args: argparse.Namespace, messages: list[FuzzMessage]) -> int:
-    from sipct.harness.vm import VmError, run_in_vm
+    from sipct.harness.vm import run_in_vm
+    from sipct.harness.vmkernels import VmError
 
     per = -(-len(messages) // args.slices)
     results = []

@@ -15,12 +15,10 @@ from xml.etree import ElementTree as ET
 
 from rich.console import Console
 
-from sipct.conformance.matrix import (
-    KernelReport,
-    matrix_docs,
-    matrix_json,
-    print_matrix,
-)
+from sipct.conformance.matrixdocs import matrix_docs
+from sipct.conformance.matrixjson import matrix_json
+from sipct.conformance.matrixrow import KernelReport
+from sipct.conformance.matrixtable import print_matrix
 from sipct.conformance.report import junit_suite
 from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK
 

@@ -22,15 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from sipct.conformance.matrix import (
-    MATRIX_FORMAT,
-    SUITE_OPTIONS,
-    Boot,
-    KernelReport,
-    curated_dialogs,
-    kernel_order,
-    matrix_json,
-)
+from sipct.conformance.matrixjson import MATRIX_FORMAT, SUITE_OPTIONS, matrix_json
+from sipct.conformance.matrixplan import curated_dialogs, kernel_order
+from sipct.conformance.matrixrow import Boot, KernelReport
 from sipct.conformance.report import stats_from_json
 from sipct.spec.exitcodes import EXIT_ERROR
 from sipct.spec.printable import printable
@@ -75,7 +69,7 @@ def write_shards(reports: list[KernelReport], args: argparse.Namespace, elapsed:
     """A shard per row in ``folder`` (``host-RELEASE.json``, ``RELEASE.json``):
     the report that the row's own ``--kernel`` option (none for the running
     kernel, ``--no-host`` for another) would have made."""
-    from sipct.harness.vm import VmError, VmKernel
+    from sipct.harness.vmkernels import VmError, VmKernel
 
     def made(option: str, vmlinuz: str | None) -> bool:
         try:

@@ -207,7 +207,10 @@ def run_in_kernels(args: argparse.Namespace, batch: list[tuple[Path, object]]) -
     the guest's comparisons printed (or collected as JSON with a ``vm`` part);
     the files that did not load are ``error`` entries and boot nowhere."""
     from sipct.harness.report import print_run_json
-    from sipct.harness.vm import MODULE, VmError, VmKernel, group_by_module_params, run_in_vm, timeout_for
+    from sipct.harness.vm import run_in_vm
+    from sipct.harness.vmboot import timeout_for
+    from sipct.harness.vmkernels import MODULE, VmError, VmKernel
+    from sipct.harness.vmstage import group_by_module_params
     from sipct.spec.profiles import UnknownProfile, profile_named
 
     err = Console(stderr=True)

@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from sipct.cli.main import EXIT_OK, main
-from sipct.conformance.matrix import KernelReport, print_matrix
+from sipct.conformance.matrixrow import KernelReport
+from sipct.conformance.matrixtable import print_matrix
 from sipct.conformance.report import print_report
 from sipct.conformance.suite import Finding, Stats
 from sipct.harness.diff import compare

@@ -6,12 +6,12 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from pcaps import Pkt, TcpFlow, invite, ok, pcap, pcap_cut, pcapng, tcp, udp
 
 from sipct.capture.importer import import_capture
 from sipct.cli.main import EXIT_ERROR, EXIT_OK, main
 from sipct.spec.dialog import Connect, Send, Wait, load_dialog
 from sipct.spec.predict import predict
+from tests.support.pcaps import Pkt, TcpFlow, invite, ok, pcap, pcap_cut, pcapng, tcp, udp
 
 UA, SERVER = "10.0.0.5", "10.1.1.9"
 

@@ -177,12 +177,12 @@ def test_nat_share_is_in_the_matrix_command_and_options():
     from argparse import Namespace
 
     from sipct.conformance.cli import nat_share
-    from sipct.conformance.matrix import _command_line, run_options
+    from sipct.conformance.matrixjson import command_line, run_options
 
     args = Namespace(preset="debian", kernels=[], dialog_files=None, examples=1000, seed=3, nat="only",
                      no_curated=False, slow=False, no_reproducers=False, no_host=True, scenarios=[],
                      profile="auto", helper="kernel", docs=None, generated_sha256="x")
-    assert "--nat only" in _command_line(args)
+    assert "--nat only" in command_line(args)
     assert run_options(args)["nat"] == "only"
-    assert "--nat" not in _command_line(Namespace(**{**vars(args), "nat": "mixed"}))
+    assert "--nat" not in command_line(Namespace(**{**vars(args), "nat": "mixed"}))
     assert nat_share(Namespace()) is None  # an older shard's options: mixed

@@ -17,17 +17,12 @@ import pytest
 import sipct.conformance.suite as suite_module
 from sipct.cli.main import EXIT_ERROR, build_parser, main
 from sipct.conformance.corpus import SCENARIOS, scenario_dialogs
-from sipct.conformance.matrix import (
-    GENERATED_FOLDER,
-    KernelReport,
-    boot_groups,
-    guest_argv,
-    matrix_docs,
-    matrix_json,
-    merge_stats,
-    print_matrix,
-    write_generated,
-)
+from sipct.conformance.matrixdocs import matrix_docs
+from sipct.conformance.matrixjson import matrix_json
+from sipct.conformance.matrixplan import GENERATED_FOLDER, boot_groups, guest_argv, write_generated
+from sipct.conformance.matrixrow import KernelReport
+from sipct.conformance.matrixrun import merge_stats
+from sipct.conformance.matrixtable import print_matrix
 from sipct.conformance.report import stats_from_json, stats_json
 from sipct.conformance.suite import PROBE_TAG, Finding, Stats, generate_dialogs
 from sipct.spec.dialog import load_dialog

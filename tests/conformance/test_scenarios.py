@@ -120,7 +120,7 @@ def test_seed_scenarios_state_the_address_mapping_and_missing_nat(path: Path):
 
 def test_params_scenarios_share_one_boot():
     """Every params/ scenario loads the module the same way: one VM boot runs them all."""
-    from sipct.harness.vm import module_params_for
+    from sipct.harness.vmstage import module_params_for
 
     sets = {tuple(sorted(module_params_for(load_dialog(p).params).items()))
             for p in (SCENARIOS / "params").glob("*.yaml")}

@@ -21,6 +21,8 @@ import pytest
 import sipct.conformance.cli as conformance_cli
 import sipct.conformance.matrix as matrix
 import sipct.harness.vm as vm
+import sipct.harness.vmboot as vmboot
+import sipct.harness.vmkernels as vmkernels
 from sipct.cli.main import EXIT_ERROR, main
 from sipct.conformance.corpus import SCENARIOS
 from sipct.conformance.report import stats_json
@@ -76,7 +78,7 @@ def fake_matrix(monkeypatch):
         s.rules = Counter({"register.expect": 2, "media.expect": sum(s.dialogs.values())})
         s.transitions = {("master", "idle", "register")}
         finished.append(kernel.release)
-        return vm.VmResult(kernel=kernel, module_params=dict(module_params), exit_code=1 if s.findings else 0,
+        return vmboot.VmResult(kernel=kernel, module_params=dict(module_params), exit_code=1 if s.findings else 0,
                            json=stats_json(s), stdout="", stderr="", guest_release=kernel.release,
                            guest_version=kernel.version, loaded_params={"sip_direct_media": "0" if module_params
                                                                         else "1"},
@@ -89,8 +91,8 @@ def fake_matrix(monkeypatch):
         return s
 
     monkeypatch.setattr(vm, "run_in_vm", run_in_vm)
-    monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/vng"))
-    monkeypatch.setattr(vm.VmKernel, "from_path", staticmethod(lambda image, **_: KERNELS[str(image)]))
+    monkeypatch.setattr(vmboot, "find_vng", lambda: Path("/usr/bin/vng"))
+    monkeypatch.setattr(vmkernels.VmKernel, "from_path", staticmethod(lambda image, **_: KERNELS[str(image)]))
     monkeypatch.setattr(conformance_cli, "run_here", run_here)
     monkeypatch.setattr(matrix, "_running_version", lambda: "6.12.57")
     return finished
@@ -260,7 +262,7 @@ def test_a_hung_guest_is_reported_with_its_kernel_and_the_matrix_goes_on(fake_ma
 
     def hangs_on_6_1_170(kernel, argv, **kwargs):
         if kernel.release == "6.1.0-47-amd64":
-            raise vm.VmError("the guest did not finish within 600 s (QEMU killed) while the guest ran sipct",
+            raise vmkernels.VmError("the guest did not finish within 600 s (QEMU killed) while the guest ran sipct",
                              kernel=kernel.release)
         return answer(kernel, argv, **kwargs)
 
@@ -284,7 +286,7 @@ def test_a_crashed_guest_is_reported_with_its_kernel_and_the_matrix_goes_on(fake
     def crashes(kernel, argv, **kwargs):
         result = answer(kernel, argv, **kwargs)
         if kernel.release == "6.1.0-47-amd64":
-            raise vm.VmError("sipct in the guest wrote no JSON to report.json (exit status 1): Traceback (most "
+            raise vmkernels.VmError("sipct in the guest wrote no JSON to report.json (exit status 1): Traceback (most "
                              "recent call last): MemoryError", kernel=kernel.release)
         if kernel.release == "6.1.0-56-amd64" and kwargs["module_params"]:  # its second boot
             return dataclasses.replace(result, json=None, exit_code=1)

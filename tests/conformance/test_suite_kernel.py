@@ -57,7 +57,7 @@ def test_an_injected_spec_mistake_is_shrunk_to_a_minimal_dialog(tmp_path, monkey
 def test_dialog_files_run_as_the_generated_part(tmp_path, monkeypatch):
     """What a VM guest of the kernel matrix runs: dialog files generated on
     the host, no Hypothesis, no shrinking; a divergent file is named."""
-    from sipct.conformance.matrix import write_generated
+    from sipct.conformance.matrixplan import write_generated
     from sipct.conformance.suite import generate_dialogs
 
     folder = tmp_path / "generated"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,9 +14,7 @@ from sipct.explain.words import explain
 from sipct.spec.dialog import load_dialog, parse_dialog
 from sipct.spec.predict import predict
 from sipct.spec.profiles import profile_named
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "capture"))
-from pcaps import Pkt, invite, pcap, udp  # noqa: E402
+from tests.support.pcaps import Pkt, invite, pcap, udp
 
 
 def words(name: str, profile=None) -> list[str]:

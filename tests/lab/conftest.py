@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from lab_support import SERVER, UA, own_namespaces
 from sipct.harness.lab import Lab
 from sipct.harness.prereq import PrerequisiteError, check_prerequisites
+
+from tests.support.lab import SERVER, UA, own_namespaces
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kill_support import REPO, SIPCT
+
+from tests.support.kill import REPO, SIPCT
 
 pytestmark = pytest.mark.netns
 

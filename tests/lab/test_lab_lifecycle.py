@@ -10,10 +10,11 @@ import textwrap
 import time
 
 import pytest
-from lab_support import SERVER, UA, own_namespaces, router_conntracks
-from sip_messages import invite
 from sipct.harness import labns
 from sipct.harness.lab import HostSpec, Lab
+
+from tests.support.lab import SERVER, UA, own_namespaces, router_conntracks
+from tests.support.sip_messages import invite
 
 pytestmark = pytest.mark.netns
 
@@ -190,7 +191,7 @@ def test_hosts_joined_by_ipv6_route_ipv4_back_out_of_the_same_bridge() -> None:
 def test_lab_is_reusable_for_many_dialogs_fast(clean_lab: Lab) -> None:
     """The throughput the conformance runs rely on: >= 100 four-message
     dialogs per second through one lab, with a reset after each."""
-    from sip_messages import request, response
+    from tests.support.sip_messages import request, response
 
     dialogs = 100
     start = time.perf_counter()

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from kill_support import SIGNALS, Job, clean_up_after, summary
+
+from tests.support.kill import SIGNALS, Job, clean_up_after, summary
 
 pytestmark = pytest.mark.netns
 

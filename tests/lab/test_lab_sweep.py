@@ -9,10 +9,11 @@ import subprocess
 import time
 
 import pytest
-from kill_support import MARK, REPO, SIPCT, marked, namespaces_of
 from sipct.harness.labns import LabName, lab_prefix, process_start, process_stat
 from sipct.netlink.netns import create_netns, remove_netns
 from sipct.harness.sweep import find_labs, remove_stale_labs
+
+from tests.support.kill import MARK, REPO, SIPCT, marked, namespaces_of
 
 pytestmark = pytest.mark.netns
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from lab_support import router_conntracks, router_expectations
-from sip_messages import SERVER4, UA4, invite, response
 from sipct.harness.lab import Lab
+
+from tests.support.lab import router_conntracks, router_expectations
+from tests.support.sip_messages import SERVER4, UA4, invite, response
 
 pytestmark = pytest.mark.netns
 

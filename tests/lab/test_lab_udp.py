@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from lab_support import SERVER, UA, router_conntracks, router_expectations
-from sip_messages import SERVER4, SERVER6, UA4, UA6, invite
 from sipct.harness.lab import Lab
+
+from tests.support.lab import SERVER, UA, router_conntracks, router_expectations
+from tests.support.sip_messages import SERVER4, SERVER6, UA4, UA6, invite
 
 pytestmark = pytest.mark.netns
 

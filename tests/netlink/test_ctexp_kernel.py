@@ -39,7 +39,7 @@ from sipct.netlink.ctexp import (
 from sipct.netlink.netns import entered_netns
 from sipct.netlink.socket import CtExpSocket
 
-from netlink_sip_messages import invite, register
+from tests.support.netlink_sip_messages import invite, register
 
 pytestmark = pytest.mark.netns
 

@@ -15,7 +15,7 @@ from sipct.netlink.cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET
 from sipct.netlink.wire import DecodeError
 from sipct.spec.expectation import SIP_EXPECT_POLICY, ExpectClass
 
-from netlink_bytes import decode, encoded, nla, nlmsg
+from tests.support.netlink_bytes import decode, encoded, nla, nlmsg
 
 UDP, TCP = 17, 6
 SIP_POLICIES = tuple(ExpectPolicy(SIP_EXPECT_POLICY[k].name, SIP_EXPECT_POLICY[k].max_expected,

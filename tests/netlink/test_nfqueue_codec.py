@@ -27,7 +27,7 @@ from sipct.netlink.wire import DecodeError, netlink_messages
 from sipct.reference.packet import TCP_SYN, build_packet, parse_packet
 from sipct.spec.expectation import ConnTuple
 
-from netlink_bytes import decode, encoded, nla, nlmsg
+from tests.support.netlink_bytes import decode, encoded, nla, nlmsg
 
 ip = ipaddress.ip_address
 UDP, TCP = 17, 6

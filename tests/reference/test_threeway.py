@@ -16,7 +16,10 @@ import pytest
 from rich.console import Console
 
 from sipct.cli.main import EXIT_ERROR, build_parser, examples_dir, main
-from sipct.conformance.matrix import KernelReport, guest_argv, boot_groups, matrix_json, print_matrix
+from sipct.conformance.matrixjson import matrix_json
+from sipct.conformance.matrixplan import boot_groups, guest_argv
+from sipct.conformance.matrixrow import KernelReport
+from sipct.conformance.matrixtable import print_matrix
 from sipct.conformance.registry import RegistryError, for_helper, load_registry
 from sipct.conformance.suite import Finding, Stats
 from sipct.harness.diff import compare
@@ -216,7 +219,7 @@ def test_the_matrix_shows_both_helpers_per_kernel(capsys):
 
 
 def test_a_dialog_only_the_reference_diverges_on_is_kept_with_how_to_reproduce(tmp_path):
-    from sipct.conformance.matrix import _keep_divergent
+    from sipct.conformance.matrixrun import _keep_divergent
 
     generated = tmp_path / "generated"
     generated.mkdir()

@@ -60,7 +60,8 @@ def vm_selected(config: pytest.Config) -> bool:
 @pytest.fixture(scope="module")
 def faults(request: pytest.FixtureRequest) -> dict:
     """vm_faults.py in one boot of 6.1.192."""
-    from sipct.harness.vm import VmError, VmKernel, boot_script, find_vng
+    from sipct.harness.vmboot import boot_script, find_vng
+    from sipct.harness.vmkernels import VmError, VmKernel
 
     if not vm_selected(request.config):
         pytest.skip("boots a VM (5-10 minutes under TCG): run `pytest -m vm tests/reference/test_vm_faults.py`")

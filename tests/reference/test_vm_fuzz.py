@@ -32,7 +32,8 @@ def vm_selected(config: pytest.Config) -> bool:
 
 @pytest.fixture(scope="module")
 def fuzz(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from sipct.harness.vm import VmError, find_vng
+    from sipct.harness.vmboot import find_vng
+    from sipct.harness.vmkernels import VmError
 
     if not vm_selected(request.config):
         pytest.skip("boots a VM (7-10 minutes under TCG): run `pytest -m vm tests/reference/test_vm_fuzz.py`")

@@ -59,7 +59,8 @@ def vm_selected(config: pytest.Config) -> bool:
 @pytest.fixture(scope="module")
 def installed_kernel():
     """6.1.192 with vng, or a skip that says what to install."""
-    from sipct.harness.vm import VmError, VmKernel, find_vng
+    from sipct.harness.vmboot import find_vng
+    from sipct.harness.vmkernels import VmError, VmKernel
 
     try:
         find_vng()
@@ -134,7 +135,7 @@ lsmod > "$R/lsmod" 2>&1
 @pytest.fixture(scope="module")
 def lifecycle(kernel):
     """vm_guest.py in one more boot."""
-    from sipct.harness.vm import boot_script
+    from sipct.harness.vmboot import boot_script
 
     work = Path(tempfile.mkdtemp(prefix="sipct-ref-vm-", dir="/tmp"))
     share = work / "share"

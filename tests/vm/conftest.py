@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipct.harness.vm import VmError, VmKernel, VmResult, find_vng
+from sipct.harness.vmboot import VmResult, find_vng
+from sipct.harness.vmkernels import VmError, VmKernel
 
 KERNEL_6_1_192 = "/boot/vmlinuz-6.1.0-56-amd64"  # linux-image-6.1.0-56-amd64 (6.1.192)
 SETUP = "run `scripts/setup-kernels.sh linux-image-6.1.0-56-amd64` as root"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sipct.cli.main import examples_dir
-from sipct.harness.vm import VmError, VmKernel, run_in_vm
+from sipct.harness.vm import run_in_vm
+from sipct.harness.vmkernels import VmError, VmKernel
 from sipct.spec.dialog import load_dialog
 
 pytestmark = [
@@ -125,16 +126,16 @@ def test_a_missing_kernel_image_is_a_clear_error(tmp_path):
 
 
 def test_a_guest_timeout_kills_qemu(kernel_6_1_192, second_boot, monkeypatch):
-    import sipct.harness.vm as vm
+    import tempfile
 
     made = []
-    real_mkdtemp = vm.tempfile.mkdtemp
+    real_mkdtemp = tempfile.mkdtemp
 
     def mkdtemp(*args, **kwargs):
         made.append(real_mkdtemp(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(vm.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     started = time.monotonic()
     # QEMU is running by then: ~10 s of vng setup, ~10 s of boot, then sipct's imports.
     with pytest.raises(VmError, match="did not (boot|finish) within 30 s"):
@@ -147,8 +148,10 @@ def test_a_guest_timeout_kills_qemu(kernel_6_1_192, second_boot, monkeypatch):
 
 def test_a_module_the_guest_lacks_is_a_clear_error(kernel_6_1_192, second_boot, monkeypatch):
     import sipct.harness.vm as vm
+    import sipct.harness.vmboot as vmboot
 
     monkeypatch.setattr(vm, "MODULE", "nf_conntrack_nonexistent")  # what the guest script loads
+    monkeypatch.setattr(vmboot, "MODULE", "nf_conntrack_nonexistent")  # what the boot's error names
     with pytest.raises(VmError) as info:
         run_in_vm(kernel_6_1_192, [str(examples_dir() / "register.yaml")], timeout=300)
     message = str(info.value)

@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
-from kill_support import Job, marked  # noqa: E402
+from tests.support.kill import Job, marked
 
 pytestmark = [
     pytest.mark.vm,

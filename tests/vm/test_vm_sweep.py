@@ -25,7 +25,8 @@ import pytest
 
 from sipct.harness.labns import process_start, process_stat
 from sipct.harness.sweep import GUEST_OWNER, GUEST_PREFIX, _shares, find_guests, remove_stale_guests
-from sipct.harness.vm import VmKernel, _vng_command
+from sipct.harness.vmboot import vng_command
+from sipct.harness.vmkernels import VmKernel
 
 REPO = Path(__file__).resolve().parents[2]
 SIPCT = str(Path(sys.executable).parent / "sipct")
@@ -45,14 +46,15 @@ time.sleep(600)
 OWNER = """\
 import subprocess, sys, time
 from pathlib import Path
-from sipct.harness.vm import VmKernel, _vng_command, new_guest_workdir, start_guest
+from sipct.harness.vmboot import new_guest_workdir, start_guest, vng_command
+from sipct.harness.vmkernels import VmKernel
 kernel = VmKernel(Path("/boot/vmlinuz-{release}"), "{release}", "{release} (fake)", Path("/lib/modules/{release}"))
 workdir = new_guest_workdir(kernel.release)
 share = workdir / "share"
 share.mkdir()
 (share / "guest.sh").write_text("true\\n")
 with open(workdir / "vng.log", "wb") as log:
-    proc = start_guest(_vng_command(Path(sys.argv[1]), kernel, share), workdir, kernel.release,
+    proc = start_guest(vng_command(Path(sys.argv[1]), kernel, share), workdir, kernel.release,
                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
 print(workdir, proc.pid, flush=True)
 time.sleep(600)
@@ -229,7 +231,7 @@ def test_processes_that_are_not_the_guest_are_never_ended(tmpdir_: Path, fake_vn
     other = subprocess.Popen([sys.executable, "-c", sleep, f"--rwdir={share}"], start_new_session=True)
     # A vng, but sharing another folder: another run's guest.
     elsewhere = tmpdir_ / "elsewhere" / "share"
-    vng = subprocess.Popen(_vng_command(fake_vng, VmKernel(Path("/boot/x"), "x", "x", Path("/lib/modules/x")),
+    vng = subprocess.Popen(vng_command(fake_vng, VmKernel(Path("/boot/x"), "x", "x", Path("/lib/modules/x")),
                                         elsewhere), start_new_session=True)
     try:
         dead_owner_marker(workdir, other.pid)
@@ -265,7 +267,7 @@ def test_markers_of_another_boot_are_not_judged(tmpdir_: Path) -> None:
 def test_shared_folders_are_read_from_vng_and_qemu_command_lines() -> None:
     kernel = VmKernel(Path("/boot/vmlinuz-x"), "x", "x", Path("/lib/modules/x"))
     share = Path("/tmp/sipct-vm-abc/share")
-    assert _shares(_vng_command(Path("/v/bin/vng"), kernel, share)) == {str(share)}
+    assert _shares(vng_command(Path("/v/bin/vng"), kernel, share)) == {str(share)}
     qemu = ["qemu-system-x86_64", "-fsdev", "local,id=virtfs1,path=/,security_model=none,readonly=on",
             "-fsdev", f"local,id=virtfs5,path={share}/,security_model=none,multidevs=remap"]
     assert _shares(qemu) == {"/", str(share)}

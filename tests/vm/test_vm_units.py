@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sipct.harness.vm import (
-    VmError,
-    VmKernel,
-    _format_params,
-    group_by_module_params,
-    module_params_for,
-    read_image_banner,
-    run_in_vm,
-    timeout_for,
-)
+from sipct.harness.vm import run_in_vm
+from sipct.harness.vmboot import timeout_for
+from sipct.harness.vmkernels import VmError, VmKernel, read_image_banner
+from sipct.harness.vmstage import format_params, group_by_module_params, module_params_for
 from sipct.spec.dialog import load_dialog
 from sipct.cli.main import examples_dir
 
@@ -70,12 +64,12 @@ def test_a_missing_release_names_the_package():
 
 
 def test_module_parameters_are_checked():
-    assert _format_params({"sip_direct_media": 0, "ports": [5060, 5062], "sip_timeout": 60}) == [
+    assert format_params({"sip_direct_media": 0, "ports": [5060, 5062], "sip_timeout": 60}) == [
         "sip_direct_media=0", "ports=5060,5062", "sip_timeout=60"]
     with pytest.raises(VmError, match="unknown nf_conntrack_sip parameter"):
-        _format_params({"direct_media": 0})
+        format_params({"direct_media": 0})
     with pytest.raises(VmError, match="expected a number"):
-        _format_params({"sip_timeout": "1; reboot"})
+        format_params({"sip_timeout": "1; reboot"})
 
 
 def test_dialogs_are_grouped_by_their_load_time_parameters():
@@ -98,7 +92,7 @@ def _fake_kernel(boot: Path, modules: Path, release: str, version: str) -> None:
 
 
 def test_kernel_presets(tmp_path):
-    from sipct.harness.vm import installed_kernels, kernel_preset
+    from sipct.harness.vmkernels import installed_kernels, kernel_preset
 
     boot, modules = tmp_path / "boot", tmp_path / "modules"
     boot.mkdir()
@@ -120,14 +114,15 @@ def test_kernel_presets(tmp_path):
 
 
 def test_inputs_are_staged_and_mapped_back(tmp_path):
-    from sipct.harness.vm import VmResult, _stage_input
+    from sipct.harness.vmboot import VmResult
+    from sipct.harness.vmstage import stage_input
 
     source = tmp_path / "generated"
     source.mkdir()
     (source / "a.yaml").write_text("x")
     share = tmp_path / "share"
     share.mkdir()
-    sources = _stage_input(source, share / "in", "generated")
+    sources = stage_input(source, share / "in", "generated")
     assert (share / "in" / "generated" / "a.yaml").read_text() == "x"
     result = VmResult(VmKernel(Path("/boot/x"), "r", "b", Path("/m")), {}, 0, None, "", "", "", "", {}, [], 0, 0,
                       sources=sources)
@@ -135,9 +130,9 @@ def test_inputs_are_staged_and_mapped_back(tmp_path):
     assert result.host_path(str(share / "in" / "generated" / "a.yaml")) == str(source / "a.yaml")
     assert result.host_path("/elsewhere/b.yaml") == "/elsewhere/b.yaml"
     with pytest.raises(VmError, match="plain file name"):
-        _stage_input(source, share / "in", "../x")
+        stage_input(source, share / "in", "../x")
     with pytest.raises(VmError, match="no file or folder"):
-        _stage_input(tmp_path / "missing", share / "in", "m")
+        stage_input(tmp_path / "missing", share / "in", "m")
 
 
 def staged_boot(tmp_path, monkeypatch, *argv, **kwargs) -> dict:
@@ -156,7 +151,7 @@ def staged_boot(tmp_path, monkeypatch, *argv, **kwargs) -> dict:
         raise VmError("stop here")
 
     monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
-    monkeypatch.setattr(vm, "_boot", boot)
+    monkeypatch.setattr(vm, "boot_guest", boot)
     with pytest.raises(VmError, match="stop here"):
         run_in_vm(kernel, list(argv), **kwargs)
     return seen
@@ -182,7 +177,7 @@ def test_outputs_are_copied_out_also_after_a_failed_boot(tmp_path, monkeypatch):
         raise VmError("the guest did not finish")
 
     monkeypatch.setattr(vm, "find_vng", lambda: Path("/usr/bin/true"))
-    monkeypatch.setattr(vm, "_boot", boot)
+    monkeypatch.setattr(vm, "boot_guest", boot)
     wanted = {"out/helper.log": tmp_path / "kept" / "a.log", "out/never-written": tmp_path / "kept" / "b"}
     with pytest.raises(VmError, match="did not finish"):
         run_in_vm(kernel, [], outputs=wanted)
@@ -193,14 +188,14 @@ def test_outputs_are_copied_out_also_after_a_failed_boot(tmp_path, monkeypatch):
 
 
 def test_the_expectation_table_size_is_a_guest_sysctl(tmp_path, monkeypatch):
-    import sipct.harness.vm as vm
+    import sipct.harness.vmstage as vmstage
     from sipct.spec.params import ModuleParams
 
     assert module_params_for(ModuleParams(expect_max=8)) == {"expect_max": 8}
     assert module_params_for(ModuleParams(expect_max=4096)) == {}  # the default: the kernel's own value
-    assert _format_params({"sip_timeout": 10, "expect_max": 8}) == ["sip_timeout=10"]
+    assert format_params({"sip_timeout": 10, "expect_max": 8}) == ["sip_timeout=10"]
     with pytest.raises(VmError, match="expect_max='8; reboot': expected a positive number"):
-        vm._format_sysctls({"expect_max": "8; reboot"})
+        vmstage.format_sysctls({"expect_max": "8; reboot"})
 
     seen = staged_boot(tmp_path, monkeypatch, module_params={"sip_timeout": 10, "expect_max": 8})
     assert seen["params"] == ["sip_timeout=10"]
@@ -226,21 +221,21 @@ def test_the_host_refuses_another_expectation_table_size():
 
 
 def test_the_guest_gets_the_environment_asked_for(tmp_path, monkeypatch):
-    import sipct.harness.vm as vm
-    from sipct.conformance.matrix import _guest_env
+    import sipct.harness.vmstage as vmstage
+    from sipct.conformance.matrixplan import guest_env
 
     seen = staged_boot(tmp_path, monkeypatch, env={"SIPCT_SHARED": "/srv/shared corpus"})
     script = seen["script"]
     assert "export SIPCT_SHARED='/srv/shared corpus'" in script
     assert script.index("export SIPCT_SHARED") < script.index(" run --json")
     with pytest.raises(VmError, match="no variable name"):
-        vm._format_exports({"A;reboot": "x"})
+        vmstage.format_exports({"A;reboot": "x"})
 
     # The matrix hands the guest the host's corpus: a copied package finds none by its own location.
     shared = tmp_path / "shared"
     (shared / "corpora" / "rfc4475").mkdir(parents=True)
     monkeypatch.setenv("SIPCT_SHARED", str(shared))
-    assert _guest_env() == {"SIPCT_SHARED": str(shared.resolve())}
+    assert guest_env() == {"SIPCT_SHARED": str(shared.resolve())}
 
 
 def test_a_cancelled_boot_ends_its_process_group(tmp_path):
@@ -249,13 +244,14 @@ def test_a_cancelled_boot_ends_its_process_group(tmp_path):
     import time
     from types import SimpleNamespace
 
-    import sipct.harness.vm as vm
+    import sipct.harness.vmboot as vmboot
 
     cancel = threading.Event()
     share = tmp_path / "share"
     share.mkdir()
     threading.Timer(0.5, cancel.set).start()
     started = time.monotonic()
-    with pytest.raises(vm.VmError, match="cancelled"):
-        vm._boot(SimpleNamespace(release="test"), ["sleep", "60"], tmp_path, share, 120.0, 120.0, [], None, cancel)
+    with pytest.raises(VmError, match="cancelled"):
+        vmboot.boot_guest(SimpleNamespace(release="test"), ["sleep", "60"], tmp_path, share, 120.0, 120.0, [], None,
+                          cancel)
     assert time.monotonic() - started < 15

@@ -38,13 +38,7 @@ EXIT_SURVIVORS = EXIT_DIVERGED
 
 # Survivors no dialog the lab can run kills, and why. A survivor not listed
 # here fails the command (and tests/conformance/test_mutations.py).
-UNREACHABLE: dict[str, str] = {
-    "ConnectionMachine: unreplied --payload[carries_tcp]--> unreplied: removed":
-        "TCP data in the original direction of a confirmed conntrack without a reply: in a lab the peer's "
-        "ACK of the first picked-up segment (a reply) always crosses the router before the next one, so the "
-        "gate is only met in the new state; the row is the kernel's (sip_help_tcp() checks ctinfo, not the "
-        "state) and the reference helper reaches it with conntracks it adopts unreplied",
-}
+UNREACHABLE: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

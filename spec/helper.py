@@ -121,6 +121,7 @@ class ConntrackContext:
     forced_dport: int = 0  # nf_nat_sip()'s destination port of a reply
     seq_shift: int = 0  # the sequence-number shift of this segment (TCP under NAT)
     seq_adjust: bool = True  # sip_help_tcp() reaches its seq_adjust call
+    unconfirmed: bool = False  # the packet created the conntrack: !nf_ct_is_confirmed(ct) until it is accepted
 
 
 @value
@@ -247,7 +248,7 @@ class SipHelper:
         else:
             ct, reply = found
         self._l4_refresh(ct, pkt, now, syn)
-        ctx = ConntrackContext(self, ct, reply, pkt, now, trace)
+        ctx = ConntrackContext(self, ct, reply, pkt, now, trace, unconfirmed=new)
         connection = ct.connection
         if reply:
             # nf_conntrack_in() sets IPS_SEEN_REPLY only after the L4 tracker has
@@ -257,8 +258,6 @@ class SipHelper:
             connection.send("reply", ctx)
         verdict: Verdict = None
         if ct.local:
-            if new:
-                connection.send("confirm", ctx)
             return self._result(ctx, None, trace, journal_start, new, local=True)
         if self.forward_policy == "drop" and not self._forwarded(ct, reply):
             if new:
@@ -273,11 +272,8 @@ class SipHelper:
             verdict = connection.send("payload", ctx)
             if verdict is not None:
                 connection.send("drop", ctx)
-        else:
-            if ct.master is not None:
-                trace.fire(rules.NO_PAYLOAD)
-            if new:
-                connection.send("confirm", ctx)
+        elif ct.master is not None:
+            trace.fire(rules.NO_PAYLOAD)
         return self._result(ctx, verdict, trace, journal_start, new)
 
     def _forwarded(self, ct: Conntrack, reply: bool) -> bool:

@@ -8,9 +8,10 @@ carry the rest: whether a connection has seen a reply, and the expectation
 table. Four machines say what that state is and how each message changes it:
 
 * :class:`ConnectionMachine` - one per conntrack: ``nf_conntrack_in()``'s view
-  (new and unconfirmed, unreplied, replied), which decides whether
-  ``sip_help_tcp()`` looks at the data at all (the ctinfo gate) and what a
-  dropped first packet takes with it.
+  (unreplied, replied: ``IPS_SEEN_REPLY``), which decides whether
+  ``sip_help_tcp()`` looks at the data at all (the ctinfo gate) and, with the
+  packet that created it still unconfirmed, what a dropped first packet
+  takes with it.
 * :class:`RegistrarMachine` - one per master: ``process_register_request()``
   and ``process_register_response()``; it holds the master's signalling
   expectation (``sip_exp_policy[]`` allows one) from its insertion through its
@@ -101,10 +102,13 @@ __all__ = ["CONTINUE", "IllegalTransition", "Runtime", "MACHINES", "EVENT_ORIGIN
 
 
 class ConnectionMachine(StateMachine):
-    """A conntrack as nf_conntrack_in() hands it to the helper."""
+    """A conntrack as nf_conntrack_in() hands it to the helper: its states are
+    IPS_SEEN_REPLY. Whether it is confirmed is no state of its own: a
+    conntrack is unconfirmed exactly while the packet that created it is on
+    its way through the hooks (``__nf_conntrack_confirm()`` at their end), so
+    that is a fact of the packet (``ctx.unconfirmed``), read by a guard."""
 
-    new = State("new", initial=True)  # created for this packet, not yet confirmed
-    unreplied = State("unreplied")  # ctinfo IP_CT_NEW / IP_CT_RELATED in the original direction
+    unreplied = State("unreplied", initial=True)  # ctinfo IP_CT_NEW / IP_CT_RELATED in the original direction
     replied = State("replied")  # IPS_SEEN_REPLY: ctinfo IP_CT_ESTABLISHED(_REPLY)
     destroyed = State("destroyed", final=True)
 
@@ -112,17 +116,16 @@ class ConnectionMachine(StateMachine):
     reply = unreplied.to(replied) | replied.to.itself()
     # sip_help_tcp(): "if (ctinfo != IP_CT_ESTABLISHED && ctinfo !=
     # IP_CT_ESTABLISHED_REPLY) return NF_ACCEPT" - sip_help_udp() has no gate.
-    # The first packet accepted, __nf_conntrack_confirm() confirms the conntrack.
-    payload = (new.to(unreplied, cond="carries_tcp", on="skip_not_established")
-               | new.to(unreplied, on="help_message")
-               | unreplied.to.itself(cond="carries_tcp", on="skip_not_established")
+    # Data on an unreplied TCP conntrack is one picked up mid-stream
+    # (nf_conntrack_tcp_loose): the handshake's SYN-ACK is a reply.
+    payload = (unreplied.to.itself(cond="carries_tcp", on="skip_not_established")
                | unreplied.to.itself(on="help_message")
                | replied.to.itself(on="help_message"))
-    # The same for a first packet the helper does not see (no payload, no helper).
-    confirm = new.to(unreplied)
-    # An NF_DROP of the packet that created the conntrack frees it unconfirmed,
-    # with what its helper expected; a confirmed one lives on.
-    drop = new.to(destroyed, on="free_unconfirmed") | unreplied.to.itself() | replied.to.itself()
+    # An NF_DROP of the packet that created the conntrack frees it unconfirmed
+    # (nf_conntrack_in() -> nf_ct_put() of a conntrack never inserted), with
+    # what its helper expected; a confirmed one lives on.
+    drop = (unreplied.to(destroyed, cond="unconfirmed", on="free_unconfirmed")
+            | unreplied.to.itself() | replied.to.itself())
     # Timeout, ctnetlink delete, a successor on the same tuple.
     destroy = unreplied.to(destroyed, on="remove_expectations") | replied.to(destroyed, on="remove_expectations")
 
@@ -130,6 +133,11 @@ class ConnectionMachine(StateMachine):
     def carries_tcp(ctx: Any, arg: Any) -> bool:
         """sip_help_tcp() rather than sip_help_udp() is the helper's entry point."""
         return ctx.ct.original.proto == 6  # IPPROTO_TCP
+
+    @staticmethod
+    def unconfirmed(ctx: Any, arg: Any) -> bool:
+        """!nf_ct_is_confirmed(ct): the packet that created the conntrack."""
+        return ctx.unconfirmed
 
     @staticmethod
     def skip_not_established(ctx: Any, arg: Any) -> None:
@@ -642,10 +650,8 @@ class NatMachine(StateMachine):
 EVENT_ORIGINS: dict[str, dict[str, str]] = {
     "ConnectionMachine": {
         "reply": "nf_conntrack_in(): a packet in the reply direction sets IPS_SEEN_REPLY",
-        "payload": "sip_help_udp() / sip_help_tcp(): a packet with payload on a conntrack with the helper (the "
-                   "first one accepted: __nf_conntrack_confirm())",
-        "confirm": "__nf_conntrack_confirm(): a first packet without payload or without the helper was accepted",
-        "drop": "the helper returned NF_DROP (nf_conntrack_in() -> nf_ct_destroy of an unconfirmed conntrack)",
+        "payload": "sip_help_udp() / sip_help_tcp(): a packet with payload on a conntrack with the helper",
+        "drop": "the helper returned NF_DROP (an unconfirmed conntrack is never inserted: nf_ct_put() frees it)",
         "destroy": "nf_ct_delete(): timeout, ctnetlink delete, a successor on the same tuple",
     },
     "RegistrarMachine": {

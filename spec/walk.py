@@ -88,6 +88,7 @@ class Walker(Generic[H, R]):
         self.aborted: set[frozenset[Endpoint]] = set()
 
     def step(self, index: int, step: Step) -> R:
+        """Step ``index`` of the dialog, through the visitor."""
         visitor = self.visitor
         if isinstance(step, Wait):
             self.now += step.seconds

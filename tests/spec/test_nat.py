@@ -317,20 +317,20 @@ def test_a_via_to_the_routers_own_address_is_not_forwarded_with_or_without_nat(h
             Content-Length: 0
 
         """, head)
-    step = predict(d).steps[0]
+    step = predict(d, wire=LAB_WIRE).steps[0]
     assert step.verdict == "drop" and step.packets[0].local
     from sipct.spec.report import step_json
 
-    assert step_json(d, step)["why"] == "addressed to the router itself: not forwarded"
+    assert step_json(d, step, LAB_WIRE)["why"] == "addressed to the router itself: not forwarded"
 
 
 def test_the_prediction_json_shows_what_nat_rewrote() -> None:
     from sipct.spec.report import prediction_json
 
     d = dialog(REGISTER)
-    data = prediction_json(predict(d))["steps"][0]
+    data = prediction_json(predict(d, wire=LAB_WIRE))["steps"][0]
     assert data["why"] is None
     assert "Via: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bK3" in data["rewritten"]
     assert data["received"].startswith("REGISTER sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1:5060")
-    plain = prediction_json(predict(dialog(REGISTER, NO_NAT_HEAD)))["steps"][0]
+    plain = prediction_json(predict(dialog(REGISTER, NO_NAT_HEAD), wire=LAB_WIRE))["steps"][0]
     assert "received" not in plain and "rewritten" not in plain

@@ -28,6 +28,7 @@ from sipct.harness.diff import compare  # noqa: E402
 from sipct.harness.lab import Lab  # noqa: E402
 from sipct.harness.run import DialogRunner, lab_hosts  # noqa: E402
 from sipct.spec.predict import predict  # noqa: E402
+from sipct.harness.wire import LAB_WIRE
 
 GOAL = 100
 
@@ -61,11 +62,11 @@ def packets_per_call(helper: bool, calls: int) -> float:
 
 def dialogs_per_second(helper: bool, calls: int) -> float:
     dialog = call_dialog()
-    prediction = predict(dialog)
+    prediction = predict(dialog, wire=LAB_WIRE)
     with Lab(lab_hosts(dialog), helper=helper) as lab, DialogRunner(lab) as runner:
         started = time.perf_counter()
         for _ in range(calls):
-            comparison = compare(predict(dialog), runner.run(dialog, (5060,)), "")
+            comparison = compare(predict(dialog, wire=LAB_WIRE), runner.run(dialog, (5060,)), "")
             assert comparison.agree == helper  # without the helper the kernel creates nothing
         del prediction
         return calls / (time.perf_counter() - started)

@@ -25,6 +25,7 @@ from .pcapng import Record, write_pcapng
 from .sipp import SippResult, run_calls
 from .sniffer import RouterCapture
 from .streams import COPY_WINDOW
+from sipct.harness.wire import LAB_WIRE
 
 UAC = HostSpec("uac", ("192.0.2.2", "2001:db8:1::2"))
 UAS = HostSpec("uas", ("198.51.100.2", "2001:db8:2::2"))
@@ -85,7 +86,7 @@ def observe(transport: str, family: int, calls: int, out: Path, kernel: RunningK
     imported = import_capture(pcap, keep_addresses=True)
     dialog_path = out / f"{name}.yaml"
     dialog_path.write_text(imported.text, encoding="utf-8")
-    prediction = predict(imported.dialog, kernel.profile, kernel.params_for(None))
+    prediction = predict(imported.dialog, kernel.profile, kernel.params_for(None), wire=LAB_WIRE)
     forwarded = _forwarded(records)
     created = [to_spec(e, 0.0) for kind, e in kernel_events if kind == "new"]
     reports, kernel_only = _per_call(imported, prediction, forwarded, created)

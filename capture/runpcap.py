@@ -50,7 +50,7 @@ def pcap_name(dialog_name: str) -> str:
 
 def step_comment(prediction: Prediction, s: StepPrediction, kernel: StepDiff | None, release: str) -> str:
     d = prediction.dialog
-    lines = [f"sipct step {s.index} (line {s.step.line}): {describe_step(d, s.step)}",
+    lines = [f"sipct step {s.index} (line {s.step.line}): {describe_step(d, s.step, wire=prediction.wire)}",
              f"spec (profile {prediction.profile.name}): {s.verdict or 'no verdict'}"]
     drop = next((p.drop_rule for p in s.packets if p.drop_rule), None)
     if drop is not None:

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from sipct.spec.dialog import Dialog, DialogError, load_dialog
 from sipct.spec.printable import printable
+from sipct.harness.wire import LAB_WIRE
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,4 +67,4 @@ def refuse_unpredictable(dialog: Dialog) -> None:
 
     for profile in PROFILES.values():
         if not dialog.kernels or profile.name in dialog.kernels:
-            predict(dialog, profile)
+            predict(dialog, profile, wire=LAB_WIRE)

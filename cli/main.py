@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, worst
+from sipct.harness.wire import LAB_WIRE
 
 
 def _profile_arg(value: str):
@@ -50,7 +51,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
             continue
         if not args.json:  # JSON output has them in each prediction
             print_warnings(dialog, err)
-        prediction = predict(dialog, args.profile)
+        prediction = predict(dialog, args.profile, wire=LAB_WIRE)
         if prediction.failures:
             status = worst(status, EXIT_DIVERGED)
         if args.json:

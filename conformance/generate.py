@@ -33,6 +33,7 @@ from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple
 from sipct.spec.natmap import DestinationNat, NatTopology, SourceNat
 from sipct.spec.predict import Unpredictable, predict
 from sipct.spec.topology import network_of, router_address
+from sipct.harness.wire import LAB_WIRE
 
 HOSTS = {
     4: {"ua": "192.0.2.2", "ua2": "192.0.2.3", "server": "198.51.100.2", "third": "203.0.113.2"},
@@ -662,7 +663,7 @@ def predictable_prefix(dialog: Dialog) -> Dialog:
     and counts, what another profile still finds unpredictable)."""
     def predictable(n: int) -> bool:
         try:
-            predict(replace(dialog, steps=dialog.steps[:n]))
+            predict(replace(dialog, steps=dialog.steps[:n]), wire=LAB_WIRE)
         except Unpredictable:  # predict()'s form of natmap.NatClash / natsip.NatUnpredictable
             return False
         return True

@@ -32,6 +32,7 @@ from sipct.spec.machines import MACHINES
 from sipct.spec.predict import Prediction, predict
 from sipct.spec.profiles import PROFILES, KernelProfile
 from sipct.spec.transitions import CompiledMachine, CompiledTransition
+from sipct.harness.wire import LAB_WIRE
 
 # A surviving mutant is the divergence of this command (1), as sipct's other commands report theirs.
 EXIT_SURVIVORS = EXIT_DIVERGED
@@ -107,7 +108,7 @@ Observation = list[tuple]
 def observe(dialog: Dialog, profile: KernelProfile) -> Observation:
     """What the kernel would be seen to do, step by step, as the spec predicts it."""
     try:
-        prediction: Prediction = predict(dialog, profile)
+        prediction: Prediction = predict(dialog, profile, wire=LAB_WIRE)
     except Exception as exc:  # a mutant may break the spec in any way; that is a kill
         return [("raised", f"{type(exc).__name__}: {exc}")]
     return [(s.verdict, s.expectations, tuple((e.kind, e.expectation) for e in s.events), s.arrivals)

@@ -31,6 +31,7 @@ from sipct.spec.machines import MACHINES
 from sipct.spec.predict import Unpredictable, predict
 from sipct.spec.profiles import KernelProfile
 from sipct.spec.rules import RULES
+from sipct.harness.wire import LAB_WIRE
 
 # Dialogs with this tag (conformance/scenarios/versions/) probe behaviour that
 # differs between kernel versions: the report keeps their step-by-step results.
@@ -160,7 +161,7 @@ class Suite:
             return []
         params = self.kernel.params_for(dialog.params)
         try:
-            prediction = predict(dialog, self.profile, params)
+            prediction = predict(dialog, self.profile, params, wire=LAB_WIRE)
         except Unpredictable as exc:
             # The kernel would choose a port at random: no spec can say what
             # this dialog does (generated NAT dialogs avoid most such cases).

@@ -75,6 +75,8 @@ nitpick_ignore_regex = [
     # handlers' context and verdict, a lab network, the NAT part of an
     # expectation, a predicted arrival), documented with their modules' prose.
     (r"py:class", r"(PacketContext|Verdict|Network|ExpectNat|Arrival)"),
+    # The walker's type variables: a visitor's connection handle and step outcome.
+    (r"py:class", r"sipct\.spec\.walk\.[HR]"),
     # The fields of the netlink values the API pages show: ctnetlink's and
     # nfnetlink_cthelper's nested attributes, one class each.
     (r"py:class", r"sipct\.netlink\.ctexp\.(ExpectTuple|ExpectMask|MasterTuple|ExpectNat)"),

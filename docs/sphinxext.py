@@ -439,6 +439,7 @@ class LadderDirective(_Generated):
 
     def render(self) -> list[str]:
         from sipct.explain.ladder import ladder_svg
+        from sipct.harness.wire import LAB_WIRE
         from sipct.spec.dialog import load_dialog
         from sipct.spec.predict import predict
         from sipct.spec.profiles import DEFAULT_PROFILE, PROFILES
@@ -447,8 +448,8 @@ class LadderDirective(_Generated):
         path = Path(env.srcdir).parent / self.arguments[0]
         env.note_dependency(str(path))
         dialog = load_dialog(path)
-        base = predict(dialog, DEFAULT_PROFILE)
-        others = {name: predict(dialog, profile) for name, profile in PROFILES.items()
+        base = predict(dialog, DEFAULT_PROFILE, wire=LAB_WIRE)
+        others = {name: predict(dialog, profile, wire=LAB_WIRE) for name, profile in PROFILES.items()
                   if profile is not DEFAULT_PROFILE}
         differ = [name for name, p in others.items()
                   if any(_step_outcome(dialog, a) != _step_outcome(dialog, b) for a, b in zip(base.steps, p.steps))]
@@ -467,7 +468,8 @@ class LadderDirective(_Generated):
             rules = " ".join(f":rule:`{r}`" for r in dict.fromkeys(f.rule.id for f in s.firings)) or "-"
             machines = "; ".join(f"{m.removesuffix('Machine')}: ``{src} --{label}-->``"
                                  for m, src, label in s.transitions) or "-"
-            row = [str(s.index), f"``{_literal(describe(dialog, s.step))}``", verdict or "-", rules, machines,
+            step = _literal(describe(dialog, s.step, base.wire))
+            row = [str(s.index), f"``{step}``", verdict or "-", rules, machines,
                    " ".join(f"``{_literal(e)}``" for e in table) or "-"]
             for name in differ:
                 other = _step_outcome(dialog, others[name].steps[s.index])
@@ -483,10 +485,10 @@ def _step_outcome(dialog, step) -> tuple:  # type: ignore[no-untyped-def]
     return (step.verdict, tuple(f"{dialog.symbolic(e)} ({e.remaining(step.time):.0f} s)" for e in step.expectations))
 
 
-def describe(dialog, step) -> str:  # type: ignore[no-untyped-def]
+def describe(dialog, step, wire) -> str:  # type: ignore[no-untyped-def]
     from sipct.spec.report import describe_step
 
-    return describe_step(dialog, step)
+    return describe_step(dialog, step, wire=wire)
 
 
 def _literal(text: str) -> str:

@@ -12,6 +12,7 @@ from rich.text import Text
 from sipct.cli.batch import say
 from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, worst
 from sipct.spec.printable import printable
+from sipct.harness.wire import LAB_WIRE
 
 
 def add_explain_parser(sub: argparse._SubParsersAction, profile_arg, default_profile) -> None:
@@ -61,7 +62,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             status = worst(status, EXIT_ERROR)
             continue
         print_warnings(dialog, err)
-        prediction = predict(dialog, args.profile)
+        prediction = predict(dialog, args.profile, wire=LAB_WIRE)
         steps = explain(prediction, where_labels(dialog, frames))
         hosts = ", ".join(f"{name} {addr}" for name, addr in dialog.hosts.items())
         out.print(Text.assemble((printable(dialog.name), "bold"), f" ({printable(str(path))}), kernel profile "

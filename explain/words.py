@@ -94,7 +94,8 @@ def explain(prediction: Prediction, where: list[str] | None = None) -> list[Step
                         if _identity(ev.expectation) not in after or _identity(ev.expectation) in new)
         drop = next((p.drop_rule for p in s.packets if p.drop_rule), None)
         out.append(StepExplanation(
-            s.index, where[s.index] if where else f"line {s.step.line}", describe_step(d, s.step), s.verdict, drop,
+            s.index, where[s.index] if where else f"line {s.step.line}", describe_step(d, s.step, wire=prediction.wire),
+            s.verdict, drop,
             KERNEL_LOG.format(drop.log) if drop is not None and drop.log else None, tuple(_happened(d, s)),
             created, refreshed, removed, tuple((f.rule, f.detail) for f in s.firings),
             tuple(f"{d.symbolic(e)} ({e.remaining(s.time):.0f} s)" for e in s.expectations)))

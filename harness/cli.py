@@ -14,6 +14,7 @@ from rich.text import Text
 from sipct.spec.printable import printable
 from sipct.cli.batch import BadFile, load_batch, say
 from sipct.spec.exitcodes import EXIT_DIVERGED, EXIT_ERROR, EXIT_OK, worst
+from sipct.harness.wire import LAB_WIRE
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             params = kernel.params_for(dialog.params)
             try:
-                prediction = predict(dialog, profile, params)
+                prediction = predict(dialog, profile, params, wire=LAB_WIRE)
             except DialogError as exc:  # Unpredictable: the kernel would decide at random
                 bad = BadFile(dialog.source, str(exc))
                 bad.print(err)
@@ -171,7 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  log_level="debug") as reference:
                 diverged = False
                 for comparison, i in comparisons:
-                    prediction = predict(comparison.dialog, profile, kernel.params_for(comparison.dialog.params))
+                    prediction = predict(comparison.dialog, profile, kernel.params_for(comparison.dialog.params),
+                                         wire=LAB_WIRE)
                     run = reference.run(comparison.dialog, prediction.params.ports,
                                         [s.delivered for s in prediction.steps])
                     ref = compare(prediction, run, kernel.release)

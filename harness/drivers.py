@@ -81,7 +81,7 @@ class TcpConnection:
     once (Nagle would otherwise hold back a small write while data is
     unacknowledged) -- as long as a write fits into one MSS (segment_size());
     a larger one is cut by TCP, which is why DialogRunner writes what
-    sipct.spec.topology.wire_segments() cut.
+    sipct.harness.wire.LAB_WIRE cut.
     """
 
     def __init__(

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from sipct.harness.diff import Comparison
 from sipct.spec.printable import printable
+from sipct.harness.wire import LAB_WIRE
 from sipct.spec.report import describe_step, expectation_json
 
 JSON_FORMAT = "sipct.run/1"
@@ -23,7 +24,7 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
         steps.append({
             "index": p.index,
             "line": p.step.line,
-            "step": describe_step(d, p.step),
+            "step": describe_step(d, p.step, wire=LAB_WIRE),
             "agree": s.agree,
             "spec": {"verdict": p.verdict, "rules": [f.rule.id for f in p.firings],
                      "expectations": [expectation_json(d, e, p.time) for e in p.expectations]},
@@ -116,7 +117,7 @@ def print_comparison(c: Comparison, console: Console) -> None:
         rules = " ".join(dict.fromkeys(f.rule.id for f in s.prediction.firings))
         for i, v in enumerate(s.divergences):
             table.add_row(str(s.index) if i == 0 else "",
-                          Text(describe_step(d, s.prediction.step, printable)) if i == 0 else "",
+                          Text(describe_step(d, s.prediction.step, printable, wire=LAB_WIRE)) if i == 0 else "",
                           v.aspect, _plain(v.spec), _plain(v.kernel), rules if i == 0 else "")
     if run_start is not None:
         table.add_row(f"{run_start}-", "[dim]agree[/dim]", "", "", "", "")

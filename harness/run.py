@@ -25,7 +25,8 @@ from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, Address, Expectation, expectation_key
 from sipct.spec.predict import StepPrediction, dialled
 from sipct.spec.report import describe_step
-from sipct.spec.topology import TCP_SEGMENT_SIZE
+from sipct.spec.walk import Connection, Walker
+from sipct.harness.wire import LAB_WIRE
 
 # How long a packet may take before it counts as dropped by the helper.
 DROP_TIMEOUT = 0.25
@@ -40,7 +41,7 @@ class LabCannotCarry(LabError):
     def __init__(self, dialog: Dialog, index: int, step: Step, reason: str) -> None:
         self.source, self.line, self.index, self.reason = dialog.source, step.line, index, reason
         where = f"{dialog.source}:{step.line}" if step.line else dialog.source
-        what = describe_step(dialog, step)
+        what = describe_step(dialog, step, wire=LAB_WIRE)
         if isinstance(step, Send):
             what += f", {len(step.payload):,} bytes"
         super().__init__(f"{where}: steps[{index}] ({what}): the lab cannot carry it: {reason}")
@@ -135,52 +136,21 @@ class DialogRunner:
         lab, names = self._lab_for(dialog, ports)
         lab.set_nat(dialog.nat, dialog.forward)
         lab.reset()
-        family = dialog.family
         result = KernelRun(dialog)
-        connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]] = {}
         ctexp, listener = self._sockets(lab)
         try:
             ctexp.flush()
             listener.drain_events()
             started = time.monotonic()
-            now = 0.0
+            walker = Walker(dialog, LAB_WIRE, _LabSteps(lab, names, dialog, ctexp, started, self.drop_timeout,
+                                                        expected, predicted))
             stragglers = lab.sweep_stragglers()
             for index, step in enumerate(dialog.steps):
                 task.what = partial(_step_text, dialog, index)
                 if on_step is not None:
                     on_step(lab, index)
-                timeout = self.drop_timeout
-                if expected is not None and index < len(expected) and expected[index]:
-                    timeout = max(timeout, DELIVERY_TIMEOUT)
-                delivered: bool | None = None
-                data: bytes | None = None
-                seen: tuple = (None, None, None)
-                plan = predicted[index] if predicted is not None and index < len(predicted) else None
-                if isinstance(step, Wait):
-                    now += step.seconds
-                    _sleep_until(started + now)
-                    # The spec destroys a master at its timeout (master.timeout);
-                    # the kernel only once something walks over it.
-                    ctexp.reap_expired_conntracks()
-                elif isinstance(step, DeleteConntrack):
-                    ctexp.delete_conntrack(MasterTuple(dialog.hosts[step.src.host], dialog.hosts[step.dst.host],
-                                                       step.src.port, step.dst.port, step.proto))
-                elif isinstance(step, Connect):
-                    with _carrying(dialog, index, step):
-                        conn = lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host],
-                                               step.dst.port, family, timeout=max(timeout, DELIVERY_TIMEOUT),
-                                               to=_dialled(dialog, step, IPPROTO_TCP))
-                    _check_segment_size(dialog, index, step, conn)
-                    key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
-                    connections[key] = (conn, True)
-                    connections[(key[2], key[3], key[0], key[1])] = (conn, False)
-                    delivered = True
-                else:
-                    assert isinstance(step, Send)
-                    with _carrying(dialog, index, step):
-                        delivery = self._send(lab, names, dialog, step, family, connections, timeout, plan)
-                    delivered, data = delivery.delivered, delivery.data
-                    seen = (_endpoint(delivery.src), _endpoint(delivery.dst), delivery.elsewhere)
+                delivered, data, seen = walker.step(index, step)
+                now = walker.now
                 dumped = ctexp.dump()
                 # After the dump: ctnetlink computes the remaining timeouts while dumping,
                 # so the time the dump took under load is part of the drift (harness.diff).
@@ -214,9 +184,75 @@ class DialogRunner:
                 sock.close()
             self._netlink = None
 
-    def _send(self, lab: Lab, names: dict[str, str], dialog: Dialog, step: Send, family: int,
-              connections: dict[tuple[str, int, str, int], tuple[TcpConnection, bool]], timeout: float,
-              plan: StepPrediction | None = None) -> Delivery:
+
+# What one step made: delivered (None: not a packet step), the bytes the
+# receiver read, and the ends as it saw them and the host reached instead.
+Outcome = tuple[bool | None, bytes | None, tuple]
+_NOTHING: tuple = (None, None, None)
+
+
+class _LabSteps:
+    """The lab's :class:`~sipct.spec.walk.StepVisitor`: each step carried
+    out in the lab; a TCP connection's handle is the lab's TcpConnection."""
+
+    def __init__(self, lab: Lab, names: dict[str, str], dialog: Dialog, ctexp: CtExpSocket, started: float,
+                 drop_timeout: float, expected: Sequence[bool | None] | None,
+                 predicted: Sequence[StepPrediction] | None) -> None:
+        self.lab, self.names, self.dialog, self.ctexp, self.started = lab, names, dialog, ctexp, started
+        self.drop_timeout, self.expected, self.predicted = drop_timeout, expected, predicted
+
+    def _timeout(self, index: int) -> float:
+        expected = self.expected
+        if expected is not None and index < len(expected) and expected[index]:
+            return max(self.drop_timeout, DELIVERY_TIMEOUT)
+        return self.drop_timeout
+
+    def wait(self, index: int, step: Wait, now: float) -> Outcome:
+        _sleep_until(self.started + now)
+        # The spec destroys a master at its timeout (master.timeout);
+        # the kernel only once something walks over it.
+        self.ctexp.reap_expired_conntracks()
+        return None, None, _NOTHING
+
+    def delete_conntrack(self, index: int, step: DeleteConntrack, now: float) -> Outcome:
+        hosts = self.dialog.hosts
+        self.ctexp.delete_conntrack(MasterTuple(hosts[step.src.host], hosts[step.dst.host], step.src.port,
+                                                step.dst.port, step.proto))
+        return None, None, _NOTHING
+
+    def connect(self, index: int, step: Connect, now: float) -> tuple[Outcome, TcpConnection]:
+        dialog, names = self.dialog, self.names
+        with _carrying(dialog, index, step):
+            conn = self.lab.tcp_connect(names[step.src.host], step.src.port, names[step.dst.host], step.dst.port,
+                                        dialog.family, timeout=max(self._timeout(index), DELIVERY_TIMEOUT),
+                                        to=_dialled(dialog, step, IPPROTO_TCP))
+        _check_segment_size(dialog, index, step, conn)
+        return (True, None, _NOTHING), conn
+
+    def send(self, index: int, step: Send, now: float, segments: tuple[bytes, ...],
+             connection: Connection[TcpConnection] | None) -> tuple[Outcome, bool]:
+        with _carrying(self.dialog, index, step):
+            delivery = self._send(index, step, segments, connection)
+        outcome = (delivery.delivered, delivery.data,
+                   (_endpoint(delivery.src), _endpoint(delivery.dst), delivery.elsewhere))
+        return outcome, step.proto == IPPROTO_TCP and not delivery.delivered
+
+    def abort(self, index: int, step: Send, now: float, connection: Connection[TcpConnection] | None,
+              outcome: Outcome) -> Outcome:
+        # TcpConnection.send aborted it already when the segment went missing
+        # (a FIN would queue behind the retransmission); abort() is idempotent.
+        if connection is not None:
+            connection.handle.abort()
+        return outcome
+
+    def silent(self, index: int, step: Send, now: float) -> Outcome:
+        return False, None, _NOTHING
+
+    def _send(self, index: int, step: Send, segments: tuple[bytes, ...],
+              connection: Connection[TcpConnection] | None) -> Delivery:
+        lab, names, dialog, family = self.lab, self.names, self.dialog, self.dialog.family
+        timeout = self._timeout(index)
+        plan = self.predicted[index] if self.predicted is not None and index < len(self.predicted) else None
         # Under NAT the spec says where the packets arrive and what they hold.
         arrivals = plan.arrivals if plan is not None else ()
         if step.proto != IPPROTO_TCP:
@@ -231,16 +267,14 @@ class DialogRunner:
             return lab.udp_send(names[step.src.host], step.src.port, names[step.dst.host], step.dst.port,
                                 step.payload, family=family, timeout=timeout, to=_dialled(dialog, step, step.proto),
                                 receive_port=receive_port)
-        key = (step.src.host, step.src.port, step.dst.host, step.dst.port)
-        if key not in connections:
+        if connection is None:
             raise ValueError(f"line {step.line}: TCP data on {step.src} -> {step.dst} before a connect step")
-        conn, from_client = connections[key]
-        segments = step.on_wire(family)
         lengths = None
         if arrivals:
             lengths = [len(a.payload) if a is not None else len(seg) for a, seg in zip(arrivals, segments)]
             lengths += [len(seg) for seg in segments[len(lengths):]]
-        return conn.send(from_client, segments, timeout=timeout, receive_lengths=lengths)
+        return connection.handle.send(connection.from_client(step), segments, timeout=timeout,
+                                      receive_lengths=lengths)
 
 
 def _dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple | None:
@@ -266,10 +300,10 @@ def _carrying(dialog: Dialog, index: int, step: Step) -> Iterator[None]:
 
 
 def _check_segment_size(dialog: Dialog, index: int, step: Connect, conn: TcpConnection) -> None:
-    """The spec cuts TCP writes at the lab's model MSS (wire_segments); on a
+    """The spec cuts TCP writes at the lab's model MSS (LAB_WIRE); on a
     connection with a smaller one, TCP would cut the pieces again and the
     helper would see segments the spec was never given."""
-    mss, model = conn.segment_size(), TCP_SEGMENT_SIZE[dialog.family]
+    mss, model = conn.segment_size(), LAB_WIRE.segment_size(dialog.family)
     if mss < model:
         raise LabCannotCarry(dialog, index, step, f"the connection's MSS is {mss} bytes, less than the "
                                                   f"{model} at which the spec cuts IPv{dialog.family} TCP writes")
@@ -292,7 +326,8 @@ def _step_text(dialog: Dialog, index: int) -> str:
     from sipct.spec.report import describe_step
 
     step = dialog.steps[index]
-    return f"dialog {dialog.name} ({dialog.source}), step {index} (line {step.line}): {describe_step(dialog, step)}"
+    what = describe_step(dialog, step, wire=LAB_WIRE)
+    return f"dialog {dialog.name} ({dialog.source}), step {index} (line {step.line}): {what}"
 
 
 def _sleep_until(deadline: float) -> None:

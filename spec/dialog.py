@@ -44,9 +44,20 @@ from .params import ModuleParams, ParameterError
 from .printable import printable
 from .profiles import PROFILES
 from .natmap import DestinationNat, NatTopology, SourceNat
-from .topology import TCP_WRITE_MAX, UDP_PAYLOAD_MAX, Network, network_of, router_address, wire_segments
+from .topology import Network, network_of, router_address
 
 PROTOS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
+# The largest UDP payload of one datagram: the 16-bit IPv4 total length less
+# its 20-byte header and the 8-byte UDP header; IPv6's payload length counts
+# the UDP header but not the 40-byte IPv6 header (jumbograms need a hop-by-hop
+# option no dialog sends). udp_sendmsg() refuses more with EMSGSIZE.
+UDP_PAYLOAD_MAX = {4: 65_535 - 20 - 8, 6: 65_535 - 8}
+# The most one send step may write on a TCP connection, a limit of the format
+# that keeps every dialog quick to run: the lab writes a step one segment at a
+# time, each read by the peer before the next, and 1 MiB takes about a second,
+# lab and spec together. A 100 KB SIP message, far beyond any real one, fits
+# ten times.
+TCP_WRITE_MAX = 1 << 20
 FAMILIES = {"ipv4": 4, "ipv6": 6}
 EOLS = {"crlf": b"\r\n", "lf": b"\n", "cr": b"\r"}
 # The loader reads every scalar as text, so the base resolver: the safe one's
@@ -135,10 +146,6 @@ class Send:
     @property
     def payload(self) -> bytes:
         return b"".join(self.segments)
-
-    def on_wire(self, family: int) -> tuple[bytes, ...]:
-        """What crosses the router: the datagram, or the writes cut at the lab's MSS."""
-        return wire_segments(self.segments, family) if self.proto == IPPROTO_TCP else self.segments
 
     def size_problem(self, family: int) -> str | None:
         """Why the lab cannot carry this payload, if it cannot."""

@@ -16,6 +16,8 @@ from .profiles import DEFAULT_PROFILE, KernelProfile
 from .table import TableEvent
 from .topology import LabRouting
 from .trace import Firing, Trace
+from .walk import Connection, Walker
+from .wire import Wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class Prediction:
     dialog: Dialog
     profile: KernelProfile
     params: ModuleParams
+    wire: Wire  # what carried the dialog's packets
     steps: tuple[StepPrediction, ...] = field(default_factory=tuple)
 
     @property
@@ -99,9 +102,10 @@ class Unpredictable(DialogError):
 
 
 def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
-            params: ModuleParams | None = None) -> Prediction:
+            params: ModuleParams | None = None, *, wire: Wire) -> Prediction:
+    """What the kernel's helper does with ``dialog`` carried by ``wire``."""
     try:
-        return _predict(dialog, profile, params)
+        return _predict(dialog, profile, params, wire)
     except (NatClash, NatUnpredictable) as exc:
         index = getattr(exc, "step_index", None)
         step = dialog.steps[index] if index is not None else None
@@ -110,7 +114,7 @@ def predict(dialog: Dialog, profile: KernelProfile = DEFAULT_PROFILE,
                             f"deterministically (docs/nat.rst)") from None
 
 
-def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None) -> Prediction:
+def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None, wire: Wire) -> Prediction:
     params = params or dialog.effective_params
     routing = LabRouting(dialog.hosts.values())
     nat = dialog.nat
@@ -119,41 +123,37 @@ def _predict(dialog: Dialog, profile: KernelProfile, params: ModuleParams | None
     faces = bool(nat) or any(getattr(s, "via", None) is not None for s in dialog.steps)
     helper = SipHelper(params, profile, routing.same_interface, nat, routing.router_owns if faces else None,
                        dialog.forward)
-    hosts = dialog.hosts
-    by_address = {a: name for name, a in hosts.items()}
-    # The wire tuple of each TCP connection (the client's side), by its dialog endpoints.
-    tcp: dict[tuple, ConnTuple] = {}
-    now = 0.0
+    walker = Walker(dialog, wire, _Predictor(dialog, helper, faces))
     out: list[StepPrediction] = []
-    # TCP connections the lab reset after the helper dropped one of their
-    # segments (see harness/drivers.py): nothing more is sent on them.
-    reset: set[frozenset] = set()
     for index, step in enumerate(dialog.steps):
         try:
-            out.append(_step(dialog, index, step, helper, hosts, faces, tcp, reset, by_address, now))
+            out.append(walker.step(index, step))
         except (NatClash, NatUnpredictable) as exc:
             exc.step_index = index  # type: ignore[attr-defined]
             raise
-        now = out[-1].time
-    return Prediction(dialog, profile, params, tuple(out))
+    return Prediction(dialog, profile, params, wire, tuple(out))
 
 
-def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict, faces: bool, tcp: dict,
-          reset: set, by_address: dict, now: float) -> StepPrediction:
-    journal_start = len(helper.table.journal)
-    results: list[PacketResult] = []
-    arrivals: list[Arrival | None] = []
-    timer = Trace()
-    if isinstance(step, Wait):
-        now += step.seconds
-        helper.advance(now, timer)
-    elif isinstance(step, Connect):
-        dst, dport = dialled(dialog, step, IPPROTO_TCP)
-        results.append(helper.tcp_connect(hosts[step.src.host], step.src.port, dst, dport, now))
-        wire = ConnTuple(hosts[step.src.host], dst, IPPROTO_TCP, step.src.port, dport)
-        tcp[(step.src, step.dst)] = wire
-        tcp[(step.dst, step.src)] = wire
-    elif isinstance(step, DeleteConntrack):
+class _Predictor:
+    """The spec's :class:`~sipct.spec.walk.StepVisitor`: each step through one
+    SipHelper. A TCP connection's handle is its wire tuple (the client's side)."""
+
+    def __init__(self, dialog: Dialog, helper: SipHelper, faces: bool) -> None:
+        self.dialog, self.helper = dialog, helper
+        self.hosts = dialog.hosts
+        self.by_address = {a: name for name, a in dialog.hosts.items()}
+        self.show_arrivals = faces or dialog.forward != "accept"
+
+    def wait(self, index: int, step: Wait, now: float) -> StepPrediction:
+        start = len(self.helper.table.journal)
+        timer = Trace()
+        self.helper.advance(now, timer)
+        return self._prediction(index, step, now, start, timer=timer)
+
+    def delete_conntrack(self, index: int, step: DeleteConntrack, now: float) -> StepPrediction:
+        helper, hosts = self.helper, self.hosts
+        start = len(helper.table.journal)
+        timer = Trace()
         # ctnetlink_del_conntrack() finds the conntrack by either direction's tuple.
         ct = helper.conntrack(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
                                         step.src.port, step.dst.port))
@@ -163,29 +163,69 @@ def _step(dialog: Dialog, index: int, step: Step, helper: SipHelper, hosts: dict
             deleted = Trace()
             helper.forget(ct.original, now, deleted)
             timer.transitions.extend(deleted.transitions)
-    elif step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in reset:
-        pass  # the connection is gone: nothing is sent, nothing arrives
-    else:
-        wire = _wire(dialog, step, tcp, helper)
-        for segment in step.on_wire(dialog.family):
+        return self._prediction(index, step, now, start, timer=timer)
+
+    def connect(self, index: int, step: Connect, now: float) -> tuple[StepPrediction, ConnTuple]:
+        start = len(self.helper.table.journal)
+        dst, dport = dialled(self.dialog, step, IPPROTO_TCP)
+        src = self.hosts[step.src.host]
+        result = self.helper.tcp_connect(src, step.src.port, dst, dport, now)
+        return (self._prediction(index, step, now, start, results=[result]),
+                ConnTuple(src, dst, IPPROTO_TCP, step.src.port, dport))
+
+    def send(self, index: int, step: Send, now: float, segments: tuple[bytes, ...],
+             connection: Connection[ConnTuple] | None) -> tuple[StepPrediction, bool]:
+        helper = self.helper
+        start = len(helper.table.journal)
+        wire = self._wire(step, connection)
+        results: list[PacketResult] = []
+        arrivals: list[Arrival | None] = []
+        for segment in segments:
             results.append(helper.packet(Packet(wire.src, wire.sport, wire.dst, wire.dport, step.proto, segment),
                                          now))
-            arrivals.append(_arrival(wire, segment, results[-1], by_address))
+            arrivals.append(_arrival(wire, segment, results[-1], self.by_address))
             if not results[-1].accepted:
                 break
-        if step.proto == IPPROTO_TCP and not results[-1].accepted:
-            # A dropped TCP segment would be retransmitted (and processed)
-            # again and again; the lab resets the connection instead.
-            reset.add(frozenset((step.src, step.dst)))
-            helper.tcp_reset(wire.src, wire.sport, wire.dst, wire.dport, now)
-    table = tuple(helper.expectations())
-    prediction = StepPrediction(index, step, now, tuple(results), table,
-                                helper.table.ctnetlink_events(journal_start),
-                                timer_firings=tuple(timer.firings), timer_transitions=tuple(timer.transitions),
-                                arrivals=tuple(arrivals) if faces or dialog.forward != "accept" else ())
-    if isinstance(step, Send) and step.expect is not None:
-        prediction = _check(prediction, step.expect, dialog)
-    return prediction
+        self._send_start = start
+        prediction = self._prediction(index, step, now, start, results=results, arrivals=arrivals)
+        return prediction, bool(results) and not results[-1].accepted
+
+    def abort(self, index: int, step: Send, now: float, connection: Connection[ConnTuple] | None,
+              outcome: StepPrediction) -> StepPrediction:
+        # The RST moves the conntrack to CLOSE within the step; the step's
+        # table and events are read after it.
+        wire = self._wire(step, connection)
+        self.helper.tcp_reset(wire.src, wire.sport, wire.dst, wire.dport, now)
+        return self._prediction(index, step, now, self._send_start, results=list(outcome.packets),
+                                arrivals=[a for a in outcome.arrivals])
+
+    def silent(self, index: int, step: Send, now: float) -> StepPrediction:
+        return self._prediction(index, step, now, len(self.helper.table.journal))
+
+    def _wire(self, step: Send, connection: Connection[ConnTuple] | None) -> ConnTuple:
+        """The tuple the sender's packet has on the wire: the connection's in
+        the sender's direction (TCP), else to the receiver's face."""
+        if connection is not None:
+            client = connection.handle
+            if connection.from_client(step):
+                return client
+            ct = self.helper.conntrack(client)
+            return ct.reply if ct is not None and ct.reply is not None else client.reply()
+        dst, dport = dialled(self.dialog, step, step.proto)
+        return ConnTuple(self.hosts[step.src.host], dst, step.proto, step.src.port, dport)
+
+    def _prediction(self, index: int, step: Step, now: float, journal_start: int, *,
+                    results: list[PacketResult] = (), arrivals: list[Arrival | None] = (),  # type: ignore[assignment]
+                    timer: Trace | None = None) -> StepPrediction:
+        helper = self.helper
+        prediction = StepPrediction(index, step, now, tuple(results), tuple(helper.expectations()),
+                                    helper.table.ctnetlink_events(journal_start),
+                                    timer_firings=tuple(timer.firings) if timer else (),
+                                    timer_transitions=tuple(timer.transitions) if timer else (),
+                                    arrivals=tuple(arrivals) if self.show_arrivals else ())
+        if isinstance(step, Send) and step.expect is not None:
+            prediction = _check(prediction, step.expect, self.dialog)
+        return prediction
 
 
 def dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple[Address, int]:
@@ -196,20 +236,6 @@ def dialled(dialog: Dialog, step: Send | Connect, proto: int) -> tuple[Address, 
         return step.via
     hosts = dialog.hosts
     return dialog.nat.face(hosts[step.src.host], hosts[step.dst.host], step.dst.port, proto)
-
-
-def _wire(dialog: Dialog, step: Send, tcp: dict, helper: SipHelper) -> ConnTuple:
-    """The tuple the sender's packet has on the wire: to the receiver's face
-    (UDP), or the connection's tuple in the sender's direction (TCP)."""
-    src = dialog.hosts[step.src.host]
-    if step.proto == IPPROTO_TCP and (step.src, step.dst) in tcp:
-        client = tcp[(step.src, step.dst)]
-        if client.src == src and client.sport == step.src.port:
-            return client
-        ct = helper.conntrack(client)
-        return ct.reply if ct is not None and ct.reply is not None else client.reply()
-    dst, dport = dialled(dialog, step, step.proto)
-    return ConnTuple(src, dst, step.proto, step.src.port, dport)
 
 
 def _arrival(wire: ConnTuple, segment: bytes, result: PacketResult, by_address: dict) -> Arrival | None:

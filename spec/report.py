@@ -13,6 +13,7 @@ from .dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from .expectation import PROTO_NAMES, Expectation
 from .predict import Prediction, StepPrediction
 from .printable import printable
+from .wire import Wire
 
 JSON_FORMAT = "sipct.prediction/1"
 
@@ -21,8 +22,9 @@ def _latin1(data: bytes) -> str:
     return data.decode("latin-1")
 
 
-def describe_step(dialog: Dialog, step: object, text: Callable[[bytes], str] = _latin1) -> str:
-    """One line for a step; ``text`` turns the payload's first line into
+def describe_step(dialog: Dialog, step: object, text: Callable[[bytes], str] = _latin1, *, wire: Wire) -> str:
+    """One line for a step (``wire``: what carries it, which says how many
+    segments a TCP write is); ``text`` turns the payload's first line into
     text: for JSON every byte as the code point of its value (exact), for a
     terminal :func:`printable`."""
     if isinstance(step, Wait):
@@ -33,8 +35,8 @@ def describe_step(dialog: Dialog, step: object, text: Callable[[bytes], str] = _
         return f"delete-conntrack {PROTO_NAMES[step.proto]} {step.src} -> {step.dst}"
     assert isinstance(step, Send)
     first_line = text(step.payload.split(b"\n", 1)[0].rstrip(b"\r")[:60])
-    wire = step.on_wire(dialog.family)
-    segs = f" ({len(wire)} segments)" if len(wire) > 1 else ""
+    pieces = wire.segments(step, dialog.family)
+    segs = f" ({len(pieces)} segments)" if len(pieces) > 1 else ""
     return f"{PROTO_NAMES[step.proto]} {step.src} -> {step.dst}: {first_line}{segs}"
 
 
@@ -93,12 +95,12 @@ def expectation_json(dialog: Dialog, e: Expectation, now: float) -> dict[str, An
     }
 
 
-def step_json(dialog: Dialog, s: StepPrediction) -> dict[str, Any]:
+def step_json(dialog: Dialog, s: StepPrediction, wire: Wire) -> dict[str, Any]:
     return {
         "index": s.index,
         "line": s.step.line,
         "time": s.time,
-        "step": describe_step(dialog, s.step),
+        "step": describe_step(dialog, s.step, wire=wire),
         "verdict": s.verdict,
         "drop_rule": next((p.drop_rule.id for p in s.packets if p.drop_rule), None),
         "why": why_not_delivered(dialog, s),
@@ -129,7 +131,7 @@ def prediction_json(prediction: Prediction) -> dict[str, Any]:
         "profile": prediction.profile.name,
         "params": prediction.params.as_mapping(),
         "hosts": {name: str(addr) for name, addr in d.hosts.items()},
-        "steps": [step_json(d, s) for s in prediction.steps],
+        "steps": [step_json(d, s, prediction.wire) for s in prediction.steps],
         "warnings": [{"line": w.line, "message": w.message} for w in d.warnings],
         "ok": not prediction.failures,
     }
@@ -162,7 +164,7 @@ def print_prediction(prediction: Prediction, console: Console, *, verbose: bool 
         elif s.verdict == "accept":
             verdict = Text("accept", "green")
         rows = "\n".join(f"{d.symbolic(e)}  ({e.remaining(s.time):.0f}s)" for e in s.expectations) or "-"
-        step_text = Text(describe_step(d, s.step, printable))
+        step_text = Text(describe_step(d, s.step, printable, wire=prediction.wire))
         got = s.received
         if isinstance(s.step, Send) and got is not None and got != s.step.payload:
             step_text.append("\nrewritten: " + "; ".join(rewritten_lines(s.step.payload, got)), "dim")

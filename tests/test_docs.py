@@ -14,6 +14,7 @@ import pytest
 from sipct.docs.sphinxext import function_parts, ident_url, link_profile, machine_dot, rule_anchor, rule_group
 from sipct.spec.machines import MACHINES
 from sipct.spec.rules import RULES
+from sipct.harness.wire import LAB_WIRE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +142,7 @@ def test_dialogs_are_drawn_as_ladders_from_the_spec(html):
     sources = re.findall(r"^\.\. sipct-ladder:: (\S+)$", (ROOT / "docs" / "ladders.rst").read_text(), re.M)
     assert ladders.count('<div class="sipct-ladder"') == len(sources) >= 7 + 3
     # The register walk: every rule the spec fires links to its anchor.
-    register = predict(load_dialog(ROOT / "spec" / "examples" / "register.yaml"))
+    register = predict(load_dialog(ROOT / "spec" / "examples" / "register.yaml"), wire=LAB_WIRE)
     for rule_id in {f.rule.id for s in register.steps for f in s.firings}:
         assert f'href="rules.html#rule-{rule_id}"' in walk, rule_id
     # 6.1.170 reads expires=010 as octal: its own column.

@@ -20,6 +20,7 @@ from sipct.harness.report import add_reference, comparison_json, print_compariso
 from sipct.harness.run import KernelRun, StepObservation
 from sipct.spec.dialog import parse_dialog
 from sipct.spec.predict import predict
+from sipct.harness.wire import LAB_WIRE
 
 # ESC sequences, NUL, the one-byte CSI 0x9b (UTF-8 in a message, a byte in raw), a right-to-left override;
 # rich markup and an emoji code in the name.
@@ -78,7 +79,7 @@ def test_spec_json_keeps_the_exact_bytes(hostile, capsys):
 def comparison():
     """The hostile dialog with a kernel that delivered nothing."""
     dialog = parse_dialog(HOSTILE, "hostile\x1b[5m.yaml")
-    prediction = predict(dialog)
+    prediction = predict(dialog, wire=LAB_WIRE)
     run = KernelRun(dialog, [StepObservation(p.index, p.time, p.time, False, None, (), ()) for p in prediction.steps])
     return compare(prediction, run, "6.1.0-56-amd64")
 

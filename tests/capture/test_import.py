@@ -12,6 +12,7 @@ from sipct.cli.main import EXIT_ERROR, EXIT_OK, main
 from sipct.spec.dialog import Connect, Send, Wait, load_dialog
 from sipct.spec.predict import predict
 from tests.support.pcaps import Pkt, TcpFlow, invite, ok, pcap, pcap_cut, pcapng, tcp, udp
+from sipct.harness.wire import LAB_WIRE
 
 UA, SERVER = "10.0.0.5", "10.1.1.9"
 
@@ -40,7 +41,7 @@ def test_a_udp_call_lands_on_documentation_addresses_with_its_sdp_rewritten(tmp_
     assert isinstance(d.steps[1], Wait) and d.steps[1].seconds == 0.25
     assert [s.line for s in sends(d)] == [1, 2]  # the frame numbers
     assert "message: |" in imported.text and "{body_length}" in imported.text and "# frame 1" in imported.text
-    prediction = predict(d)
+    prediction = predict(d, wire=LAB_WIRE)
     assert [d.symbolic(e) for e in prediction.steps[0].expectations] == [
         "udp server:* -> ua:7078 audio", "udp server:* -> ua:7079 audio"]
 
@@ -78,7 +79,7 @@ def test_tcp_over_ipv6_keeps_the_segments_and_drops_retransmissions(tmp_path):
     assert b"c=IN IP6 2001:db8:1::2" in invite_step.payload
     assert imported.frames[-1] == (7,) and imported.skipped["TCP retransmission"] == 1
     assert "messages:" in imported.text and "split_at:" in imported.text and "{ua.uri}" in imported.text
-    assert predict(d).steps[-1].verdict == "accept"
+    assert predict(d, wire=LAB_WIRE).steps[-1].verdict == "accept"
 
 
 def test_forwarded_copies_on_a_second_interface_are_skipped(tmp_path):
@@ -176,7 +177,7 @@ def test_an_address_only_the_sdp_names_is_rewritten_too(tmp_path):
     payload = sends(d)[0].payload
     assert b"172.16.0.77" not in payload and b"c=IN IP4 203.0.113.254" in payload
     # not the sender's address: with sip_direct_media the kernel expects nothing
-    assert predict(d).steps[0].expectations == ()
+    assert predict(d, wire=LAB_WIRE).steps[0].expectations == ()
 
 
 def test_hold_address_stays(tmp_path):

@@ -20,6 +20,7 @@ from sipct.spec.params import ModuleParams
 from sipct.spec.predict import Unpredictable, predict
 from sipct.spec.profiles import DEFAULT_PROFILE, PROFILES
 from sipct.spec.topology import network_of, router_address
+from sipct.harness.wire import LAB_WIRE
 
 
 def _steps(d: Dialog) -> tuple:
@@ -33,13 +34,14 @@ def test_generated_nat_dialogs_load_and_predict(dialog: Dialog) -> None:
     # As a file (what a minimal divergent dialog and --dialog-files are): the same dialog.
     back = parse_dialog(dump_dialog(dialog), "<dumped>") if dialog.steps else dialog
     assert back.nat == dialog.nat and back.hosts == dialog.hosts and _steps(back) == _steps(dialog)
-    prediction = predict(back, DEFAULT_PROFILE)  # the generator cut what the default profile cannot predict
+    # The generator cut what the default profile cannot predict.
+    prediction = predict(back, DEFAULT_PROFILE, wire=LAB_WIRE)
     for step in prediction.steps:
         if isinstance(step.step, Send):
             assert len(step.arrivals) == len(step.packets)  # where each packet went, under NAT
     for profile in PROFILES.values():
         try:
-            predict(back, profile)
+            predict(back, profile, wire=LAB_WIRE)
         except Unpredictable:
             pass  # the suite leaves such a dialog out and counts it
 
@@ -127,9 +129,9 @@ def _clashing_dialog() -> Dialog:
 def test_the_generator_cuts_a_dialog_before_the_kernel_picks_a_random_port():
     dialog = _clashing_dialog()
     with pytest.raises(Unpredictable, match="random"):
-        predict(dialog)
+        predict(dialog, wire=LAB_WIRE)
     assert _steps(predictable_prefix(dialog)) == _steps(dialog)[:2]
-    predict(predictable_prefix(dialog))
+    predict(predictable_prefix(dialog), wire=LAB_WIRE)
 
 
 class _Kernel:

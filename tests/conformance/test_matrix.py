@@ -28,6 +28,7 @@ from sipct.conformance.suite import PROBE_TAG, Finding, Stats, generate_dialogs
 from sipct.spec.dialog import load_dialog
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES
+from sipct.harness.wire import LAB_WIRE
 
 VERSIONS = SCENARIOS / "versions"
 
@@ -78,7 +79,8 @@ def test_generated_files_load_back_and_predict_the_same(tmp_path):
         assert [getattr(s, "segments", None) for s in loaded.steps] == \
                [getattr(s, "segments", None) for s in original.steps]
         for profile in ("6.1.170", "6.1.192"):
-            a, b = predict(original, PROFILES[profile]), predict(loaded, PROFILES[profile])
+            a = predict(original, PROFILES[profile], wire=LAB_WIRE)
+            b = predict(loaded, PROFILES[profile], wire=LAB_WIRE)
             assert [(s.verdict, s.expectations) for s in a.steps] == [(s.verdict, s.expectations) for s in b.steps]
 
 
@@ -222,7 +224,7 @@ def test_version_probes_assert_only_what_every_profile_shares():
         assert PROBE_TAG in dialog.tags and dialog.kernels == ()
         outcomes = set()
         for profile in PROFILES.values():
-            prediction = predict(dialog, profile)
+            prediction = predict(dialog, profile, wire=LAB_WIRE)
             assert not prediction.failures, (path.name, profile.name, prediction.failures)
             outcomes.add(tuple((s.verdict, tuple(sorted((str(e.tuple), round(e.remaining(s.time)))
                                                         for e in s.expectations)))

@@ -19,6 +19,7 @@ from sipct.spec.dialog import Send, Wait, load_dialog
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES
 from sipct.spec.topology import network_of, router_address
+from sipct.harness.wire import LAB_WIRE
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "conformance" / "scenarios"
 # machines/: the dialogs that kill the mutants of `sipct machines --mutations` no other one does.
@@ -65,7 +66,7 @@ def test_scenario_names_are_unique():
 @pytest.mark.parametrize("path", FILES, ids=_id)
 def test_scenario_expectations_hold_in_the_spec(path: Path):
     dialog = load_dialog(path)
-    prediction = predict(dialog)
+    prediction = predict(dialog, wire=LAB_WIRE)
     failures = [f"step {i} (line {dialog.steps[i].line}): {text}" for i, text in prediction.failures]
     assert not failures, "\n".join(failures)
 
@@ -76,7 +77,7 @@ def test_scenario_expectations_hold_for_every_profile(path: Path):
     they name the kernels they are for."""
     dialog = load_dialog(path)
     for name in dialog.kernels or tuple(PROFILES):
-        prediction = predict(dialog, PROFILES[name])
+        prediction = predict(dialog, PROFILES[name], wire=LAB_WIRE)
         assert not prediction.failures, (name, prediction.failures)
 
 
@@ -135,23 +136,24 @@ def test_params_scenarios_share_one_boot():
 ])
 def test_params_scenarios_reach_their_rule(name: str, rule: str):
     dialog = load_dialog(SCENARIOS / "params" / f"{name}.yaml")
-    fired = {f.rule.id for s in predict(dialog).steps for f in s.firings}
+    fired = {f.rule.id for s in predict(dialog, wire=LAB_WIRE).steps for f in s.firings}
     assert rule in fired
     # ... and not with the module's defaults: that is why they need a VM boot.
     from dataclasses import replace
 
-    assert rule not in {f.rule.id for s in predict(replace(dialog, params=None)).steps for f in s.firings}
+    defaults = predict(replace(dialog, params=None), wire=LAB_WIRE)
+    assert rule not in {f.rule.id for s in defaults.steps for f in s.firings}
 
 
 def test_the_slow_scenario_expires_an_inactive_registration():
     dialog = load_dialog(SCENARIOS / "slow" / "registration-unanswered-expires.yaml")
-    transitions = {t for s in predict(dialog).steps for t in s.transitions}
+    transitions = {t for s in predict(dialog, wire=LAB_WIRE).steps for t in s.transitions}
     assert ("ExpectationLifecycle", "inactive", "expire") in transitions
 
 
 def test_a_deleted_tcp_conntrack_is_picked_up_mid_stream():
     dialog = load_dialog(SCENARIOS / "midstream" / "tcp-conntrack-deleted.yaml")
-    steps = predict(dialog).steps
+    steps = predict(dialog, wire=LAB_WIRE).steps
     assert [e.kind for e in steps[2].events] == ["destroy", "destroy"]  # nf_ct_remove_expectations
     assert "helper.tcp-not-established" in {f.rule.id for f in steps[3].firings}
 

@@ -15,10 +15,11 @@ from sipct.spec.dialog import load_dialog, parse_dialog
 from sipct.spec.predict import predict
 from sipct.spec.profiles import profile_named
 from tests.support.pcaps import Pkt, invite, pcap, udp
+from sipct.harness.wire import LAB_WIRE
 
 
 def words(name: str, profile=None) -> list[str]:
-    prediction = predict(load_dialog(examples_dir() / f"{name}.yaml"), *(p for p in [profile] if p))
+    prediction = predict(load_dialog(examples_dir() / f"{name}.yaml"), *(p for p in [profile] if p), wire=LAB_WIRE)
     return ["\n".join(s.lines()) for s in explain(prediction)]
 
 
@@ -43,8 +44,9 @@ def test_profiles_change_the_explanation():
     # A Contact port 99999: sip_parse_port() (6.1.176 on) refuses the URI, older kernels drop the REGISTER.
     path = Path(__file__).parents[2] / "conformance/scenarios/versions/register-contact-port-99999.yaml"
     old = "\n".join(s for s in map(lambda e: "\n".join(e.lines()),
-                                   explain(predict(load_dialog(path), profile_named("6.1.170")))))
-    new = "\n".join("\n".join(e.lines()) for e in explain(predict(load_dialog(path), profile_named("6.18"))))
+                                   explain(predict(load_dialog(path), profile_named("6.1.170"), wire=LAB_WIRE))))
+    prediction = predict(load_dialog(path), profile_named("6.18"), wire=LAB_WIRE)
+    new = "\n".join("\n".join(e.lines()) for e in explain(prediction))
     assert old != new
 
 
@@ -70,12 +72,12 @@ def test_control_bytes_reach_the_terminal_escaped(capsys, tmp_path):
 
 
 def test_the_ladder_is_well_formed_svg_with_a_lane_per_host_and_red_drops():
-    svg = ladder_svg(predict(load_dialog(examples_dir() / "invite-bad-media-port.yaml")))
+    svg = ladder_svg(predict(load_dialog(examples_dir() / "invite-bad-media-port.yaml"), wire=LAB_WIRE))
     root = ET.fromstring(svg)
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "ua" in texts and "server" in texts and "dropped: sdp.media-port-range" in texts
     assert 'stroke="#c62828"' in svg
-    cancel = ladder_svg(predict(load_dialog(examples_dir() / "invite-cancel.yaml")))
+    cancel = ladder_svg(predict(load_dialog(examples_dir() / "invite-cancel.yaml"), wire=LAB_WIRE))
     assert "+ udp server:* -&gt; ua:49170 audio (180 s)" in cancel and "− udp ua:* -&gt; server:3456 audio" in cancel
 
 
@@ -83,4 +85,4 @@ def test_the_ladder_is_well_formed_svg_with_a_lane_per_host_and_red_drops():
 def test_the_ladder_holds_any_bytes_as_xml(payload):
     d = parse_dialog(f'hosts: {{a: 192.0.2.2, b: 198.51.100.2}}\nsteps:\n  - send: a:5060 -> b:5060\n'
                      f'    raw: "{payload}"\n')
-    ET.fromstring(ladder_svg(predict(d)))
+    ET.fromstring(ladder_svg(predict(d, wire=LAB_WIRE)))

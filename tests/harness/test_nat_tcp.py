@@ -17,6 +17,7 @@ from sipct.spec.dialog import Send, load_dialog
 from sipct.spec.predict import predict
 
 from sipct.cli.main import examples_dir
+from sipct.harness.wire import LAB_WIRE
 
 
 def _segments(hook: StepCapture) -> dict[int, list[tuple[bool, IpPacket]]]:
@@ -34,7 +35,7 @@ def _segments(hook: StepCapture) -> dict[int, list[tuple[bool, IpPacket]]]:
 def test_segments_after_a_rewrite_leave_shifted_by_what_nat_added(kernel, runner) -> None:
     dialog = load_dialog(examples_dir() / "nat-tcp-seq-adjust.yaml")
     params = kernel.params_for(dialog.params)
-    prediction = predict(dialog, kernel.profile, params)
+    prediction = predict(dialog, kernel.profile, params, wire=LAB_WIRE)
     hook = StepCapture()
     run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps], on_step=hook,
                      predicted=prediction.steps)

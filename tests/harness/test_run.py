@@ -11,6 +11,7 @@ from sipct.harness.diff import compare
 from sipct.spec import media
 from sipct.spec.dialog import load_dialog, parse_dialog
 from sipct.spec.predict import predict
+from sipct.harness.wire import LAB_WIRE
 
 pytestmark = [
     pytest.mark.netns,
@@ -26,7 +27,7 @@ EXAMPLES = sorted(examples_dir().glob("*.yaml"))
 def test_every_example_agrees_with_the_running_kernel(path, kernel, runner):
     dialog = load_dialog(path)
     params = kernel.params_for(dialog.params)
-    prediction = predict(dialog, kernel.profile, params)
+    prediction = predict(dialog, kernel.profile, params, wire=LAB_WIRE)
     comparison = compare(prediction, runner.run(dialog, params.ports, predicted=prediction.steps), kernel.release)
     diverged = [(s.index, v) for s in comparison.steps for v in s.divergences]
     assert comparison.agree, diverged
@@ -82,6 +83,6 @@ def test_other_ports_are_attached_by_the_lab(runner, kernel):
     dialog = parse_dialog(text.replace("hosts:", "params:\n  ports: [5080]\nhosts:", 1), "ports.yaml")
     params = kernel.params_for(dialog.params)
     assert params.ports == (5080,)
-    comparison = compare(predict(dialog, kernel.profile, params), runner.run(dialog, params.ports), "")
+    comparison = compare(predict(dialog, kernel.profile, params, wire=LAB_WIRE), runner.run(dialog, params.ports), "")
     assert comparison.agree
     assert comparison.steps[0].observation.expectations  # the helper did run on port 5080

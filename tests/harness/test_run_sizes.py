@@ -14,9 +14,9 @@ from sipct.cli.main import EXIT_ERROR, EXIT_OK, main
 from sipct.harness.diff import compare
 from sipct.harness.lab import Lab, LabError
 from sipct.harness.run import DialogRunner, LabCannotCarry, lab_hosts
-from sipct.spec.dialog import Send, parse_dialog
+from sipct.harness.wire import LAB_WIRE, TCP_SEGMENT_SIZE
+from sipct.spec.dialog import TCP_WRITE_MAX, UDP_PAYLOAD_MAX, Send, parse_dialog
 from sipct.spec.predict import predict
-from sipct.spec.topology import TCP_SEGMENT_SIZE, TCP_WRITE_MAX, UDP_PAYLOAD_MAX
 
 pytestmark = [
     pytest.mark.netns,
@@ -75,7 +75,7 @@ def dialog_file(family: int, transport: str, size: int, count: int = 1) -> str:
 def run_and_compare(text: str, kernel, runner):
     dialog = parse_dialog(text, "<sizes>")
     params = kernel.params_for(dialog.params)
-    prediction = predict(dialog, kernel.profile, params)
+    prediction = predict(dialog, kernel.profile, params, wire=LAB_WIRE)
     run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps])
     return dialog, prediction, run, compare(prediction, run, kernel.release)
 

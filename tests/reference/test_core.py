@@ -33,6 +33,7 @@ from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, ExpectFl
 from sipct.spec.predict import Prediction, predict
 from sipct.spec.profiles import HARDENED_6_1_192, profile_named
 from sipct.spec.topology import LabRouting
+from sipct.harness.wire import LAB_WIRE
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "spec" / "examples").glob("*.yaml"))
@@ -73,7 +74,7 @@ def test_decisions_equal_the_spec(path: Path) -> None:
     profile = profile_named("6.1.192")
     core, kernel = make(dialog, profile)
     outcomes = run_dialog(kernel, dialog)
-    assert_same(predict(dialog, profile), outcomes)
+    assert_same(predict(dialog, profile, wire=LAB_WIRE), outcomes)
     assert not kernel.refusals, kernel.refusals
     assert core.stats["errors"] == 0
 
@@ -86,7 +87,7 @@ def test_generated_dialogs_equal_the_spec(dialog: Dialog) -> None:
     (no NAT: the reference helper does none, docs/reference.rst)."""
     core, kernel = make(dialog)
     outcomes = run_dialog(kernel, dialog)
-    assert_same(predict(dialog, HARDENED_6_1_192), outcomes)
+    assert_same(predict(dialog, HARDENED_6_1_192, wire=LAB_WIRE), outcomes)
     assert core.stats["errors"] == 0
 
 
@@ -211,7 +212,7 @@ def test_a_deleted_tcp_master_is_succeeded_by_a_conntrack_picked_up_mid_stream(r
     IP_CT_NEW for the spec too and nothing is expected
     (helper.tcp-not-established)."""
     dialog = load_dialog(ROOT / "conformance" / "scenarios" / "midstream" / "tcp-conntrack-deleted.yaml")
-    prediction = predict(dialog, HARDENED_6_1_192)
+    prediction = predict(dialog, HARDENED_6_1_192, wire=LAB_WIRE)
     core, kernel = make(dialog)
     kernel.recycle_ids = recycle_ids
     connect, invite, delete, reinvite, ok = run_dialog(kernel, dialog)
@@ -233,7 +234,7 @@ def test_restart_keeps_calls_working(name: str, split: int) -> None:
     master conntracks with their private data) and finishes the dialog as
     if it had seen it all."""
     dialog = load_dialog(ROOT / "spec" / "examples" / name)
-    prediction = predict(dialog, HARDENED_6_1_192)
+    prediction = predict(dialog, HARDENED_6_1_192, wire=LAB_WIRE)
     _, kernel = make(dialog)
     run_dialog(kernel, dialog, dialog.steps[:split])
     fresh = HelperCore(dialog.effective_params, HARDENED_6_1_192,

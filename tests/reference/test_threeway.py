@@ -33,6 +33,7 @@ from sipct.spec.dialog import load_dialog
 from sipct.spec.params import ModuleParams
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES
+from sipct.harness.wire import LAB_WIRE
 
 PROFILE = PROFILES["6.1.192"]
 
@@ -50,7 +51,7 @@ def has_cthelper() -> bool:
 def observed_as_predicted(dialog, *, helper: str = "sip", drop_step: int | None = None) -> KernelRun:
     """What a helper that does exactly what the spec predicts would show
     (``drop_step``: except that it delivers that step's packet)."""
-    prediction = predict(dialog, PROFILE)
+    prediction = predict(dialog, PROFILE, wire=LAB_WIRE)
     steps = []
     for p in prediction.steps:
         delivered = p.delivered if p.index != drop_step else not p.delivered
@@ -114,10 +115,11 @@ def test_one_lab_host_per_address_of_all_dialogs():
 def test_the_reference_s_expectations_compare_under_the_kernel_helper_s_name():
     dialog = load_dialog(examples_dir() / "register.yaml")
     run = observed_as_predicted(dialog, helper=REFERENCE_HELPER)
-    assert not compare(predict(dialog, PROFILE), run, "x").agree  # helper "sipct" is not the spec's "sip"
+    # helper "sipct" is not the spec's "sip"
+    assert not compare(predict(dialog, PROFILE, wire=LAB_WIRE), run, "x").agree
     mapped = as_kernel_helper(run, REFERENCE_HELPER)
     assert any(e.helper == "sip" for s in mapped.steps for e in s.expectations)
-    assert compare(predict(dialog, PROFILE), mapped, "x").agree
+    assert compare(predict(dialog, PROFILE, wire=LAB_WIRE), mapped, "x").agree
 
 
 # -- sipct.run/1 with a reference column ----------------------------------------------------------------
@@ -125,7 +127,7 @@ def test_the_reference_s_expectations_compare_under_the_kernel_helper_s_name():
 
 def test_three_way_json_keeps_the_kernel_fields_and_adds_the_reference():
     dialog = load_dialog(examples_dir() / "register.yaml")
-    prediction = predict(dialog, PROFILE)
+    prediction = predict(dialog, PROFILE, wire=LAB_WIRE)
     kernel = compare(prediction, observed_as_predicted(dialog), "6.1.0-56-amd64")
     reference = compare(prediction, observed_as_predicted(dialog, drop_step=0), "6.1.0-56-amd64")
     plain = comparison_json(kernel)

@@ -19,6 +19,7 @@ from sipct.spec.dialog import (
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 from sipct.spec.predict import predict
 from sipct.spec.profiles import PROFILES
+from sipct.harness.wire import LAB_WIRE
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "spec" / "examples").glob("*.yaml"))
@@ -37,7 +38,7 @@ def test_example_predicts_without_failures(path: Path, profile: str) -> None:
     dialog = load_dialog(path)
     if dialog.kernels and profile not in dialog.kernels:
         pytest.skip(f"{path.name} is meant for {dialog.kernels}")
-    prediction = predict(dialog, PROFILES[profile])
+    prediction = predict(dialog, PROFILES[profile], wire=LAB_WIRE)
     assert prediction.failures == []
     assert len(prediction.steps) == len(dialog.steps)
     # every example asserts something
@@ -46,7 +47,7 @@ def test_example_predicts_without_failures(path: Path, profile: str) -> None:
 
 def test_example_register_goes_through_the_machines() -> None:
     dialog = load_dialog(next(p for p in EXAMPLES if p.stem == "register"))
-    prediction = predict(dialog, PROFILES["6.1.192"])
+    prediction = predict(dialog, PROFILES["6.1.192"], wire=LAB_WIRE)
     assert all(s.verdict in (None, "accept") for s in prediction.steps)
 
 
@@ -102,7 +103,7 @@ def test_a_good_dialog(loader: type) -> None:
     assert isinstance(last, Send) and last.proto == IPPROTO_TCP
     assert last.segments[0] == b"OPTIO"
     assert last.payload.endswith(b"BYE sip:x SIP/2.0\r\nl: 0\r\n\r\n")
-    assert predict(d).failures == []
+    assert predict(d, wire=LAB_WIRE).failures == []
 
 
 def error_of(text: str, loader: type = LOADER) -> DialogError:
@@ -195,7 +196,7 @@ def test_a_message_whose_headers_no_blank_line_ends_is_warned_about(loader: type
     d = parse_dialog(text, "w.yaml", loader=loader)
     assert str(d.warnings[0]).startswith("w.yaml:9: steps[1].message: ")
     # ... and it is what the kernel helper then does
-    assert "tcp.no-blank-line" in {f.rule.id for s in predict(d).steps for f in s.firings}
+    assert "tcp.no-blank-line" in {f.rule.id for s in predict(d, wire=LAB_WIRE).steps for f in s.firings}
 
 
 def test_each_message_of_a_tcp_payload_is_checked() -> None:

@@ -21,6 +21,7 @@ from sipct.spec.natsip import sprintf_addr, sprintf_addr_port
 from sipct.spec.predict import predict
 from sipct.spec.profiles import HARDENED_6_1_192, RUNNING_6_18
 from sipct.harness.lab import render_nat_ruleset
+from sipct.harness.wire import LAB_WIRE
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -75,7 +76,7 @@ def test_addresses_print_as_the_kernel_prints_them() -> None:
 
 # --- the msg hook -----------------------------------------------------------------------------
 def test_a_masqueraded_request_names_the_router_everywhere_it_named_the_phone() -> None:
-    p = predict(dialog(invite()))
+    p = predict(dialog(invite()), wire=LAB_WIRE)
     data = received(p, 0).decode()
     assert "Via: SIP/2.0/UDP 203.0.113.1:5060;branch" in data
     assert "From: <sip:p@203.0.113.1:5060>" in data  # map_addr always writes the port (5060 was implied)
@@ -89,7 +90,7 @@ def test_a_masqueraded_request_names_the_router_everywhere_it_named_the_phone() 
 
 
 def test_the_nat_expectation_keeps_the_sdp_address_as_its_saved_part() -> None:
-    p = predict(dialog(invite()))
+    p = predict(dialog(invite()), wire=LAB_WIRE)
     (rtp, rtcp) = sorted(p.steps[0].expectations, key=lambda e: e.tuple.dport)
     assert rtp.tuple.dst == ip("203.0.113.1") and rtp.tuple.dport == 30000
     # exp->dir = !dir: the media comes in the master's reply direction.
@@ -98,13 +99,13 @@ def test_the_nat_expectation_keeps_the_sdp_address_as_its_saved_part() -> None:
 
 
 def test_a_header_of_a_third_party_is_left_alone() -> None:
-    p = predict(dialog(invite(extra="\n    Contact: <sip:p@198.51.100.9:5060>")))
+    p = predict(dialog(invite(extra="\n    Contact: <sip:p@198.51.100.9:5060>")), wire=LAB_WIRE)
     assert b"Contact: <sip:p@198.51.100.9:5060>" in received(p, 0)
 
 
 def test_without_translation_no_hook_runs() -> None:
     head = HEAD.replace("  - masquerade: 192.0.2.0/24\n", "  - masquerade: 198.51.100.0/24\n")
-    p = predict(dialog(invite(), head))
+    p = predict(dialog(invite(), head), wire=LAB_WIRE)
     assert received(p, 0) == p.dialog.steps[0].payload
     assert not any(r.startswith("nat.") for r in p.steps[0].packets[0].rule_ids)
 
@@ -124,11 +125,11 @@ def _scenario(name: str):
 
 NAT_DROP_TRIGGERS = {
     # 65,507 bytes of UDP payload: the one byte the Via's rewrite adds is one too many (enlarge_skb()).
-    "nat.mangle-failed": lambda: predict(_scenario("nat/too-big-to-grow.yaml")).steps[0],
+    "nat.mangle-failed": lambda: predict(_scenario("nat/too-big-to-grow.yaml"), wire=LAB_WIRE).steps[0],
     "nat.sdp-media-no-port": lambda: predict(dialog(
-        invite() + invite(src="phone:5062").replace("c@{phone}", "d@{phone}"))).steps[1],
+        invite() + invite(src="phone:5062").replace("c@{phone}", "d@{phone}")), wire=LAB_WIRE).steps[1],
     "nat.sdp-session-no-owner": lambda: predict(dialog(
-        invite("v=0\ns=-\nc=IN IP4 {phone}\nt=0 0\nm=audio 30000 RTP/AVP 0"))).steps[0],
+        invite("v=0\ns=-\nc=IN IP4 {phone}\nt=0 0\nm=audio 30000 RTP/AVP 0")), wire=LAB_WIRE).steps[0],
     "nat.forced-dport-tcp": lambda: predict(dialog("""\
         - connect: phone:5070 -> pbx:5060
         - send: phone:5070 -> pbx:5060
@@ -147,7 +148,7 @@ NAT_DROP_TRIGGERS = {
             CSeq: 1 OPTIONS
             Content-Length: 0
 
-        """)).steps[2],
+        """), wire=LAB_WIRE).steps[2],
 }
 
 
@@ -184,7 +185,7 @@ REGISTER = """\
 
 
 def test_a_register_expects_the_registrars_calls_at_the_router() -> None:
-    p = predict(dialog(REGISTER))
+    p = predict(dialog(REGISTER), wire=LAB_WIRE)
     (exp,) = p.steps[0].expectations
     assert (exp.tuple.dst, exp.tuple.dport) == (ip("203.0.113.1"), 5060)
     assert exp.nat == ExpectNat(IP_CT_DIR_REPLY, ip("192.0.2.10"), 5060)
@@ -192,7 +193,7 @@ def test_a_register_expects_the_registrars_calls_at_the_router() -> None:
 
 
 def test_a_register_with_another_contact_port_keeps_that_port() -> None:
-    p = predict(dialog(REGISTER.replace("{phone.uri}:5060>", "{phone.uri}:5070>")))
+    p = predict(dialog(REGISTER.replace("{phone.uri}:5060>", "{phone.uri}:5070>")), wire=LAB_WIRE)
     (exp,) = p.steps[0].expectations
     assert exp.tuple.dport == 5070 and exp.nat.port == 5070
 
@@ -215,7 +216,7 @@ def test_the_registrars_call_is_forwarded_to_the_saved_contact() -> None:
     CSeq: 3 OPTIONS
     Content-Length: 0
 
-"""))
+"""), wire=LAB_WIRE)
     arrival = p.steps[2].arrivals[0]
     assert (arrival.host, arrival.dst, arrival.dport) == ("phone", ip("192.0.2.10"), 5060)
     assert rules.NAT_EXPECTED.id in p.steps[2].packets[0].rule_ids
@@ -246,7 +247,7 @@ def test_a_port_forward_and_the_face_the_outside_sees() -> None:
 # --- TCP: nf_nat_sip_seq_adjust() --------------------------------------------------------------------
 def test_later_segments_are_shifted_by_what_nat_added_before() -> None:
     d = parse_dialog((pathlib_examples() / "nat-tcp-seq-adjust.yaml").read_text())
-    p = predict(d)
+    p = predict(d, wire=LAB_WIRE)
     invite_step, bye_step = p.steps[1], p.steps[3]
     grew = len(invite_step.received) - len(invite_step.step.payload)
     assert grew > 0 and invite_step.arrivals[0].seq_shift == 0
@@ -297,7 +298,7 @@ def test_the_nat_chains_nft_gets() -> None:
 
 def test_profiles_agree_on_the_nat_path_of_the_examples() -> None:
     d = parse_dialog((pathlib_examples() / "nat-masquerade-call.yaml").read_text())
-    a, b = predict(d, RUNNING_6_18), predict(d, HARDENED_6_1_192)
+    a, b = predict(d, RUNNING_6_18, wire=LAB_WIRE), predict(d, HARDENED_6_1_192, wire=LAB_WIRE)
     assert [s.received for s in a.steps] == [s.received for s in b.steps]
     assert IP_CT_DIR_ORIGINAL == 0
 
@@ -316,20 +317,20 @@ def test_a_via_to_the_routers_own_address_is_not_forwarded_with_or_without_nat(h
             Content-Length: 0
 
         """, head)
-    step = predict(d).steps[0]
+    step = predict(d, wire=LAB_WIRE).steps[0]
     assert step.verdict == "drop" and step.packets[0].local
     from sipct.spec.report import step_json
 
-    assert step_json(d, step)["why"] == "addressed to the router itself: not forwarded"
+    assert step_json(d, step, LAB_WIRE)["why"] == "addressed to the router itself: not forwarded"
 
 
 def test_the_prediction_json_shows_what_nat_rewrote() -> None:
     from sipct.spec.report import prediction_json
 
     d = dialog(REGISTER)
-    data = prediction_json(predict(d))["steps"][0]
+    data = prediction_json(predict(d, wire=LAB_WIRE))["steps"][0]
     assert data["why"] is None
     assert "Via: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bK3" in data["rewritten"]
     assert data["received"].startswith("REGISTER sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1:5060")
-    plain = prediction_json(predict(dialog(REGISTER, NO_NAT_HEAD)))["steps"][0]
+    plain = prediction_json(predict(dialog(REGISTER, NO_NAT_HEAD), wire=LAB_WIRE))["steps"][0]
     assert "received" not in plain and "rewritten" not in plain

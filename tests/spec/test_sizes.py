@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from sipct.spec.dialog import Connect, Dialog, DialogError, Endpoint, Send, dump_dialog, parse_dialog
+from sipct.spec.dialog import (TCP_WRITE_MAX, UDP_PAYLOAD_MAX, Connect, Dialog, DialogError, Endpoint, Send,
+                               dump_dialog, parse_dialog)
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 from sipct.spec.predict import predict
 from sipct.spec.report import describe_step
-from sipct.spec.topology import TCP_SEGMENT_SIZE, TCP_WRITE_MAX, UDP_PAYLOAD_MAX, wire_segments
+from sipct.harness.wire import LAB_WIRE, TCP_SEGMENT_SIZE
 
 HOSTS = {4: {"ua": "192.0.2.2", "server": "198.51.100.2"},
          6: {"ua": "2001:db8:1::2", "server": "2001:db8:2::2"}}
@@ -57,6 +58,12 @@ def invite(family: int, size: int, media_port: int, call_id: str) -> bytes:
 
 
 # --- the cutting rule -----------------------------------------------------------------------------
+def wire_segments(writes: list[bytes], family: int) -> tuple[bytes, ...]:
+    """The lab's pieces of these TCP writes."""
+    return LAB_WIRE.segments(Send(1, Endpoint("ua", 5070), Endpoint("server", 5060), IPPROTO_TCP, tuple(writes)),
+                             family)
+
+
 @pytest.mark.parametrize("family, mss", [(4, 1448), (6, 1428)])
 def test_a_long_write_is_cut_at_the_lab_mss(family: int, mss: int) -> None:
     assert TCP_SEGMENT_SIZE[family] == mss
@@ -81,13 +88,13 @@ def test_each_split_at_piece_is_cut_on_its_own(family: int) -> None:
     dialog = parse_dialog(dialog_text(family, "tcp", payload, split_at=[100, 3100]))
     send = dialog.steps[1]
     assert [len(s) for s in send.segments] == [100, 3000, 900]
-    assert [len(p) for p in send.on_wire(family)] == [100, mss, mss, 3000 - 2 * mss, 900]
+    assert [len(p) for p in LAB_WIRE.segments(send, family)] == [100, mss, mss, 3000 - 2 * mss, 900]
 
 
 def test_a_udp_datagram_is_never_cut() -> None:
     payload = b"y" * 5000
     (send,) = parse_dialog(dialog_text(4, "udp", payload)).steps
-    assert send.on_wire(4) == (payload,)
+    assert LAB_WIRE.segments(send, 4) == (payload,)
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -101,7 +108,7 @@ def test_dump_writes_the_writes_and_loads_back_to_the_same_segments(family: int)
     for before, after in zip(dialog.steps, again.steps, strict=True):
         assert type(before) is type(after) and (before.src, before.dst) == (after.src, after.dst)
     assert again.steps[1].segments == dialog.steps[1].segments
-    assert again.steps[1].on_wire(family) == dialog.steps[1].on_wire(family)
+    assert LAB_WIRE.segments(again.steps[1], family) == LAB_WIRE.segments(dialog.steps[1], family)
 
 
 # --- the spec is given the pieces ------------------------------------------------------------------
@@ -112,11 +119,11 @@ def test_the_spec_helps_each_piece_of_a_long_invite(family: int) -> None:
     message = invite(family, 12_000, 5000, "long")
     dialog = code_dialog(family, Connect(1, Endpoint("ua", 5070), Endpoint("server", 5060)),
                          Send(2, Endpoint("ua", 5070), Endpoint("server", 5060), IPPROTO_TCP, (message,)))
-    step = predict(dialog).steps[1]
+    step = predict(dialog, wire=LAB_WIRE).steps[1]
     pieces = -(-12_000 // TCP_SEGMENT_SIZE[family])
     assert len(step.packets) == pieces and step.verdict == "accept"
     assert step.expectations == ()
-    assert f"({pieces} segments)" in describe_step(dialog, dialog.steps[1])
+    assert f"({pieces} segments)" in describe_step(dialog, dialog.steps[1], wire=LAB_WIRE)
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -126,7 +133,7 @@ def test_messages_of_exactly_one_mss_each_create_their_media(family: int) -> Non
     dialog = code_dialog(family, Connect(1, Endpoint("ua", 5070), Endpoint("server", 5060)),
                          Send(2, Endpoint("ua", 5070), Endpoint("server", 5060), IPPROTO_TCP,
                               (b"".join(messages),)))
-    step = predict(dialog).steps[1]
+    step = predict(dialog, wire=LAB_WIRE).steps[1]
     assert len(step.packets) == 8
     created = sorted({e.expectation.tuple.dport for e in step.events if e.kind == "new"})
     assert created == [5000 + i for i in range(16)]

@@ -36,7 +36,9 @@ from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_DROP, NF_REPEAT, Queu
 from sipct.reference.core import Decision, HelperCore
 from sipct.reference.execute import execute
 from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
+from sipct.harness.wire import LAB_WIRE
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
+from sipct.spec.walk import Walker
 from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
                                     expectation_key)
 from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
@@ -190,7 +192,8 @@ class FakeKernel:
         self._seq = itertools.count(1)
         self.refusals: list[tuple[KernelExpectation, int]] = []  # ctnetlink requests refused, with the errno
         self.passes = 0
-        self.reset: set[frozenset] = set()  # TCP connections (endpoint pairs) the lab aborted
+        self.walker: Walker | None = None  # the walk of the dialog run_dialog() runs
+        self.walked = 0  # its steps so far
 
     # -- the table ---------------------------------------------------------------------------
     def table(self) -> list[Expectation]:
@@ -407,45 +410,67 @@ class FakeKernel:
         self.deliver_events()
 
 
+class _FakeKernelSteps:
+    """The fake kernel's StepVisitor (sipct.spec.walk): each step as the
+    packets the lab would send through the router."""
+
+    def __init__(self, kernel: FakeKernel, dialog: Dialog) -> None:
+        self.kernel, self.hosts = kernel, dialog.hosts
+
+    def wait(self, index, step: Wait, now: float) -> StepOutcome:
+        self.kernel.advance(step.seconds)
+        return StepOutcome(None)
+
+    def delete_conntrack(self, index, step: DeleteConntrack, now: float) -> StepOutcome:
+        kernel, hosts = self.kernel, self.hosts
+        found = kernel.conntracks.get(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
+                                                step.src.port, step.dst.port))
+        if found is not None:
+            kernel.kill(found[0].original)
+            kernel.deliver_events()
+        return StepOutcome(None)
+
+    def connect(self, index, step: Connect, now: float) -> tuple[StepOutcome, None]:
+        kernel, hosts = self.kernel, self.hosts
+        c, s = hosts[step.src.host], hosts[step.dst.host]
+        outcome = kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_SYN)
+        kernel.send(s, step.dst.port, c, step.src.port, IPPROTO_TCP, b"", TCP_SYN | TCP_ACK)
+        kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_ACK)
+        return outcome, None
+
+    def send(self, index, step: Send, now: float, segments, connection) -> tuple[StepOutcome, bool]:
+        hosts = self.hosts
+        outcome = StepOutcome(True)
+        for segment in segments:
+            one = self.kernel.send(hosts[step.src.host], step.src.port, hosts[step.dst.host], step.dst.port,
+                                   step.proto, segment)
+            outcome.decisions += one.decisions
+            if not one.delivered:
+                outcome.delivered = False
+                break
+        return outcome, not outcome.delivered
+
+    def abort(self, index, step: Send, now: float, connection, outcome: StepOutcome) -> StepOutcome:
+        # SO_LINGER 0: an RST from each end crosses the router (harness/drivers.py).
+        a, b = self.hosts[step.src.host], self.hosts[step.dst.host]
+        self.kernel.send(b, step.dst.port, a, step.src.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+        self.kernel.send(a, step.src.port, b, step.dst.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+        return outcome
+
+    def silent(self, index, step: Send, now: float) -> StepOutcome:
+        return StepOutcome(False)
+
+
 def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutcome]:
-    """Each step of the dialog through the fake kernel, with the tables after it."""
-    hosts = dialog.hosts
+    """Each step of the dialog through the fake kernel, with the tables after
+    it; called again for the same dialog (after a restart) it goes on with
+    the same walk."""
+    if kernel.walker is None or kernel.walker.dialog is not dialog:
+        kernel.walker, kernel.walked = Walker(dialog, LAB_WIRE, _FakeKernelSteps(kernel, dialog)), 0
     out: list[StepOutcome] = []
     for step in (dialog.steps if steps is None else steps):
-        if isinstance(step, Send) and step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in kernel.reset:
-            outcome = StepOutcome(False)  # the lab reset that connection: nothing is sent on it
-        elif isinstance(step, Wait):
-            kernel.advance(step.seconds)
-            outcome = StepOutcome(None)
-        elif isinstance(step, DeleteConntrack):
-            found = kernel.conntracks.get(ConnTuple(hosts[step.src.host], hosts[step.dst.host], step.proto,
-                                                    step.src.port, step.dst.port))
-            if found is not None:
-                kernel.kill(found[0].original)
-                kernel.deliver_events()
-            outcome = StepOutcome(None)
-        elif isinstance(step, Connect):
-            c, s = hosts[step.src.host], hosts[step.dst.host]
-            outcome = kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_SYN)
-            kernel.send(s, step.dst.port, c, step.src.port, IPPROTO_TCP, b"", TCP_SYN | TCP_ACK)
-            kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_ACK)
-        else:
-            assert isinstance(step, Send)
-            outcome = StepOutcome(True)
-            for segment in step.on_wire(dialog.family):
-                one = kernel.send(hosts[step.src.host], step.src.port, hosts[step.dst.host], step.dst.port,
-                                  step.proto, segment)
-                outcome.decisions += one.decisions
-                if not one.delivered:
-                    outcome.delivered = False
-                    break
-            if step.proto == IPPROTO_TCP and not outcome.delivered:
-                # The lab aborts the connection after a dropped segment (SO_LINGER 0):
-                # an RST from each end crosses the router (harness/drivers.py).
-                a, b = hosts[step.src.host], hosts[step.dst.host]
-                kernel.send(b, step.dst.port, a, step.src.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
-                kernel.send(a, step.src.port, b, step.dst.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
-                kernel.reset.add(frozenset((step.src, step.dst)))
+        outcome = kernel.walker.step(kernel.walked, step)
+        kernel.walked += 1
         outcome.table = kernel.table()
         outcome.shadow = kernel.core.shadow.expectations()
         out.append(outcome)

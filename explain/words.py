@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.expectation import Expectation
 from sipct.spec.predict import Prediction, StepPrediction
-from sipct.spec.report import describe_step
+from sipct.spec.report import describe_step, why_not_delivered
 from sipct.spec.rules import RULES, Rule
 
 # nf_ct_helper_log() hands its text to nf_log_packet() with this prefix; a
@@ -41,13 +41,15 @@ class StepExplanation:
     removed: tuple[Change, ...]
     rules: tuple[tuple[Rule, str | None], ...]  # with each firing's detail
     table: tuple[str, ...]
+    why: str | None = None  # not delivered without a helper drop: the router's firewall, NAT, the router itself
 
     def lines(self) -> list[str]:
         out = [f"{self.index}. {self.where}: {self.step}"]
         if self.verdict == "accept":
             out.append("   The helper accepted it.")
+        elif self.verdict == "drop" and self.drop is None:
+            out.append(f"   It does not reach its receiver: {self.why or 'not forwarded'}. The helper did not drop it.")
         elif self.verdict == "drop":
-            assert self.drop is not None
             out.append(f"   The helper DROPPED it: {self.drop.summary} ({self.drop.id}, {self.drop.function}).")
             out.append(f"   The kernel logs: \"{self.kernel_log.rstrip()}\"" if self.kernel_log else
                        "   The kernel logs nothing for this drop.")
@@ -98,7 +100,8 @@ def explain(prediction: Prediction, where: list[str] | None = None) -> list[Step
             s.verdict, drop,
             KERNEL_LOG.format(drop.log) if drop is not None and drop.log else None, tuple(_happened(d, s)),
             created, refreshed, removed, tuple((f.rule, f.detail) for f in s.firings),
-            tuple(f"{d.symbolic(e)} ({e.remaining(s.time):.0f} s)" for e in s.expectations)))
+            tuple(f"{d.symbolic(e)} ({e.remaining(s.time):.0f} s)" for e in s.expectations),
+            why_not_delivered(d, s)))
         before, before_time = after, s.time
     return out
 

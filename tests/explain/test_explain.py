@@ -86,3 +86,16 @@ def test_the_ladder_holds_any_bytes_as_xml(payload):
     d = parse_dialog(f'hosts: {{a: 192.0.2.2, b: 198.51.100.2}}\nsteps:\n  - send: a:5060 -> b:5060\n'
                      f'    raw: "{payload}"\n')
     ET.fromstring(ladder_svg(predict(d, wire=LAB_WIRE)))
+
+
+CURATED = sorted([*examples_dir().glob("*.yaml"),
+                  *(Path(__file__).resolve().parents[2] / "conformance" / "scenarios").rglob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", CURATED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_bundled_dialog_is_explained_and_a_drop_says_who_dropped_it(path: Path):
+    dialog = load_dialog(path)
+    for s in explain(predict(dialog, wire=LAB_WIRE)):
+        text = "\n".join(s.lines())
+        if s.verdict == "drop":
+            assert ("The helper DROPPED it" in text) != ("The helper did not drop it" in text)

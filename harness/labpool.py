@@ -212,4 +212,10 @@ def _serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1])))
+    from sipct.netlink.interrupts import Interrupted, install
+
+    install()  # SIGTERM (LabPool.close) unwinds _serve, which closes the labs
+    try:
+        _serve(Connection(int(sys.argv[1])))
+    except Interrupted as exc:
+        sys.exit(exc.exit_status)

@@ -32,8 +32,8 @@ from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
 from sipct.harness.groups import start_group, stop_group
-from sipct.harness.rtnl import LabError
-from sipct.harness.segments import HostSpec
+from sipct.harness.lab import HostSpec, Lab, LabError
+from sipct.harness.run import DialogRunner, KernelRun
 from sipct.spec.dialog import Dialog
 from sipct.spec.predict import Arrival
 
@@ -74,12 +74,12 @@ class LabPool:
     def __init__(self, labs: int) -> None:
         if labs < 1:
             raise ValueError(f"{labs} labs: at least 1")
-        self._workers: list[tuple[object, Connection]] = []
+        self._workers: list[tuple[subprocess.Popen, Connection]] = []
         self._queue: deque[tuple[int, RunTask]] = deque()
-        self._busy: dict[Connection, int] = {}
-        self._done: dict[int, object] = {}
+        self._busy: dict[Connection, int] = {}  # tasks each worker holds
+        self._done: dict[int, tuple[bool, KernelRun | str]] = {}  # by ticket: a run, or a worker's error
         self._submitted = 0
-        self._next = 0  # the ticket results() yields next
+        self._next = 0  # the ticket next_result() takes next
         try:
             for _ in range(labs):
                 self._workers.append(self._start())
@@ -89,7 +89,7 @@ class LabPool:
         self._busy = {conn: 0 for _, conn in self._workers}
 
     @staticmethod
-    def _start() -> tuple[object, Connection]:
+    def _start() -> tuple[subprocess.Popen, Connection]:
         ours, theirs = socket.socketpair()
         try:
             proc = start_group([sys.executable, "-m", "sipct.harness.labpool", str(theirs.fileno())],
@@ -103,10 +103,7 @@ class LabPool:
         self._submitted += 1
         self._pump(block=False)
 
-    def pending(self) -> int:
-        return self._submitted - self._next
-
-    def next_result(self, *, block: bool = True) -> object | None:
+    def next_result(self, *, block: bool = True) -> KernelRun | None:
         """The KernelRun of the oldest task not yet taken (None: without
         ``block``, not in yet). A worker's failure is raised in its place
         (LabWorkerError)."""
@@ -120,6 +117,7 @@ class LabPool:
         self._next += 1
         if not ok:
             raise LabWorkerError(value)
+        assert isinstance(value, KernelRun)
         return value
 
     def _pump(self, *, block: bool) -> None:
@@ -154,11 +152,11 @@ class LabPool:
                     pass
             for proc, conn in self._workers:
                 try:
-                    proc.wait(timeout=CLOSE_TIMEOUT)  # type: ignore[attr-defined]
+                    proc.wait(timeout=CLOSE_TIMEOUT)
                 except subprocess.TimeoutExpired:
                     pass
         for proc, conn in self._workers:
-            stop_group(proc)  # type: ignore[arg-type]
+            stop_group(proc)
             conn.close()
         self._workers.clear()
 
@@ -171,9 +169,6 @@ class LabPool:
 
 def _serve(conn: Connection) -> None:
     """A worker: run tasks until the caller sends None or goes away."""
-    from sipct.harness.lab import Lab
-    from sipct.harness.run import DialogRunner
-
     runners: dict[tuple, DialogRunner] = {}
     labs: list[Lab] = []  # the shared ones: a DialogRunner closes only the labs it made
     try:

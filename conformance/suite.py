@@ -163,8 +163,8 @@ class Suite:
         self._runner = DialogRunner()
         self.labs = labs
         self._pool: LabPool | None = None
-        # Dialogs handed to the pool, in order, waiting to be judged; and the
-        # findings of those judged (None for a dialog that did not run).
+        # Dialogs handed to the pool, in order, waiting to be judged (their
+        # plan None when they cannot run here); and the findings of those judged.
         self._waiting: deque[tuple[Plan | None, str]] = deque()
         self._judged: list[list[Finding]] = []
         self._diverged = False  # whether one of them has an unregistered finding
@@ -278,7 +278,7 @@ class Suite:
                 observed = self._pool.next_result(block=block)
                 if observed is None:
                     return
-                findings = self.judge(plan, observed, kind)  # type: ignore[arg-type]
+                findings = self.judge(plan, observed, kind)
                 self._diverged = self._diverged or any(f.known is None for f in findings)
             self._waiting.popleft()
             self._judged.append(findings)
@@ -379,7 +379,6 @@ class Suite:
                 self.stats.findings.extend(
                     Finding(f.dialog, str(path), "minimal", f.step, f.line, f.aspect, f.spec, f.kernel, f.rules,
                             f.known) for f in findings if f.known is None)
-
 
     def _run_generated_pooled(self, examples: int, seed: int, hosts: tuple[HostSpec, ...]) -> bool:
         """The generated part in parallel labs: Hypothesis generates here, as

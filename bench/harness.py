@@ -20,7 +20,6 @@ Needs root. Usage: .venv/bin/python bench/harness.py [--calls N] [--examples N] 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -127,8 +126,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--examples", type=int, default=1000, help="generated dialogs of the suite (default 1000)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--labs", type=int, default=os.cpu_count() or 2,
-                        help="parallel labs of the suite's second run (default: the number of CPUs)")
+    parser.add_argument("--labs", type=int, default=2,
+                        help="parallel labs of the suite's second run (default 2)")
     parser.add_argument("--suite-only", action="store_true", help="only the suite, serial and parallel")
     args = parser.parse_args()
     if not args.suite_only:

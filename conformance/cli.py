@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -39,10 +38,10 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dialog-files", type=Path, metavar="DIR",
                    help="run the dialog files in DIR as the generated dialogs instead of generating them "
                         "(what the guest of --kernel does; no Hypothesis, no shrinking)")
-    p.add_argument("--labs", type=_jobs, default=None, metavar="N",
-                   help="run the dialogs in N labs at once, each in a worker process of its own (default: the "
-                        "number of CPUs; 1 with --dialog-files, what a VM guest runs); the report does not depend "
-                        "on N")
+    p.add_argument("--labs", type=_jobs, default=1, metavar="N",
+                   help="run the dialogs in N labs at once, each in a worker process of its own (default 1; "
+                        "docs/conformance.rst, Parallel labs: a curated dialog's first packet is sometimes lost "
+                        "with N > 1, not understood yet); the report does not depend on N")
     p.add_argument("--helper", choices=("kernel", "reference"), default="kernel",
                    help="kernel: the kernel's nf_conntrack_sip (default); reference: also the userspace reference "
                         "helper (sipct helper) over the same dialogs - needs nfnetlink_cthelper, so usually with "
@@ -75,13 +74,6 @@ def _jobs(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n}: at least 1")
     return n
-
-
-def _labs(args: argparse.Namespace) -> int:
-    labs = getattr(args, "labs", None)
-    if labs is not None:
-        return labs
-    return 1 if args.dialog_files else os.cpu_count() or 1
 
 
 def _collect(paths: list[Path]) -> list:
@@ -157,7 +149,8 @@ def run_here(args: argparse.Namespace, *, quiet: bool = False):
                                            total=args.examples if files is None else len(files)),
         }
         suite = Suite(kernel, profile, for_helper(registry, "kernel"),
-                      on_dialog=lambda kind: progress.advance(tasks[kind]), labs=_labs(args))
+                      on_dialog=lambda kind: progress.advance(tasks[kind]),
+                      labs=getattr(args, "labs", 1))
         try:
             with doing(f"conformance: {len(curated)} curated dialogs"):
                 suite.run_curated(curated)

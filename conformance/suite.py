@@ -150,6 +150,8 @@ def select_curated(dialogs: list[Dialog], *, slow: bool) -> list[Dialog]:
 
 
 class Suite:
+    labs = 1  # labs at once (harness.labpool when more than one)
+
     def __init__(self, kernel: RunningKernel, profile: KernelProfile, registry: list[KnownDivergence],
                  *, on_dialog: Callable[[str], None] | None = None, labs: int = 1) -> None:
         """``labs`` > 1: dialogs run in that many labs at once (harness.labpool),

@@ -99,6 +99,7 @@ class LabPool:
         return proc, Connection(ours.detach())
 
     def submit(self, task: RunTask) -> None:
+        """Queue ``task`` for the next worker with room; never waits for one."""
         self._queue.append((self._submitted, task))
         self._submitted += 1
         self._pump(block=False)

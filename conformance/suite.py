@@ -15,8 +15,10 @@ VM guest then never imports) and without shrinking.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections import Counter
+import sys
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +27,12 @@ from sipct.conformance.registry import KnownDivergence
 from sipct.harness.diff import Comparison, compare
 from sipct.netlink.kernel import RunningKernel
 from sipct.harness.lab import HostSpec, Lab
-from sipct.harness.run import DialogRunner
+from sipct.harness.labpool import LabPool, RunTask
+from sipct.harness.run import DROP_TIMEOUT, DialogRunner, KernelRun
 from sipct.spec.dialog import Dialog, Send, dump_dialog
 from sipct.spec.machines import MACHINES
-from sipct.spec.predict import Unpredictable, predict
+from sipct.spec.params import ModuleParams
+from sipct.spec.predict import Prediction, Unpredictable, predict
 from sipct.spec.profiles import KernelProfile
 from sipct.spec.rules import RULES
 from sipct.harness.wire import LAB_WIRE
@@ -127,14 +131,32 @@ class Divergent(AssertionError):
     pass
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A dialog the kernel is to run, with the spec's prediction for it."""
+
+    dialog: Dialog
+    params: ModuleParams
+    prediction: Prediction
+
+    @property
+    def expected(self) -> list[bool | None]:
+        """Per step whether the spec delivers it: the runner waits long only for those."""
+        return [s.delivered for s in self.prediction.steps]
+
+
 def select_curated(dialogs: list[Dialog], *, slow: bool) -> list[Dialog]:
     """The curated dialogs a run takes: those tagged slow only with ``slow``."""
     return dialogs if slow else [d for d in dialogs if SLOW_TAG not in d.tags]
 
 
 class Suite:
+    labs = 1  # labs at once (harness.labpool when more than one)
+
     def __init__(self, kernel: RunningKernel, profile: KernelProfile, registry: list[KnownDivergence],
-                 *, on_dialog: Callable[[str], None] | None = None) -> None:
+                 *, on_dialog: Callable[[str], None] | None = None, labs: int = 1) -> None:
+        """``labs`` > 1: dialogs run in that many labs at once (harness.labpool),
+        the report the same as with one."""
         self.kernel = kernel
         self.profile = profile
         self.registry = registry
@@ -142,23 +164,43 @@ class Suite:
         self.stats = Stats(profile.name, kernel.release, self.params.as_mapping())
         self.on_dialog = on_dialog or (lambda kind: None)
         self._runner = DialogRunner()
+        self.labs = labs
+        self._pool: LabPool | None = None
+        # Dialogs handed to the pool, in order, waiting to be judged (their
+        # plan None when they cannot run here); and the findings of those judged.
+        self._waiting: deque[tuple[Plan | None, str]] = deque()
+        self._judged: list[list[Finding]] = []
+        self._diverged = False  # whether one of them has an unregistered finding
 
     def close(self) -> None:
         self._runner.close()
+        if self._pool is not None:
+            # After an exception (an interrupt) the workers are stopped at once.
+            self._pool.close(graceful=sys.exc_info()[0] is None)
+            self._pool = None
 
     # --- one dialog --------------------------------------------------------------------------------
     def check(self, dialog: Dialog, kind: str, runner: DialogRunner | None = None, *,
               count: bool = True) -> list[Finding]:
+        plan = self.plan(dialog, kind, count=count)
+        if plan is None:
+            return []
         runner = runner or self._runner
+        observed = runner.run(dialog, plan.params.ports, plan.expected, predicted=plan.prediction.steps)
+        return self.judge(plan, observed, kind, count=count)
+
+    def plan(self, dialog: Dialog, kind: str, *, count: bool = True) -> Plan | None:
+        """The spec's side of a dialog, before the kernel runs it; None (and
+        with ``count`` the reason noted) when it cannot run here."""
         if dialog.params is not None and self.kernel.conflicts(dialog.params):
             if count:
                 self.stats.not_runnable.append(f"{dialog.name}: needs {', '.join(self.kernel.conflicts(dialog.params))}")
-            return []
+            return None
         if dialog.kernels and self.profile.name not in dialog.kernels:
             if count:
                 self.stats.not_runnable.append(f"{dialog.name}: meant for {', '.join(dialog.kernels)}, "
                                                f"not {self.profile.name}")
-            return []
+            return None
         params = self.kernel.params_for(dialog.params)
         try:
             prediction = predict(dialog, self.profile, params, wire=LAB_WIRE)
@@ -169,14 +211,16 @@ class Suite:
                 self.stats.unpredictable[kind] += 1
                 if len(self.stats.unpredictable_reasons) < UNPREDICTABLE_REASONS:
                     self.stats.unpredictable_reasons.append(f"{dialog.name} ({dialog.source}): {exc.message}")
-            return []
-        comparison = compare(prediction, runner.run(dialog, params.ports, [s.delivered for s in prediction.steps],
-                                                   predicted=prediction.steps),
-                             self.kernel.release)
+            return None
+        return Plan(dialog, params, prediction)
+
+    def judge(self, plan: Plan, observed: KernelRun, kind: str, *, count: bool = True) -> list[Finding]:
+        """The kernel's run against the plan's prediction; with ``count`` into the stats."""
+        comparison = compare(plan.prediction, observed, self.kernel.release)
         findings = self._findings(comparison, kind)
         if count:
             self._count(comparison, kind, findings)
-            if PROBE_TAG in dialog.tags:
+            if PROBE_TAG in plan.dialog.tags:
                 from sipct.harness.report import comparison_json
 
                 self.stats.probes.append(comparison_json(comparison))
@@ -215,18 +259,58 @@ class Suite:
             s.transitions.update(step.prediction.transitions)
         self.on_dialog(kind)
 
+    # --- dialogs in parallel labs --------------------------------------------------------------------
+    def _submit(self, dialog: Dialog, kind: str, hosts: tuple[HostSpec, ...] | None, drop_timeout: float) -> None:
+        """Plan ``dialog`` here, run it in the pool's next free lab; judged in
+        submission order (:meth:`_collect`), so the stats fill as in a serial run."""
+        if self._pool is None:
+            self._pool = LabPool(self.labs)
+        plan = self.plan(dialog, kind)
+        self._waiting.append((plan, kind))
+        if plan is not None:
+            self._pool.submit(RunTask(dialog, plan.params.ports, tuple(plan.expected),
+                                      tuple(s.arrivals for s in plan.prediction.steps), hosts, drop_timeout))
+        self._collect(block=False)
+
+    def _collect(self, *, block: bool) -> None:
+        while self._waiting:
+            plan, kind = self._waiting[0]
+            findings: list[Finding] = []
+            if plan is not None:
+                assert self._pool is not None
+                observed = self._pool.next_result(block=block)
+                if observed is None:
+                    return
+                findings = self.judge(plan, observed, kind)
+                self._diverged = self._diverged or any(f.known is None for f in findings)
+            self._waiting.popleft()
+            self._judged.append(findings)
+
+    def _pooled(self, dialogs: list[Dialog], kind: str, hosts: tuple[HostSpec, ...] | None,
+                drop_timeout: float) -> list[list[Finding]]:
+        start = len(self._judged)
+        for dialog in dialogs:
+            self._submit(dialog, kind, hosts, drop_timeout)
+        self._collect(block=True)
+        return self._judged[start:]
+
     # --- the parts of a run ---------------------------------------------------------------------------
     def run_curated(self, curated: list[Dialog]) -> None:
+        if self.labs > 1:
+            self._pooled(curated, "curated", None, DROP_TIMEOUT)
+            return
         for dialog in curated:
             self.check(dialog, "curated")
 
     def run_reproducers(self) -> None:
-        for entry in self.registry:
-            if entry.reproducer is None or self.profile.name not in entry.kernels:
-                continue
-            from sipct.spec.dialog import load_dialog
+        from sipct.spec.dialog import load_dialog
 
-            findings = self.check(load_dialog(entry.reproducer), "reproducer")
+        entries = [e for e in self.registry if e.reproducer is not None and self.profile.name in e.kernels]
+        if self.labs > 1:
+            outcomes = self._pooled([load_dialog(e.reproducer) for e in entries], "reproducer", None, DROP_TIMEOUT)
+        else:
+            outcomes = (self.check(load_dialog(e.reproducer), "reproducer") for e in entries)
+        for entry, findings in zip(entries, outcomes):
             if not any(f.known == entry.id for f in findings):
                 self.stats.stale_entries.append(
                     f"{entry.id}: its reproducer {entry.reproducer.name} no longer diverges on "
@@ -245,6 +329,9 @@ class Suite:
             for name, addr in dialog.hosts.items():
                 addresses.setdefault(name, {})[str(addr)] = None
         hosts = [HostSpec(name, tuple(addrs)) for name, addrs in addresses.items()]
+        if self.labs > 1:
+            self._pooled(dialogs, "generated", tuple(hosts), GENERATED_DROP_TIMEOUT)
+            return
         with Lab(hosts, timeout=GENERATED_DROP_TIMEOUT) as lab, \
                 DialogRunner(lab, drop_timeout=GENERATED_DROP_TIMEOUT) as runner:
             for dialog in dialogs:
@@ -259,6 +346,8 @@ class Suite:
         if examples <= 0:
             return
         hosts = [HostSpec(name, (HOSTS[4][name], HOSTS[6][name])) for name in HOSTS[4]]
+        if self.labs > 1 and self._run_generated_pooled(examples, seed, tuple(hosts), nat):
+            return
         failing: list[Dialog] = []
         shrinking = [False]
         with Lab(hosts, timeout=GENERATED_DROP_TIMEOUT) as lab, \
@@ -293,6 +382,31 @@ class Suite:
                 self.stats.findings.extend(
                     Finding(f.dialog, str(path), "minimal", f.step, f.line, f.aspect, f.spec, f.kernel, f.rules,
                             f.known) for f in findings if f.known is None)
+
+    def _run_generated_pooled(self, examples: int, seed: int, hosts: tuple[HostSpec, ...], nat: bool | None) -> bool:
+        """The generated part in parallel labs: Hypothesis generates here, as
+        in the serial run (same process, same settings, same dialogs), and
+        each dialog goes to the pool as it comes. False - the stats as before -
+        when a dialog diverges unregistered: only the serial run can shrink it."""
+        from hypothesis import given
+
+        from sipct.conformance.generate import dialogs
+
+        before = copy.deepcopy(self.stats)
+        self._diverged = False
+
+        @_hypothesis_settings(examples, seed, shrink=True)
+        @given(dialogs(nat=nat))
+        def generated(dialog: Dialog) -> None:
+            if not self._diverged:  # once one has, the rest is not worth running
+                self._submit(dialog, "generated", hosts, GENERATED_DROP_TIMEOUT)
+
+        generated()
+        self._collect(block=True)
+        if self._diverged:
+            self.stats = before
+            return False
+        return True
 
 
 def _hypothesis_settings(examples: int, seed: int, *, shrink: bool) -> Callable:

@@ -74,7 +74,7 @@ nitpick_ignore_regex = [
     # The NAT path's signatures name the spec's per-packet values (the
     # handlers' context and verdict, a lab network, the NAT part of an
     # expectation, a predicted arrival), documented with their modules' prose.
-    (r"py:class", r"(PacketContext|Verdict|Network|ExpectNat|Arrival)"),
+    (r"py:class", r"(PacketContext|Verdict|Network|ExpectNat|Arrival|sipct\.spec\.predict\.Arrival)"),
     # The walker's type variables: a visitor's connection handle and step outcome.
     (r"py:class", r"sipct\.spec\.walk\.[HR]"),
     # The fields of the netlink values the API pages show: ctnetlink's and

@@ -324,6 +324,10 @@ class SocketDriver:
         self._address_of = address_of
         self.default_timeout = default_timeout
         self._udp: dict[tuple[str, int, int], socket.socket] = {}
+        # Every UDP socket, for sweep_stragglers: one poll(2) finds those with
+        # something queued, instead of a failing recv(2) on each per step.
+        self._readable = select.poll()
+        self._udp_by_fd: dict[int, socket.socket] = {}
         # Datagrams that arrived after udp_send() had given up on them: a
         # "dropped" verdict that was only a slow delivery.
         self.stragglers = 0
@@ -364,6 +368,8 @@ class SocketDriver:
                 sock.close()
                 raise
             self._udp[key] = sock
+            self._udp_by_fd[sock.fileno()] = sock
+            self._readable.register(sock, select.POLLIN)
         return sock
 
     # -- UDP ------------------------------------------------------------
@@ -503,8 +509,8 @@ class SocketDriver:
 
     def sweep_stragglers(self) -> int:
         """Drain every UDP socket now; count what was there in ``stragglers``."""
-        for sock in self._udp.values():
-            self.stragglers += _drain_datagrams(sock)
+        for fd, _ in self._readable.poll(0):
+            self.stragglers += _drain_datagrams(self._udp_by_fd[fd])
         return self.stragglers
 
     def close(self) -> None:
@@ -512,6 +518,9 @@ class SocketDriver:
         for conn in list(self._connections):
             conn.abort()
         self._connections.clear()
+        for fd in self._udp_by_fd:
+            self._readable.unregister(fd)
+        self._udp_by_fd.clear()
         for sock in [*self._udp.values(), *self._listeners.values()]:
             sock.close()
         self._udp.clear()

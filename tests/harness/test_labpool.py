@@ -11,6 +11,7 @@ from sipct.harness.labns import LabName, lab_namespaces
 from sipct.harness.labpool import LabPool, LabWorkerError, RunTask
 from sipct.harness.lab import HostSpec
 from sipct.harness.run import DROP_TIMEOUT
+from sipct.harness.wire import LAB_WIRE
 from sipct.spec.dialog import load_dialog
 from sipct.spec.predict import predict
 
@@ -23,7 +24,7 @@ pytestmark = [
 
 def _task(dialog, kernel, hosts=None):
     params = kernel.params_for(dialog.params)
-    prediction = predict(dialog, kernel.profile, params)
+    prediction = predict(dialog, kernel.profile, params, wire=LAB_WIRE)
     return prediction, RunTask(dialog, params.ports, tuple(s.delivered for s in prediction.steps),
                                tuple(s.arrivals for s in prediction.steps), hosts, DROP_TIMEOUT)
 

@@ -45,18 +45,23 @@ def invite(
     return head.encode() + body
 
 
+def _dialog_lines(method: str, call_id: str, cseq: int) -> str:
+    """To, From, Call-ID, CSeq and an empty body: what every message of the dialog carries."""
+    return (f"To: Bob <sip:bob@{SERVER4}>;tag=a6c85cf\r\n"
+            f"From: Alice <sip:alice@{UA4}>;tag=1928301774\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\n"
+            "Content-Length: 0\r\n"
+            "\r\n")
+
+
 def response(
     status: str, method: str, *, call_id: str = "a84b4c76e66710", cseq: int = 314159
 ) -> bytes:
     return (
         f"SIP/2.0 {status}\r\n"
         f"Via: SIP/2.0/UDP {UA4}:5060;branch=z9hG4bK776asdhds{cseq}\r\n"
-        f"To: Bob <sip:bob@{SERVER4}>;tag=a6c85cf\r\n"
-        f"From: Alice <sip:alice@{UA4}>;tag=1928301774\r\n"
-        f"Call-ID: {call_id}\r\n"
-        f"CSeq: {cseq} {method}\r\n"
-        "Content-Length: 0\r\n"
-        "\r\n"
+        + _dialog_lines(method, call_id, cseq)
     ).encode()
 
 
@@ -65,10 +70,5 @@ def request(method: str, *, call_id: str = "a84b4c76e66710", cseq: int = 314159)
         f"{method} sip:bob@{SERVER4} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {UA4}:5060;branch=z9hG4bK{method.lower()}{cseq}\r\n"
         "Max-Forwards: 70\r\n"
-        f"To: Bob <sip:bob@{SERVER4}>;tag=a6c85cf\r\n"
-        f"From: Alice <sip:alice@{UA4}>;tag=1928301774\r\n"
-        f"Call-ID: {call_id}\r\n"
-        f"CSeq: {cseq} {method}\r\n"
-        "Content-Length: 0\r\n"
-        "\r\n"
+        + _dialog_lines(method, call_id, cseq)
     ).encode()

@@ -191,6 +191,7 @@ class FakeKernel:
         self.refusals: list[tuple[KernelExpectation, int]] = []  # ctnetlink requests refused, with the errno
         self.passes = 0
         self.reset: set[frozenset] = set()  # TCP connections (endpoint pairs) the lab aborted
+        self.verdict_payloads: list[bytes | None] = []  # NFQA_PAYLOAD of each verdict
 
     # -- the table ---------------------------------------------------------------------------
     def table(self) -> list[Expectation]:
@@ -282,11 +283,13 @@ class FakeKernel:
     # -- KernelPort: nfnetlink_queue ---------------------------------------------------------------
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
         """nfqnl_recv_verdict(): NFQA_CT first (ctnetlink_glue_parse_ct()),
         then NFQA_EXP (ctnetlink_glue_attach_expect(): its master is the
-        packet's conntrack; its errors are not reported back)."""
+        packet's conntrack; its errors are not reported back), then
+        NFQA_PAYLOAD (nfqnl_mangle(): the packet that leaves)."""
         assert packet.ct is not None
+        self.verdict_payloads.append(payload)
         ct = self.conntracks[packet.ct.original][0]
         if ct_timeout is not None:
             ct.timeout_at = self.now + ct_timeout  # ctnetlink_change_timeout()

@@ -4,8 +4,13 @@
 (created by a packet, matched against expectations, confirmed when the
 verdict lets the first packet through, freed when it drops it), the
 expectation table (ctnetlink create/delete/timeout with the kernel's
-errors, NFQA_EXP attached by the verdict, expiry, events) and the queue
-(NFQNL_MSG_PACKET with NFQA_CT; NF_REPEAT queues the packet once more).
+errors, NFQA_EXP attached by the verdict, expiry, events), the queue
+(NFQNL_MSG_PACKET with NFQA_CT; NF_REPEAT queues the packet once more;
+NFQA_PAYLOAD replaces the packet) and the router's NAT: a new conntrack's
+binding from the dialog's nat chains (sipct.spec.natmap, the lab's ruleset)
+or, for one that matched an expectation with expectfn "sip", from the
+expectation as nf_nat_sip_expected() reads it; the helper sees the packet
+after the nat hooks, at the confirm hook.
 It follows nf_conntrack_core.c, nf_conntrack_expect.c, nf_conntrack_netlink.c
 and nfnetlink_queue.c for the paths the SIP helper uses, nothing more.
 
@@ -23,7 +28,7 @@ import dataclasses
 import errno
 import itertools
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -35,12 +40,14 @@ from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.core import Decision, HelperCore
 from sipct.reference.execute import execute
-from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
+from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet, parse_packet
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
-from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
+from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, Address, ConnTuple, ExpectClass, Expectation,
                                     expectation_key)
 from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
                                UDP_TIMEOUT_UNREPLIED)
+from sipct.spec.natmap import NatTopology
+from sipct.spec.predict import dialled
 
 # include/uapi/linux/netfilter/nf_conntrack_common.h
 NF_CT_EXPECT_PERMANENT = 0x1
@@ -154,10 +161,23 @@ class FakeConntrack:
     timeout_at: float = 0.0
     master: ConnTuple | None = None
     first_seen: float = 0.0
+    reply: ConnTuple = None  # type: ignore[assignment]  # ct->tuplehash[IP_CT_DIR_REPLY]: NAT's binding
+    local: bool = False  # to the router itself (input, not forward: the nft helper rule never sees it)
+
+    def __post_init__(self) -> None:
+        if self.reply is None:
+            self.reply = self.original.reply()
+
+    def tuple_for(self, reply: bool) -> ConnTuple:
+        return self.reply if reply else self.original
+
+    def leaving(self, reply: bool) -> ConnTuple:
+        """The packet's tuple after the nat hooks: the inverse of the other direction's."""
+        return self.tuple_for(not reply).reply()
 
     def facts(self) -> KernelConntrack:
         return KernelConntrack(socket.AF_INET if self.original.family == 4 else socket.AF_INET6,
-                               self.original, self.original.reply(), self.id, self.status, 0, helper=self.helper,
+                               self.original, self.reply, self.id, self.status, 0, helper=self.helper,
                                helper_info=self.helper_info if self.helper else None, master=self.master)
 
 
@@ -167,15 +187,19 @@ class StepOutcome:
     decisions: list[Decision] = field(default_factory=list)
     table: list[Expectation] = field(default_factory=list)  # the kernel's after the step
     shadow: list[Expectation] = field(default_factory=list)  # the helper's spec after the step
+    left: list[bytes] = field(default_factory=list)  # the step's packets as they left the router
 
 
 class FakeKernel:
     """The kernel around the helper, and the helper's KernelPort."""
 
-    def __init__(self, core: HelperCore, ports: tuple[int, ...] = (5060,), helper: str = "sip") -> None:
+    def __init__(self, core: HelperCore, ports: tuple[int, ...] = (5060,), helper: str = "sip",
+                 nat: NatTopology | None = None, router_owns: Callable[[Address], bool] | None = None) -> None:
         self.core = core
         self.ports = ports
         self.helper = helper
+        self.nat = NatTopology() if nat is None else nat
+        self.router_owns = router_owns  # the router's own addresses: a packet to one is delivered to it
         self.now = 0.0
         self.conntracks: dict[ConnTuple, tuple[FakeConntrack, bool]] = {}
         self.expectations: list[FakeExpectation] = []  # oldest first; the hash chains are walked newest first
@@ -326,11 +350,39 @@ class FakeKernel:
             ct.status |= IPS_EXPECTED
             ct.master = exp.master
             ct.helper = exp.assign_helper
-        if ct.helper is None and dport in self.ports:
-            ct.helper = self.helper  # nft: ct helper set on the first packet
+        ct.reply = self._bind(t, exp)
+        ct.local = self.router_owns is not None and self.router_owns(ct.reply.src)
+        if ct.helper is None and not ct.local and ct.reply.sport in self.ports:
+            ct.helper = self.helper  # nft: ct helper set on the first packet, after prerouting's DNAT
         self.conntracks[t] = (ct, False)
-        self.conntracks[t.reply()] = (ct, True)
+        self.conntracks[ct.reply] = (ct, True)
         return ct, False
+
+    def _bind(self, t: ConnTuple, exp: FakeExpectation | None) -> ConnTuple:
+        """The reply tuple of a new conntrack: nf_nat_sip_expected() for one
+        that matched an expectation with expectfn "sip" - DST to the saved
+        address and port; for media, SRC to the tuple of the master's
+        expectation whose saved address and port are the connection's source,
+        else to where the master sends, when it comes from the master's
+        peer - then the nat chains for the manip types left (nf_nat_inet_fn())."""
+        dst = src = None
+        written = None if exp is None else exp.written
+        if written is not None and written.fn == "sip" and written.nat is not None:
+            dst = (written.nat.src, written.nat.sport or 0)
+            if exp.klass != int(ExpectClass.SIGNALLING):
+                for pair in reversed(self.expectations):  # help->expectations: newest first
+                    n = pair.written.nat
+                    if pair.master == exp.master and pair.tuple.protonum == t.proto and n is not None \
+                            and n.src == t.src and (n.sport or 0) == t.sport:
+                        src = (pair.written.tuple.dst, pair.written.tuple.dport)
+                        break
+            master = self.conntracks[exp.master][0]
+            if src is None and t.src == master.tuple_for(bool(written.nat.dir)).src:
+                src = (master.tuple_for(not written.nat.dir).dst, None)
+        if not self.nat and dst is None:
+            return t.reply()
+        keys = [(c.src, c.dst, c.proto, c.sport, c.dport) for c in self.conntracks]
+        return self.nat.bind(t, dst=dst, src=src, in_use=keys)
 
     def _find_expectation(self, t: Tuple) -> FakeExpectation | None:
         """nf_ct_find_expectation() for init_conntrack(): the newest
@@ -356,11 +408,18 @@ class FakeKernel:
         self._l4_refresh(ct, reply, proto, flags)
         if reply:
             ct.status |= IPS_SEEN_REPLY
+        if ct.local:
+            ct.status |= IPS_CONFIRMED
+            self.deliver_events()
+            return StepOutcome(False)  # the router's own: no receiver gets it
         if ct.helper is None:
             ct.status |= IPS_CONFIRMED
             self.deliver_events()
+            out = ct.leaving(reply)
+            outcome.left.append(build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags))
             return outcome
-        data = build_packet(src, sport, dst, dport, proto, payload, flags)
+        out = ct.leaving(reply)
+        data = build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags)
         new = not ct.status & IPS_CONFIRMED
         ctinfo = (IP_CT_NEW if new else IP_CT_ESTABLISHED) + (IP_CT_IS_REPLY if reply else 0)
         while True:
@@ -379,6 +438,8 @@ class FakeKernel:
                     self._free(ct)
             else:
                 ct.status |= IPS_CONFIRMED
+                left = self.verdict_payloads[-1]
+                outcome.left.append(data if left is None else left)
             break
         self.deliver_events()
         return outcome
@@ -394,7 +455,7 @@ class FakeKernel:
     def _free(self, ct: FakeConntrack) -> None:
         self._freed_ids[ct.original] = ct.id
         self.conntracks.pop(ct.original, None)
-        self.conntracks.pop(ct.original.reply(), None)
+        self.conntracks.pop(ct.reply, None)
         for e in [e for e in self.expectations if e.master == ct.original]:
             self.expectations.remove(e)
 
@@ -403,16 +464,36 @@ class FakeKernel:
         found = self.conntracks.get(original)
         if found is not None:
             self._freed_ids[original] = found[0].id
+            self.conntracks.pop(found[0].reply, None)
         self.conntracks.pop(original, None)
-        self.conntracks.pop(original.reply(), None)
         for e in [e for e in self.expectations if e.master == original]:
             self._destroy(e)
         self.deliver_events()
 
 
 def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutcome]:
-    """Each step of the dialog through the fake kernel, with the tables after it."""
+    """Each step of the dialog through the fake kernel, with the tables after
+    it. Senders address the receiver's face across the NAT (the lab's and the
+    spec's ``dialled()``); a TCP connection's packets keep its tuples."""
     hosts = dialog.hosts
+    tcp: dict[tuple, tuple[ConnTuple, bool]] = {}  # dialog endpoints -> (wire tuple, from its client)
+
+    def wire(step) -> ConnTuple:
+        proto = step.proto if isinstance(step, Send) else IPPROTO_TCP
+        if proto == IPPROTO_TCP and (step.src, step.dst) in tcp:
+            client, forward = tcp[(step.src, step.dst)]
+            return client if forward else back(client)
+        dst, dport = dialled(dialog, step, proto)
+        return ConnTuple(hosts[step.src.host], dst, proto, step.src.port, dport)
+
+    def back(t: ConnTuple) -> ConnTuple:
+        """The other direction's tuple of the connection ``t`` travels on."""
+        ct, reply = kernel.conntracks[t]
+        return ct.tuple_for(not reply)
+
+    def send(t: ConnTuple, payload: bytes = b"", flags: int = TCP_ACK) -> StepOutcome:
+        return kernel.send(t.src, t.sport, t.dst, t.dport, t.proto, payload, flags)
+
     out: list[StepOutcome] = []
     for step in (dialog.steps if steps is None else steps):
         if isinstance(step, Send) and step.proto == IPPROTO_TCP and frozenset((step.src, step.dst)) in kernel.reset:
@@ -428,26 +509,29 @@ def run_dialog(kernel: FakeKernel, dialog: Dialog, steps=None) -> list[StepOutco
                 kernel.deliver_events()
             outcome = StepOutcome(None)
         elif isinstance(step, Connect):
-            c, s = hosts[step.src.host], hosts[step.dst.host]
-            outcome = kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_SYN)
-            kernel.send(s, step.dst.port, c, step.src.port, IPPROTO_TCP, b"", TCP_SYN | TCP_ACK)
-            kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_ACK)
+            t = wire(step)
+            tcp[(step.src, step.dst)], tcp[(step.dst, step.src)] = (t, True), (t, False)
+            outcome = send(t, b"", TCP_SYN)
+            send(back(t), b"", TCP_SYN | TCP_ACK)
+            send(t, b"", TCP_ACK)
         else:
             assert isinstance(step, Send)
             outcome = StepOutcome(True)
+            t = wire(step)
             for segment in step.on_wire(dialog.family):
-                one = kernel.send(hosts[step.src.host], step.src.port, hosts[step.dst.host], step.dst.port,
-                                  step.proto, segment)
+                one = send(t, segment)
                 outcome.decisions += one.decisions
+                outcome.left += one.left
                 if not one.delivered:
                     outcome.delivered = False
                     break
+            if any(parse_packet(p).dst != hosts[step.dst.host] for p in outcome.left):
+                outcome.delivered = False  # NAT sent it to another host (an expectation's saved address)
             if step.proto == IPPROTO_TCP and not outcome.delivered:
                 # The lab aborts the connection after a dropped segment (SO_LINGER 0):
                 # an RST from each end crosses the router (harness/drivers.py).
-                a, b = hosts[step.src.host], hosts[step.dst.host]
-                kernel.send(b, step.dst.port, a, step.src.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
-                kernel.send(a, step.src.port, b, step.dst.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+                send(back(t), b"", TCP_RST | TCP_ACK)
+                send(t, b"", TCP_RST | TCP_ACK)
                 kernel.reset.add(frozenset((step.src, step.dst)))
         outcome.table = kernel.table()
         outcome.shadow = kernel.core.shadow.expectations()

@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for comparison, i in comparisons:
                     prediction = predict(comparison.dialog, profile, kernel.params_for(comparison.dialog.params))
                     run = reference.run(comparison.dialog, prediction.params.ports,
-                                        [s.delivered for s in prediction.steps])
+                                        [s.delivered for s in prediction.steps], predicted=prediction.steps)
                     ref = compare(prediction, run, kernel.release)
                     results[i] = add_reference(results[i], ref)
                     if not ref.agree:

@@ -415,3 +415,18 @@ def test_a_late_destroy_event_of_an_expired_predecessor_keeps_the_successor() ->
     assert core.stats["events.stale"] == 1
     assert core.expectation_destroyed(event, kernel.now) is True
     assert core.shadow.expectations() == []
+
+
+def test_a_rewrite_leaves_with_the_last_pass_only() -> None:
+    """An INVITE on a new master behind NAT: its media wait for the second pass
+    (NF_REPEAT confirms the master); the rewritten packet goes with the final
+    verdict, so seq_adjust sees one length change and the second pass is
+    recognised as the same packet."""
+    dialog = load_dialog(ROOT / "spec" / "examples" / "nat-ipv6-masquerade.yaml")
+    core, kernel = make(dialog)
+    (invite, *_) = run_dialog(kernel, dialog, dialog.steps[:1])
+    first, last = invite.decisions
+    assert first.verdict == NF_REPEAT and first.packet is None
+    assert last.verdict == NF_ACCEPT and last.packet is not None
+    assert kernel.verdict_payloads == [None, last.packet]
+    assert parse_packet(last.packet).payload == predict(dialog, HARDENED_6_1_192).steps[0].packets[0].out_payload

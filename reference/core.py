@@ -112,6 +112,9 @@ VERDICT = "verdict"  # NFQA_EXP in the verdict
 STALE_EVENT_MARGIN = 1.0
 # How long a packet answered with NF_REPEAT may take to come back.
 PENDING_TIMEOUT = 2.0
+# NFQNL_MAX_COPY_RANGE (nfnetlink_queue.c: 0xffff - NLA_HDRLEN): the most of a
+# packet the queue hands over, and the most an NFQA_PAYLOAD attribute holds.
+MAX_QUEUED = 0xFFFF - 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,11 @@ def rewritten(queued: bytes, l4: L4Packet, result: PacketResult) -> bytes | None
     return rebuild_packet(queued, payload, dport)
 
 
+def too_long(packet: bytes | None) -> bool:
+    """A rewritten packet no NFQA_PAYLOAD can hold (nla_len is 16 bits)."""
+    return packet is not None and len(packet) > MAX_QUEUED
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with one queued packet now: run ``ops`` over ctnetlink in
@@ -346,6 +354,14 @@ class HelperCore:
         except PacketError as exc:
             return self.error_decision(f"unreadable packet: {exc}")
         reply = pkt.ctinfo >= IP_CT_IS_REPLY
+        if l4.truncated and ct.reply is not None and ct.reply != ct.original.reply():
+            # Longer than the queue hands over (NFQNL_MAX_COPY_RANGE): nf_nat_sip
+            # would rewrite what the helper cannot see, and no verdict could
+            # carry a packet this long back. Growing it fails in the kernel
+            # too (enlarge_skb(): 65,535 bytes at most).
+            self.stats["nat.too-long"] += 1
+            return Decision(NF_DROP, reason=f"nat: a packet longer than {MAX_QUEUED} bytes cannot be rewritten "
+                                            "from userspace")
         key = (ct.original if ct.id is None else ct.id, reply, l4.tcp_flags, l4.payload)
         pending = self._pending.pop(key, None)
         if pending is not None:
@@ -380,7 +396,11 @@ class HelperCore:
         phases = plan(ops, verdict, ct.confirmed)
         self.stats["verdict." + VERDICT_NAMES.get(verdict, str(verdict))] += 1
         new_packet = rewritten(pkt.payload, l4, result) if verdict == NF_ACCEPT else None
-        if new_packet is not None:
+        if too_long(new_packet):
+            # The kernel helper could still grow it up to 65,535 bytes.
+            self.stats["nat.too-long"] += 1
+            verdict, reason, new_packet = NF_DROP, f"nat: the rewritten packet exceeds {MAX_QUEUED} bytes", None
+        elif new_packet is not None:
             self.stats["rewrites"] += 1
         first, rest = phases[0], phases[1:]
         if rest:

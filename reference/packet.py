@@ -38,6 +38,7 @@ class L4Packet:
     tcp_flags: int = 0
     l4_offset: int = 0  # where the UDP/TCP header starts in the queued bytes
     payload_offset: int = 0  # where its payload starts
+    truncated: bool = False  # the IP header says the packet is longer than the bytes queued
 
     @property
     def syn(self) -> bool:
@@ -56,6 +57,7 @@ def parse_packet(data: bytes) -> L4Packet:
         total = struct.unpack_from("!H", data, 2)[0]
         if ihl < 20 or total < ihl or len(data) < ihl:
             raise PacketError("bad IPv4 header length")
+        declared = total
         end = min(total, len(data))
         proto = data[9]
         src, dst = ipaddress.IPv4Address(data[12:16]), ipaddress.IPv4Address(data[16:20])
@@ -63,7 +65,8 @@ def parse_packet(data: bytes) -> L4Packet:
     elif version == 6:
         if len(data) < 40:
             raise PacketError("truncated IPv6 header")
-        end = min(40 + struct.unpack_from("!H", data, 4)[0], len(data))
+        declared = 40 + struct.unpack_from("!H", data, 4)[0]
+        end = min(declared, len(data))
         proto = data[6]
         src, dst = ipaddress.IPv6Address(data[8:24]), ipaddress.IPv6Address(data[24:40])
         off = 40
@@ -81,7 +84,7 @@ def parse_packet(data: bytes) -> L4Packet:
         if off + 8 > end:
             raise PacketError("truncated UDP header")
         sport, dport = struct.unpack_from("!HH", data, off)
-        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + 8:end]), 0, off, off + 8)
+        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + 8:end]), 0, off, off + 8, end < declared)
     if proto == IPPROTO_TCP:
         if off + 20 > end:
             raise PacketError("truncated TCP header")
@@ -89,7 +92,8 @@ def parse_packet(data: bytes) -> L4Packet:
         doff = (data[off + 12] >> 4) * 4
         if doff < 20 or off + doff > end:
             raise PacketError("bad TCP data offset")
-        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + doff:end]), data[off + 13], off, off + doff)
+        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + doff:end]), data[off + 13], off, off + doff,
+                        end < declared)
     raise PacketError(f"IP protocol {proto} is neither UDP nor TCP")
 
 

@@ -38,7 +38,7 @@ from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NE
 from sipct.netlink.ctexp import KernelExpectation, MasterTuple
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_DROP, NF_REPEAT, QueuedPacket
-from sipct.reference.core import Decision, HelperCore
+from sipct.reference.core import MAX_QUEUED, Decision, HelperCore
 from sipct.reference.execute import execute
 from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet, parse_packet
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
@@ -424,8 +424,10 @@ class FakeKernel:
         ctinfo = (IP_CT_NEW if new else IP_CT_ESTABLISHED) + (IP_CT_IS_REPLY if reply else 0)
         while True:
             self.passes += 1
+            # nfqnl_build_packet_message(): at most copy_range (NFQNL_MAX_COPY_RANGE) bytes, and the length.
             pkt = QueuedPacket(0, socket.AF_INET if src.version == 4 else socket.AF_INET6, next(self._packet_ids),
-                               ETH_P_IP if src.version == 4 else ETH_P_IPV6, 4, data, ct.facts(), ctinfo)
+                               ETH_P_IP if src.version == 4 else ETH_P_IPV6, 4, data[:MAX_QUEUED], ct.facts(), ctinfo,
+                               cap_len=len(data) if len(data) > MAX_QUEUED else None)
             decision = self.core.decide(pkt, self.now)
             outcome.decisions.append(decision)
             verdict = execute(self.core, self, pkt, decision)

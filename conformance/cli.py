@@ -91,10 +91,6 @@ def _collect(paths: list[Path]) -> list:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    if args.helper == "reference" and args.nat == "only":
-        Console(stderr=True).print("[red]error:[/red] --nat only with --helper reference: the reference helper does "
-                                   "no NAT yet (docs/reference.rst)", highlight=False)
-        return EXIT_ERROR
     if args.kernels or args.preset:
         from sipct.conformance.matrix import cmd_matrix
         from sipct.harness.clean_cli import sweep_stale_labs
@@ -205,8 +201,7 @@ def _with_reference(args: argparse.Namespace, stats, kernel, profile, registry, 
     if files is None:
         # The kernel's generated dialogs were Hypothesis's, shrunk when one diverged: the reference runs
         # the same seed's dialogs as generate_dialogs() makes them.
-        # The reference helper does no NAT (docs/reference.rst, "No NAT"): not the NAT ones.
-        files = [d for d in generate_dialogs(args.examples, args.seed, nat=nat_share(args)) if d.steps and not d.nat]
+        files = [d for d in generate_dialogs(args.examples, args.seed, nat=nat_share(args)) if d.steps]
     started = time.monotonic()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

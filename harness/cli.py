@@ -149,14 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 say(err, "capture:", "", f"{pcap} ({count} packets at the router)")
             if not comparison.agree or prediction.failures:
                 status = worst(status, EXIT_DIVERGED)
-            if args.helper == "reference" and dialog.nat:
-                # The reference helper does not NAT yet (issue 14).
-                say(err, "note:", "yellow", f"{dialog.name}: not run through the reference helper: it uses NAT, "
-                                             "which the reference helper does not do yet")
-                results.append(comparison_json(comparison))
-                if not args.json:
-                    print_comparison(comparison, out)
-            elif args.helper == "reference":
+            if args.helper == "reference":
                 comparisons.append((comparison, len(results)))
                 results.append(comparison_json(comparison))
             elif args.json:
@@ -175,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     prediction = predict(comparison.dialog, profile, kernel.params_for(comparison.dialog.params),
                                          wire=LAB_WIRE)
                     run = reference.run(comparison.dialog, prediction.params.ports,
-                                        [s.delivered for s in prediction.steps])
+                                        [s.delivered for s in prediction.steps], predicted=prediction.steps)
                     ref = compare(prediction, run, kernel.release)
                     results[i] = add_reference(results[i], ref)
                     if not ref.agree:

@@ -311,6 +311,22 @@ class KernelExpectation:
             self.proto,
         )
 
+    def nat_attr(self) -> dict[str, Any]:
+        """CTA_EXPECT_NAT as ctnetlink_exp_dump_expect() writes it and
+        ctnetlink_parse_expect_nat() reads it: the saved address and port
+        are the tuple's source side; ctnetlink_parse_tuple() wants the
+        destination and both ports too (zero: unused)."""
+        assert self.nat is not None
+        nat_tuple = encode_tuple(
+            self.family,
+            self.nat.src,
+            _any(self.family),
+            self.nat.sport,
+            None if self.nat.sport is None else 0,
+            self.master.proto,
+        )
+        return {"attrs": [["CTA_EXPECT_NAT_DIR", self.nat.dir], ["CTA_EXPECT_NAT_TUPLE", nat_tuple]]}
+
     def to_attrs(self) -> list[list[Any]]:
         """Attributes in ctnetlink_exp_dump_expect() order; optional ones
         (id, helper, fn, nat) only when set, as the kernel does."""
@@ -320,20 +336,7 @@ class KernelExpectation:
             ["CTA_EXPECT_MASTER", self.master_attr()],
         ]
         if self.nat is not None:
-            nat_tuple = encode_tuple(
-                self.family,
-                self.nat.src,
-                _any(self.family),
-                self.nat.sport,
-                None if self.nat.sport is None else 0,
-                self.master.proto,
-            )
-            attrs.append(
-                [
-                    "CTA_EXPECT_NAT",
-                    {"attrs": [["CTA_EXPECT_NAT_DIR", self.nat.dir], ["CTA_EXPECT_NAT_TUPLE", nat_tuple]]},
-                ]
-            )
+            attrs.append(["CTA_EXPECT_NAT", self.nat_attr()])
         attrs.append(["CTA_EXPECT_TIMEOUT", self.timeout])
         if self.id is not None:
             attrs.append(["CTA_EXPECT_ID", self.id])

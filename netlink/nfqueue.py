@@ -344,7 +344,13 @@ class Verdict:
     ``helper_info``}). ``exp`` is an expectation for ctnetlink_glue_attach_expect()
     (its master is the packet's conntrack, whatever ``exp.master`` says) and
     ``exp_helper`` the helper the expected connection gets. NFQA_CT is sent
-    whenever one of these is: nfqnl_recv_verdict() reads NFQA_EXP only then."""
+    whenever one of these is: nfqnl_recv_verdict() reads NFQA_EXP only then.
+
+    ``payload`` replaces the packet (NFQA_PAYLOAD, nfqnl_mangle(): a whole
+    L3 packet, its lengths and checksums already right). NFQA_CT goes with
+    it, empty if need be: only with a conntrack from NFQA_CT does
+    nfqnl_recv_verdict() pass the length change to seq_adjust
+    (ctnetlink_glue_seqadj(), TCP under NAT)."""
 
     queue_num: int
     packet_id: int
@@ -357,6 +363,7 @@ class Verdict:
     exp_helper: str | None = None
     mark: int | None = None
     batch: bool = False
+    payload: bytes | None = None
 
     @property
     def name(self) -> str:
@@ -368,7 +375,7 @@ class Verdict:
             attrs.append(["CTA_TIMEOUT", self.ct_timeout])
         if self.helper is not None:
             attrs.append(["CTA_HELP", help_attr(self.helper, self.helper_info)])
-        if not attrs and self.exp is None:
+        if not attrs and self.exp is None and self.payload is None:
             return None
         return attrs
 
@@ -386,6 +393,10 @@ class Verdict:
         ]
         if self.exp_helper is not None:
             attrs.append(["CTA_EXPECT_HELP_NAME", self.exp_helper])
+        if e.nat is not None:
+            attrs.append(["CTA_EXPECT_NAT", e.nat_attr()])  # ctnetlink_alloc_expect() takes both here too
+        if e.fn is not None:
+            attrs.append(["CTA_EXPECT_FN", e.fn])
         return attrs
 
     def to_attrs(self) -> list[list[Any]]:
@@ -397,6 +408,8 @@ class Verdict:
             attrs.append(["NFQA_CT", {"attrs": ct}])
         if self.exp is not None:
             attrs.append(["NFQA_EXP", {"attrs": self.exp_attrs()}])
+        if self.payload is not None:
+            attrs.append(["NFQA_PAYLOAD", self.payload])
         return attrs
 
     def to_msg(self, flags: int = 0) -> nfq_msg:
@@ -477,6 +490,7 @@ def verdict_from_bytes(data: bytes, off: int = 0) -> Verdict:
         exp = expectation_attrs(data, nested(data, attrs[_Q["NFQA_EXP"]]), family)
         exp, exp_helper = replace(exp, helper=None), exp.helper
     timeout, mark = ct.get(_CT["CTA_TIMEOUT"]), attrs.get(_Q["NFQA_MARK"])
+    payload = attrs.get(_Q["NFQA_PAYLOAD"])
     return Verdict(
         queue_num=queue_num,
         packet_id=packet_id,
@@ -489,6 +503,7 @@ def verdict_from_bytes(data: bytes, off: int = 0) -> Verdict:
         exp_helper=exp_helper,
         mark=None if mark is None else be32(data, mark),
         batch=NLMSG.unpack_from(data, off)[1] == queue_msg_type(NFQNL_MSG_VERDICT_BATCH),
+        payload=None if payload is None else bytes(data[payload[0]:payload[1]]),
     )
 
 

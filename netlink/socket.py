@@ -45,6 +45,7 @@ from .ctexp import (
     NFNLGRP_CONNTRACK_EXP_DESTROY,
     NFNLGRP_CONNTRACK_EXP_NEW,
     ExpectMask,
+    ExpectNat,
     ExpectStats,
     ExpectTuple,
     KernelExpectation,
@@ -305,6 +306,8 @@ class CtExpSocket(NetlinkSocket):
         mask: ExpectMask | None = None,
         klass: int = 0,
         flags: int | Iterable[str] = 0,
+        nat: ExpectNat | None = None,
+        fn: str | None = None,
     ) -> None:
         """Ask ctnetlink to add an expectation to conntrack `master`.
 
@@ -313,7 +316,10 @@ class CtExpSocket(NetlinkSocket):
         expect_policy[klass]) from it, ignoring CTA_EXPECT_TIMEOUT and
         CTA_EXPECT_HELP_NAME, and it clears NF_CT_EXPECT_USERSPACE.
         `proto` defaults to the master's, `mask` to an exact match
-        (source address and port all ones).
+        (source address and port all ones). `nat` and `fn` are the NAT
+        part (CTA_EXPECT_NAT: ctnetlink_parse_expect_nat(), EOPNOTSUPP
+        without CONFIG_NF_NAT) and the expectfn by name (CTA_EXPECT_FN:
+        EINVAL unless a module registered it, nf_ct_helper_expectfn_find_by_name()).
         """
         family = family_of(master.src)
         proto = master.proto if proto is None else proto
@@ -329,6 +335,8 @@ class CtExpSocket(NetlinkSocket):
             timeout=0,
             flags=flags if isinstance(flags, int) else frozenset(flags),
             klass=klass,
+            nat=nat,
+            fn=fn,
         )
         msg = self._bare(family)
         msg["attrs"] = [
@@ -338,6 +346,10 @@ class CtExpSocket(NetlinkSocket):
             ["CTA_EXPECT_FLAGS", exp.flag_bits],
             ["CTA_EXPECT_CLASS", exp.klass],
         ]
+        if nat is not None:
+            msg["attrs"].append(["CTA_EXPECT_NAT", exp.nat_attr()])
+        if fn is not None:
+            msg["attrs"].append(["CTA_EXPECT_FN", fn])
         flags_ = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
         self._request("create", msg, exp_msg_type(IPCTNL_MSG_EXP_NEW), flags_)
 

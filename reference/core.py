@@ -78,11 +78,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sipct.netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack
-from sipct.netlink.ctexp import ExpectMask, ExpectTuple as KernelExpectTuple, KernelExpectation, MasterTuple
+from sipct.netlink.ctexp import ExpectMask, ExpectNat as KernelExpectNat, ExpectTuple as KernelExpectTuple
+from sipct.netlink.ctexp import KernelExpectation, MasterTuple
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
 from sipct.spec import rules
-from sipct.spec.expectation import ConnTuple, ExpectClass, Expectation, expectation_key
+from sipct.spec.expectation import NAT_EXPECTFN, ConnTuple, ExpectClass, Expectation, expectation_key
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
 from sipct.spec.master import Master
 from sipct.spec.params import ModuleParams
@@ -90,7 +91,7 @@ from sipct.spec.profiles import KernelProfile
 from sipct.spec.table import NEW, REFRESH, TableEvent, refusal_rule
 
 from .master_state import MasterState
-from .packet import TCP_RST, PacketError, parse_packet
+from .packet import TCP_RST, L4Packet, PacketError, parse_packet, rebuild_packet
 
 __all__ = [
     "CTNETLINK",
@@ -111,6 +112,9 @@ VERDICT = "verdict"  # NFQA_EXP in the verdict
 STALE_EVENT_MARGIN = 1.0
 # How long a packet answered with NF_REPEAT may take to come back.
 PENDING_TIMEOUT = 2.0
+# NFQNL_MAX_COPY_RANGE (nfnetlink_queue.c: 0xffff - NLA_HDRLEN): the most of a
+# packet the queue hands over, and the most an NFQA_PAYLOAD attribute holds.
+MAX_QUEUED = 0xFFFF - 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,11 @@ class ExpectOp:
         wildcards (no source address: any; source port: always any for SIP).
         Both ports are always present, in the tuple and in the mask:
         ctnetlink_parse_tuple() refuses a tuple without either (EINVAL from
-        nf_ct_port_nlattr_to_tuple())."""
+        nf_ct_port_nlattr_to_tuple()). A NAT part goes as CTA_EXPECT_NAT with
+        CTA_EXPECT_FN "sip": nf_nat_sip_expected(), which nf_nat_sip
+        registers (nf_ct_helper_expectfn_register()) and which needs
+        nothing of nf_conntrack_sip's - it reads the expectation and its
+        master's other expectations (help->expectations) only."""
         e = self.expectation
         t, m = e.tuple, e.master
         family = socket.AF_INET if t.family == 4 else socket.AF_INET6
@@ -153,6 +161,8 @@ class ExpectOp:
             flags=int(e.flags),
             klass=int(e.klass),
             helper=helper_name,
+            fn=None if e.nat is None else NAT_EXPECTFN,
+            nat=None if e.nat is None else KernelExpectNat(e.nat.dir, e.nat.addr, e.nat.port),
         )
 
     def __str__(self) -> str:
@@ -200,11 +210,46 @@ def plan(ops: Iterable[ExpectOp], verdict: int, confirmed: bool) -> list[Phase]:
     return phases
 
 
+def arrival(ct: KernelConntrack, reply: bool, l4: L4Packet) -> ConnTuple:
+    """The tuple the packet came in with, which the spec reads. The queue
+    has it later: the userspace helper runs from the confirm hook
+    (nf_confirm() at NF_IP_PRI_CONNTRACK_CONFIRM, postrouting or input),
+    after the nat hooks changed its addresses and ports
+    (nf_nat_ipv4_out(), nf_nat_ipv4_in()). Conntrack's tuples are the
+    arrival ones: the original tuple in its direction, the reply tuple in
+    the other (nf_conntrack_in() looked the packet up by them)."""
+    if reply and ct.reply is not None:
+        return ct.reply
+    if not reply:
+        return ct.original
+    return ConnTuple(l4.src, l4.dst, l4.proto, l4.sport, l4.dport)
+
+
+def rewritten(queued: bytes, l4: L4Packet, result: PacketResult) -> bytes | None:
+    """The queued packet as nf_nat_sip leaves it (None: unchanged): the
+    spec's payload (nf_nat_mangle_udp_packet() / _tcp_packet()) and, for a
+    reply to a master with a forced port, nf_nat_sip()'s destination port
+    (``ct_sip_info->forced_dport``: the only header field the helper
+    changes; the nat hooks did the rest before the packet was queued)."""
+    payload = l4.payload if result.out_payload is None else result.out_payload
+    dport = l4.dport if result.out_tuple is None else result.out_tuple.dport
+    if payload == l4.payload and dport == l4.dport:
+        return None
+    return rebuild_packet(queued, payload, dport)
+
+
+def too_long(packet: bytes | None) -> bool:
+    """A rewritten packet no NFQA_PAYLOAD can hold (nla_len is 16 bits)."""
+    return packet is not None and len(packet) > MAX_QUEUED
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with one queued packet now: run ``ops`` over ctnetlink in
     order, then send ``verdict`` with ``exp`` (NFQA_EXP), the conntrack timeout
-    ``ct_timeout`` and the helper's private data ``helper_info`` (NFQA_CT)."""
+    ``ct_timeout`` and the helper's private data ``helper_info`` (NFQA_CT),
+    and ``packet``, the packet as nf_nat_sip would have rewritten it
+    (NFQA_PAYLOAD; only with the last pass's verdict)."""
 
     verdict: int
     ops: tuple[ExpectOp, ...] = ()
@@ -217,6 +262,7 @@ class Decision:
     result: PacketResult | None = None
     error: str | None = None
     key: tuple | None = field(default=None, repr=False)
+    packet: bytes | None = field(default=None, repr=False)
 
     @property
     def verdict_name(self) -> str:
@@ -247,6 +293,7 @@ class _Pending:
     ct_timeout: int | None
     helper_info: bytes | None
     events: tuple[TableEvent, ...]
+    packet: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +354,14 @@ class HelperCore:
         except PacketError as exc:
             return self.error_decision(f"unreadable packet: {exc}")
         reply = pkt.ctinfo >= IP_CT_IS_REPLY
+        if l4.truncated and ct.reply is not None and ct.reply != ct.original.reply():
+            # Longer than the queue hands over (NFQNL_MAX_COPY_RANGE): nf_nat_sip
+            # would rewrite what the helper cannot see, and no verdict could
+            # carry a packet this long back. Growing it fails in the kernel
+            # too (enlarge_skb(): 65,535 bytes at most).
+            self.stats["nat.too-long"] += 1
+            return Decision(NF_DROP, reason=f"nat: a packet longer than {MAX_QUEUED} bytes cannot be rewritten "
+                                            "from userspace")
         key = (ct.original if ct.id is None else ct.id, reply, l4.tcp_flags, l4.payload)
         pending = self._pending.pop(key, None)
         if pending is not None:
@@ -318,11 +373,12 @@ class HelperCore:
         shadow.advance(now)
         master = self._master_for(ct, now)
         start = len(shadow.table.journal)
-        result = shadow.packet(Packet(l4.src, l4.sport, l4.dst, l4.dport, l4.proto, l4.payload), now,
+        came = arrival(ct, reply, l4)
+        result = shadow.packet(Packet(came.src, came.sport, came.dst, came.dport, l4.proto, l4.payload), now,
                                syn=l4.syn)
         if l4.tcp_flags & TCP_RST:
             # The kernel's TCP tracker moves the conntrack to CLOSE (10 s).
-            shadow.tcp_reset(l4.src, l4.sport, l4.dst, l4.dport, now)
+            shadow.tcp_reset(came.src, came.sport, came.dst, came.dport, now)
         events = tuple(shadow.table.journal[start:])
         verdict = NF_ACCEPT if result.accepted else NF_DROP
         reason = "accept" if result.accepted else (result.drop_rule.id if result.drop_rule else "drop")
@@ -339,12 +395,20 @@ class HelperCore:
         info = MasterState(master.register_cseq, master.invite_cseq, master.forced_dport).pack() if alive else None
         phases = plan(ops, verdict, ct.confirmed)
         self.stats["verdict." + VERDICT_NAMES.get(verdict, str(verdict))] += 1
+        new_packet = rewritten(pkt.payload, l4, result) if verdict == NF_ACCEPT else None
+        if too_long(new_packet):
+            # The kernel helper could still grow it up to 65,535 bytes.
+            self.stats["nat.too-long"] += 1
+            verdict, reason, new_packet = NF_DROP, f"nat: the rewritten packet exceeds {MAX_QUEUED} bytes", None
+        elif new_packet is not None:
+            self.stats["rewrites"] += 1
         first, rest = phases[0], phases[1:]
         if rest:
-            self._pending[key] = _Pending(rest, now + self.pending_timeout, 2, ct.original, ct_timeout, info, events)
+            self._pending[key] = _Pending(rest, now + self.pending_timeout, 2, ct.original, ct_timeout, info, events,
+                                          new_packet)
         return Decision(first.verdict, first.ops, first.exp, ct_timeout, info,
                         reason if not rest else f"repeat: {len(rest)} more pass(es), then {reason}",
-                        1, events, result, key=key)
+                        1, events, result, key=key, packet=None if rest else new_packet)
 
     def _next_pass(self, key: tuple, pending: _Pending) -> Decision:
         phase = pending.phases.pop(0)
@@ -353,7 +417,8 @@ class HelperCore:
             pending.pass_no += 1
             self._pending[key] = pending
         return Decision(phase.verdict, phase.ops, phase.exp, pending.ct_timeout, pending.helper_info,
-                        f"pass {pass_no}", pass_no, pending.events, key=key)
+                        f"pass {pass_no}", pass_no, pending.events, key=key,
+                        packet=None if pending.phases else pending.packet)
 
     def _master_for(self, ct: KernelConntrack, now: float) -> Master:
         """The shadow's master for the kernel's conntrack, adopted if need be."""
@@ -389,7 +454,7 @@ class HelperCore:
 
     def _adopt(self, ct: KernelConntrack, now: float) -> Master:
         master = self.shadow.adopt(ct.original, now, expected=ct.expected, seen_reply=ct.seen_reply,
-                                   timeout=ct.timeout or None)
+                                   timeout=ct.timeout or None, reply=ct.reply)
         state = MasterState.unpack(ct.helper_info)
         if state is not None:
             master.restore(state.register_cseq, state.invite_cseq, state.forced_dport)

@@ -426,10 +426,11 @@ class HelperDaemon:
     def _trace(self, pkt: QueuedPacket, decision: Decision, verdict: int) -> None:
         ct = pkt.ct
         rule_ids = decision.result.rule_ids if decision.result is not None else []
-        log.debug("packet %d ct %s pass %d: %s (%s) rules %s ops [%s]%s", pkt.packet_id,
+        log.debug("packet %d ct %s pass %d: %s (%s) rules %s ops [%s]%s%s", pkt.packet_id,
                   ct.original if ct else "-", decision.pass_no, Verdict(0, 0, verdict).name, decision.reason,
                   ",".join(rule_ids) or "-", "; ".join(str(o) for o in decision.ops),
-                  f" exp {decision.exp}" if decision.exp else "")
+                  f" exp {decision.exp}" if decision.exp else "",
+                  f" rewritten {len(pkt.payload)} -> {len(decision.packet)} bytes" if decision.packet else "")
 
 
 def run(config: HelperConfig, netns: str | None = None) -> int:

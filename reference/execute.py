@@ -66,7 +66,8 @@ def execute(core: HelperCore, port: KernelPort, packet: QueuedPacket, decision: 
             exp = None  # it came after the refused operation
             break
     port.send_verdict(packet, verdict, ct_timeout=decision.ct_timeout, helper_info=decision.helper_info,
-                      exp=None if exp is None else exp.kernel(name), exp_helper=None if exp is None else exp.helper)
+                      exp=None if exp is None else exp.kernel(name), exp_helper=None if exp is None else exp.helper,
+                      payload=decision.packet if verdict == decision.verdict else None)
     if exp is not None:
         core.applied(exp)
     return verdict

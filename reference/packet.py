@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP, Address
 
-__all__ = ["L4Packet", "PacketError", "TCP_ACK", "TCP_FIN", "TCP_RST", "TCP_SYN", "parse_packet"]
+__all__ = ["L4Packet", "PacketError", "TCP_ACK", "TCP_FIN", "TCP_RST", "TCP_SYN", "parse_packet", "rebuild_packet"]
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -36,6 +36,9 @@ class L4Packet:
     proto: int
     payload: bytes
     tcp_flags: int = 0
+    l4_offset: int = 0  # where the UDP/TCP header starts in the queued bytes
+    payload_offset: int = 0  # where its payload starts
+    truncated: bool = False  # the IP header says the packet is longer than the bytes queued
 
     @property
     def syn(self) -> bool:
@@ -54,6 +57,7 @@ def parse_packet(data: bytes) -> L4Packet:
         total = struct.unpack_from("!H", data, 2)[0]
         if ihl < 20 or total < ihl or len(data) < ihl:
             raise PacketError("bad IPv4 header length")
+        declared = total
         end = min(total, len(data))
         proto = data[9]
         src, dst = ipaddress.IPv4Address(data[12:16]), ipaddress.IPv4Address(data[16:20])
@@ -61,7 +65,8 @@ def parse_packet(data: bytes) -> L4Packet:
     elif version == 6:
         if len(data) < 40:
             raise PacketError("truncated IPv6 header")
-        end = min(40 + struct.unpack_from("!H", data, 4)[0], len(data))
+        declared = 40 + struct.unpack_from("!H", data, 4)[0]
+        end = min(declared, len(data))
         proto = data[6]
         src, dst = ipaddress.IPv6Address(data[8:24]), ipaddress.IPv6Address(data[24:40])
         off = 40
@@ -79,7 +84,7 @@ def parse_packet(data: bytes) -> L4Packet:
         if off + 8 > end:
             raise PacketError("truncated UDP header")
         sport, dport = struct.unpack_from("!HH", data, off)
-        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + 8:end]))
+        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + 8:end]), 0, off, off + 8, end < declared)
     if proto == IPPROTO_TCP:
         if off + 20 > end:
             raise PacketError("truncated TCP header")
@@ -87,8 +92,63 @@ def parse_packet(data: bytes) -> L4Packet:
         doff = (data[off + 12] >> 4) * 4
         if doff < 20 or off + doff > end:
             raise PacketError("bad TCP data offset")
-        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + doff:end]), data[off + 13])
+        return L4Packet(src, sport, dst, dport, proto, bytes(data[off + doff:end]), data[off + 13], off, off + doff,
+                        end < declared)
     raise PacketError(f"IP protocol {proto} is neither UDP nor TCP")
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def internet_checksum(data: bytes, start: int = 0) -> int:
+    """RFC 1071: the ones' complement of the ones' complement sum of 16-bit words."""
+    if len(data) % 2:
+        data += b"\0"
+    total = start + sum(struct.unpack(f"!{len(data) // 2}H", data))
+    return ~_fold(total) & 0xFFFF
+
+
+def rebuild_packet(data: bytes, payload: bytes, dport: int | None = None) -> bytes:
+    """The queued packet ``data`` with ``payload`` as its UDP/TCP payload (and
+    ``dport`` as its destination port), lengths and checksums made right.
+
+    What a verdict's NFQA_PAYLOAD carries: nfqnl_mangle() copies it over the
+    packet and sets CHECKSUM_NONE, fixing nothing - the IPv4 total length and
+    header checksum, the IPv6 payload length, the UDP length and the UDP/TCP
+    checksum are the sender's to get right, where nf_nat_mangle_udp_packet()
+    / nf_nat_mangle_tcp_packet() fix them for the kernel helper. The TCP
+    checksum must be whole: nf_ct_seq_adjust() later changes it incrementally
+    (inet_proto_csum_replace4()). The pseudo-header takes the IPv6 header's
+    destination (no routing header's final one: conntrack queues none of those
+    for SIP in practice)."""
+    l4 = parse_packet(data)
+    head = bytearray(data[:l4.payload_offset])
+    off = l4.l4_offset
+    if dport is not None:
+        struct.pack_into("!H", head, off + 2, dport)
+    segment_len = len(head) - off + len(payload)
+    version = head[0] >> 4
+    if version == 4:
+        struct.pack_into("!H", head, 2, len(head) + len(payload))
+        struct.pack_into("!H", head, 10, 0)
+        ihl = (head[0] & 0x0F) * 4
+        struct.pack_into("!H", head, 10, internet_checksum(bytes(head[:ihl])))
+        pseudo = bytes(head[12:20]) + struct.pack("!BBH", 0, l4.proto, segment_len)
+    else:
+        struct.pack_into("!H", head, 4, len(head) - 40 + len(payload))
+        pseudo = bytes(head[8:40]) + struct.pack("!IxxxB", segment_len, l4.proto)
+    check_at = off + (6 if l4.proto == IPPROTO_UDP else 16)
+    if l4.proto == IPPROTO_UDP:
+        struct.pack_into("!H", head, off + 4, segment_len)
+    struct.pack_into("!H", head, check_at, 0)
+    check = internet_checksum(pseudo + bytes(head[off:]) + payload)
+    if l4.proto == IPPROTO_UDP and check == 0:
+        check = 0xFFFF  # RFC 768: zero means "no checksum"
+    struct.pack_into("!H", head, check_at, check)
+    return bytes(head) + payload
 
 
 def build_packet(src: Address, sport: int, dst: Address, dport: int, proto: int, payload: bytes = b"",

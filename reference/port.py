@@ -41,11 +41,12 @@ class KernelPort(Protocol):
 
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
         """NFQNL_MSG_VERDICT for ``packet``: NFQA_CT with the conntrack's new
         timeout and the helper's private data, NFQA_EXP with an expectation
         (ctnetlink_glue_attach_expect(), whose errors are not reported) and
-        the helper its connection gets."""
+        the helper its connection gets, NFQA_PAYLOAD with the packet that
+        replaces it (nfqnl_mangle(); then seq_adjust with the length change)."""
 
     def dump_expectations(self) -> list[KernelExpectation]:
         """Every expectation of the namespace (a ctnetlink dump)."""

@@ -316,7 +316,7 @@ class SipHelper:
 
     # --- conntracks the kernel knows and the spec did not see --------------------------------
     def adopt(self, original: ConnTuple, now: float, *, expected: bool = False, seen_reply: bool = False,
-              timeout: float | None = None) -> Master:
+              timeout: float | None = None, reply: ConnTuple | None = None) -> Master:
         """A conntrack the kernel tracks with this helper attached although the
         spec did not see it being created: a userspace helper learns of its
         masters from the packets the kernel queues to it and from ctnetlink.
@@ -325,21 +325,25 @@ class SipHelper:
         original tuple is kept as it is; any other conntrack holding either
         direction of the tuple is gone in the kernel and goes here too.
         ``timeout`` is the kernel's remaining conntrack timeout in seconds
-        (default: the L4 tracker's unreplied/replied one)."""
+        (default: the L4 tracker's unreplied/replied one). ``reply`` is the
+        kernel's reply tuple (CTA_TUPLE_REPLY): NAT's binding, which
+        nf_nat_sip's hooks follow (default: the inverse of ``original``)."""
         self.advance(now)
         found = self._conntracks.get(_key(original))
         if found is not None and not found[1] and found[0].master is not None:
             return found[0].master
         trace = Trace()
-        for key in (_key(original), _reply_key(original)):
+        reply = original.reply() if reply is None else reply
+        for key in (_key(original), _reply_key(original), _key(reply)):
             stale = self._conntracks.get(key)
             if stale is not None:
                 self._destroy(stale[0], rules.MASTER_TIMEOUT, now, trace)
         ct = Conntrack(original, now, udp_stream_ts=float("-inf") if seen_reply else now + 2,
-                       connection=Runtime(CONNECTION, "replied" if seen_reply else "unreplied"))
-        ct.master = Master(original, created=now, timeout_at=now, expected=expected)
+                       connection=Runtime(CONNECTION, "replied" if seen_reply else "unreplied"), reply=reply)
+        ct.master = Master(original, created=now, timeout_at=now, expected=expected, reply=reply)
+        ct.master.nat.send("bind", ConntrackContext(self, ct, False, None, now, trace), reply)
         self._conntracks[_key(original)] = (ct, False)
-        self._conntracks[_reply_key(original)] = (ct, True)
+        self._conntracks[_key(reply)] = (ct, True)
         if not timeout or timeout <= 0:
             if original.proto == IPPROTO_TCP:
                 timeout = TCP_TIMEOUT_ESTABLISHED

@@ -25,7 +25,8 @@ class NetlinkPort:
         self.helper = helper
 
     def create_expectation(self, exp: KernelExpectation) -> None:
-        self.ops.create(exp.master, exp.tuple, proto=exp.proto, mask=exp.mask, klass=exp.klass, flags=exp.flag_bits)
+        self.ops.create(exp.master, exp.tuple, proto=exp.proto, mask=exp.mask, klass=exp.klass, flags=exp.flag_bits,
+                        nat=exp.nat, fn=exp.fn)
 
     def delete_expectation(self, exp: KernelExpectation) -> None:
         self.ops.delete(exp, match_id=False)
@@ -35,11 +36,11 @@ class NetlinkPort:
 
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
         self.queue.send_verdict(Verdict(
             packet.queue_num, packet.packet_id, verdict, packet.family, ct_timeout=ct_timeout,
             helper=self.helper if helper_info is not None else None, helper_info=helper_info,
-            exp=exp, exp_helper=exp_helper))
+            exp=exp, exp_helper=exp_helper, payload=payload))
 
     def dump_expectations(self) -> list[KernelExpectation]:
         return self.ops.dump()

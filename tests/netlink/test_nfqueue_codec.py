@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sipct.netlink.conntrack import IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack
-from sipct.netlink.ctexp import ExpectMask, ExpectTuple, KernelExpectation, MasterTuple
+from sipct.netlink.ctexp import ExpectMask, ExpectNat, ExpectTuple, KernelExpectation, MasterTuple
 from sipct.netlink.nfqueue import (ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_CFG_F_CONNTRACK,
                                    NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND,
                                    NFQNL_COPY_PACKET, NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_VERDICT_BATCH,
@@ -143,10 +144,13 @@ VERDICTS = [
             exp=SIGNALLING, exp_helper="sip"),
     Verdict(0, 4, NF_ACCEPT, socket.AF_INET, exp=SIGNALLING),  # NFQA_CT sent (empty) so that NFQA_EXP is read
     Verdict(1, 99, NF_ACCEPT, socket.AF_INET6, mark=3, batch=True),
+    Verdict(0, 5, NF_ACCEPT, socket.AF_INET, payload=b"\x45" + bytes(27)),  # NFQA_CT (empty) for seq_adjust
+    Verdict(0, 6, NF_REPEAT, socket.AF_INET, exp=dataclasses.replace(
+        SIGNALLING, nat=ExpectNat(0, ip("192.0.2.10"), 5060), fn="sip"), exp_helper="sip"),
 ]
 
 
-@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch"])
+@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch", "payload", "exp-nat"])
 def test_verdict_round_trip(verdict: Verdict) -> None:
     msg = decode(nfq_msg, encoded(verdict.to_msg()))
     kind = NFQNL_MSG_VERDICT_BATCH if verdict.batch else NFQNL_MSG_VERDICT
@@ -155,6 +159,19 @@ def test_verdict_round_trip(verdict: Verdict) -> None:
     names = [a[0] for a in msg["attrs"]]
     assert ("NFQA_CT" in names) == (verdict.ct_attrs() is not None)
     assert ("NFQA_EXP" in names) == (verdict.exp is not None)
+    assert ("NFQA_PAYLOAD" in names) == (verdict.payload is not None)
+
+
+def test_verdict_nat_expectation_layout() -> None:
+    """NFQA_EXP's NAT part as ctnetlink_parse_expect_nat() reads it: CTA_EXPECT_NAT
+    {DIR be32, TUPLE {IP {V4_SRC saved, V4_DST 0}, PROTO {NUM, SRC_PORT saved,
+    DST_PORT 0}}}, then CTA_EXPECT_FN "sip"."""
+    data = encoded(VERDICTS[-1].to_msg())
+    assert data.endswith(nla(11, b"sip\0"))
+    nat = nla(1, struct.pack("!I", 0)) + nla(2, nla(1, nla(1, ip("192.0.2.10").packed) + nla(2, bytes(4)), nested=True)
+                                           + nla(2, nla(1, b"\x11") + nla(2, struct.pack("!H", 5060))
+                                                 + nla(3, bytes(2)), nested=True), nested=True)
+    assert nla(10, nat, nested=True) in data
 
 
 def test_verdict_kernel_layout() -> None:
@@ -281,7 +298,7 @@ def test_the_verdict_is_pyroute2s_byte_for_byte(verdict: Verdict, seq: int, pid:
     assert encode_verdict(verdict, NLM_F_REQUEST, seq, pid) == encoded(msg)
 
 
-@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch"])
+@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch", "payload", "exp-nat"])
 def test_every_verdict_is_written_as_pyroute2_writes_it(verdict: Verdict) -> None:
     msg = verdict.to_msg()
     msg["header"].update(flags=1, sequence_number=7, pid=9)

@@ -140,3 +140,30 @@ def test_a_mask_without_source_port_is_refused(master_netns) -> None:
             ops.create(k.master, k.tuple, proto=k.proto, mask=ExpectMask(k.mask.src, None), klass=k.klass)
         assert info.value.code == errno.EINVAL
         assert ops.dump() == []
+
+
+def test_a_nat_expectation_is_created_with_its_nat_part_and_expectfn(master_netns) -> None:
+    """ExpectOp.kernel()'s CTA_EXPECT_NAT and CTA_EXPECT_FN "sip" as ctnetlink
+    takes them (ctnetlink_alloc_expect() -> ctnetlink_parse_expect_nat(),
+    nf_ct_helper_expectfn_find_by_name()) and reports them back in a dump."""
+    import dataclasses
+    import errno
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from sipct.spec.expectation import ExpectNat
+
+    name, _ = master_netns
+    op = media(5000)
+    op = dataclasses.replace(op, expectation=dataclasses.replace(op.expectation, nat=ExpectNat(1, B, 49170)))
+    with ExpectationSocket(name) as ops:
+        port = NetlinkPort(None, ops, "sip")  # type: ignore[arg-type] - no queue: ctnetlink only
+        try:
+            apply(port, op, "sip")
+        except NetlinkError as exc:
+            if exc.code == errno.EINVAL:
+                pytest.skip("no expectfn \"sip\" in this kernel (nf_nat_sip not loaded)")
+            raise
+        (got,) = ops.dump()
+        assert got.fn == "sip"
+        assert (got.nat.dir, got.nat.src, got.nat.sport) == (1, B, 49170)

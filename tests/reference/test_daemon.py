@@ -136,7 +136,7 @@ class StubCtnetlink:
         if exc is not None:
             raise exc
 
-    def create(self, master, tuple, *, proto, mask, klass, flags):
+    def create(self, master, tuple, *, proto, mask, klass, flags, nat=None, fn=None):
         self._do("create", tuple.dport)
 
     def delete(self, exp, *, match_id=True):

@@ -50,3 +50,47 @@ def test_bad_packets_are_refused(data: bytes) -> None:
     from sipct.reference.packet import PacketError
     with pytest.raises(PacketError):
         parse_packet(data)
+
+
+def _dpkt_packet(src: str, dst: str, proto: int, sport: int, dport: int, payload: bytes, options: bytes = b"") -> bytes:
+    """The packet as dpkt writes it: dpkt fills in the IPv4 total length and
+    every checksum left at 0, not the UDP and IPv6 lengths nor the IPv4 header length."""
+    import dpkt
+
+    l4 = (dpkt.udp.UDP(sport=sport, dport=dport, ulen=8 + len(payload), data=payload) if proto == UDP
+          else dpkt.tcp.TCP(sport=sport, dport=dport, seq=7, ack=9, flags=0x18, data=payload))
+    a, b = ip(src), ip(dst)
+    if a.version == 4:
+        return bytes(dpkt.ip.IP(src=a.packed, dst=b.packed, p=proto, ttl=63, id=4711, hl=5 + len(options) // 4,
+                                  opts=options, data=l4))
+    return bytes(dpkt.ip6.IP6(src=a.packed, dst=b.packed, nxt=proto, hlim=63, plen=len(l4), data=l4))
+
+
+@pytest.mark.parametrize("src, dst", [("192.0.2.10", "203.0.113.5"), ("2001:db8::10", "2001:db8:1::5")])
+@pytest.mark.parametrize("proto", [UDP, TCP])
+@pytest.mark.parametrize("old, new", [(b"INVITE sip:bob@192.0.2.10 SIP/2.0\r\n", b"INVITE sip:bob@203.0.113.1 SIP/2.0\r\n\r\n"),
+                                      (b"a" * 301, b"b" * 17), (b"odd", b"")])
+def test_rebuilt_packet_is_what_dpkt_writes(src: str, dst: str, proto: int, old: bytes, new: bytes) -> None:
+    """Lengths and checksums of a rewritten packet, checked against an independent writer."""
+    from sipct.reference.packet import rebuild_packet
+
+    queued = _dpkt_packet(src, dst, proto, 5060, 5062, old)
+    assert rebuild_packet(queued, new) == _dpkt_packet(src, dst, proto, 5060, 5062, new)
+    assert rebuild_packet(queued, new, dport=5070) == _dpkt_packet(src, dst, proto, 5060, 5070, new)
+
+
+def test_rebuilt_packet_keeps_ipv4_options() -> None:
+    from sipct.reference.packet import rebuild_packet
+
+    options = bytes([148, 4, 0, 0])  # router alert
+    queued = _dpkt_packet("192.0.2.10", "203.0.113.5", UDP, 5060, 5060, b"x" * 10, options)
+    assert rebuild_packet(queued, b"y" * 40) == _dpkt_packet("192.0.2.10", "203.0.113.5", UDP, 5060, 5060,
+                                                            b"y" * 40, options)
+
+
+def test_internet_checksum_known_values() -> None:
+    """RFC 1071 section 3's example words, and the all-ones fold."""
+    from sipct.reference.packet import internet_checksum
+
+    assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == ~0xDDF2 & 0xFFFF
+    assert internet_checksum(bytes.fromhex("4500003c1c4640004006000" "0ac100a63ac100a0c")) == 0xB1E6

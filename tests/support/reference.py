@@ -4,8 +4,13 @@
 (created by a packet, matched against expectations, confirmed when the
 verdict lets the first packet through, freed when it drops it), the
 expectation table (ctnetlink create/delete/timeout with the kernel's
-errors, NFQA_EXP attached by the verdict, expiry, events) and the queue
-(NFQNL_MSG_PACKET with NFQA_CT; NF_REPEAT queues the packet once more).
+errors, NFQA_EXP attached by the verdict, expiry, events), the queue
+(NFQNL_MSG_PACKET with NFQA_CT; NF_REPEAT queues the packet once more;
+NFQA_PAYLOAD replaces the packet) and the router's NAT: a new conntrack's
+binding from the dialog's nat chains (sipct.spec.natmap, the lab's ruleset)
+or, for one that matched an expectation with expectfn "sip", from the
+expectation as nf_nat_sip_expected() reads it; the helper sees the packet
+after the nat hooks, at the confirm hook.
 It follows nf_conntrack_core.c, nf_conntrack_expect.c, nf_conntrack_netlink.c
 and nfnetlink_queue.c for the paths the SIP helper uses, nothing more.
 
@@ -23,7 +28,7 @@ import dataclasses
 import errno
 import itertools
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -33,16 +38,18 @@ from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NE
 from sipct.netlink.ctexp import KernelExpectation, MasterTuple
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_DROP, NF_REPEAT, QueuedPacket
-from sipct.reference.core import Decision, HelperCore
+from sipct.reference.core import MAX_QUEUED, Decision, HelperCore
 from sipct.reference.execute import execute
-from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet
+from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet, parse_packet
 from sipct.harness.wire import LAB_WIRE
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.walk import Walker
-from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, ConnTuple, ExpectClass, Expectation,
+from sipct.spec.expectation import (IPPROTO_TCP, SIP_EXPECT_POLICY, Address, ConnTuple, ExpectClass, Expectation,
                                     expectation_key)
 from sipct.spec.helper import (TCP_TIMEOUT_CLOSE, TCP_TIMEOUT_ESTABLISHED, UDP_TIMEOUT_REPLIED,
                                UDP_TIMEOUT_UNREPLIED)
+from sipct.spec.natmap import NatTopology
+from sipct.spec.predict import dialled
 
 # include/uapi/linux/netfilter/nf_conntrack_common.h
 NF_CT_EXPECT_PERMANENT = 0x1
@@ -156,10 +163,23 @@ class FakeConntrack:
     timeout_at: float = 0.0
     master: ConnTuple | None = None
     first_seen: float = 0.0
+    reply: ConnTuple = None  # type: ignore[assignment]  # ct->tuplehash[IP_CT_DIR_REPLY]: NAT's binding
+    local: bool = False  # to the router itself (input, not forward: the nft helper rule never sees it)
+
+    def __post_init__(self) -> None:
+        if self.reply is None:
+            self.reply = self.original.reply()
+
+    def tuple_for(self, reply: bool) -> ConnTuple:
+        return self.reply if reply else self.original
+
+    def leaving(self, reply: bool) -> ConnTuple:
+        """The packet's tuple after the nat hooks: the inverse of the other direction's."""
+        return self.tuple_for(not reply).reply()
 
     def facts(self) -> KernelConntrack:
         return KernelConntrack(socket.AF_INET if self.original.family == 4 else socket.AF_INET6,
-                               self.original, self.original.reply(), self.id, self.status, 0, helper=self.helper,
+                               self.original, self.reply, self.id, self.status, 0, helper=self.helper,
                                helper_info=self.helper_info if self.helper else None, master=self.master)
 
 
@@ -169,15 +189,19 @@ class StepOutcome:
     decisions: list[Decision] = field(default_factory=list)
     table: list[Expectation] = field(default_factory=list)  # the kernel's after the step
     shadow: list[Expectation] = field(default_factory=list)  # the helper's spec after the step
+    left: list[bytes] = field(default_factory=list)  # the step's packets as they left the router
 
 
 class FakeKernel:
     """The kernel around the helper, and the helper's KernelPort."""
 
-    def __init__(self, core: HelperCore, ports: tuple[int, ...] = (5060,), helper: str = "sip") -> None:
+    def __init__(self, core: HelperCore, ports: tuple[int, ...] = (5060,), helper: str = "sip",
+                 nat: NatTopology | None = None, router_owns: Callable[[Address], bool] | None = None) -> None:
         self.core = core
         self.ports = ports
         self.helper = helper
+        self.nat = NatTopology() if nat is None else nat
+        self.router_owns = router_owns  # the router's own addresses: a packet to one is delivered to it
         self.now = 0.0
         self.conntracks: dict[ConnTuple, tuple[FakeConntrack, bool]] = {}
         self.expectations: list[FakeExpectation] = []  # oldest first; the hash chains are walked newest first
@@ -194,6 +218,7 @@ class FakeKernel:
         self.passes = 0
         self.walker: Walker | None = None  # the walk of the dialog run_dialog() runs
         self.walked = 0  # its steps so far
+        self.verdict_payloads: list[bytes | None] = []  # NFQA_PAYLOAD of each verdict
 
     # -- the table ---------------------------------------------------------------------------
     def table(self) -> list[Expectation]:
@@ -285,11 +310,13 @@ class FakeKernel:
     # -- KernelPort: nfnetlink_queue ---------------------------------------------------------------
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
         """nfqnl_recv_verdict(): NFQA_CT first (ctnetlink_glue_parse_ct()),
         then NFQA_EXP (ctnetlink_glue_attach_expect(): its master is the
-        packet's conntrack; its errors are not reported back)."""
+        packet's conntrack; its errors are not reported back), then
+        NFQA_PAYLOAD (nfqnl_mangle(): the packet that leaves)."""
         assert packet.ct is not None
+        self.verdict_payloads.append(payload)
         ct = self.conntracks[packet.ct.original][0]
         if ct_timeout is not None:
             ct.timeout_at = self.now + ct_timeout  # ctnetlink_change_timeout()
@@ -326,11 +353,39 @@ class FakeKernel:
             ct.status |= IPS_EXPECTED
             ct.master = exp.master
             ct.helper = exp.assign_helper
-        if ct.helper is None and dport in self.ports:
-            ct.helper = self.helper  # nft: ct helper set on the first packet
+        ct.reply = self._bind(t, exp)
+        ct.local = self.router_owns is not None and self.router_owns(ct.reply.src)
+        if ct.helper is None and not ct.local and ct.reply.sport in self.ports:
+            ct.helper = self.helper  # nft: ct helper set on the first packet, after prerouting's DNAT
         self.conntracks[t] = (ct, False)
-        self.conntracks[t.reply()] = (ct, True)
+        self.conntracks[ct.reply] = (ct, True)
         return ct, False
+
+    def _bind(self, t: ConnTuple, exp: FakeExpectation | None) -> ConnTuple:
+        """The reply tuple of a new conntrack: nf_nat_sip_expected() for one
+        that matched an expectation with expectfn "sip" - DST to the saved
+        address and port; for media, SRC to the tuple of the master's
+        expectation whose saved address and port are the connection's source,
+        else to where the master sends, when it comes from the master's
+        peer - then the nat chains for the manip types left (nf_nat_inet_fn())."""
+        dst = src = None
+        written = None if exp is None else exp.written
+        if written is not None and written.fn == "sip" and written.nat is not None:
+            dst = (written.nat.src, written.nat.sport or 0)
+            if exp.klass != int(ExpectClass.SIGNALLING):
+                for pair in reversed(self.expectations):  # help->expectations: newest first
+                    n = pair.written.nat
+                    if pair.master == exp.master and pair.tuple.protonum == t.proto and n is not None \
+                            and n.src == t.src and (n.sport or 0) == t.sport:
+                        src = (pair.written.tuple.dst, pair.written.tuple.dport)
+                        break
+            master = self.conntracks[exp.master][0]
+            if src is None and t.src == master.tuple_for(bool(written.nat.dir)).src:
+                src = (master.tuple_for(not written.nat.dir).dst, None)
+        if not self.nat and dst is None:
+            return t.reply()
+        keys = [(c.src, c.dst, c.proto, c.sport, c.dport) for c in self.conntracks]
+        return self.nat.bind(t, dst=dst, src=src, in_use=keys)
 
     def _find_expectation(self, t: Tuple) -> FakeExpectation | None:
         """nf_ct_find_expectation() for init_conntrack(): the newest
@@ -356,17 +411,26 @@ class FakeKernel:
         self._l4_refresh(ct, reply, proto, flags)
         if reply:
             ct.status |= IPS_SEEN_REPLY
+        if ct.local:
+            ct.status |= IPS_CONFIRMED
+            self.deliver_events()
+            return StepOutcome(False)  # the router's own: no receiver gets it
         if ct.helper is None:
             ct.status |= IPS_CONFIRMED
             self.deliver_events()
+            out = ct.leaving(reply)
+            outcome.left.append(build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags))
             return outcome
-        data = build_packet(src, sport, dst, dport, proto, payload, flags)
+        out = ct.leaving(reply)
+        data = build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags)
         new = not ct.status & IPS_CONFIRMED
         ctinfo = (IP_CT_NEW if new else IP_CT_ESTABLISHED) + (IP_CT_IS_REPLY if reply else 0)
         while True:
             self.passes += 1
+            # nfqnl_build_packet_message(): at most copy_range (NFQNL_MAX_COPY_RANGE) bytes, and the length.
             pkt = QueuedPacket(0, socket.AF_INET if src.version == 4 else socket.AF_INET6, next(self._packet_ids),
-                               ETH_P_IP if src.version == 4 else ETH_P_IPV6, 4, data, ct.facts(), ctinfo)
+                               ETH_P_IP if src.version == 4 else ETH_P_IPV6, 4, data[:MAX_QUEUED], ct.facts(), ctinfo,
+                               cap_len=len(data) if len(data) > MAX_QUEUED else None)
             decision = self.core.decide(pkt, self.now)
             outcome.decisions.append(decision)
             verdict = execute(self.core, self, pkt, decision)
@@ -379,6 +443,8 @@ class FakeKernel:
                     self._free(ct)
             else:
                 ct.status |= IPS_CONFIRMED
+                left = self.verdict_payloads[-1]
+                outcome.left.append(data if left is None else left)
             break
         self.deliver_events()
         return outcome
@@ -394,7 +460,7 @@ class FakeKernel:
     def _free(self, ct: FakeConntrack) -> None:
         self._freed_ids[ct.original] = ct.id
         self.conntracks.pop(ct.original, None)
-        self.conntracks.pop(ct.original.reply(), None)
+        self.conntracks.pop(ct.reply, None)
         for e in [e for e in self.expectations if e.master == ct.original]:
             self.expectations.remove(e)
 
@@ -403,8 +469,8 @@ class FakeKernel:
         found = self.conntracks.get(original)
         if found is not None:
             self._freed_ids[original] = found[0].id
+            self.conntracks.pop(found[0].reply, None)
         self.conntracks.pop(original, None)
-        self.conntracks.pop(original.reply(), None)
         for e in [e for e in self.expectations if e.master == original]:
             self._destroy(e)
         self.deliver_events()
@@ -412,10 +478,27 @@ class FakeKernel:
 
 class _FakeKernelSteps:
     """The fake kernel's StepVisitor (sipct.spec.walk): each step as the
-    packets the lab would send through the router."""
+    packets the lab would send through the router. Senders address the
+    receiver's face across the NAT (the lab's and the spec's ``dialled()``);
+    a TCP connection's packets keep its tuples (the handle: the client's)."""
 
     def __init__(self, kernel: FakeKernel, dialog: Dialog) -> None:
-        self.kernel, self.hosts = kernel, dialog.hosts
+        self.kernel, self.dialog, self.hosts = kernel, dialog, dialog.hosts
+
+    def _send(self, t: ConnTuple, payload: bytes = b"", flags: int = TCP_ACK) -> StepOutcome:
+        return self.kernel.send(t.src, t.sport, t.dst, t.dport, t.proto, payload, flags)
+
+    def _back(self, t: ConnTuple) -> ConnTuple:
+        """The other direction's tuple of the connection ``t`` travels on."""
+        ct, reply = self.kernel.conntracks[t]
+        return ct.tuple_for(not reply)
+
+    def _wire(self, step: Send | Connect, connection) -> ConnTuple:
+        proto = step.proto if isinstance(step, Send) else IPPROTO_TCP
+        if connection is not None:
+            return connection.handle if connection.from_client(step) else self._back(connection.handle)
+        dst, dport = dialled(self.dialog, step, proto)
+        return ConnTuple(self.hosts[step.src.host], dst, proto, step.src.port, dport)
 
     def wait(self, index, step: Wait, now: float) -> StepOutcome:
         self.kernel.advance(step.seconds)
@@ -430,31 +513,32 @@ class _FakeKernelSteps:
             kernel.deliver_events()
         return StepOutcome(None)
 
-    def connect(self, index, step: Connect, now: float) -> tuple[StepOutcome, None]:
-        kernel, hosts = self.kernel, self.hosts
-        c, s = hosts[step.src.host], hosts[step.dst.host]
-        outcome = kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_SYN)
-        kernel.send(s, step.dst.port, c, step.src.port, IPPROTO_TCP, b"", TCP_SYN | TCP_ACK)
-        kernel.send(c, step.src.port, s, step.dst.port, IPPROTO_TCP, b"", TCP_ACK)
-        return outcome, None
+    def connect(self, index, step: Connect, now: float) -> tuple[StepOutcome, ConnTuple]:
+        t = self._wire(step, None)
+        outcome = self._send(t, b"", TCP_SYN)
+        self._send(self._back(t), b"", TCP_SYN | TCP_ACK)
+        self._send(t, b"", TCP_ACK)
+        return outcome, t
 
     def send(self, index, step: Send, now: float, segments, connection) -> tuple[StepOutcome, bool]:
-        hosts = self.hosts
         outcome = StepOutcome(True)
+        t = self._wire(step, connection)
         for segment in segments:
-            one = self.kernel.send(hosts[step.src.host], step.src.port, hosts[step.dst.host], step.dst.port,
-                                   step.proto, segment)
+            one = self._send(t, segment)
             outcome.decisions += one.decisions
+            outcome.left += one.left
             if not one.delivered:
                 outcome.delivered = False
                 break
+        if any(parse_packet(p).dst != self.hosts[step.dst.host] for p in outcome.left):
+            outcome.delivered = False  # NAT sent it to another host (an expectation's saved address)
         return outcome, not outcome.delivered
 
     def abort(self, index, step: Send, now: float, connection, outcome: StepOutcome) -> StepOutcome:
         # SO_LINGER 0: an RST from each end crosses the router (harness/drivers.py).
-        a, b = self.hosts[step.src.host], self.hosts[step.dst.host]
-        self.kernel.send(b, step.dst.port, a, step.src.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
-        self.kernel.send(a, step.src.port, b, step.dst.port, IPPROTO_TCP, b"", TCP_RST | TCP_ACK)
+        t = self._wire(step, connection)
+        self._send(self._back(t), b"", TCP_RST | TCP_ACK)
+        self._send(t, b"", TCP_RST | TCP_ACK)
         return outcome
 
     def silent(self, index, step: Send, now: float) -> StepOutcome:

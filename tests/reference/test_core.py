@@ -95,29 +95,27 @@ def test_generated_nat_dialogs_equal_the_spec(dialog: Dialog) -> None:
     assert core.stats["errors"] == 0
 
 
+def _decisions_equal_the_spec(path: Path) -> None:
+    dialog = load_dialog(path)
+    profile = profile_named("6.1.192")
+    core, kernel = make(dialog, profile)
+    outcomes = run_dialog(kernel, dialog)
+    assert_same(predict(dialog, profile, wire=LAB_WIRE), outcomes)
+    assert not kernel.refusals, kernel.refusals
+    assert core.stats["errors"] == 0
+
+
 @pytest.mark.parametrize("path", NATTED, ids=lambda p: p.stem)
 def test_nat_decisions_equal_the_spec(path: Path) -> None:
     """Behind a NAT router: the kernel's binding reaches the shadow, the verdicts
     carry nf_nat_sip's rewrites (the packets that leave are the spec's, headers
     and payload) and the expectations their NAT part."""
-    dialog = load_dialog(path)
-    profile = profile_named("6.1.192")
-    core, kernel = make(dialog, profile)
-    outcomes = run_dialog(kernel, dialog)
-    assert_same(predict(dialog, profile, wire=LAB_WIRE), outcomes)
-    assert not kernel.refusals, kernel.refusals
-    assert core.stats["errors"] == 0
+    _decisions_equal_the_spec(path)
 
 
 @pytest.mark.parametrize("path", PLAIN, ids=lambda p: p.stem)
 def test_decisions_equal_the_spec(path: Path) -> None:
-    dialog = load_dialog(path)
-    profile = profile_named("6.1.192")
-    core, kernel = make(dialog, profile)
-    outcomes = run_dialog(kernel, dialog)
-    assert_same(predict(dialog, profile, wire=LAB_WIRE), outcomes)
-    assert not kernel.refusals, kernel.refusals
-    assert core.stats["errors"] == 0
+    _decisions_equal_the_spec(path)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

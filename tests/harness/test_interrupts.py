@@ -10,8 +10,13 @@ import subprocess
 import sys
 import textwrap
 
+# The child starts from the default dispositions: a pytest run under nohup or as
+# a shell's background job hands its children SIGHUP / SIGINT ignored, which
+# install() rightly leaves ignored (test_an_ignored_signal_stays_ignored_...).
 PROLOGUE = """
 import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
 from sipct.netlink.interrupts import Interrupted, doing, install, rearm, shielded
 install()
 def signal_me(signum=signal.SIGTERM):

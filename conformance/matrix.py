@@ -83,10 +83,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if files is None:
             t = time.monotonic()
             made = generate_dialogs(args.examples, args.seed, nat=nat_share(args))
-            if getattr(args, "helper", "kernel") == "reference" and nat_share(args) is not False:
-                # The reference helper does no NAT yet (issue 14): both helpers run the seed's
-                # dialogs without NAT, as many as asked for.
-                made = [d for d in generate_dialogs(args.examples * 3, args.seed) if not d.nat][:args.examples]
             dialogs = write_generated(made, generated, args.seed)
             skipped = len(made) - len(dialogs)
             err.print(f"generated {len(made)} dialogs (seed {args.seed}) in {time.monotonic() - t:.1f} s"

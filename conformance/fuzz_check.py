@@ -5,11 +5,17 @@ nf_conntrack_expect_max) gets the same packets in the same order at the
 times they were sent. Per message:
 
 * verdict: delivered exactly when the spec accepts;
-* bytes: a delivered message arrives unchanged (the lab has no NAT);
+* bytes: a delivered message arrives unchanged - or, through the
+  masquerade (fuzz_run's NAT routes), as nf_nat_sip rewrites it, from the
+  address and port NAT gives its sender and at the port the spec sends it
+  to (``forced_dport``); a reply the spec sends to a port no receiver
+  listens on cannot be seen and is counted (``unobservable``), as are
+  datagrams an earlier message left behind (``stale``: a late delivery
+  that cannot be told from a drop is a mismatch);
 * expectations: every IPEXP_NEW the kernel reported is one the spec
   creates for that message (``unexpected`` otherwise), and every one the
   spec creates was reported (``missing`` otherwise). Compared on tuple,
-  mask, class, flags and master - not on the timeout. One allowance, and
+  mask, class, flags, master and NAT part - not on the timeout. One allowance, and
   only where it belongs: when the spec activates a registration in place
   (refresh_signalling_expectation()), a userspace helper can only delete
   and re-create it (ctnetlink cannot clear NF_CT_EXPECT_INACTIVE), so a
@@ -25,12 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sipct.conformance.fuzz import FuzzMessage
-from sipct.conformance.fuzz_run import SERVER, SIP_PORT, UA, expectation_key
+from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, SIP_PORT, UA, expectation_key, fuzz_nat, nat_face
 from sipct.spec import rules
 from sipct.spec.expectation import IPPROTO_TCP
 from sipct.spec.helper import Packet, SipHelper
 from sipct.spec.params import ModuleParams
 from sipct.spec.profiles import KernelProfile
+from sipct.spec.topology import LabRouting
 
 __all__ = ["FuzzReport", "Mismatch", "check"]
 
@@ -68,6 +75,11 @@ class FuzzReport:
     examples: list[Mismatch] = field(default_factory=list)
     drop_rules: Counter = field(default_factory=Counter)
     late: int = 0  # judged dropped at first, delivered after all (counted as delivered)
+    nat: int = 0  # messages through the masquerade (warm-ups not counted)
+    rewritten: int = 0  # of those, delivered with bytes nf_nat_sip changed
+    warm_ups: int = 0
+    unobservable: int = 0  # replies the spec sends to a port nobody listens on
+    stale: int = 0
 
     @property
     def mismatches(self) -> int:
@@ -75,7 +87,8 @@ class FuzzReport:
 
     def json(self) -> dict:
         return {"messages": self.messages, "delivered": self.delivered, "late": self.late, "dropped": self.dropped, "tcp": self.tcp,
-                "ipv6": self.ipv6, "kernel_new_expectations": self.kernel_new,
+                "ipv6": self.ipv6, "nat": self.nat, "rewritten": self.rewritten, "warm_ups": self.warm_ups,
+                "unobservable": self.unobservable, "stale": self.stale, "kernel_new_expectations": self.kernel_new,
                 "spec_new_expectations": self.spec_new, "mismatches": dict(self.counts),
                 "drop_rules": dict(self.drop_rules.most_common()), "examples": [m.json() for m in self.examples]}
 
@@ -85,8 +98,11 @@ def _show(keys) -> str:
     def address(family: int, n: int) -> str:
         return "*" if n < 0 else str(ipaddress.IPv4Address(n) if family == 4 else ipaddress.IPv6Address(n))
 
+    def nat(k) -> str:
+        return "" if k[13] < 0 else f" nat dir={k[13]} {address(k[0], k[14])}:{k[15]}"
+
     return "; ".join(f"{address(k[0], k[2])}:{k[3]} src={address(k[0], k[4])} class={k[6]} flags={k[12]} "
-                     f"master={address(k[0], k[7])}:{k[10]}" for k in sorted(keys)) or "-"
+                     f"master={address(k[0], k[7])}:{k[10]}{nat(k)}" for k in sorted(keys)) or "-"
 
 
 def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params: ModuleParams,
@@ -95,18 +111,22 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
     """Compare ``observations`` (fuzz_run.observe) with the spec; ``report``
     and ``spec`` carry on from an earlier slice of the same run."""
     report = report if report is not None else FuzzReport()
-    spec = spec if spec is not None else SipHelper(params, profile)
+    if spec is None:
+        routing = LabRouting([*UA.values(), *SERVER.values()])
+        spec = SipHelper(params, profile, routing.same_interface, fuzz_nat(), routing.router_owns)
     by_index = {m.index: m for m in messages}
     for obs in observations:
         msg = by_index[obs["index"]]
+        payload = msg.payload if obs.get("payload") is None else obs["payload"].encode("latin-1")
         f, proto, port = obs["family"], obs["proto"], obs["ua_port"]
         ua, server = UA[f], SERVER[f]
         if obs["connect_t"] is not None:
             spec.tcp_connect(ua, port, server, SIP_PORT, obs["connect_t"])
         if obs["response"]:
-            pkt = Packet(server, SIP_PORT, ua, port, proto, msg.payload)
+            to = nat_face(f, port) if obs.get("nat") else (ua, port)
+            pkt = Packet(server, SIP_PORT, to[0], to[1], proto, payload)
         else:
-            pkt = Packet(ua, port, server, SIP_PORT, proto, msg.payload)
+            pkt = Packet(ua, port, server, SIP_PORT, proto, payload)
         result = spec.packet(pkt, obs["t"], syn=False)
         predicted = Counter(tuple(expectation_key(ev.expectation)) for ev in result.events if ev.kind == "new")
         allowed = set(predicted)
@@ -118,25 +138,32 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
         if obs["reset_t"] is not None:
             spec.tcp_reset(ua, port, server, SIP_PORT, obs["reset_t"])
 
-        report.messages += 1
-        report.delivered += obs["delivered"]
-        report.late += bool(obs.get("late"))
-        report.dropped += not obs["delivered"]
-        report.tcp += proto == IPPROTO_TCP
-        report.ipv6 += f == 6
+        if obs.get("payload") is not None:
+            report.warm_ups += 1  # checked as any datagram, counted apart
+        else:
+            report.messages += 1
+            report.nat += bool(obs.get("nat"))
+            report.delivered += obs["delivered"]
+            report.late += bool(obs.get("late"))
+            report.dropped += not obs["delivered"]
+            report.tcp += proto == IPPROTO_TCP
+            report.ipv6 += f == 6
         report.kernel_new += sum(kernel.values())
         report.spec_new += sum(predicted.values())
         if not result.accepted and result.drop_rule is not None:
             report.drop_rules[result.drop_rule.id] += 1
-        where = (f"{'tcp' if proto == IPPROTO_TCP else 'udp'}/ipv{f} "
+        where = (f"{'nat ' if obs.get('nat') else ''}{'warm-up ' if obs.get('payload') is not None else ''}"
+                 f"{'tcp' if proto == IPPROTO_TCP else 'udp'}/ipv{f} "
                  f"{'server:5060 -> ua:' + str(port) if obs['response'] else 'ua:' + str(port) + ' -> server:5060'}"
                  f" t={obs['t']:.3f}")
         found: list[tuple[str, str, str]] = []
-        if obs["delivered"] != result.accepted:
-            found.append(("verdict", "accept" if result.accepted else f"drop ({result.drop_rule.id})",
-                          "delivered" if obs["delivered"] else "not delivered"))
-        if obs["delivered"] and not obs["exact"]:
-            found.append(("bytes", "unchanged", "changed"))
+        if obs.get("nat"):
+            found += _nat_delivery(obs, result, payload, report)
+        else:
+            if obs["delivered"] != result.accepted:
+                found.append(("verdict", _verdict(result), "delivered" if obs["delivered"] else "not delivered"))
+            if obs["delivered"] and not obs["exact"]:
+                found.append(("bytes", "unchanged", "changed"))
         unexpected = [k for k in kernel if k not in allowed]
         if unexpected:
             found.append(("unexpected", _show(predicted), _show(unexpected)))
@@ -147,5 +174,47 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
             report.counts[kind] += 1
             if sum(1 for m in report.examples if m.kind == kind) < EXAMPLES:
                 report.examples.append(Mismatch(kind, msg.index, msg.seed, msg.mutations, where, s, k,
-                                                tuple(result.rule_ids), msg.payload))
+                                                tuple(result.rule_ids), payload))
     return report, spec
+
+
+def _verdict(result) -> str:
+    return "accept" if result.accepted else f"drop ({result.drop_rule.id if result.drop_rule else 'not forwarded'})"
+
+
+def _nat_delivery(obs: dict, result, payload: bytes, report: FuzzReport) -> list[tuple[str, str, str]]:
+    """A masqueraded master's datagram: where and what the spec says arrives,
+    against what did (fuzz_run._send_nat)."""
+    out_tuple = result.out_tuple
+    forwarded = result.accepted and not result.local and not result.filtered
+    expected = result.out_payload if result.out_payload is not None else payload
+    report.stale += obs.get("stale", 0)
+    found = []
+    if obs.get("stale"):
+        found.append(("stale", "-", f"{obs['stale']} datagram(s) of an earlier message arrived late"))
+    rport = out_tuple.dport if out_tuple is not None else obs["ua_port"] if obs["response"] else SIP_PORT
+    if forwarded and obs["response"] and rport not in NAT_PORTS:
+        report.unobservable += 1  # the UA listens on NAT_PORTS only
+        if obs["delivered"]:
+            found.append(("verdict", f"to port {rport}", "delivered at a listening port"))
+        return found
+    if obs["delivered"] != forwarded:
+        found.append(("verdict", _verdict(result) if not forwarded or result.accepted else "accept",
+                      "delivered" if obs["delivered"] else "not delivered"))
+        return found
+    if not obs["delivered"]:
+        return found
+    data = payload if obs.get("received") is None else obs["received"].encode("latin-1")
+    report.rewritten += data != payload
+    if data != expected:
+        found.append(("bytes", _show_bytes(expected), _show_bytes(data)))
+    if out_tuple is not None:
+        src, sport, seen_port = obs["seen"]
+        if (src, sport, seen_port) != (str(out_tuple.src), out_tuple.sport, out_tuple.dport):
+            found.append(("address", f"from {out_tuple.src}:{out_tuple.sport} at port {out_tuple.dport}",
+                          f"from {src}:{sport} at port {seen_port}"))
+    return found
+
+
+def _show_bytes(data: bytes) -> str:
+    return repr(data[:300])

@@ -40,6 +40,7 @@ LOG_PATTERNS = {
     "lost_repeats": r"did not come back",
     "queue_overflows": r"queue socket overflowed",
 }
+NAT_SHARE = 0.3
 FATAL = ("tracebacks", "internal_errors", "policy_verdicts", "lost_repeats", "queue_overflows")
 
 
@@ -58,6 +59,9 @@ def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slices", type=int, default=1, help="with --kernel: boots to spread the run over")
     p.add_argument("--tcp-share", type=float, default=0.05, help="share of messages sent over TCP (default 0.05)")
     p.add_argument("--ipv6-share", type=float, default=0.15, help="share of messages sent over IPv6 (default 0.15)")
+    p.add_argument("--nat-share", type=float, default=NAT_SHARE,
+                   help=f"share of the UDP messages sent on masters the router masquerades, so that nf_nat_sip's "
+                        f"rewrites and NAT expectations are fuzzed too (default {NAT_SHARE}; 0: no NAT)")
     p.add_argument("--timeout", type=float, help="with --kernel: seconds one boot may take (default: estimated)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--observations", type=Path, metavar="FILE",
@@ -78,6 +82,9 @@ def _range(args: argparse.Namespace, corpus_size: int) -> tuple[int, int]:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     if args.messages < 0 or args.slices < 1 or args.start < 0:
         print("error: --messages and --start must be >= 0, --slices >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    if not all(0.0 <= share <= 1.0 for share in (args.tcp_share, args.ipv6_share, args.nat_share)):
+        print("error: --tcp-share, --ipv6-share and --nat-share are shares: between 0 and 1", file=sys.stderr)
         return EXIT_ERROR
     if args.messages_from is not None:
         with open(args.messages_from, "rb") as f:
@@ -113,7 +120,8 @@ def fuzz_here(args: argparse.Namespace, messages: list[FuzzMessage]) -> dict:
     profile = profile_for_kernel(kernel_version(release))
     expect_max = int(Path("/proc/sys/net/netfilter/nf_conntrack_expect_max").read_text())
     params = ModuleParams(expect_max=expect_max)
-    routes = [route(args.seed, m, ipv6_share=args.ipv6_share, tcp_share=args.tcp_share) for m in messages]
+    routes = [route(args.seed, m, ipv6_share=args.ipv6_share, tcp_share=args.tcp_share, nat_share=args.nat_share)
+              for m in messages]
 
     def progress(index: int, seconds: float) -> None:
         print(f"fuzz: message {index} after {seconds:.0f} s", file=sys.stderr, flush=True)
@@ -156,7 +164,7 @@ def fuzz_in_vm(args: argparse.Namespace, messages: list[FuzzMessage]) -> int:
             with open(path, "wb") as f:
                 pickle.dump([(m.index, m.seed, m.mutations, m.payload) for m in part], f)
             argv = ["--seed", str(args.seed), "--tcp-share", str(args.tcp_share), "--ipv6-share",
-                    str(args.ipv6_share), "--messages-from", "in/messages.pickle",
+                    str(args.ipv6_share), "--nat-share", str(args.nat_share), "--messages-from", "in/messages.pickle",
                     "--observations-only", "observations.json"]
             timeout = args.timeout or 400.0 + GUEST_SECONDS_PER_MESSAGE * len(part)
             started = time.monotonic()
@@ -191,7 +199,7 @@ def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMess
         params = ModuleParams(expect_max=data["expect_max"])
         report, _ = check(messages, data["observations"], params, profile_named(data["profile"]), report)
         health.update(data["log_counts"])
-        sent += len(data["observations"])
+        sent += sum(1 for obs in data["observations"] if obs.get("payload") is None)  # not the warm-ups
         where = f"messages {data['observations'][0]['index'] if data['observations'] else '-'}..."
         if not data["alive"]:
             problems.append(f"{where}: the daemon died: {data['log_tail'][-2000:]}")
@@ -204,7 +212,7 @@ def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMess
         problems.append(f"{expected - sent} message(s) were not sent (the run stopped early)")
     problems += [f"daemon log: {health[k]} {k.replace('_', ' ')}" for k in FATAL if health[k]]
     assert report is not None
-    out = {"format": "sipct.fuzz/1", "seed": args.seed, "kernel": slices[0]["kernel"] if slices else None,
+    out = {"format": "sipct.fuzz/1", "seed": args.seed, "nat_share": args.nat_share, "kernel": slices[0]["kernel"] if slices else None,
            "profile": slices[0]["profile"] if slices else None, "report": report.json(),
            "daemon": dict(health), "problems": problems,
            "slices": [{k: v for k, v in d.items() if k != "observations"} for d in slices],
@@ -221,6 +229,9 @@ def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMess
           f"helper on {out['kernel']} (profile {out['profile']}) in {out['guest_seconds']} s: "
           f"{r.delivered} delivered ({r.late} late), {r.dropped} dropped; {r.kernel_new} expectations created "
           f"(spec: {r.spec_new})")
+    if r.nat:
+        print(f"behind NAT: {r.nat} messages ({r.warm_ups} warm-ups before), {r.rewritten} delivered rewritten; "
+              f"{r.unobservable} replies sent to a port no receiver listens on, {r.stale} stale datagrams")
     print(f"daemon: {', '.join(f'{k} {v}' for k, v in sorted(health.items()))}")
     print(f"mismatches: {r.mismatches} " + (f"({', '.join(f'{k} {v}' for k, v in r.counts.items())})"
                                            if r.mismatches else ""))

@@ -18,6 +18,20 @@ delivered and ``late``. The same file's ``queue_dropped`` / ``queue_user_dropped
 whether the queue ever overflowed (then the kernel let packets pass unhelped
 and verdicts could not be compared: the run fails).
 
+*Behind NAT* (``nat_share`` of the UDP messages): the router masquerades
+the UA's ports :data:`NAT_PORTS` (one rule per port, sipct.spec.natmap), so
+those masters are translated and nf_nat_sip's rewrites apply wherever a
+message names the UA (most seeds do: 192.0.2.2 is the address the examples
+and SDP offers use most). A request goes to the server as before and arrives
+rewritten and from the router's address; a response goes to the UA's
+masqueraded face (the router's address in the server's network) and may
+arrive at another of the UA's ports (``forced_dport``). The receiver takes
+the first datagram as the message's: which bytes, from where and at which
+port is recorded, and sipct.conformance.fuzz_check compares it with what the
+spec rewrites. A response on a translated master that does not exist yet
+would reach the router itself, so the first one of a port is preceded by a
+warm-up request (an observation of its own, with its payload).
+
 *What the kernel did* is read from ctnetlink expectation events in the
 router namespace (joined before the first master exists), drained after
 each message: a helper changes the table before it lets the packet go.
@@ -35,19 +49,26 @@ import select
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sipct.conformance.fuzz import FuzzMessage
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 from sipct.spec.expectation import expectation_key as row_key
+from sipct.spec.natmap import NatTopology, SourceNat
+from sipct.spec.topology import network_of
 
-__all__ = ["FuzzObservation", "Route", "fuzz_hosts", "observe", "route"]
+__all__ = ["FuzzObservation", "Route", "fuzz_hosts", "fuzz_nat", "nat_face", "observe", "route"]
 
 UA = {4: ipaddress.ip_address("192.0.2.2"), 6: ipaddress.ip_address("2001:db8:1::2")}
 SERVER = {4: ipaddress.ip_address("198.51.100.2"), 6: ipaddress.ip_address("2001:db8:2::2")}
 SIP_PORT = 5060
 UA_PORTS = tuple(range(20000, 20008))  # UDP masters
+# UDP masters behind the router's masquerade: 5060 first (the port most seeds'
+# Via and Contact name, so most replies keep their port), then ports whose
+# replies nf_nat_sip sends to the Via's port (forced_dport).
+NAT_PORTS = (5060, *range(21000, 21007))
+WARM_UP = b"sipct-fuzz warm-up\r\n"  # no SIP method, no header: the helper accepts it unchanged
 TCP_SLOTS = 2  # TCP connections kept open per family
 TCP_PORT_BASE = 30000  # slot s, generation g: 30000 + 1000 s + g
 TCP_MAX = 1400  # bytes: one segment on the lab's links
@@ -62,17 +83,42 @@ TCP_CLOSE = 10.0  # seconds a reset connection's conntrack lives on (tcp_timeout
 class Route:
     family: int
     proto: int
-    slot: int  # UA port index (UDP) or TCP slot
+    slot: int  # UA port index (UDP, of NAT_PORTS behind NAT) or TCP slot
     response: bool  # from the server's port 5060 back to the UA
+    nat: bool = False  # a master the router masquerades (UDP only)
+
+    @property
+    def ua_port(self) -> int:
+        return NAT_PORTS[self.slot] if self.nat else UA_PORTS[self.slot]
 
 
-def route(seed: int, msg: FuzzMessage, *, ipv6_share: float = 0.15, tcp_share: float = 0.05) -> Route:
-    """Where message ``msg`` goes: a function of (seed, index, payload)."""
+def route(seed: int, msg: FuzzMessage, *, ipv6_share: float = 0.15, tcp_share: float = 0.05,
+          nat_share: float = 0.0) -> Route:
+    """Where message ``msg`` goes: a function of (seed, index, payload). The
+    NAT draw comes last, so a run without NAT routes as before."""
     rng = random.Random(f"sipct-fuzz-route:{seed}:{msg.index}")
     family = 6 if rng.random() < ipv6_share else 4
     tcp = rng.random() < tcp_share and 0 < len(msg.payload) <= TCP_MAX
     slot = rng.randrange(TCP_SLOTS if tcp else len(UA_PORTS))
-    return Route(family, IPPROTO_TCP if tcp else IPPROTO_UDP, slot, msg.is_response)
+    nat = not tcp and nat_share > 0 and rng.random() < nat_share
+    if nat and rng.random() < 0.5:
+        # map_addr() rewrites an address only with the master's port, and the
+        # seeds' URIs say 5060 (or nothing, which is 5060): half the NAT
+        # messages go on that master.
+        slot = 0
+    return Route(family, IPPROTO_TCP if tcp else IPPROTO_UDP, slot % len(NAT_PORTS) if nat else slot,
+                 msg.is_response, nat)
+
+
+def fuzz_nat() -> NatTopology:
+    """The router's nat chain: masquerade the UA's NAT_PORTS, per family."""
+    return NatTopology(snat=tuple(SourceNat(network_of(UA[f]), host=UA[f], sport=p, proto=IPPROTO_UDP)
+                                  for f in (4, 6) for p in NAT_PORTS))
+
+
+def nat_face(family: int, port: int) -> tuple:
+    """Where the server sends to reach the UA's masqueraded ``port``."""
+    return fuzz_nat().face(SERVER[family], UA[family], port, IPPROTO_UDP)
 
 
 @dataclass
@@ -86,20 +132,27 @@ class FuzzObservation:
     ua_port: int
     response: bool
     delivered: bool
-    exact: bool  # the receiver got exactly the bytes sent (there is no NAT)
+    exact: bool  # the receiver got exactly the bytes sent
     new: list[list] = field(default_factory=list)  # IPEXP_NEW events (expectation_key)
     destroyed: int = 0
     connect_t: float | None = None  # TCP: a fresh connection was opened just before
     reset_t: float | None = None  # TCP: the connection was reset after a drop
     wait: float = 0.0  # seconds until the message was done
     late: bool = False  # judged dropped, then arrived after all (a slow delivery, not a drop)
+    nat: bool = False  # through the masquerade (Route.nat)
+    payload: str | None = None  # a warm-up's bytes (latin-1): it is no message of the run
+    received: str | None = None  # NAT: the bytes that arrived (latin-1), when not those sent
+    seen: list | None = None  # NAT: [source address, source port, receiving port] of what arrived
+    stale: int = 0  # NAT: datagrams found waiting at the receiver before the send (a late earlier one)
 
 
 def expectation_key(e) -> list:
     """A spec Expectation as an observation's JSON: its row
-    (sipct.spec.expectation.expectation_key) and its flags - everything but
+    (sipct.spec.expectation.expectation_key), its flags and its NAT part
+    (direction, saved address and port; -1 each without) - everything but
     the timeout and the helper's name."""
-    return [*row_key(e), int(e.flags)]
+    nat = [-1, -1, -1] if e.nat is None else [e.nat.dir, int(e.nat.addr), e.nat.port]
+    return [*row_key(e), int(e.flags), *nat]
 
 
 def fuzz_hosts():
@@ -181,7 +234,10 @@ def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *,
     out: list[FuzzObservation] = []
     alive_during = True
     started = time.monotonic()
+    nat_masters: set[tuple[int, int]] = set()  # (family, slot) whose masqueraded master passed a request
     try:
+        if any(r.nat for r in routes):
+            lab.set_nat(fuzz_nat())
         events.subscribe_events()
         events.drain_events()
         # Warm the neighbour caches and sockets outside the helper's ports.
@@ -197,13 +253,19 @@ def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *,
                 events.reap_expired_conntracks()
                 now = time.monotonic() - started
                 tcp.closing = [d for d in tcp.closing if d > now]
-            obs = _send(lab, stats, tcp, late, payloads, msg, r, ua, server, started)
-            for kind, exp in events.drain_events():
-                if kind == "new":
-                    obs.new.append(expectation_key(to_spec(exp, obs.t)))
-                else:
-                    obs.destroyed += 1
-            out.append(obs)
+            if r.nat and r.response and (r.family, r.slot) not in nat_masters:
+                warm = _send_nat(lab, stats, msg.index, WARM_UP, replace(r, response=False), ua, server, started)
+                warm.payload = WARM_UP.decode("latin-1")
+                out.append(_drained(warm, events, to_spec))
+                if warm.delivered:
+                    nat_masters.add((r.family, r.slot))
+            if r.nat:
+                obs = _send_nat(lab, stats, msg.index, msg.payload, r, ua, server, started)
+                if obs.delivered and not r.response:
+                    nat_masters.add((r.family, r.slot))
+            else:
+                obs = _send(lab, stats, tcp, late, payloads, msg, r, ua, server, started)
+            out.append(_drained(obs, events, to_spec))
             if progress is not None and msg.index % 500 == 0:
                 progress(msg.index, time.monotonic() - started)
             if not daemon.alive():
@@ -226,22 +288,40 @@ def observe(messages: Sequence[FuzzMessage], routes: Sequence[Route], runner, *,
             "alive": alive_during and daemon.alive()}
 
 
-def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int, on_other) -> tuple[bool, bool]:
-    """(delivered, exact). Blocks on the receiver and looks at the queue only
-    between reads: a busy loop would take the guest's CPU from the daemon."""
+def _drained(obs: FuzzObservation, events, to_spec) -> FuzzObservation:
+    """``obs`` with the expectation events its message caused."""
+    for kind, exp in events.drain_events():
+        if kind == "new":
+            obs.new.append(expectation_key(to_spec(exp, obs.t)))
+        else:
+            obs.destroyed += 1
+    return obs
+
+
+def _wait(rxs: Sequence[socket.socket], stats: QueueStats, before: int, take):
+    """Wait for the message at the receivers ``rxs``: ``take(rx, data,
+    source)`` says whether a datagram is it (its result) or not (None: a
+    straggler). None when the kernel queued the message and nothing waits
+    for a verdict any more (a drop), or it never queued it. Blocks on the
+    receivers and looks at the queue only between reads: a busy loop would
+    take the guest's CPU from the daemon."""
     poller = select.poll()
-    poller.register(rx, select.POLLIN)
+    by_fd = {rx.fileno(): rx for rx in rxs}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + NOT_QUEUED
     settled = None
     while True:
-        if poller.poll(POLL_MS if settled is None else 5):
+        ready = poller.poll(POLL_MS if settled is None else 5)
+        for fd, _ in ready:
             try:
-                data = rx.recv(65536)
+                data, source = by_fd[fd].recvfrom(65536)
             except BlockingIOError:
                 continue
-            if data == payload:
-                return True, True
-            on_other(data)  # a straggler of an earlier message
+            found = take(by_fd[fd], data, source)
+            if found is not None:
+                return found
+        if ready:
             continue
         now = time.monotonic()
         total, _, _, seq = stats.read()
@@ -250,11 +330,58 @@ def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int,
             if total == 0:
                 settled = settled or now
                 if now - settled >= GRACE:
-                    return False, False
+                    return None
             else:
                 settled = None
         if now > deadline:
-            return False, False
+            return None
+
+
+def _wait_udp(rx: socket.socket, payload: bytes, stats: QueueStats, before: int, on_other) -> tuple[bool, bool]:
+    """(delivered, exact): the datagram with exactly ``payload`` arrived."""
+    def take(_rx, data: bytes, _source) -> tuple[bool, bool] | None:
+        if data == payload:
+            return True, True
+        on_other(data)  # a straggler of an earlier message
+        return None
+
+    return _wait([rx], stats, before, take) or (False, False)
+
+
+def _send_nat(lab, stats: QueueStats, index: int, payload: bytes, r: Route, ua: dict, server: dict,
+              started: float) -> FuzzObservation:
+    """One datagram of a masqueraded master; the first one to arrive is taken
+    as it (the rewrite makes its bytes unknown here)."""
+    f, port = r.family, r.ua_port
+    if r.response:
+        tx = lab._driver.udp_socket(server[f], f, SIP_PORT)
+        rxs = [lab._driver.udp_socket(ua[f], f, p) for p in NAT_PORTS]  # forced_dport may pick another
+        to = nat_face(f, port)
+    else:
+        tx = lab._driver.udp_socket(ua[f], f, port)
+        rxs = [lab._driver.udp_socket(server[f], f, SIP_PORT)]
+        to = (lab.address(server[f], f), SIP_PORT)
+    stale = 0
+    for rx in rxs:  # what an earlier, judged dropped, message left behind
+        while True:
+            try:
+                rx.recv(65536)
+                stale += 1
+            except BlockingIOError:
+                break
+    before = stats.read()[3]
+    t = time.monotonic() - started
+    tx.sendto(payload, (str(to[0]), to[1]))
+    got = _wait(rxs, stats, before, lambda rx, data, source: (rx.getsockname()[1], data, source))
+    obs = FuzzObservation(index, t, f, IPPROTO_UDP, port, r.response, got is not None,
+                          got is not None and got[1] == payload, wait=time.monotonic() - started - t,
+                          nat=True, stale=stale)
+    if got is not None:
+        rport, data, source = got
+        obs.seen = [str(ipaddress.ip_address(source[0].split("%")[0])), source[1], rport]
+        if data != payload:
+            obs.received = data.decode("latin-1")
+    return obs
 
 
 def _send(lab, stats: QueueStats, tcp: _Tcp, late: _Late, payloads: dict[int, bytes], msg: FuzzMessage, r: Route,

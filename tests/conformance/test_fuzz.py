@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 import pytest
 
-from sipct.conformance.fuzz import MAX_SIZE, MUTATIONS, Mutator, default_seeds, mutate, sdp_offers
+from sipct.conformance.fuzz import MAX_SIZE, MUTATIONS, Mutator, Seed, default_seeds, mutate, sdp_offers
 from sipct.conformance.fuzz_check import check
 from sipct.conformance.fuzz_run import UA_PORTS, expectation_key, route
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
@@ -95,3 +96,101 @@ def test_the_check_finds_what_the_spec_does_not_predict() -> None:
     bad, _ = check([offer], [_observation(0, 0.0, False, wrong)], ModuleParams(), HARDENED_6_1_192)
     assert bad.counts == {"verdict": 1, "unexpected": 1, "missing": 1}
     assert {m.kind for m in bad.examples} == {"verdict", "unexpected", "missing"}
+
+
+def test_a_run_without_nat_routes_as_before_and_nat_routes_are_udp_on_the_masqueraded_ports() -> None:
+    from sipct.conformance.fuzz_run import NAT_PORTS
+
+    msgs = Mutator(default_seeds(), 5).messages(0, 2000)
+    plain = [route(5, x, tcp_share=0.2) for x in msgs]
+    mixed = [route(5, x, tcp_share=0.2, nat_share=0.4) for x in msgs]
+    # The NAT draw comes last: a message keeps its family, transport and direction.
+    assert [(r.family, r.proto, r.response) for r in plain] == [(r.family, r.proto, r.response) for r in mixed]
+    assert all(r.slot == p.slot and not r.nat for r, p in zip(mixed, plain) if not r.nat)
+    nat = [r for r in mixed if r.nat]
+    assert 0.3 < len(nat) / sum(r.proto == IPPROTO_UDP for r in mixed) < 0.5
+    assert all(r.proto == IPPROTO_UDP and r.ua_port in NAT_PORTS for r in nat)
+    assert {r.ua_port for r in nat} == set(NAT_PORTS) and not any(r.nat for r in plain)
+
+
+def _nat_spec() -> SipHelper:
+    from sipct.conformance.fuzz_run import SERVER, UA, fuzz_nat
+    from sipct.spec.topology import LabRouting
+
+    routing = LabRouting([*UA.values(), *SERVER.values()])
+    return SipHelper(ModuleParams(), HARDENED_6_1_192, routing.same_interface, fuzz_nat(), routing.router_owns)
+
+
+def _nat_observation(index: int, t: float, port: int, response: bool, result, sent: bytes, **kw) -> dict:
+    """What fuzz_run._send_nat records when the kernel does what ``result`` says."""
+    obs = _observation(index, t, True, [expectation_key(ev.expectation) for ev in result.events if ev.kind == "new"])
+    out = result.out_tuple
+    data = result.out_payload if result.out_payload is not None else sent
+    obs.update(ua_port=port, response=response, nat=True, exact=data == sent, stale=0,
+               received=None if data == sent else data.decode("latin-1"),
+               seen=[str(out.src), out.sport, out.dport])
+    obs.update(kw)
+    return obs
+
+
+def test_the_check_holds_nat_routes_to_the_rewrite_the_nat_part_and_the_address() -> None:
+    from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, UA, WARM_UP, nat_face
+
+    offer = Mutator(sdp_offers(), 1).message(0)  # names 192.0.2.2:5060 in Via, Contact, o= and c=
+    port = NAT_PORTS[1]
+    spec = _nat_spec()
+    invite = spec.packet(Packet(UA[4], port, SERVER[4], 5060, IPPROTO_UDP, offer.payload), 0.0)
+    assert invite.accepted and invite.out_payload is not None and b"198.51.100.1" in invite.out_payload
+    new = [expectation_key(ev.expectation) for ev in invite.events if ev.kind == "new"]
+    assert new and all(k[13] >= 0 for k in new)  # the media expectations carry their NAT part
+    good_obs = _nat_observation(0, 0.0, port, False, invite, offer.payload)
+    good, _ = check([offer], [good_obs], ModuleParams(), HARDENED_6_1_192)
+    assert good.mismatches == 0 and good.nat == 1 and good.rewritten == 1 and good.spec_new == len(new)
+
+    # Bytes as sent (no rewrite), seen from the UA's own address, and no NAT part on one expectation.
+    wrong_new = [list(k) for k in new]
+    wrong_new[0][13:16] = [-1, -1, -1]
+    bad_obs = dict(good_obs, received=None, exact=True, seen=[str(UA[4]), port, 5060], new=wrong_new)
+    bad, _ = check([offer], [bad_obs], ModuleParams(), HARDENED_6_1_192)
+    assert bad.counts == {"bytes": 1, "address": 1, "unexpected": 1, "missing": 1}
+
+    # A response to a masqueraded port whose master never passed a request reaches the
+    # router itself: the warm-up comes first, and then the response is forwarded to the UA.
+    ringing = (b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 198.51.100.1:21001;branch=z9hG4bK1\r\n"
+               b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    reply = Mutator([Seed("ringing", ringing)], 1).message(0)
+    alone, _ = check([reply], [_observation(0, 1.0, False, []) | {"ua_port": port, "response": True, "nat": True,
+                                                                     "stale": 0}], ModuleParams(), HARDENED_6_1_192)
+    assert alone.mismatches == 0  # not forwarded, not delivered: as the spec says
+    spec = _nat_spec()
+    warm = spec.packet(Packet(UA[4], port, SERVER[4], 5060, IPPROTO_UDP, WARM_UP), 1.0)
+    to = nat_face(4, port)
+    assert to == (ipaddress.ip_address("198.51.100.1"), port)
+    back = spec.packet(Packet(SERVER[4], 5060, to[0], to[1], IPPROTO_UDP, ringing), 1.5)
+    assert back.accepted and back.out_tuple.dst == UA[4]
+    observed = [_nat_observation(0, 1.0, port, False, warm, WARM_UP, payload=WARM_UP.decode("latin-1")),
+                _nat_observation(0, 1.5, port, True, back, ringing)]
+    after, _ = check([reply], observed, ModuleParams(), HARDENED_6_1_192)
+    assert after.mismatches == 0 and after.warm_ups == 1 and after.messages == 1 and after.delivered == 1
+    late, _ = check([reply], [observed[0], dict(observed[1], stale=1)], ModuleParams(), HARDENED_6_1_192)
+    assert late.counts == {"stale": 1} and late.stale == 1
+
+
+def test_a_reply_forced_to_a_port_nobody_listens_on_is_counted_not_compared() -> None:
+    from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, UA, nat_face
+
+    port = NAT_PORTS[2]
+    invite = Mutator(sdp_offers(), 1).message(0).payload.replace(b"192.0.2.2:5060", b"192.0.2.2:5999")
+    reply = b"SIP/2.0 100 Trying\r\nVia: SIP/2.0/UDP 198.51.100.1:5999;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\n" \
+            b"Content-Length: 0\r\n\r\n"
+    spec = _nat_spec()
+    first = spec.packet(Packet(UA[4], port, SERVER[4], 5060, IPPROTO_UDP, invite), 0.0)
+    to = nat_face(4, port)
+    back = spec.packet(Packet(SERVER[4], 5060, to[0], to[1], IPPROTO_UDP, reply), 0.5)
+    assert back.accepted and back.out_tuple.dport == 5999  # forced_dport: the Via's port
+    m = Mutator([Seed("invite", invite), Seed("reply", reply)], 1)
+    msgs = [m.message(0), m.message(1)]
+    observed = [_nat_observation(0, 0.0, port, False, first, invite),
+                _observation(1, 0.5, False, []) | {"ua_port": port, "response": True, "nat": True, "stale": 0}]
+    report, _ = check(msgs, observed, ModuleParams(), HARDENED_6_1_192)
+    assert report.mismatches == 0 and report.unobservable == 1

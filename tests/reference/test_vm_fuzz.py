@@ -63,6 +63,8 @@ def test_every_message_went_through(fuzz: dict) -> None:
     # Both verdicts, both transports and families were exercised.
     r = fuzz["report"]
     assert r["delivered"] and r["dropped"] and r["tcp"] and r["ipv6"] and r["kernel_new_expectations"]
+    # And behind the router's masquerade (--nat-share's default): nf_nat_sip's rewrites delivered.
+    assert r["nat"] and r["rewritten"] and r["warm_ups"]
 
 
 def test_the_daemon_survived_without_internal_errors(fuzz: dict) -> None:

@@ -45,7 +45,9 @@ pytestmark = [
 HERE = Path(__file__).resolve().parent
 RELEASE = "6.1.0-56-amd64"  # linux-image-6.1.0-56-amd64 (6.1.192)
 KERNEL = f"/boot/vmlinuz-{RELEASE}"
-DIALOGS = ("register.yaml", "invite-audio-video.yaml")
+# The two NAT dialogs send RTP from outside first: it reaches the phone only through
+# the helper's NAT expectation (nf_nat_sip_expected() maps the router's address to it).
+DIALOGS = ("register.yaml", "invite-audio-video.yaml", "nat-register-incoming-call.yaml", "nat-ipv6-masquerade.yaml")
 TIMEOUT = 900.0
 
 
@@ -89,7 +91,8 @@ def three_way(kernel) -> list[dict]:
 
 
 def test_run_shows_spec_kernel_and_reference(three_way) -> None:
-    assert [r["dialog"] for r in three_way] == ["register", "invite-audio-video"]
+    assert [r["dialog"] for r in three_way] == ["register", "invite-audio-video", "nat-register-incoming-call",
+                                                "nat-ipv6-masquerade"]
     for result in three_way:
         assert result["format"] == "sipct.run/1" and result["helper"] == "reference"
         assert result["vm"]["release"] == RELEASE
@@ -115,6 +118,27 @@ def test_the_reference_agrees_but_for_the_activation_events(three_way) -> None:
     kinds = sorted(ev["kind"] for ev in activation["reference"]["events"])
     assert kinds == ["destroy", "new"]
     assert three_way[1]["reference"]["agree"]
+
+
+@pytest.mark.parametrize(("dialog", "rtp", "expectation"), [
+    ("nat-register-incoming-call", "udp registrar:12000 -> phone:16000",
+     "udp registrar:* -> 203.0.113.1:16000 audio nat phone:16000"),
+    ("nat-ipv6-masquerade", "udp pbx:9000 -> phone:20000", "udp pbx:* -> [2001:db8:b::1]:20000 audio nat phone:20000"),
+])
+def test_rtp_flows_through_the_reference_helper_s_nat_expectations(three_way, dialog, rtp, expectation) -> None:
+    """RTP from outside, before the phone sent any, is addressed to the router:
+    only the reference helper's NAT expectation (CTA_EXPECT_NAT, expectfn "sip")
+    brings it to the phone - delivered there with the bytes sent, and the
+    expectation used up (its destroy event), as with the kernel's helper."""
+    (result,) = [r for r in three_way if r["dialog"] == dialog]
+    index = next(i for i, s in enumerate(result["steps"]) if s["step"].startswith(rtp + ":"))
+    before, step = result["steps"][index - 1], result["steps"][index]
+    assert expectation in [e["text"] for e in before["reference"]["expectations"]]
+    assert step["reference"]["delivered"] and step["kernel"]["delivered"]
+    assert step["reference_divergences"] == [], step["reference_divergences"]
+    assert {"kind": "destroy", "expectation": expectation} in [
+        {"kind": ev["kind"], "expectation": ev["expectation"]} for ev in step["reference"]["events"]]
+    assert expectation not in [e["text"] for e in step["reference"]["expectations"]]
 
 
 GUEST_SCRIPT = """\

@@ -8,6 +8,11 @@ decoder reads both, :func:`conntrack_attrs`, with ``struct`` from the
 reference helper's hot path). ``ct_msg`` also knows that CTA_HELP is nested
 (ctnetlink_dump_helpinfo()), which pyroute2's own nfct_msg does not.
 
+``seq_adj`` is the conntrack's TCP sequence adjustment per direction
+(struct nf_ct_seqadj, CTA_SEQ_ADJ_ORIG/_REPLY: ctnetlink_dump_ct_seq_adj(),
+present while IPS_SEQ_ADJUST is set), which :func:`seq_adj_attr` writes
+back (ctnetlink_change_seq_adj()).
+
 ``helper_info`` is the helper's private data (CTA_HELP_INFO), the
 ``priv_data_len`` bytes the kernel keeps per conntrack for a userspace helper
 (nfnl_cthelper_to_nlattr() / _from_nlattr()); what a helper keeps there is
@@ -16,6 +21,7 @@ its own business (the reference helper keeps its MasterState there).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +39,11 @@ __all__ = [
     "IPS_DYING",
     "IPS_EXPECTED",
     "IPS_HELPER",
+    "IPS_NAT_MASK",
     "IPS_SEEN_REPLY",
+    "IPS_SEQ_ADJUST",
+    "IPS_SRC_NAT",
+    "IPS_DST_NAT",
     "IP_CT_ESTABLISHED",
     "IP_CT_ESTABLISHED_REPLY",
     "IP_CT_IS_REPLY",
@@ -41,12 +51,15 @@ __all__ = [
     "IP_CT_RELATED",
     "IP_CT_RELATED_REPLY",
     "KernelConntrack",
+    "SeqAdj",
     "conntrack_attrs",
     "conntrack_from_bytes",
     "conntrack_from_msg",
     "ct_msg",
     "help_attr",
+    "seq_adj_attr",
     "tuple_attr",
+    "update_msg",
 ]
 
 # enum ip_conntrack_status (include/uapi/linux/netfilter/nf_conntrack_common.h)
@@ -54,6 +67,10 @@ IPS_EXPECTED = 1 << 0
 IPS_SEEN_REPLY = 1 << 1
 IPS_ASSURED = 1 << 2
 IPS_CONFIRMED = 1 << 3
+IPS_SRC_NAT = 1 << 4
+IPS_DST_NAT = 1 << 5
+IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT
+IPS_SEQ_ADJUST = 1 << 6
 IPS_DYING = 1 << 9
 IPS_HELPER = 1 << 13
 
@@ -116,6 +133,71 @@ def help_attr(name: str, info: bytes | None = None) -> dict[str, Any]:
     return {"attrs": attrs}
 
 
+def _s32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def _before(seq1: int, seq2: int) -> bool:
+    """before() of include/net/tcp.h: seq1 precedes seq2 modulo 2**32."""
+    return _s32(seq1 - seq2) < 0
+
+
+@dataclass(frozen=True, slots=True)
+class SeqAdj:
+    """struct nf_ct_seqadj: one direction's TCP sequence adjustment. A
+    segment that starts after ``correction_pos`` moves by ``offset_after``,
+    one at or before it (a retransmission) by ``offset_before``
+    (nf_ct_seq_adjust()). The offsets are s32, the position a u32."""
+
+    correction_pos: int = 0
+    offset_before: int = 0
+    offset_after: int = 0
+
+    def set(self, seq: int, off: int) -> SeqAdj:
+        """nf_ct_seqadj_set(): the segment starting at ``seq`` left the router
+        ``off`` bytes longer. Only the first change, or one past the last
+        correction position, moves the record: a retransmission of the segment
+        last changed must not count twice."""
+        if off == 0:
+            return self
+        if self.offset_before == self.offset_after or _before(self.correction_pos, seq):
+            return SeqAdj(seq & 0xFFFFFFFF, self.offset_after, _s32(self.offset_after + off))
+        return self
+
+    def offset(self, seq: int) -> int:
+        """What nf_ct_seq_adjust() adds to the sequence number ``seq`` of a segment of this direction."""
+        return self.offset_after if _before(self.correction_pos, seq) else self.offset_before
+
+
+def seq_adj_attr(seq: SeqAdj) -> dict[str, Any]:
+    """CTA_SEQ_ADJ_ORIG/_REPLY { CTA_SEQADJ_CORRECTION_POS, _OFFSET_BEFORE,
+    _OFFSET_AFTER }: change_seq_adj() requires all three (EINVAL)."""
+    return {"attrs": [["CTA_NAT_SEQ_CORRECTION_POS", seq.correction_pos & 0xFFFFFFFF],
+                      ["CTA_NAT_SEQ_OFFSET_BEFORE", seq.offset_before & 0xFFFFFFFF],
+                      ["CTA_NAT_SEQ_OFFSET_AFTER", seq.offset_after & 0xFFFFFFFF]]}
+
+
+def update_msg(original: ConnTuple, *, timeout: int | None = None, helper: str | None = None,
+               helper_info: bytes | None = None, seq_adj: dict[bool, SeqAdj] | None = None) -> ct_msg:
+    """The body of an IPCTNL_MSG_CT_NEW that changes the existing conntrack
+    ``original`` (ctnetlink_change_conntrack()): CTA_HELP, CTA_TIMEOUT and,
+    per direction (reply? -> record), CTA_SEQ_ADJ_ORIG/_REPLY."""
+    msg = ct_msg()
+    msg["nfgen_family"] = socket.AF_INET if original.family == 4 else socket.AF_INET6
+    msg["version"] = 0
+    msg["res_id"] = 0
+    attrs: list[list[Any]] = [["CTA_TUPLE_ORIG", tuple_attr(original)]]
+    if helper is not None:
+        attrs.append(["CTA_HELP", help_attr(helper, helper_info)])
+    if timeout is not None:
+        attrs.append(["CTA_TIMEOUT", int(timeout)])
+    for reply, seq in sorted((seq_adj or {}).items()):
+        attrs.append(["CTA_SEQ_ADJ_REPLY" if reply else "CTA_SEQ_ADJ_ORIG", seq_adj_attr(seq)])
+    msg["attrs"] = attrs
+    return msg
+
+
 @dataclass(frozen=True, slots=True)
 class KernelConntrack:
     """One struct nf_conn as ctnetlink reports it (the fields a helper needs).
@@ -136,6 +218,12 @@ class KernelConntrack:
     helper: str | None = None
     helper_info: bytes | None = None
     master: ConnTuple | None = None
+    seq_adj: tuple[SeqAdj, SeqAdj] | None = None  # (original, reply) while IPS_SEQ_ADJUST
+
+    @property
+    def natted(self) -> bool:
+        """IPS_NAT_MASK: what ctnetlink_glue_seqadj() asks before it adjusts."""
+        return bool(self.status & IPS_NAT_MASK)
 
     @property
     def expected(self) -> bool:
@@ -165,6 +253,9 @@ class KernelConntrack:
             attrs.append(["CTA_HELP", help_attr(self.helper, self.helper_info)])
         if self.master is not None:
             attrs.append(["CTA_TUPLE_MASTER", tuple_attr(self.master)])
+        if self.seq_adj is not None:
+            attrs.append(["CTA_SEQ_ADJ_ORIG", seq_adj_attr(self.seq_adj[0])])
+            attrs.append(["CTA_SEQ_ADJ_REPLY", seq_adj_attr(self.seq_adj[1])])
         if self.mark is not None:
             attrs.append(["CTA_MARK", self.mark])
         return attrs
@@ -175,6 +266,10 @@ _HELP = numbers(ct_msg.cta_help)
 _ORIG, _REPLY, _MASTER = _CT["CTA_TUPLE_ORIG"], _CT["CTA_TUPLE_REPLY"], _CT["CTA_TUPLE_MASTER"]
 _ZONE, _CT_HELP = _CT["CTA_ZONE"], _CT["CTA_HELP"]
 _HELP_NAME, _HELP_INFO = _HELP["CTA_HELP_NAME"], _HELP["CTA_HELP_INFO"]
+_SEQ_ADJ = (_CT["CTA_SEQ_ADJ_ORIG"], _CT["CTA_SEQ_ADJ_REPLY"])
+_SEQADJ = numbers(ct_msg.cta_nat_seq_adj)
+_SEQADJ_FIELDS = (_SEQADJ["CTA_NAT_SEQ_CORRECTION_POS"], _SEQADJ["CTA_NAT_SEQ_OFFSET_BEFORE"],
+                  _SEQADJ["CTA_NAT_SEQ_OFFSET_AFTER"])
 # The attributes KernelConntrack holds that are one big-endian u32.
 _U32 = {_CT[name]: field for name, field in (
     ("CTA_ID", "id"), ("CTA_STATUS", "status"), ("CTA_TIMEOUT", "timeout"), ("CTA_MARK", "mark"))}
@@ -185,6 +280,15 @@ def _conn_tuple(data: bytes, span: Span | None, family: int) -> ConnTuple | None
         return None
     src, dst, sport, dport, proto = decode_tuple(data, span, family)
     return ConnTuple(src, dst, proto, sport or 0, dport or 0)
+
+
+def _seq_adj(data: bytes, span: Span | None) -> SeqAdj:
+    """One CTA_SEQ_ADJ_* nest (dump_ct_seq_adj() writes all three); a direction missing is all zero."""
+    if span is None:
+        return SeqAdj()
+    inner = nested(data, span)
+    pos, before, after = (be32(data, inner[n]) if n in inner else 0 for n in _SEQADJ_FIELDS)
+    return SeqAdj(pos, _s32(before), _s32(after))
 
 
 def conntrack_attrs(data: bytes, attrs: dict[int, Span], family: int) -> KernelConntrack:
@@ -203,6 +307,8 @@ def conntrack_attrs(data: bytes, attrs: dict[int, Span], family: int) -> KernelC
         if _HELP_INFO in help_:
             start, end = help_[_HELP_INFO]
             fields["helper_info"] = bytes(data[start:end])
+    if _SEQ_ADJ[0] in attrs or _SEQ_ADJ[1] in attrs:
+        fields["seq_adj"] = (_seq_adj(data, attrs.get(_SEQ_ADJ[0])), _seq_adj(data, attrs.get(_SEQ_ADJ[1])))
     return KernelConntrack(family=family, original=original, reply=_conn_tuple(data, attrs.get(_REPLY), family),
                            master=_conn_tuple(data, attrs.get(_MASTER), family), **fields)
 

@@ -350,7 +350,9 @@ class Verdict:
     L3 packet, its lengths and checksums already right). NFQA_CT goes with
     it, empty if need be: only with a conntrack from NFQA_CT does
     nfqnl_recv_verdict() pass the length change to seq_adjust
-    (ctnetlink_glue_seqadj(), TCP under NAT)."""
+    (ctnetlink_glue_seqadj(), TCP under NAT). ``conntrack`` False leaves
+    NFQA_CT out whatever else is set (and NFQA_EXP with it): nothing of the
+    conntrack changes, seq_adjust included."""
 
     queue_num: int
     packet_id: int
@@ -364,12 +366,15 @@ class Verdict:
     mark: int | None = None
     batch: bool = False
     payload: bytes | None = None
+    conntrack: bool = True
 
     @property
     def name(self) -> str:
         return VERDICT_NAMES.get(self.verdict, str(self.verdict))
 
     def ct_attrs(self) -> list[list[Any]] | None:
+        if not self.conntrack:
+            return None
         attrs: list[list[Any]] = []
         if self.ct_timeout is not None:
             attrs.append(["CTA_TIMEOUT", self.ct_timeout])
@@ -406,7 +411,7 @@ class Verdict:
         ct = self.ct_attrs()
         if ct is not None:
             attrs.append(["NFQA_CT", {"attrs": ct}])
-        if self.exp is not None:
+        if self.exp is not None and ct is not None:
             attrs.append(["NFQA_EXP", {"attrs": self.exp_attrs()}])
         if self.payload is not None:
             attrs.append(["NFQA_PAYLOAD", self.payload])
@@ -504,6 +509,7 @@ def verdict_from_bytes(data: bytes, off: int = 0) -> Verdict:
         mark=None if mark is None else be32(data, mark),
         batch=NLMSG.unpack_from(data, off)[1] == queue_msg_type(NFQNL_MSG_VERDICT_BATCH),
         payload=None if payload is None else bytes(data[payload[0]:payload[1]]),
+        conntrack=_Q["NFQA_CT"] in attrs or payload is None,
     )
 
 

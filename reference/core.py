@@ -63,6 +63,22 @@ the hook runs again and queues the same packet once more; its second
 arrival carries on where the first stopped. So every change is made before
 the packet leaves, as the kernel helper does it.
 
+*TCP sequence adjustment.* A rewrite that changes a TCP segment's length
+must reach the conntrack's seqadj record (struct nf_ct_seqadj per
+direction), which nf_confirm_cthelper() -> nf_ct_seq_adjust() applies to
+the segment after the verdict and to every later one. The core keeps that
+record per master as nf_ct_seqadj_set() changes it, seeded from the
+kernel's (CTA_SEQ_ADJ_*) when it adopts a master. Over IPv4 the verdict's
+NFQA_CT makes the kernel do it (nfqnl_recv_verdict() ->
+ctnetlink_glue_seqadj()). Over IPv6 that path is wrong:
+nf_ct_tcp_seqadj_set() looks for the TCP header at ip_hdrlen(skb), IPv4's
+IHL, and records a correction position that is not the segment's. So for
+IPv6 the record goes over ctnetlink first (IPCTNL_MSG_CT_NEW on the
+conntrack, ctnetlink_change_conntrack(): CTA_SEQ_ADJ_<dir> with the
+timeout and private data NFQA_CT would have carried) and the verdict goes
+without NFQA_CT, so that nothing adjusts twice; an NFQA_EXP, which is read
+only with NFQA_CT, then rides in a pass of its own before it.
+
 *Kernel refusals* are read with the spec's meaning (see ``failed()``: the
 rule from ``sipct.spec.table.refusal_rule()``, the RTP expectation to take
 back from the RTCP one's ``TableEvent.pair``), and any surprise makes the
@@ -77,13 +93,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sipct.netlink.conntrack import IP_CT_IS_REPLY, KernelConntrack
+from sipct.netlink.conntrack import IP_CT_IS_REPLY, IPS_SEQ_ADJUST, KernelConntrack, SeqAdj
 from sipct.netlink.ctexp import ExpectMask, ExpectNat as KernelExpectNat, ExpectTuple as KernelExpectTuple
 from sipct.netlink.ctexp import KernelExpectation, MasterTuple
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
 from sipct.spec import rules
-from sipct.spec.expectation import NAT_EXPECTFN, ConnTuple, ExpectClass, Expectation, expectation_key
+from sipct.spec.expectation import IPPROTO_TCP, NAT_EXPECTFN, ConnTuple, ExpectClass, Expectation, expectation_key
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
 from sipct.spec.master import Master
 from sipct.spec.params import ModuleParams
@@ -101,6 +117,7 @@ __all__ = [
     "Failure",
     "HelperCore",
     "Phase",
+    "SeqAdjust",
     "plan",
 ]
 
@@ -183,13 +200,16 @@ class Phase:
     verdict: int
 
 
-def plan(ops: Iterable[ExpectOp], verdict: int, confirmed: bool) -> list[Phase]:
+def plan(ops: Iterable[ExpectOp], verdict: int, confirmed: bool, ct_update: bool = False) -> list[Phase]:
     """Order operations into passes (see the module docstring).
 
     A dropped first packet needs nothing: its unconfirmed conntrack and all
     it expected die with it. Otherwise each NFQA_EXP ends a pass, ctnetlink
     operations on an unconfirmed master wait for the second pass, and the
-    last pass carries the real verdict."""
+    last pass carries the real verdict. ``ct_update``: the last pass changes
+    the conntrack over ctnetlink and its verdict carries no NFQA_CT, hence
+    no NFQA_EXP either; ctnetlink_new_conntrack() finds confirmed
+    conntracks only (nf_conntrack_find_get())."""
     ops = list(ops)
     if not confirmed and verdict == NF_DROP:
         return [Phase((), None, NF_DROP)]
@@ -201,11 +221,11 @@ def plan(ops: Iterable[ExpectOp], verdict: int, confirmed: bool) -> list[Phase]:
             batch = []
         else:
             batch.append(op)
-    if batch or not phases:
+    if batch or not phases or (ct_update and phases[-1].exp is not None):
         phases.append(Phase(tuple(batch), None, NF_REPEAT))
     last = phases[-1]
     phases[-1] = Phase(last.ops, last.exp, verdict)
-    if not confirmed and phases[0].ops:
+    if not confirmed and (phases[0].ops or (ct_update and len(phases) == 1)):
         phases.insert(0, Phase((), None, NF_REPEAT))
     return phases
 
@@ -243,13 +263,33 @@ def too_long(packet: bytes | None) -> bool:
     return packet is not None and len(packet) > MAX_QUEUED
 
 
+@dataclass(frozen=True, slots=True)
+class SeqAdjust:
+    """A rewrite changed the length of a TCP segment of direction ``reply``
+    of the master ``original``: its seqadj record becomes ``seq``
+    (nf_ct_seqadj_set() with the segment's sequence number). ``via``
+    VERDICT: the verdict's NFQA_CT makes the kernel do it (IPv4);
+    CTNETLINK: a conntrack update before a verdict without NFQA_CT (IPv6)."""
+
+    original: ConnTuple
+    reply: bool
+    seq: SeqAdj
+    via: str
+
+    def __str__(self) -> str:
+        s = self.seq
+        return (f"seqadj {'reply' if self.reply else 'original'} of {self.original} via {self.via}: "
+                f"correction_pos={s.correction_pos} offset {s.offset_before:+d} -> {s.offset_after:+d}")
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with one queued packet now: run ``ops`` over ctnetlink in
     order, then send ``verdict`` with ``exp`` (NFQA_EXP), the conntrack timeout
     ``ct_timeout`` and the helper's private data ``helper_info`` (NFQA_CT),
     and ``packet``, the packet as nf_nat_sip would have rewritten it
-    (NFQA_PAYLOAD; only with the last pass's verdict)."""
+    (NFQA_PAYLOAD; only with the last pass's verdict), whose length change
+    ``seqadj`` records (TCP under NAT)."""
 
     verdict: int
     ops: tuple[ExpectOp, ...] = ()
@@ -263,6 +303,12 @@ class Decision:
     error: str | None = None
     key: tuple | None = field(default=None, repr=False)
     packet: bytes | None = field(default=None, repr=False)
+    seqadj: SeqAdjust | None = None
+
+    @property
+    def ct_in_verdict(self) -> bool:
+        """Whether the verdict carries NFQA_CT (not when the conntrack changes over ctnetlink)."""
+        return self.seqadj is None or self.seqadj.via != CTNETLINK
 
     @property
     def verdict_name(self) -> str:
@@ -294,6 +340,7 @@ class _Pending:
     helper_info: bytes | None
     events: tuple[TableEvent, ...]
     packet: bytes | None = None
+    seqadj: SeqAdjust | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +366,8 @@ class HelperCore:
         self.pending_timeout = pending_timeout
         self.shadow = SipHelper(params, profile, same_interface)
         self._ids: dict[ConnTuple, int | None] = {}  # kernel conntrack id of each shadow master
+        # struct nf_ct_seqadj of each TCP master whose segments a rewrite changed: (original, reply)
+        self._seqadj: dict[ConnTuple, tuple[SeqAdj, SeqAdj]] = {}
         self._pending: dict[tuple, _Pending] = {}
         self._own_deletes: Counter[tuple] = Counter()  # destroy events we caused and still expect
         self.needs_resync = False
@@ -393,22 +442,46 @@ class HelperCore:
         refreshed = any(f.rule is rules.REFRESH_MASTER for f in result.firings)
         ct_timeout = self.params.sip_timeout if refreshed and alive else None
         info = MasterState(master.register_cseq, master.invite_cseq, master.forced_dport).pack() if alive else None
-        phases = plan(ops, verdict, ct.confirmed)
         self.stats["verdict." + VERDICT_NAMES.get(verdict, str(verdict))] += 1
         new_packet = rewritten(pkt.payload, l4, result) if verdict == NF_ACCEPT else None
+        seqadj = None
         if too_long(new_packet):
             # The kernel helper could still grow it up to 65,535 bytes.
             self.stats["nat.too-long"] += 1
             verdict, reason, new_packet = NF_DROP, f"nat: the rewritten packet exceeds {MAX_QUEUED} bytes", None
         elif new_packet is not None:
             self.stats["rewrites"] += 1
+            seqadj = self._seq_adjust(ct, reply, l4, len(new_packet) - len(pkt.payload))
+        phases = plan(ops, verdict, ct.confirmed, ct_update=seqadj is not None and seqadj.via == CTNETLINK)
         first, rest = phases[0], phases[1:]
+        if rest and new_packet is None and verdict == NF_ACCEPT and l4.proto == IPPROTO_TCP \
+                and not l4.truncated and (ct.status & IPS_SEQ_ADJUST or ct.original in self._seqadj):
+            # Each NF_REPEAT adjusts the segment (nfqnl_reinject() ->
+            # nf_confirm_cthelper() -> nf_ct_seq_adjust()) before the hook
+            # queues it again, and the last verdict adjusts it once more: the
+            # segment as it first came, in NFQA_PAYLOAD, is adjusted once.
+            new_packet = pkt.payload
         if rest:
             self._pending[key] = _Pending(rest, now + self.pending_timeout, 2, ct.original, ct_timeout, info, events,
-                                          new_packet)
+                                          new_packet, seqadj)
         return Decision(first.verdict, first.ops, first.exp, ct_timeout, info,
                         reason if not rest else f"repeat: {len(rest)} more pass(es), then {reason}",
-                        1, events, result, key=key, packet=None if rest else new_packet)
+                        1, events, result, key=key, packet=None if rest else new_packet,
+                        seqadj=None if rest else seqadj)
+
+    def _seq_adjust(self, ct: KernelConntrack, reply: bool, l4: L4Packet, diff: int) -> SeqAdjust | None:
+        """The seqadj change of a rewrite ``diff`` bytes longer, as nfqnl_recv_verdict()
+        -> ctnetlink_glue_seqadj() makes it: TCP, NATed conntracks only
+        (IPS_NAT_MASK; nf_nat_setup_info() gives those the seqadj extension),
+        at the sequence number of the segment the verdict sends, the first
+        pass's (the kernel adjusts a repeated pass before it queues it again,
+        nfqnl_reinject() -> nf_confirm_cthelper(); NFQA_PAYLOAD puts the
+        first pass's header back)."""
+        if l4.proto != IPPROTO_TCP or not diff or not ct.natted:
+            return None
+        record = self._seqadj.get(ct.original, (SeqAdj(), SeqAdj()))
+        return SeqAdjust(ct.original, reply, record[reply].set(l4.tcp_seq, diff),
+                         CTNETLINK if ct.family == socket.AF_INET6 else VERDICT)
 
     def _next_pass(self, key: tuple, pending: _Pending) -> Decision:
         phase = pending.phases.pop(0)
@@ -418,7 +491,8 @@ class HelperCore:
             self._pending[key] = pending
         return Decision(phase.verdict, phase.ops, phase.exp, pending.ct_timeout, pending.helper_info,
                         f"pass {pass_no}", pass_no, pending.events, key=key,
-                        packet=None if pending.phases else pending.packet)
+                        packet=None if pending.phases else pending.packet,
+                        seqadj=None if pending.phases else pending.seqadj)
 
     def _master_for(self, ct: KernelConntrack, now: float) -> Master:
         """The shadow's master for the kernel's conntrack, adopted if need be."""
@@ -453,11 +527,21 @@ class HelperCore:
         return not ct.confirmed or (found.seen_reply and not ct.seen_reply)
 
     def _adopt(self, ct: KernelConntrack, now: float) -> Master:
+        """The kernel's conntrack into the shadow: its status, timeout, NAT
+        binding, our private data and its seqadj record (CTA_SEQ_ADJ_*, which
+        survives a restart of the helper: the spec's seq_offset is each
+        direction's offset_after, what the next segment moves by)."""
+        seq = ct.seq_adj if ct.original.proto == IPPROTO_TCP else None
         master = self.shadow.adopt(ct.original, now, expected=ct.expected, seen_reply=ct.seen_reply,
-                                   timeout=ct.timeout or None, reply=ct.reply)
+                                   timeout=ct.timeout or None, reply=ct.reply,
+                                   seq_offset=None if seq is None else (seq[0].offset_after, seq[1].offset_after))
         state = MasterState.unpack(ct.helper_info)
         if state is not None:
             master.restore(state.register_cseq, state.invite_cseq, state.forced_dport)
+        if seq is not None:
+            self._seqadj[ct.original] = seq
+        else:
+            self._seqadj.pop(ct.original, None)
         self._ids[ct.original] = ct.id
         self.stats["masters.adopted"] += 1
         return master
@@ -501,6 +585,32 @@ class HelperCore:
         self.stats[f"ops.{op.kind}"] += 1
         if op.kind == "delete":
             self._own_deletes[expectation_key(op.expectation)] += 1
+
+    def seqadj_applied(self, change: SeqAdjust) -> None:
+        """The kernel took the seqadj change (the conntrack update, or the verdict's NFQA_CT)."""
+        record = list(self._seqadj.get(change.original, (SeqAdj(), SeqAdj())))
+        record[change.reply] = change.seq
+        self._seqadj[change.original] = (record[0], record[1])
+        self.stats[f"seqadj.{change.via}"] += 1
+
+    def seqadj(self, original: ConnTuple) -> tuple[SeqAdj, SeqAdj] | None:
+        """The master's seqadj record as the core keeps it (None: no length change yet)."""
+        return self._seqadj.get(original)
+
+    def update_failed(self, decision: Decision, err: int) -> Failure:
+        """The kernel refused the conntrack update that carries a seqadj change
+        (ENOENT: the conntrack is gone or dying; EOPNOTSUPP/EBUSY from
+        ctnetlink_change_helper(): not our helper; EINVAL: a malformed
+        request). The rewritten segment cannot leave without it - its length
+        change would reach no seqadj record and the two ends' sequence
+        numbers would part - so the failure policy decides about the segment
+        as it came, and the shadow resynchronises."""
+        name = errno.errorcode.get(err, str(err))
+        self.stats[f"refused.update.{name}"] += 1
+        self.stats["errors"] += 1
+        self.needs_resync = True
+        self._cancel(decision)
+        return Failure(self.policy_verdict, (), True, f"error: the kernel refused the conntrack update ({name})")
 
     def failed(self, decision: Decision, op: ExpectOp, err: int) -> Failure:
         """The kernel refused ``op`` with errno ``err``; what that means.
@@ -654,3 +764,5 @@ class HelperCore:
         """Drop bookkeeping of masters the shadow no longer has."""
         for original in [o for o in self._ids if self.shadow.conntrack(o) is None]:
             del self._ids[original]
+        for original in [o for o in self._seqadj if self.shadow.conntrack(o) is None]:
+            del self._seqadj[original]

@@ -4,8 +4,10 @@ The one executor of the reference helper: the daemon runs it against
 netlink, the tests against their fake kernel. The ctnetlink operations go
 first, in order; when the kernel refuses one, the core says what that means
 (``HelperCore.failed()``: an undo, another verdict, stop) and the executor
-does it. Then the verdict leaves, with the NFQA_EXP the refusal did not
-cancel.
+does it. A seqadj change that goes over ctnetlink (IPv6, see the core)
+comes last, with the conntrack's timeout and private data; refused, the
+failure policy's verdict lets the packet go as it came. Then the verdict
+leaves, with the NFQA_EXP the refusal did not cancel.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def execute(core: HelperCore, port: KernelPort, packet: QueuedPacket, decision: 
     """Run ``decision`` for ``packet``: its operations, then its verdict.
     Returns the verdict sent. Raises what the port raises besides a refusal."""
     verdict, exp = decision.verdict, decision.exp
+    payload = decision.packet
     name = core.helper_name
     for op in decision.ops:
         try:
@@ -65,9 +68,25 @@ def execute(core: HelperCore, port: KernelPort, packet: QueuedPacket, decision: 
         if failure.stop:
             exp = None  # it came after the refused operation
             break
-    port.send_verdict(packet, verdict, ct_timeout=decision.ct_timeout, helper_info=decision.helper_info,
+    if verdict != decision.verdict:
+        payload = None
+    seqadj = decision.seqadj if payload is not None else None
+    if seqadj is not None and seqadj.via == CTNETLINK:
+        try:
+            port.update_conntrack(packet, timeout=decision.ct_timeout, helper_info=decision.helper_info,
+                                  reply=seqadj.reply, seq=seqadj.seq)
+            core.seqadj_applied(seqadj)
+        except NetlinkError as exc:
+            failure = core.update_failed(decision, exc.code)
+            log.warning("%s: %s", seqadj, failure.reason)
+            verdict, payload, seqadj = failure.verdict, None, None
+    glue = decision.ct_in_verdict or payload is None
+    port.send_verdict(packet, verdict, ct_timeout=decision.ct_timeout if glue else None,
+                      helper_info=decision.helper_info if glue else None,
                       exp=None if exp is None else exp.kernel(name), exp_helper=None if exp is None else exp.helper,
-                      payload=decision.packet if verdict == decision.verdict else None)
+                      payload=payload, conntrack=glue)
+    if seqadj is not None and seqadj.via != CTNETLINK:
+        core.seqadj_applied(seqadj)
     if exp is not None:
         core.applied(exp)
     return verdict

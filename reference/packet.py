@@ -39,6 +39,7 @@ class L4Packet:
     l4_offset: int = 0  # where the UDP/TCP header starts in the queued bytes
     payload_offset: int = 0  # where its payload starts
     truncated: bool = False  # the IP header says the packet is longer than the bytes queued
+    tcp_seq: int = 0  # the TCP segment's sequence number, as the sender wrote it (seqadj runs after the verdict)
 
     @property
     def syn(self) -> bool:
@@ -93,7 +94,7 @@ def parse_packet(data: bytes) -> L4Packet:
         if doff < 20 or off + doff > end:
             raise PacketError("bad TCP data offset")
         return L4Packet(src, sport, dst, dport, proto, bytes(data[off + doff:end]), data[off + 13], off, off + doff,
-                        end < declared)
+                        end < declared, struct.unpack_from("!I", data, off + 4)[0])
     raise PacketError(f"IP protocol {proto} is neither UDP nor TCP")
 
 
@@ -152,12 +153,13 @@ def rebuild_packet(data: bytes, payload: bytes, dport: int | None = None) -> byt
 
 
 def build_packet(src: Address, sport: int, dst: Address, dport: int, proto: int, payload: bytes = b"",
-                 tcp_flags: int = TCP_ACK) -> bytes:
+                 tcp_flags: int = TCP_ACK, seq: int = 1, ack: int = 1) -> bytes:
     """The inverse of parse_packet() (checksums zero): queued-packet bytes for tests and benchmarks."""
     if proto == IPPROTO_UDP:
         l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     elif proto == IPPROTO_TCP:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, tcp_flags, 65535, 0, 0) + payload
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, tcp_flags, 65535,
+                         0, 0) + payload
     else:
         raise ValueError(f"protocol {proto}")
     if src.version == 4:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from sipct.netlink.conntrack import KernelConntrack
+from sipct.netlink.conntrack import KernelConntrack, SeqAdj
 from sipct.netlink.ctexp import KernelExpectation
 from sipct.netlink.nfqueue import QueuedPacket
 from sipct.spec.expectation import ConnTuple
@@ -41,12 +41,19 @@ class KernelPort(Protocol):
 
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None, conntrack: bool = True) -> None:
         """NFQNL_MSG_VERDICT for ``packet``: NFQA_CT with the conntrack's new
         timeout and the helper's private data, NFQA_EXP with an expectation
         (ctnetlink_glue_attach_expect(), whose errors are not reported) and
         the helper its connection gets, NFQA_PAYLOAD with the packet that
-        replaces it (nfqnl_mangle(); then seq_adjust with the length change)."""
+        replaces it (nfqnl_mangle(); then seq_adjust with the length change,
+        with NFQA_CT only). ``conntrack`` False: no NFQA_CT at all (nor NFQA_EXP)."""
+
+    def update_conntrack(self, packet: QueuedPacket, *, timeout: int | None, helper_info: bytes | None,
+                         reply: bool, seq: SeqAdj) -> None:
+        """IPCTNL_MSG_CT_NEW without NLM_F_CREATE/EXCL on ``packet``'s conntrack
+        (ctnetlink_change_conntrack()): CTA_HELP with ``helper_info``, CTA_TIMEOUT,
+        and ``seq`` as CTA_SEQ_ADJ_REPLY or _ORIG (ctnetlink_change_seq_adj())."""
 
     def dump_expectations(self) -> list[KernelExpectation]:
         """Every expectation of the namespace (a ctnetlink dump)."""

@@ -316,7 +316,8 @@ class SipHelper:
 
     # --- conntracks the kernel knows and the spec did not see --------------------------------
     def adopt(self, original: ConnTuple, now: float, *, expected: bool = False, seen_reply: bool = False,
-              timeout: float | None = None, reply: ConnTuple | None = None) -> Master:
+              timeout: float | None = None, reply: ConnTuple | None = None,
+              seq_offset: tuple[int, int] | None = None) -> Master:
         """A conntrack the kernel tracks with this helper attached although the
         spec did not see it being created: a userspace helper learns of its
         masters from the packets the kernel queues to it and from ctnetlink.
@@ -327,7 +328,10 @@ class SipHelper:
         ``timeout`` is the kernel's remaining conntrack timeout in seconds
         (default: the L4 tracker's unreplied/replied one). ``reply`` is the
         kernel's reply tuple (CTA_TUPLE_REPLY): NAT's binding, which
-        nf_nat_sip's hooks follow (default: the inverse of ``original``)."""
+        nf_nat_sip's hooks follow (default: the inverse of ``original``).
+        ``seq_offset`` is the kernel's TCP sequence adjustment per direction
+        (original, reply): struct nf_ct_seqadj's offset_after, what later
+        segments move by (default: none)."""
         self.advance(now)
         found = self._conntracks.get(_key(original))
         if found is not None and not found[1] and found[0].master is not None:
@@ -339,7 +343,8 @@ class SipHelper:
             if stale is not None:
                 self._destroy(stale[0], rules.MASTER_TIMEOUT, now, trace)
         ct = Conntrack(original, now, udp_stream_ts=float("-inf") if seen_reply else now + 2,
-                       connection=Runtime(CONNECTION, "replied" if seen_reply else "unreplied"), reply=reply)
+                       connection=Runtime(CONNECTION, "replied" if seen_reply else "unreplied"), reply=reply,
+                       seq_offset=None if seq_offset is None else list(seq_offset))
         ct.master = Master(original, created=now, timeout_at=now, expected=expected, reply=reply)
         ct.master.nat.send("bind", ConntrackContext(self, ct, False, None, now, trace), reply)
         self._conntracks[_key(original)] = (ct, False)
@@ -450,6 +455,10 @@ class SipHelper:
         trace.fire(rules.REFRESH_MASTER)
         buf = pkt.payload
         verdict: Verdict = None
+        if pkt.proto == IPPROTO_TCP and ct.seq_offset is not None:
+            # nf_confirm() -> nf_ct_seq_adjust() moves every segment of an
+            # IPS_SEQ_ADJUST conntrack, whatever the helper made of it.
+            ctx.seq_shift = ct.seq_offset[ctx.reply]
         if len(buf) < len(b"SIP/2.0 200"):
             trace.fire(rules.SHORT_PAYLOAD)
         elif pkt.proto == IPPROTO_UDP:
@@ -462,8 +471,6 @@ class SipHelper:
             ctx.forced_dport = pctx.forced_dport
             return verdict
         else:
-            if ct.seq_offset is not None:
-                ctx.seq_shift = ct.seq_offset[ctx.reply]
             verdict = self._help_tcp(master, ctx, pkt, now, trace)
             if verdict is None:
                 tdiff = len(ctx.payload) - len(buf) if ctx.payload is not None else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sipct.netlink.conntrack import KernelConntrack
+from sipct.netlink.conntrack import KernelConntrack, SeqAdj
 from sipct.netlink.ctexp import KernelExpectation
 from sipct.netlink.nfqueue import QueuedPacket, Verdict
 from sipct.spec.expectation import ConnTuple
@@ -36,11 +36,18 @@ class NetlinkPort:
 
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None, conntrack: bool = True) -> None:
         self.queue.send_verdict(Verdict(
             packet.queue_num, packet.packet_id, verdict, packet.family, ct_timeout=ct_timeout,
             helper=self.helper if helper_info is not None else None, helper_info=helper_info,
-            exp=exp, exp_helper=exp_helper, payload=payload))
+            exp=exp, exp_helper=exp_helper, payload=payload, conntrack=conntrack))
+
+    def update_conntrack(self, packet: QueuedPacket, *, timeout: int | None, helper_info: bytes | None,
+                         reply: bool, seq: SeqAdj) -> None:
+        assert packet.ct is not None
+        self.ops.update_conntrack(packet.ct.original, timeout=timeout,
+                                  helper=self.helper if helper_info is not None else None, helper_info=helper_info,
+                                  seq_adj={reply: seq})
 
     def dump_expectations(self) -> list[KernelExpectation]:
         return self.ops.dump()

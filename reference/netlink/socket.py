@@ -25,9 +25,9 @@ from typing import Any
 from pyroute2.netlink import (NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
                               NLMSG_DONE, NLMSG_ERROR)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET
+from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_NEW
 
-from sipct.netlink.conntrack import KernelConntrack, conntrack_from_msg, ct_msg, tuple_attr
+from sipct.netlink.conntrack import KernelConntrack, SeqAdj, conntrack_from_msg, ct_msg, tuple_attr, update_msg
 from sipct.netlink.ctexp import IPCTNL_MSG_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY, KernelExpectation, exp_msg_type
 from sipct.netlink.cthelper import (NFNL_MSG_CTHELPER_DEL, NFNL_MSG_CTHELPER_GET, NFNL_MSG_CTHELPER_NEW,
                                     UserspaceHelper, cthelper_msg, cthelper_msg_type, helper_from_bytes)
@@ -290,6 +290,19 @@ class ExpectationSocket(CtExpSocket):
             ["CTA_EXPECT_TIMEOUT", int(seconds)],
         ]
         self._request("timeout", msg, exp_msg_type(IPCTNL_MSG_EXP_NEW), NLM_F_REQUEST | NLM_F_ACK)
+
+    def update_conntrack(self, original: ConnTuple, *, timeout: int | None = None, helper: str | None = None,
+                         helper_info: bytes | None = None, seq_adj: dict[bool, SeqAdj] | None = None) -> None:
+        """IPCTNL_MSG_CT_NEW without NLM_F_CREATE/EXCL on the conntrack whose
+        original tuple is ``original``: ctnetlink_change_conntrack() changes
+        its helper's private data (ctnetlink_change_helper(): ``helper`` must
+        be its helper, else EBUSY/EOPNOTSUPP), its timeout and, per direction
+        (``seq_adj``: reply? -> record), its seqadj record
+        (ctnetlink_change_seq_adj(), which sets IPS_SEQ_ADJUST), the same
+        calls the verdict's NFQA_CT makes (ctnetlink_glue_parse_ct()). ENOENT
+        when no confirmed conntrack has the tuple (nf_conntrack_find_get())."""
+        msg = update_msg(original, timeout=timeout, helper=helper, helper_info=helper_info, seq_adj=seq_adj)
+        self._request("update conntrack", msg, (1 << 8) | IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK)
 
     def conntrack(self, original: ConnTuple) -> KernelConntrack | None:
         """The conntrack whose original tuple is ``original`` (ctnetlink_get_conntrack()), None if none."""

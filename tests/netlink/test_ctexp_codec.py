@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from pyroute2.netlink import NLA_F_NESTED
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
-from sipct.netlink.conntrack import KernelConntrack, conntrack_from_bytes, conntrack_from_msg, ct_msg
+from sipct.netlink.conntrack import (KernelConntrack, SeqAdj, conntrack_from_bytes, conntrack_from_msg, ct_msg,
+                                     update_msg)
+from sipct.netlink.wire import encode_request
 from sipct.netlink.ctexp import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_MASK,
@@ -43,6 +45,7 @@ from sipct.netlink.ctexp import (
 )
 from sipct.netlink.wire import DecodeError, netlink_messages
 from sipct.spec.expectation import ConnTuple
+from tests.support.netlink_bytes import nla
 
 UDP = 17
 NLM_F_MULTI = 0x2
@@ -412,6 +415,52 @@ def test_conntrack_from_kernel_bytes() -> None:
     assert conntrack_from_msg(msg) == ct
 
 
+def _seq_adj_nest(kind: int, pos: int, before: int, after: int) -> bytes:
+    """dump_ct_seq_adj(): nla_nest_start(type), then CORRECTION_POS, OFFSET_BEFORE, OFFSET_AFTER as be32."""
+    inner = (nla(1, struct.pack("!I", pos)) + nla(2, struct.pack("!i", before))
+             + nla(3, struct.pack("!i", after)))
+    return nla(kind, inner, nested=True)
+
+
+def test_conntrack_seq_adj_from_kernel_bytes() -> None:
+    """A conntrack with IPS_SEQ_ADJUST: ctnetlink_dump_ct_seq_adj() appends
+    CTA_SEQ_ADJ_ORIG (15) and _REPLY (16); the offsets are s32 (a shrinking
+    direction's is negative), the position a u32."""
+    attrs = _seq_adj_nest(15, 0xFFFFFFF0, 0, 8) + _seq_adj_nest(16, 3_000_000_001, -2, -5)
+    data = bytearray(KERNEL_CT_GET_REPLY + attrs)
+    struct.pack_into("=I", data, 0, len(data))
+    ct = conntrack_from_bytes(bytes(data))
+    assert ct.seq_adj == (SeqAdj(0xFFFFFFF0, 0, 8), SeqAdj(3_000_000_001, -2, -5))
+    assert conntrack_from_bytes(KERNEL_CT_GET_REPLY).seq_adj is None  # no IPS_SEQ_ADJUST, no attributes
+    assert dataclasses.replace(ct, seq_adj=None) == conntrack_from_bytes(KERNEL_CT_GET_REPLY)
+
+
+def test_conntrack_update_request_layout() -> None:
+    """IPCTNL_MSG_CT_NEW (NLM_F_REQUEST|NLM_F_ACK, no CREATE/EXCL: ctnetlink_change_conntrack())
+    for an IPv6 master: CTA_TUPLE_ORIG, CTA_HELP {NAME, INFO}, CTA_TIMEOUT,
+    CTA_SEQ_ADJ_REPLY {CORRECTION_POS, OFFSET_BEFORE, OFFSET_AFTER}, byte for byte
+    as pyroute2 writes it too."""
+    a, b = ip_address("2001:db8:a::10"), ip_address("2001:db8:b::5")
+    original = ConnTuple(a, b, 6, 5070, 5060)
+    msg = update_msg(original, timeout=3600, helper="sipct", helper_info=bytes(12),
+                     seq_adj={True: SeqAdj(3_000_000_001, 0, -1)})
+    data = encode_request(msg, (1 << 8) | 0, 0x5, 7, 9)
+    tuple_ = nla(1, nla(3, a.packed) + nla(4, b.packed), nested=True) + nla(
+        2, nla(1, b"\x06") + nla(2, struct.pack("!H", 5070)) + nla(3, struct.pack("!H", 5060)), nested=True)
+    body = (nla(1, tuple_, nested=True) + nla(5, nla(1, b"sipct\0") + nla(2, bytes(12)), nested=True)
+            + nla(7, struct.pack("!I", 3600))
+            + nla(16, nla(1, struct.pack("!I", 3_000_000_001)) + nla(2, bytes(4)) + nla(3, struct.pack("!i", -1))))
+    assert data == struct.pack("=IHHIIBBH", 20 + len(body), 0x100, 0x5, 7, 9, socket.AF_INET6, 0, 0) + body
+    msg["header"]["type"], msg["header"]["flags"] = 0x100, 0x5
+    msg["header"]["sequence_number"], msg["header"]["pid"] = 7, 9
+    msg.encode()
+    assert bytes(msg.data) == data
+
+
+s32 = st.integers(-2**31, 2**31 - 1)
+seq_adjs = st.builds(SeqAdj, st.integers(0, 2**32 - 1), s32, s32)
+
+
 @given(st.sampled_from([socket.AF_INET, socket.AF_INET6]), st.data())
 def test_conntrack_round_trip(family: int, data: st.DataObject) -> None:
     bits = 32 if family == socket.AF_INET else 128
@@ -420,7 +469,7 @@ def test_conntrack_round_trip(family: int, data: st.DataObject) -> None:
     ct = KernelConntrack(family, data.draw(tuples), data.draw(st.none() | tuples), data.draw(st.none() | u32),
                          data.draw(u32), data.draw(st.none() | u32), data.draw(st.none() | u32),
                          data.draw(st.none() | ports), data.draw(st.none() | st.sampled_from(["sip", "h" * 15])),
-                         None, data.draw(st.none() | tuples))
+                         None, data.draw(st.none() | tuples), data.draw(st.none() | st.tuples(seq_adjs, seq_adjs)))
     msg = ct_msg()
     msg["nfgen_family"], msg["version"], msg["res_id"] = family, 0, 0
     msg["attrs"] = ct.to_attrs()

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipct.netlink.conntrack import IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack
+from sipct.netlink.conntrack import IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, KernelConntrack, SeqAdj
 from sipct.netlink.ctexp import ExpectMask, ExpectNat, ExpectTuple, KernelExpectation, MasterTuple
 from sipct.netlink.nfqueue import (ETH_P_IP, ETH_P_IPV6, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_CFG_F_CONNTRACK,
                                    NFQA_CFG_F_FAIL_OPEN, NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND,
@@ -145,12 +145,15 @@ VERDICTS = [
     Verdict(0, 4, NF_ACCEPT, socket.AF_INET, exp=SIGNALLING),  # NFQA_CT sent (empty) so that NFQA_EXP is read
     Verdict(1, 99, NF_ACCEPT, socket.AF_INET6, mark=3, batch=True),
     Verdict(0, 5, NF_ACCEPT, socket.AF_INET, payload=b"\x45" + bytes(27)),  # NFQA_CT (empty) for seq_adjust
+    # The conntrack changed over ctnetlink: no NFQA_CT, so no seq_adjust (IPv6 TCP under NAT).
+    Verdict(0, 7, NF_ACCEPT, socket.AF_INET6, payload=b"\x60" + bytes(39), conntrack=False),
     Verdict(0, 6, NF_REPEAT, socket.AF_INET, exp=dataclasses.replace(
         SIGNALLING, nat=ExpectNat(0, ip("192.0.2.10"), 5060), fn="sip"), exp_helper="sip"),
 ]
 
 
-@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch", "payload", "exp-nat"])
+@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch", "payload", "payload-no-ct",
+                                                  "exp-nat"])
 def test_verdict_round_trip(verdict: Verdict) -> None:
     msg = decode(nfq_msg, encoded(verdict.to_msg()))
     kind = NFQNL_MSG_VERDICT_BATCH if verdict.batch else NFQNL_MSG_VERDICT
@@ -197,6 +200,10 @@ def _tuples(family: int):
                      st.integers(0, 65535))
 
 
+s32 = st.integers(-2**31, 2**31 - 1)
+seq_adjs = st.builds(SeqAdj, st.integers(0, 2**32 - 1), s32, s32)  # NFQA_CT's CTA_SEQ_ADJ_* (IPS_SEQ_ADJUST)
+
+
 @st.composite
 def queued_packets(draw) -> QueuedPacket:
     family = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6]))
@@ -207,7 +214,8 @@ def queued_packets(draw) -> QueuedPacket:
             family, draw(_tuples(family)), draw(st.none() | _tuples(family)), draw(u32),
             draw(st.integers(0, 2**32 - 1)), draw(u32), draw(u32), draw(st.none() | st.integers(0, 65535)),
             draw(st.none() | st.sampled_from(["sip", "sipct", "x" * 15])),
-            draw(st.none() | st.binary(max_size=40)), draw(st.none() | _tuples(family)))
+            draw(st.none() | st.binary(max_size=40)), draw(st.none() | _tuples(family)),
+            draw(st.none() | st.tuples(seq_adjs, seq_adjs)))
         if ct.helper is None:  # CTA_HELP is only sent with a name
             ct = replace(ct, helper_info=None)
     return QueuedPacket(
@@ -298,7 +306,8 @@ def test_the_verdict_is_pyroute2s_byte_for_byte(verdict: Verdict, seq: int, pid:
     assert encode_verdict(verdict, NLM_F_REQUEST, seq, pid) == encoded(msg)
 
 
-@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch", "payload", "exp-nat"])
+@pytest.mark.parametrize("verdict", VERDICTS, ids=["plain", "ct", "ct-exp", "exp", "batch", "payload", "payload-no-ct",
+                                                  "exp-nat"])
 def test_every_verdict_is_written_as_pyroute2_writes_it(verdict: Verdict) -> None:
     msg = verdict.to_msg()
     msg["header"].update(flags=1, sequence_number=7, pid=9)

@@ -23,7 +23,7 @@ from tests.support.reference import FakeKernel, StepOutcome, identities, run_dia
 from sipct.conformance.generate import dialogs
 from sipct.reference.core import CTNETLINK, VERDICT, Decision, ExpectOp, HelperCore, Phase, plan
 from sipct.reference.execute import resync
-from sipct.netlink.conntrack import IPS_CONFIRMED, KernelConntrack
+from sipct.netlink.conntrack import IPS_CONFIRMED, IPS_SEQ_ADJUST, KernelConntrack
 from sipct.netlink.nfqueue import ETH_P_IP, NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.master_state import MasterState
 from sipct.reference.packet import build_packet, parse_packet
@@ -64,6 +64,8 @@ def assert_same(prediction: Prediction, outcomes: list[StepOutcome], start: int 
             left = [parse_packet(p) for p in observed.left]
             assert [(p.src, p.sport, p.dst, p.dport, p.payload) for p in left] == \
                 [(a.src, a.sport, a.dst, a.dport, a.payload) for a in predicted.arrivals], f"{where}: packets"
+            # TCP: what seqadj added to each segment's sequence number (nf_ct_seq_adjust()).
+            assert observed.shifts == [a.seq_shift for a in predicted.arrivals], f"{where}: sequence shifts"
 
 
 def nat_parts(table) -> list[tuple]:
@@ -429,3 +431,112 @@ def test_a_rewrite_leaves_with_the_last_pass_only() -> None:
     assert last.verdict == NF_ACCEPT and last.packet is not None
     assert kernel.verdict_payloads == [None, last.packet]
     assert parse_packet(last.packet).payload == predict(dialog, HARDENED_6_1_192, wire=LAB_WIRE).steps[0].packets[0].out_payload
+
+
+# --- TCP sequence adjustment ---------------------------------------------------------------------------
+NAT_TCP = [ROOT / "spec" / "examples" / "nat-tcp-seq-adjust.yaml",
+           ROOT / "conformance" / "scenarios" / "nat" / "ipv6-tcp-seq-adjust.yaml"]
+
+
+def tcp_master(kernel: FakeKernel):
+    (ct,) = [ct for ct, reply in kernel.conntracks.values() if not reply and ct.original.proto == 6]
+    return ct
+
+
+@pytest.mark.parametrize("path", NAT_TCP, ids=["ipv4", "ipv6"])
+def test_a_length_change_reaches_the_conntracks_seqadj(path: Path) -> None:
+    """IPv4: the verdict's NFQA_CT carries it (ctnetlink_glue_seqadj()). IPv6:
+    a ctnetlink update before a verdict without NFQA_CT. Either way the
+    core's record is the kernel's and the segments leave shifted as the
+    spec says (assert_same)."""
+    dialog = load_dialog(path)
+    profile = profile_named("6.1.192")
+    core, kernel = make(dialog, profile)
+    assert_same(predict(dialog, profile, wire=LAB_WIRE), run_dialog(kernel, dialog))
+    ct = tcp_master(kernel)
+    assert ct.status & IPS_SEQ_ADJUST and core.seqadj(ct.original) == tuple(ct.seq_adj)
+    assert ct.seq_adj[0].offset_after and ct.seq_adj[1].offset_after
+    v6 = dialog.family == 6
+    rewrites = [with_ct for with_ct, p in zip(kernel.verdict_cts, kernel.verdict_payloads) if p is not None]
+    assert rewrites and all(with_ct != v6 for with_ct in rewrites)
+    assert len(kernel.updates) == (len(rewrites) if v6 else 0)
+    assert core.stats["seqadj.ctnetlink" if v6 else "seqadj.verdict"] == len(rewrites)
+    assert not kernel.refusals and core.stats["errors"] == 0
+
+
+def test_the_verdicts_seqadj_misreads_an_ipv6_segment(monkeypatch) -> None:
+    """Why IPv6 goes over ctnetlink: left to NFQA_CT, nf_ct_tcp_seqadj_set()
+    takes the correction position from the IPv6 header (ip_hdrlen()), and
+    the later segments leave shifted by the wrong offset."""
+    dialog = load_dialog(NAT_TCP[1])
+    profile = profile_named("6.1.192")
+    core, kernel = make(dialog, profile)
+    ours = core._seq_adjust
+
+    def by_verdict(*args):
+        change = ours(*args)
+        return None if change is None else dataclasses.replace(change, via=VERDICT)
+
+    monkeypatch.setattr(core, "_seq_adjust", by_verdict)
+    outcomes = run_dialog(kernel, dialog)
+    with pytest.raises(AssertionError, match="sequence shifts"):
+        assert_same(predict(dialog, profile, wire=LAB_WIRE), outcomes)
+
+
+@pytest.mark.parametrize("path", NAT_TCP, ids=["ipv4", "ipv6"])
+def test_a_restart_mid_tcp_dialog_keeps_the_offset(path: Path) -> None:
+    """After the INVITE and its 200 OK both directions have an offset; a new
+    helper reads it with the master (CTA_SEQ_ADJ_*) into its record and the
+    shadow, and the ACK, BYE and 200 OK after it leave shifted right."""
+    dialog = load_dialog(path)
+    profile = profile_named("6.1.192")
+    prediction = predict(dialog, profile, wire=LAB_WIRE)
+    _, kernel = make(dialog, profile)
+    split = 3
+    run_dialog(kernel, dialog, dialog.steps[:split])
+    ct = tcp_master(kernel)
+    assert all(s.offset_after for s in ct.seq_adj)
+    fresh = HelperCore(dialog.effective_params, profile,
+                       same_interface=LabRouting(dialog.hosts.values()).same_interface)
+    kernel.core = fresh
+    assert resync(fresh, kernel, lambda: kernel.now).adopted == 1
+    assert fresh.seqadj(ct.original) == tuple(ct.seq_adj)
+    assert fresh.shadow.conntrack(ct.original).seq_offset == [s.offset_after for s in ct.seq_adj]
+    assert_same(prediction, run_dialog(kernel, dialog, dialog.steps[split:]), start=split)
+    assert fresh.seqadj(ct.original) == tuple(ct.seq_adj)
+    assert not kernel.refusals and fresh.stats["errors"] == 0
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_a_refused_conntrack_update_lets_the_segment_go_unchanged_or_drops_it(fail_open: bool) -> None:
+    """The IPv6 INVITE's update is refused: the failure policy's verdict, with
+    NFQA_CT (timeout, private data) but without the rewritten segment, whose
+    length change no seqadj record would know."""
+    dialog = load_dialog(NAT_TCP[1])
+    core, kernel = make(dialog, profile_named("6.1.192"), fail_open=fail_open)
+    run_dialog(kernel, dialog, dialog.steps[:1])
+    kernel.refuse_updates = errno.ENOENT
+    (invite,) = run_dialog(kernel, dialog, dialog.steps[1:2])
+    assert invite.delivered is fail_open
+    assert kernel.verdict_payloads[-1] is None and kernel.verdict_cts[-1]
+    if fail_open:
+        (left,) = invite.left
+        assert parse_packet(left).payload == dialog.steps[1].segments[0]
+    assert not tcp_master(kernel).status & IPS_SEQ_ADJUST and kernel.updates == []
+    assert core.stats["refused.update.ENOENT"] == 1 and core.stats["errors"] == 1 and core.needs_resync
+    assert core.seqadj(tcp_master(kernel).original) is None
+
+
+def test_plan_keeps_nfqa_exp_out_of_a_pass_without_nfqa_ct() -> None:
+    """A segment whose seqadj goes over ctnetlink (IPv6): its last verdict
+    carries no NFQA_CT, so an NFQA_EXP moves to a pass of its own before it,
+    and on an unconfirmed master the update waits for the second pass."""
+    e = Expectation(ExpectTuple(4, 17, None, ip("192.0.2.2"), 5060), ExpectClass.SIGNALLING, ExpectFlag.NONE,
+                    ConnTuple(ip("192.0.2.2"), ip("198.51.100.2"), 6, 5060, 5060), 180)
+    sig = ExpectOp("create", e, VERDICT, "expect.insert", helper="sip")
+    media = ExpectOp("create", e, CTNETLINK, "expect.insert")
+    assert plan([sig], NF_ACCEPT, True, ct_update=True) == [Phase((), sig, NF_REPEAT), Phase((), None, NF_ACCEPT)]
+    assert plan([sig, media], NF_ACCEPT, True, ct_update=True) == [Phase((), sig, NF_REPEAT),
+                                                                   Phase((media,), None, NF_ACCEPT)]
+    assert plan([], NF_ACCEPT, False, ct_update=True) == [Phase((), None, NF_REPEAT), Phase((), None, NF_ACCEPT)]
+    assert plan([], NF_ACCEPT, True, ct_update=True) == [Phase((), None, NF_ACCEPT)]

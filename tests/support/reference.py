@@ -6,7 +6,11 @@ verdict lets the first packet through, freed when it drops it), the
 expectation table (ctnetlink create/delete/timeout with the kernel's
 errors, NFQA_EXP attached by the verdict, expiry, events), the queue
 (NFQNL_MSG_PACKET with NFQA_CT; NF_REPEAT queues the packet once more;
-NFQA_PAYLOAD replaces the packet) and the router's NAT: a new conntrack's
+NFQA_PAYLOAD replaces the packet), TCP sequence adjustment (the seqadj
+record per direction, set by the verdict's NFQA_CT - with the kernel's
+ip_hdrlen() reading of an IPv6 packet - or by a ctnetlink conntrack update,
+and applied to every segment that leaves, nf_ct_seq_adjust()) and the
+router's NAT: a new conntrack's
 binding from the dialog's nat chains (sipct.spec.natmap, the lab's ruleset)
 or, for one that matched an expectation with expectfn "sip", from the
 expectation as nf_nat_sip_expected() reads it; the helper sees the packet
@@ -28,19 +32,21 @@ import dataclasses
 import errno
 import itertools
 import socket
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED, IPS_EXPECTED,
-                                     IPS_SEEN_REPLY, KernelConntrack)
+from sipct.netlink.conntrack import (IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IP_CT_NEW, IPS_CONFIRMED, IPS_DST_NAT,
+                                     IPS_EXPECTED, IPS_NAT_MASK, IPS_SEEN_REPLY, IPS_SEQ_ADJUST, IPS_SRC_NAT,
+                                     KernelConntrack, SeqAdj)
 from sipct.netlink.ctexp import KernelExpectation, MasterTuple
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import ETH_P_IP, ETH_P_IPV6, NF_DROP, NF_REPEAT, QueuedPacket
 from sipct.reference.core import MAX_QUEUED, Decision, HelperCore
 from sipct.reference.execute import execute
-from sipct.reference.packet import TCP_ACK, TCP_RST, TCP_SYN, build_packet, parse_packet
+from sipct.reference.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, build_packet, parse_packet
 from sipct.harness.wire import LAB_WIRE
 from sipct.spec.dialog import Connect, DeleteConntrack, Dialog, Send, Wait
 from sipct.spec.walk import Walker
@@ -54,6 +60,8 @@ from sipct.spec.predict import dialled
 # include/uapi/linux/netfilter/nf_conntrack_common.h
 NF_CT_EXPECT_PERMANENT = 0x1
 NF_CT_EXPECT_INACTIVE = 0x2
+# The initial sequence numbers of a connection's two ends.
+ISN = (1_000_000, 3_000_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +173,20 @@ class FakeConntrack:
     first_seen: float = 0.0
     reply: ConnTuple = None  # type: ignore[assignment]  # ct->tuplehash[IP_CT_DIR_REPLY]: NAT's binding
     local: bool = False  # to the router itself (input, not forward: the nft helper rule never sees it)
+    seq_adj: list[SeqAdj] = field(default_factory=lambda: [SeqAdj(), SeqAdj()])  # nf_conn_seqadj.seq[dir]
+    next_seq: list[int] = field(default_factory=lambda: list(ISN))  # each end's next sequence number (TCP)
 
     def __post_init__(self) -> None:
         if self.reply is None:
             self.reply = self.original.reply()
+
+    def bind(self, reply: ConnTuple) -> None:
+        """The NAT binding; nf_nat_setup_info() sets the bit of each manip that changed the tuple."""
+        self.reply = reply
+        if reply.src != self.original.dst or reply.sport != self.original.dport:
+            self.status |= IPS_DST_NAT
+        if reply.dst != self.original.src or reply.dport != self.original.sport:
+            self.status |= IPS_SRC_NAT
 
     def tuple_for(self, reply: bool) -> ConnTuple:
         return self.reply if reply else self.original
@@ -180,7 +198,29 @@ class FakeConntrack:
     def facts(self) -> KernelConntrack:
         return KernelConntrack(socket.AF_INET if self.original.family == 4 else socket.AF_INET6,
                                self.original, self.reply, self.id, self.status, 0, helper=self.helper,
-                               helper_info=self.helper_info if self.helper else None, master=self.master)
+                               helper_info=self.helper_info if self.helper else None, master=self.master,
+                               seq_adj=tuple(self.seq_adj) if self.status & IPS_SEQ_ADJUST else None)
+
+    def seq_adjust(self, reply: bool, data: bytes) -> tuple[bytes, int]:
+        """nf_ct_seq_adjust(): the segment with its sequence number moved by
+        this direction's record and its ACK back by the other's (no SACK:
+        the lab's stacks send none here), and the shift."""
+        l4 = parse_packet(data)
+        if l4.proto != IPPROTO_TCP or not self.status & IPS_SEQ_ADJUST:
+            return data, 0
+        this, other = self.seq_adj[reply], self.seq_adj[not reply]
+        shift = this.offset(l4.tcp_seq)
+        ack = struct.unpack_from("!I", data, l4.l4_offset + 8)[0]
+        ackoff = other.offset_after if _after(ack - other.offset_before, other.correction_pos) else other.offset_before
+        out = bytearray(data)
+        struct.pack_into("!II", out, l4.l4_offset + 4, (l4.tcp_seq + shift) & 0xFFFFFFFF, (ack - ackoff) & 0xFFFFFFFF)
+        return bytes(out), shift
+
+
+def _after(seq1: int, seq2: int) -> bool:
+    """after() of include/net/tcp.h."""
+    d = (seq2 - seq1) & 0xFFFFFFFF
+    return d != 0 and d & 0x80000000 != 0
 
 
 @dataclass
@@ -190,6 +230,7 @@ class StepOutcome:
     table: list[Expectation] = field(default_factory=list)  # the kernel's after the step
     shadow: list[Expectation] = field(default_factory=list)  # the helper's spec after the step
     left: list[bytes] = field(default_factory=list)  # the step's packets as they left the router
+    shifts: list[int] = field(default_factory=list)  # TCP: what seqadj added to each one's sequence number
 
 
 class FakeKernel:
@@ -219,6 +260,9 @@ class FakeKernel:
         self.walker: Walker | None = None  # the walk of the dialog run_dialog() runs
         self.walked = 0  # its steps so far
         self.verdict_payloads: list[bytes | None] = []  # NFQA_PAYLOAD of each verdict
+        self.verdict_cts: list[bool] = []  # whether each verdict carried NFQA_CT
+        self.updates: list[tuple[ConnTuple, bool, SeqAdj]] = []  # ctnetlink conntrack updates with a seqadj
+        self.refuse_updates: int | None = None  # the errno every conntrack update gets (None: none)
 
     # -- the table ---------------------------------------------------------------------------
     def table(self) -> list[Expectation]:
@@ -307,23 +351,57 @@ class FakeKernel:
                 out[o] = found[0].facts()
         return out
 
+    def update_conntrack(self, packet: QueuedPacket, *, timeout: int | None, helper_info: bytes | None,
+                         reply: bool, seq: SeqAdj) -> None:
+        """ctnetlink_new_conntrack() without NLM_F_CREATE on the packet's
+        conntrack: nf_conntrack_find_get() sees confirmed ones only (ENOENT),
+        then ctnetlink_change_conntrack(): helper data, timeout, seqadj."""
+        assert packet.ct is not None
+        found = self.conntracks.get(packet.ct.original)
+        if found is None or not found[0].status & IPS_CONFIRMED:
+            raise NetlinkError(errno.ENOENT, "fake kernel")
+        if self.refuse_updates is not None:
+            raise NetlinkError(self.refuse_updates, "fake kernel")
+        ct = found[0]
+        if helper_info is not None and ct.master is None:
+            ct.helper_info = helper_info
+        if timeout is not None:
+            ct.timeout_at = self.now + timeout
+        ct.seq_adj[reply] = seq  # ctnetlink_change_seq_adj()
+        ct.status |= IPS_SEQ_ADJUST
+        self.updates.append((ct.original, reply, seq))
+
     # -- KernelPort: nfnetlink_queue ---------------------------------------------------------------
     def send_verdict(self, packet: QueuedPacket, verdict: int, *, ct_timeout: int | None = None,
                      helper_info: bytes | None = None, exp: KernelExpectation | None = None,
-                     exp_helper: str | None = None, payload: bytes | None = None) -> None:
+                     exp_helper: str | None = None, payload: bytes | None = None, conntrack: bool = True) -> None:
         """nfqnl_recv_verdict(): NFQA_CT first (ctnetlink_glue_parse_ct()),
         then NFQA_EXP (ctnetlink_glue_attach_expect(): its master is the
-        packet's conntrack; its errors are not reported back), then
-        NFQA_PAYLOAD (nfqnl_mangle(): the packet that leaves)."""
+        packet's conntrack; its errors are not reported back; read only with
+        NFQA_CT), then NFQA_PAYLOAD (nfqnl_mangle(): the packet that leaves)
+        and, with NFQA_CT, its length change to seq_adjust."""
         assert packet.ct is not None
         self.verdict_payloads.append(payload)
+        self.verdict_cts.append(conntrack)
         ct = self.conntracks[packet.ct.original][0]
+        if not conntrack:
+            return
         if ct_timeout is not None:
             ct.timeout_at = self.now + ct_timeout  # ctnetlink_change_timeout()
         if helper_info is not None and ct.master is None:
             ct.helper_info = helper_info  # nfnl_cthelper_from_nlattr(); not for expected conntracks
         if exp is not None:
             self._related(exp, ct, exp_helper)
+        diff = 0 if payload is None else len(payload) - len(packet.payload)
+        if diff and ct.status & IPS_NAT_MASK and ct.original.proto == IPPROTO_TCP:
+            # ctnetlink_glue_seqadj() -> nf_ct_tcp_seqadj_set(): the TCP header
+            # at skb_network_header() + ip_hdrlen(), which reads an IPv6
+            # packet's traffic class as an IHL.
+            th = (payload[0] & 0x0F) * 4
+            seq = struct.unpack_from("!I", payload, th + 4)[0]
+            reply = packet.ctinfo is not None and packet.ctinfo >= IP_CT_IS_REPLY
+            ct.status |= IPS_SEQ_ADJUST
+            ct.seq_adj[reply] = ct.seq_adj[reply].set(seq, diff)
 
     # -- time ---------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -353,7 +431,7 @@ class FakeKernel:
             ct.status |= IPS_EXPECTED
             ct.master = exp.master
             ct.helper = exp.assign_helper
-        ct.reply = self._bind(t, exp)
+        ct.bind(self._bind(t, exp))
         ct.local = self.router_owns is not None and self.router_owns(ct.reply.src)
         if ct.helper is None and not ct.local and ct.reply.sport in self.ports:
             ct.helper = self.helper  # nft: ct helper set on the first packet, after prerouting's DNAT
@@ -415,14 +493,20 @@ class FakeKernel:
             ct.status |= IPS_CONFIRMED
             self.deliver_events()
             return StepOutcome(False)  # the router's own: no receiver gets it
+        seq = ct.next_seq[reply]
+        if proto == IPPROTO_TCP:
+            ct.next_seq[reply] += len(payload) + bool(flags & TCP_SYN) + bool(flags & TCP_FIN)
         if ct.helper is None:
             ct.status |= IPS_CONFIRMED
             self.deliver_events()
             out = ct.leaving(reply)
-            outcome.left.append(build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags))
+            left, shift = ct.seq_adjust(reply, build_packet(out.src, out.sport, out.dst, out.dport, proto, payload,
+                                                            flags, seq))
+            outcome.left.append(left)
+            outcome.shifts.append(shift)
             return outcome
         out = ct.leaving(reply)
-        data = build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags)
+        data = build_packet(out.src, out.sport, out.dst, out.dport, proto, payload, flags, seq)
         new = not ct.status & IPS_CONFIRMED
         ctinfo = (IP_CT_NEW if new else IP_CT_ESTABLISHED) + (IP_CT_IS_REPLY if reply else 0)
         while True:
@@ -435,7 +519,11 @@ class FakeKernel:
             outcome.decisions.append(decision)
             verdict = execute(self.core, self, pkt, decision)
             if verdict == NF_REPEAT:
-                ct.status |= IPS_CONFIRMED  # nfqnl_reinject() -> nf_confirm_cthelper()
+                # nfqnl_reinject() -> nf_confirm_cthelper(): confirmed, and
+                # adjusted before the hook queues it again.
+                ct.status |= IPS_CONFIRMED
+                data = self.verdict_payloads[-1] or data
+                data = ct.seq_adjust(reply, data)[0]
                 continue
             if verdict == NF_DROP:
                 outcome.delivered = False
@@ -443,8 +531,10 @@ class FakeKernel:
                     self._free(ct)
             else:
                 ct.status |= IPS_CONFIRMED
-                left = self.verdict_payloads[-1]
-                outcome.left.append(data if left is None else left)
+                left, _ = ct.seq_adjust(reply, self.verdict_payloads[-1] or data)
+                outcome.left.append(left)
+                outcome.shifts.append((parse_packet(left).tcp_seq - seq + 2**31) % 2**32 - 2**31
+                                      if proto == IPPROTO_TCP else 0)
             break
         self.deliver_events()
         return outcome
@@ -527,6 +617,7 @@ class _FakeKernelSteps:
             one = self._send(t, segment)
             outcome.decisions += one.decisions
             outcome.left += one.left
+            outcome.shifts += one.shifts
             if not one.delivered:
                 outcome.delivered = False
                 break

@@ -18,21 +18,10 @@ from sipct.conformance.registry import KnownDivergence, for_helper
 from sipct.conformance.suite import Suite
 from sipct.netlink.kernel import RunningKernel
 from sipct.spec.dialog import Dialog, load_dialog
-from sipct.spec.expectation import IPPROTO_TCP
 from sipct.spec.profiles import KernelProfile
 
 REFERENCE_LABEL = "reference helper"
 REFERENCE_FOLDER = "reference-helper"  # in --out: the daemon's helper.toml and helper.log, kept
-NO_IPV6_TCP_NAT = ("TCP over IPv6 behind NAT: a userspace helper's length change reaches seqadj through "
-                   "ctnetlink_glue_seqadj() -> nf_ct_tcp_seqadj_set(), which finds the TCP header at ip_hdrlen(skb), "
-                   "IPv4's (nf_conntrack_seqadj.c), so an IPv6 segment's correction position is not its sequence "
-                   "number: run against the kernel helper only (docs/reference.rst)")
-
-
-def ipv6_tcp_nat(dialog: Dialog) -> bool:
-    """A dialog the reference helper leaves to the kernel helper (NO_IPV6_TCP_NAT)."""
-    return bool(dialog.nat) and dialog.family == 6 and any(getattr(s, "proto", None) == IPPROTO_TCP
-                                                           for s in dialog.steps)
 
 
 class ReferenceSuite(Suite):
@@ -52,13 +41,6 @@ class ReferenceSuite(Suite):
         self._runner = ReferenceRunner([*dialogs, *reproducers], self.params, profile,  # type: ignore[assignment]
                                        workdir=workdir, log_level=log_level)
         self.stats.kernel = f"{kernel.release} {REFERENCE_LABEL}"
-
-    def check(self, dialog: Dialog, kind: str, runner=None, *, count: bool = True) -> list:  # type: ignore[override]
-        if ipv6_tcp_nat(dialog):
-            if count:
-                self.stats.not_runnable.append(f"{dialog.name}: {NO_IPV6_TCP_NAT}")
-            return []
-        return super().check(dialog, kind, runner, count=count)
 
     @property
     def ready_seconds(self) -> float | None:

@@ -105,6 +105,13 @@ _REASONS: dict[str, dict[int, str]] = {
     "delete": {
         errno.ENOENT: "no expectation matches that tuple (and id) (ctnetlink_del_expect)",
     },
+    "update conntrack": {
+        errno.ENOENT: "no confirmed conntrack with that original tuple (ctnetlink_new_conntrack, no NLM_F_CREATE)",
+        errno.EBUSY: "the conntrack has another helper (ctnetlink_change_helper)",
+        errno.EOPNOTSUPP: "no helper of that name for the conntrack's family and protocol, or the conntrack has no "
+                          "helper (ctnetlink_change_helper)",
+        errno.EINVAL: "a CTA_SEQ_ADJ_* nest lacks one of its three attributes (change_seq_adj), or " + _NO_CTNETLINK,
+    },
     "master_helper": {
         errno.ENOENT: "no conntrack with that original tuple (ctnetlink_get_conntrack)",
     },

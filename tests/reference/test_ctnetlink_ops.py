@@ -50,6 +50,18 @@ def _run(*argv: str, stdin: str | None = None) -> None:
     subprocess.run(argv, input=stdin, text=True, check=True, capture_output=True, timeout=30)
 
 
+# The master source-NATed after the helper is attached: nf_nat_setup_info() then
+# gives it the seqadj extension (nfct_seqadj_ext_add(), for a conntrack with a helper).
+NAT_RULESET = RULESET + """
+table ip n {
+    chain post {
+        type nat hook postrouting priority srcnat;
+        udp dport 5060 snat to 192.0.2.3
+    }
+}
+"""
+
+
 @pytest.fixture
 def master_netns():
     """A namespace with one UDP master conntrack carrying the kernel's "sip"
@@ -57,6 +69,16 @@ def master_netns():
     master was made (with nf_conntrack_events=2 a conntrack gets its event
     cache only if a listener exists when it is created - the reason the
     daemon subscribes first thing)."""
+    yield from _master_netns(RULESET)
+
+
+@pytest.fixture
+def natted_master_netns():
+    """master_netns with the master source-NATed (IPS_SRC_NAT, a seqadj extension)."""
+    yield from _master_netns(NAT_RULESET)
+
+
+def _master_netns(ruleset: str):
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
     if shutil.which("nft") is None or shutil.which("ip") is None:
@@ -65,10 +87,10 @@ def master_netns():
     _run("ip", "netns", "add", name)
     try:
         _run("ip", "-n", name, "link", "set", "lo", "up")
-        for addr in ("192.0.2.1/24", "192.0.2.2/24"):
+        for addr in ("192.0.2.1/24", "192.0.2.2/24", "192.0.2.3/24"):
             _run("ip", "-n", name, "addr", "add", addr, "dev", "lo")
         try:
-            _run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=RULESET)
+            _run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=ruleset)
         except subprocess.CalledProcessError as exc:
             pytest.skip(f"no kernel SIP helper to attach here: {exc.stderr.strip()}")
         events = ExpectationSocket(name)
@@ -167,3 +189,40 @@ def test_a_nat_expectation_is_created_with_its_nat_part_and_expectfn(master_netn
         (got,) = ops.dump()
         assert got.fn == "sip"
         assert (got.nat.dir, got.nat.src, got.nat.sport) == (1, B, 49170)
+
+
+def test_a_conntrack_update_sets_the_seqadj_record_and_reads_back(natted_master_netns) -> None:
+    """The request the daemon sends for an IPv6 TCP rewrite, against the real
+    ctnetlink: IPCTNL_MSG_CT_NEW on the existing master with CTA_HELP,
+    CTA_TIMEOUT and CTA_SEQ_ADJ_REPLY (ctnetlink_change_conntrack() ->
+    ctnetlink_change_seq_adj(), which does not ask the protocol), then a
+    CT_GET reports the record back with IPS_SEQ_ADJUST (ctnetlink_dump_ct_seq_adj())."""
+    from sipct.netlink.conntrack import IPS_SEQ_ADJUST, IPS_SRC_NAT, SeqAdj
+
+    name, _ = natted_master_netns
+    master = ConnTuple(A, B, 17, 5060, 5060)
+    with ExpectationSocket(name) as ops:
+        before = ops.conntrack(master)
+        assert before is not None and before.status & IPS_SRC_NAT and before.seq_adj is None
+        record = SeqAdj(3_000_000_001, 0, -7)
+        ops.update_conntrack(master, timeout=1234, helper="sip", seq_adj={True: record})
+        after = ops.conntrack(master)
+        assert after.status & IPS_SEQ_ADJUST
+        assert after.seq_adj == (SeqAdj(), record)
+        assert 1230 <= after.timeout <= 1234
+
+
+def test_a_conntrack_update_of_no_conntrack_is_enoent(master_netns) -> None:
+    """What the executor hands to HelperCore.update_failed(): ENOENT, explained."""
+    import errno
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from sipct.netlink.conntrack import SeqAdj
+
+    name, _ = master_netns
+    with ExpectationSocket(name) as ops:
+        with pytest.raises(NetlinkError) as info:
+            ops.update_conntrack(ConnTuple(A, B, 6, 5070, 5060), timeout=60, seq_adj={False: SeqAdj(1, 0, 3)})
+        assert info.value.code == errno.ENOENT
+        assert "no confirmed conntrack with that original tuple" in str(info.value)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from sipct.spec.exitcodes import EXIT_ERROR, EXIT_OK
 
+from .natcheck import ABSENT, BUILTIN, LOADED, KernelFiles, module_state, nat_chains
+
 CAP_NET_ADMIN = 12
 
 
@@ -53,10 +55,35 @@ def _has_net_admin() -> bool:
     return os.geteuid() == 0
 
 
-def check(config, netns: str | None = None) -> int:
+def _nat_sip(config, netns: str | None, kernel: KernelFiles) -> tuple[bool, str, str]:
+    """nf_nat_sip's expectfn "sip", which every NAT expectation names; needed
+    when the namespace has a nat chain (an iptables-legacy nat table is not seen)."""
+    state = module_state("nf_nat_sip", "nf_nat_sip_expected", kernel)
+    if state in (LOADED, BUILTIN):
+        return True, "nf_nat_sip", f"{state}: the expectfn \"sip\" for NAT expectations is registered"
+    try:
+        chains = nat_chains(netns)
+    except OSError as exc:
+        return True, "nf_nat_sip", f"not loaded; cannot tell whether this namespace NATs ({exc}): needed behind NAT"
+    if not chains:
+        return True, "nf_nat_sip", "not loaded, and no nft nat chain here: needed only behind NAT"
+    fix = ("this kernel has no nf_nat_sip (CONFIG_NF_NAT_SIP): use a kernel that has it"
+           if state == ABSENT else
+           "`modprobe nf_nat_sip` and add it to /etc/modules-load.d/sipct-helper.conf")
+    if config.name == "sip":
+        fix += ("; it loads nf_conntrack_sip, which owns the name \"sip\": set helper.name to another name "
+                "(e.g. \"sipct\") and make it the type of the ct helper objects")
+    return False, "nf_nat_sip", (f"not loaded, but this namespace NATs (nat chain {', '.join(chains)}): the kernel "
+                                 "refuses the helper's NAT expectations (ctnetlink: EINVAL, no expectfn \"sip\"), "
+                                 f"so calls through the NAT get no media; {fix}")
+
+
+def check(config, netns: str | None = None, kernel: KernelFiles = KernelFiles()) -> int:
     """The prerequisites, one line each; 0 when all hold. Asking the kernel
     loads nfnetlink_cthelper / nfnetlink_queue / ctnetlink on demand when
-    they are modules (nfnetlink_rcv_msg() request_module()s a missing subsystem)."""
+    they are modules (nfnetlink_rcv_msg() request_module()s a missing subsystem);
+    nf_nat_sip is never loaded here (it brings nf_conntrack_sip, which takes
+    the name "sip"). ``kernel``: where the module states are read."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     from .netlink.socket import ExpectationSocket, HelperSocket, netlink_text, subsystem_errors
@@ -85,10 +112,13 @@ def check(config, netns: str | None = None) -> int:
                                                                           "(will be updated)" if ours else ""))
             except NetlinkError as exc:
                 report(False, "nfnetlink_cthelper", netlink_text(exc))
-            if config.name == "sip" and Path("/sys/module/nf_conntrack_sip").exists():
+            kernel_sip = module_state("nf_conntrack_sip", "sip_help_udp", kernel)
+            if config.name == "sip" and kernel_sip in (LOADED, BUILTIN):
                 report(False, "no kernel SIP helper",
-                       "nf_conntrack_sip is loaded and owns the name \"sip\": registration would fail with "
-                       "EBUSY; `modprobe -r nf_nat_sip nf_conntrack_sip` and blacklist it, or set helper.name")
+                       f"nf_conntrack_sip is {kernel_sip} and owns the name \"sip\": registration would fail with "
+                       "EBUSY; `modprobe -r nf_nat_sip nf_conntrack_sip` and blacklist it, or set helper.name "
+                       "(behind NAT: keep both loaded and set helper.name, e.g. \"sipct\", as the ct helper "
+                       "objects' type)")
             for queue_num in config.queues:
                 code = sock.probe_queue(queue_num)
                 if code == errno.ENODEV:
@@ -98,6 +128,7 @@ def check(config, netns: str | None = None) -> int:
                     report(False, f"queue {queue_num}", meaning)
     except OSError as exc:
         report(False, "netlink", str(exc))
+    report(*_nat_sip(config, netns, kernel))
     try:
         with ExpectationSocket(netns) as ctexp:
             count = len(ctexp.dump())

@@ -73,9 +73,10 @@ def _nat_sip(config, netns: str | None, kernel: KernelFiles) -> tuple[bool, str,
     if config.name == "sip":
         fix += ("; it loads nf_conntrack_sip, which owns the name \"sip\": set helper.name to another name "
                 "(e.g. \"sipct\") and make it the type of the ct helper objects")
-    return False, "nf_nat_sip", (f"not loaded, but this namespace NATs (nat chain {', '.join(chains)}): the kernel "
-                                 "refuses the helper's NAT expectations (ctnetlink: EINVAL, no expectfn \"sip\"), "
-                                 f"so calls through the NAT get no media; {fix}")
+    return False, "nf_nat_sip", (f"not loaded, but this namespace NATs (nat chain {', '.join(chains)}): the helper's "
+                                 "NAT expectations fall back to expectfn \"nat-follow-master\", which sends media to "
+                                 "the master's peer instead of the SDP's address and does not pair RTP sources with "
+                                 f"their advertised ports (docs: reference-nat); {fix}")
 
 
 def check(config, netns: str | None = None, kernel: KernelFiles = KernelFiles()) -> int:

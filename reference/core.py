@@ -152,7 +152,7 @@ class ExpectOp:
     helper: str | None = None
     pair: Expectation | None = None
 
-    def kernel(self, helper_name: str) -> KernelExpectation:
+    def kernel(self, helper_name: str, expectfn: str = NAT_EXPECTFN) -> KernelExpectation:
         """The expectation as ctnetlink writes it: masks from the spec's
         wildcards (no source address: any; source port: always any for SIP).
         Both ports are always present, in the tuple and in the mask:
@@ -161,7 +161,8 @@ class ExpectOp:
         CTA_EXPECT_FN "sip": nf_nat_sip_expected(), which nf_nat_sip
         registers (nf_ct_helper_expectfn_register()) and which needs
         nothing of nf_conntrack_sip's - it reads the expectation and its
-        master's other expectations (help->expectations) only."""
+        master's other expectations (help->expectations) only; ``expectfn``
+        names another where nf_nat_sip is missing (reference.natcheck)."""
         e = self.expectation
         t, m = e.tuple, e.master
         family = socket.AF_INET if t.family == 4 else socket.AF_INET6
@@ -178,7 +179,7 @@ class ExpectOp:
             flags=int(e.flags),
             klass=int(e.klass),
             helper=helper_name,
-            fn=None if e.nat is None else NAT_EXPECTFN,
+            fn=None if e.nat is None else expectfn,
             nat=None if e.nat is None else KernelExpectNat(e.nat.dir, e.nat.addr, e.nat.port),
         )
 
@@ -358,10 +359,11 @@ class HelperCore:
 
     def __init__(self, params: ModuleParams, profile: KernelProfile, *, helper_name: str = "sip",
                  fail_open: bool = True, same_interface: Callable | None = None,
-                 pending_timeout: float = PENDING_TIMEOUT) -> None:
+                 pending_timeout: float = PENDING_TIMEOUT, nat_expectfn: str = NAT_EXPECTFN) -> None:
         self.params = params
         self.profile = profile
         self.helper_name = helper_name
+        self.nat_expectfn = nat_expectfn  # CTA_EXPECT_FN of NAT expectations (reference.natcheck.nat_expectfn)
         self.fail_open = fail_open
         self.pending_timeout = pending_timeout
         self.shadow = SipHelper(params, profile, same_interface)

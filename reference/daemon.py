@@ -46,6 +46,7 @@ from sipct.netlink.nfqueue import QueuedPacket, Verdict
 from .config import HelperConfig, load_config
 from .core import Decision, HelperCore
 from .execute import execute, resync
+from .natcheck import nat_expectfn
 from .netlink.port import NetlinkPort
 from .netlink.socket import ExpectationSocket, HelperSocket, netlink_text
 
@@ -162,8 +163,11 @@ class HelperDaemon:
         cfg = self.config
         if self.params.sip_external_media:
             self.routes = RouteOracle(self.netns)
+        expectfn, why = nat_expectfn()
+        if why is not None:
+            log.warning("%s", why)
         self.core = HelperCore(self.params, self.profile, helper_name=cfg.name, fail_open=cfg.fail_open,
-                               same_interface=self.routes)
+                               same_interface=self.routes, nat_expectfn=expectfn)
         self.events = ExpectationSocket(self.netns)
         self.event_rcvbuf = self._size_event_buffer(cfg.event_rcvbuf)
         self.events.subscribe_destroy_events()
@@ -191,10 +195,10 @@ class HelperDaemon:
                      cfg.queue_maxlen)
         report = self.resync("start")
         log.info("ready: profile %s, ports %s, sip_timeout %d, direct_signalling %d, direct_media %d, "
-                 "external_media %d; %d expectation(s) of %d master(s) taken over from the kernel",
+                 "external_media %d, NAT expectfn %s; %d expectation(s) of %d master(s) taken over from the kernel",
                  self.profile.name, ",".join(map(str, self.params.ports)), self.params.sip_timeout,
                  self.params.sip_direct_signalling, self.params.sip_direct_media, self.params.sip_external_media,
-                 report.added if report else 0, report.adopted if report else 0)
+                 self.core.nat_expectfn, report.added if report else 0, report.adopted if report else 0)
         self.serving = True
         notify(f"READY=1\nSTATUS=helper {cfg.name} on queue(s) {','.join(map(str, cfg.queues))}")
 

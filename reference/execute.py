@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sipct.netlink.nfqueue import QueuedPacket
+from sipct.spec.expectation import NAT_EXPECTFN
 
 from .core import CTNETLINK, Decision, ExpectOp, HelperCore, ReconcileReport
 from .port import KernelPort
@@ -28,11 +29,11 @@ __all__ = ["apply", "execute", "resync"]
 log = logging.getLogger("sipct.helper")
 
 
-def apply(port: KernelPort, op: ExpectOp, helper_name: str) -> None:
+def apply(port: KernelPort, op: ExpectOp, helper_name: str, expectfn: str = NAT_EXPECTFN) -> None:
     """One ctnetlink operation (raises NetlinkError when the kernel refuses it)."""
     if op.via != CTNETLINK:
         raise ValueError(f"{op} goes in a verdict, not over ctnetlink")
-    k = op.kernel(helper_name)
+    k = op.kernel(helper_name, expectfn)
     if op.kind == "create":
         port.create_expectation(k)
     elif op.kind == "delete":
@@ -51,7 +52,7 @@ def execute(core: HelperCore, port: KernelPort, packet: QueuedPacket, decision: 
     name = core.helper_name
     for op in decision.ops:
         try:
-            apply(port, op, name)
+            apply(port, op, name, core.nat_expectfn)
             core.applied(op)
             continue
         except NetlinkError as exc:
@@ -59,7 +60,7 @@ def execute(core: HelperCore, port: KernelPort, packet: QueuedPacket, decision: 
         log.log(logging.INFO if failure.verdict is None else logging.WARNING, "%s: %s", op, failure.reason)
         for undo in failure.undo:
             try:
-                apply(port, undo, name)
+                apply(port, undo, name, core.nat_expectfn)
                 core.applied(undo)
             except NetlinkError as exc:
                 log.info("%s: %s", undo, os.strerror(exc.code))
@@ -83,7 +84,7 @@ def execute(core: HelperCore, port: KernelPort, packet: QueuedPacket, decision: 
     glue = decision.ct_in_verdict or payload is None
     port.send_verdict(packet, verdict, ct_timeout=decision.ct_timeout if glue else None,
                       helper_info=decision.helper_info if glue else None,
-                      exp=None if exp is None else exp.kernel(name), exp_helper=None if exp is None else exp.helper,
+                      exp=None if exp is None else exp.kernel(name, core.nat_expectfn), exp_helper=None if exp is None else exp.helper,
                       payload=payload, conntrack=glue)
     if seqadj is not None and seqadj.via != CTNETLINK:
         core.seqadj_applied(seqadj)

@@ -18,9 +18,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ABSENT", "BUILTIN", "KernelFiles", "LOADABLE", "LOADED", "module_state", "nat_chains"]
+__all__ = ["ABSENT", "BUILTIN", "FOLLOW_MASTER", "KernelFiles", "LOADABLE", "LOADED", "module_state", "nat_chains",
+           "nat_expectfn"]
 
 LOADED, BUILTIN, LOADABLE, ABSENT = "loaded", "built in", "loadable", "absent"
+# nf_nat_core's generic expectfn (nf_nat_init() registers follow_master_nat): always there with NAT.
+FOLLOW_MASTER = "nat-follow-master"
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,24 @@ def nat_chains(netns: str | None = None) -> list[str]:
         raise OSError(f"nft list chains: unreadable JSON ({exc})") from None
     return [f"{c['family']} {c['table']} {c['name']}" for c in (i.get("chain") for i in items)
             if c is not None and c.get("type") == "nat"]
+
+
+def nat_expectfn(files: KernelFiles = KernelFiles()) -> tuple[str, str | None]:
+    """The expectfn the helper's NAT expectations name, and why not "sip" (None when it is).
+
+    "sip" (nf_nat_sip_expected()) when nf_nat_sip is loaded or built in;
+    otherwise nf_nat_core's "nat-follow-master" (nf_nat_follow_master()),
+    which ctnetlink always knows on a NAT router, so that expected
+    connections are still translated - approximately: it sends an expected
+    connection to the master's peer instead of the address the SDP or
+    Contact named (exp->saved_addr), and gives every one the master's
+    outside address as source, without nf_nat_sip_expected()'s pairing of
+    an RTP source with the port its own SDP advertised (docs/reference-nat.rst)."""
+    state = module_state("nf_nat_sip", "nf_nat_sip_expected", files)
+    if state in (LOADED, BUILTIN):
+        return "sip", None
+    how = ("load it (modprobe nf_nat_sip, and a line in /etc/modules-load.d/) and restart the helper"
+           if state == LOADABLE else "this kernel lacks it (CONFIG_NF_NAT_SIP)")
+    return FOLLOW_MASTER, (f"nf_nat_sip is {state}: NAT expectations use expectfn {FOLLOW_MASTER}, which sends "
+                           f"media to the master's peer and not to the SDP's address and does not pair RTP "
+                           f"sources with their advertised ports; {how}")

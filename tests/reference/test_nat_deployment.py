@@ -6,6 +6,7 @@ deployment needs (nf_nat_sip's expectfn, the helper's name)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -189,7 +190,7 @@ def test_check_fails_a_nat_router_without_nf_nat_sip(router, tmp_path, capsys) -
     assert status == 2
     line = lines["nf_nat_sip"]
     assert line.startswith("FAIL not loaded, but this namespace NATs (nat chain inet firewall postrouting)")
-    assert "EINVAL" in line and "`modprobe nf_nat_sip`" in line and "/etc/modules-load.d/" in line
+    assert "nat-follow-master" in line and "`modprobe nf_nat_sip`" in line and "/etc/modules-load.d/" in line
     assert "helper.name" not in line  # "sipct" already
     assert "no kernel SIP helper" not in lines
 
@@ -217,3 +218,26 @@ def test_check_fails_the_name_sip_next_to_nf_conntrack_sip(router, tmp_path, cap
     line = lines["no kernel SIP helper"]
     assert line.startswith('FAIL nf_conntrack_sip is loaded and owns the name "sip"')
     assert 'behind NAT: keep both loaded and set helper.name, e.g. "sipct"' in line
+
+
+def test_without_nf_nat_sip_the_nat_expectations_name_nat_follow_master(tmp_path) -> None:
+    """The daemon's choice (natcheck.nat_expectfn) and what it writes: "sip"
+    when nf_nat_sip is there, else nf_nat_core's generic expectfn, with a
+    warning that says what differs and how to fix it."""
+    from sipct.reference.core import ExpectOp
+    from sipct.reference.natcheck import FOLLOW_MASTER, nat_expectfn
+    from sipct.spec.expectation import ConnTuple, ExpectClass, ExpectFlag, Expectation, ExpectNat, ExpectTuple
+
+    assert nat_expectfn(_kernel(tmp_path / "a", loaded=("nf_nat_sip",))) == ("sip", None)
+    fn, why = nat_expectfn(_kernel(tmp_path / "b", loadable=("nf_nat_sip",)))
+    assert fn == FOLLOW_MASTER and "modprobe nf_nat_sip" in why and "SDP's address" in why
+    fn, why = nat_expectfn(_kernel(tmp_path / "c"))
+    assert fn == FOLLOW_MASTER and "CONFIG_NF_NAT_SIP" in why
+
+    inside, pbx, router = (ipaddress.ip_address(a) for a in ("192.0.2.10", "203.0.113.5", "203.0.113.1"))
+    master = ConnTuple(inside, pbx, 17, 5060, 5060)
+    media = Expectation(ExpectTuple(4, 17, pbx, router, 31600), ExpectClass.AUDIO, ExpectFlag.NONE, master, 180.0,
+                        nat=ExpectNat(1, inside, 31600))
+    op = ExpectOp("create", media, "ctnetlink", "sdp.expect-media")
+    assert op.kernel("sipct").fn == "sip" and op.kernel("sipct", FOLLOW_MASTER).fn == FOLLOW_MASTER
+    assert op.kernel("sipct", FOLLOW_MASTER).nat == op.kernel("sipct").nat  # the same NAT part

@@ -18,12 +18,7 @@ has the measured numbers.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,67 +30,25 @@ pytestmark = [
 
 HERE = Path(__file__).resolve().parent
 RELEASE = "6.1.0-56-amd64"  # linux-image-6.1.0-56-amd64 (6.1.192)
-KERNEL = f"/boot/vmlinuz-{RELEASE}"
 TIMEOUT = 1200.0
 
-GUEST_SCRIPT = """\
-#!/bin/sh
-R={share}
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH PYTHONDONTWRITEBYTECODE=1
-uname -r > "$R/uname"
-for m in nf_conntrack_sip nf_tables nft_ct nf_conntrack_netlink nfnetlink_queue nfnetlink_cthelper; do
-    modprobe "$m" 2>> "$R/modprobe.err" || echo "$m" >> "$R/missing-modules"
-done
-{python} {script} "$R" > "$R/result.json" 2> "$R/stderr"
-echo $? > "$R/rc"
-"""
-
-
-def vm_selected(config: pytest.Config) -> bool:
-    expr = config.getoption("markexpr", "") or ""
-    return "vm" in expr.replace("not vm", "")
+FAULT_MODULES = ("nf_conntrack_sip", "nf_tables", "nft_ct", "nf_conntrack_netlink", "nfnetlink_queue",
+                 "nfnetlink_cthelper")
 
 
 @pytest.fixture(scope="module")
 def faults(request: pytest.FixtureRequest) -> dict:
     """vm_faults.py in one boot of 6.1.192."""
-    from sipct.harness.vmboot import boot_script, find_vng
-    from sipct.harness.vmkernels import VmError, VmKernel
+    from tests.support.vm_guest import guest_result, installed_kernel, vm_selected
 
     if not vm_selected(request.config):
         pytest.skip("boots a VM (5-10 minutes under TCG): run `pytest -m vm tests/reference/test_vm_faults.py`")
-    try:
-        find_vng()
-        kernel = VmKernel.from_path(KERNEL)
-    except VmError as exc:
-        pytest.skip(f"{exc} (run scripts/setup-kernels.sh linux-image-{RELEASE} as root)")
-    work = Path(tempfile.mkdtemp(prefix="sipct-faults-vm-", dir="/tmp"))
-    share = work / "share"
-    share.mkdir()
-    try:
-        (share / "guest.sh").write_text(GUEST_SCRIPT.format(
-            share=shlex.quote(str(share)), python=shlex.quote(sys.executable),
-            script=shlex.quote(str(HERE / "vm_faults.py"))))
-        if not boot_script(kernel, share, TIMEOUT):
-            pytest.fail(f"the guest did not finish: {(work / 'vng.log').read_text(errors='replace')[-3000:]}")
-        text = (share / "result.json").read_text() if (share / "result.json").exists() else ""
-        if not text:
-            pytest.fail(f"no result: {(share / 'stderr').read_text(errors='replace')[-3000:]}")
-        data = json.loads(text)
-        data["uname"] = (share / "uname").read_text().strip()
-        data["missing_modules"] = (share / "missing-modules").read_text().split() \
-            if (share / "missing-modules").exists() else []
-        if os.environ.get("SIPCT_FAULTS_JSON"):
-            Path(os.environ["SIPCT_FAULTS_JSON"]).write_text(json.dumps(data, indent=1))
+    kernel = installed_kernel(RELEASE)
+    with guest_result(kernel, HERE / "vm_faults.py", FAULT_MODULES, TIMEOUT, name="faults",
+                      keep_json="SIPCT_FAULTS_JSON") as data:
         assert "error" not in data, data["error"] + data.get("log", "")[-3000:]
         print_figures(data)
         yield data
-    finally:
-        if os.environ.get("SIPCT_KEEP_VM"):
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def print_figures(d: dict) -> None:

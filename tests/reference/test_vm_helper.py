@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,36 +41,25 @@ pytestmark = [
 
 HERE = Path(__file__).resolve().parent
 RELEASE = "6.1.0-56-amd64"  # linux-image-6.1.0-56-amd64 (6.1.192)
-KERNEL = f"/boot/vmlinuz-{RELEASE}"
 # The two NAT dialogs send RTP from outside first: it reaches the phone only through
 # the helper's NAT expectation (nf_nat_sip_expected() maps the router's address to it).
 DIALOGS = ("register.yaml", "invite-audio-video.yaml", "nat-register-incoming-call.yaml", "nat-ipv6-masquerade.yaml")
 TIMEOUT = 900.0
 
 
-def vm_selected(config: pytest.Config) -> bool:
-    """Was the vm marker asked for (``-m vm``)? As in tests/vm: the default
-    run boots at most once, and that boot is tests/vm's."""
-    expr = config.getoption("markexpr", "") or ""
-    return "vm" in expr.replace("not vm", "")
-
-
 @pytest.fixture(scope="module")
 def installed_kernel():
     """6.1.192 with vng, or a skip that says what to install."""
-    from sipct.harness.vmboot import find_vng
-    from sipct.harness.vmkernels import VmError, VmKernel
+    from tests.support.vm_guest import installed_kernel
 
-    try:
-        find_vng()
-        return VmKernel.from_path(KERNEL)
-    except VmError as exc:
-        pytest.skip(f"{exc} (run scripts/setup-kernels.sh linux-image-{RELEASE} as root)")
+    return installed_kernel(RELEASE)
 
 
 @pytest.fixture(scope="module")
 def kernel(request: pytest.FixtureRequest, installed_kernel):
     """For the boots beyond the default run's one (the three-way suite below)."""
+    from tests.support.vm_guest import vm_selected
+
     if not vm_selected(request.config):
         pytest.skip("boots a VM (2-5 minutes under TCG): run `pytest -m vm tests/reference`")
     return installed_kernel
@@ -141,46 +127,18 @@ def test_rtp_flows_through_the_reference_helper_s_nat_expectations(three_way, di
     assert expectation not in [e["text"] for e in step["reference"]["expectations"]]
 
 
-GUEST_SCRIPT = """\
-#!/bin/sh
-R={share}
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH PYTHONDONTWRITEBYTECODE=1
-uname -r > "$R/uname"
-for m in nf_conntrack_sip nf_tables nft_ct nf_conntrack_netlink nfnetlink_queue nfnetlink_cthelper; do
-    modprobe "$m" 2>> "$R/modprobe.err" || echo "$m" >> "$R/missing-modules"
-done
-{python} {script} "$R" > "$R/result.json" 2> "$R/stderr"
-echo $? > "$R/rc"
-lsmod > "$R/lsmod" 2>&1
-"""
+# The modules vm_guest.py needs (tests/support/vm_guest.py loads them).
+LIFECYCLE_MODULES = ("nf_conntrack_sip", "nf_tables", "nft_ct", "nf_conntrack_netlink", "nfnetlink_queue",
+                     "nfnetlink_cthelper")
 
 
 @pytest.fixture(scope="module")
 def lifecycle(kernel):
     """vm_guest.py in one more boot."""
-    from sipct.harness.vmboot import boot_script
+    from tests.support.vm_guest import guest_result
 
-    work = Path(tempfile.mkdtemp(prefix="sipct-ref-vm-", dir="/tmp"))
-    share = work / "share"
-    share.mkdir()
-    try:
-        (share / "guest.sh").write_text(GUEST_SCRIPT.format(
-            share=shlex.quote(str(share)), python=shlex.quote(sys.executable),
-            script=shlex.quote(str(HERE / "vm_guest.py"))))
-        if not boot_script(kernel, share, TIMEOUT):
-            pytest.fail(f"the guest did not finish: {(work / 'vng.log').read_text(errors='replace')[-3000:]}")
-        data = json.loads((share / "result.json").read_text() or "{}")
-        data["uname"] = (share / "uname").read_text().strip()
-        data["missing_modules"] = (share / "missing-modules").read_text().split() \
-            if (share / "missing-modules").exists() else []
-        data["lsmod"] = (share / "lsmod").read_text() if (share / "lsmod").exists() else ""
+    with guest_result(kernel, HERE / "vm_guest.py", LIFECYCLE_MODULES, TIMEOUT, name="ref") as data:
         yield data
-    finally:
-        if os.environ.get("SIPCT_KEEP_VM"):
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_guest_ran_both_helpers(lifecycle) -> None:

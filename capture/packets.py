@@ -40,6 +40,7 @@ class IpPacket:
     cut: bool = False  # the snaplen cut the payload
     seq: int = 0  # TCP
     flags: int = 0  # TCP
+    ack: int = 0  # TCP: the acknowledgment number
     outgoing: bool = False  # the capturing host sent it (a cooked capture says so)
 
     @property
@@ -151,7 +152,7 @@ def _transport(source: str, frame: Frame, family: int, src: bytes, dst: bytes, p
         raise CaptureError(source, frame.number, "malformed TCP header")
     tcp = dpkt.tcp.TCP(body)
     return IpPacket(frame, family, src_addr, dst_addr, proto, tcp.sport, tcp.dport, body[tcp.off * 4:],
-                    cut=cut, seq=tcp.seq, flags=tcp.flags, outgoing=outgoing)
+                    cut=cut, seq=tcp.seq, flags=tcp.flags, ack=tcp.ack, outgoing=outgoing)
 
 
 def _snaplen(what: str, frame: Frame) -> str:

@@ -4,7 +4,10 @@ nf_nat_sip_seq_adjust() records one adjustment per packet whose messages NAT
 made longer or shorter (nf_ct_seqadj_set()); every later segment of that
 direction leaves the router with its sequence number moved by the sum. The
 spec predicts that shift per segment (Arrival.seq_shift); here the router's
-own capture shows each data segment as it came in and as it went out.
+own capture shows each data segment as it came in and as it went out. The
+same record moves the acknowledgment numbers of the other direction back
+(nf_ct_seq_adjust(): ``ack_seq - other_way->offset``), so the peer's ACKs
+must leave with minus what NAT added to the data they acknowledge.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from sipct.spec.predict import predict
 from sipct.cli.main import examples_dir
 from sipct.conformance.corpus import SCENARIOS
 from sipct.harness.wire import LAB_WIRE
+
+TH_ACK = 0x10
 
 
 def _segments(hook: StepCapture) -> dict[int, list[tuple[bool, IpPacket]]]:
@@ -47,6 +52,8 @@ def test_segments_after_a_rewrite_leave_shifted_by_what_nat_added(kernel, runner
     assert compare(prediction, run, kernel.release).agree
     segments = _segments(hook)
     shifts_seen = []
+    added: dict = {}  # by sender as the segments came in: what NAT added to its data so far
+    acks_checked = 0
     for s in prediction.steps:
         if not isinstance(s.step, Send):
             continue
@@ -58,5 +65,12 @@ def test_segments_after_a_rewrite_leave_shifted_by_what_nat_added(kernel, runner
             assert outside.payload == a.payload
             assert (outside.seq - inside.seq) % 2**32 == a.seq_shift % 2**32, s.index
             shifts_seen.append(a.seq_shift)
+            peer = [v for k, v in added.items() if k != inside.src]
+            if inside.flags & TH_ACK and peer:
+                # The steps go one at a time, so this segment acknowledges all the peer sent.
+                assert (outside.ack - inside.ack) % 2**32 == -peer[0] % 2**32, s.index
+                acks_checked += 1
+            added[inside.src] = added.get(inside.src, 0) + len(outside.payload) - len(inside.payload)
+    assert acks_checked and any(added.values())
     # IPv4: the INVITE grew the phone's direction, the PBX's 200s shrank its own (IPv6: the other way round).
     assert any(x > 0 for x in shifts_seen) and any(x < 0 for x in shifts_seen)

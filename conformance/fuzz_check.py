@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from sipct.conformance.fuzz import FuzzMessage
 from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, SIP_PORT, UA, expectation_key, fuzz_nat, nat_face
 from sipct.spec import rules
-from sipct.spec.expectation import IPPROTO_TCP
+from sipct.spec.expectation import IPPROTO_TCP, ExpectClass
 from sipct.spec.helper import Packet, SipHelper
 from sipct.spec.params import ModuleParams
 from sipct.spec.profiles import KernelProfile
@@ -80,6 +80,7 @@ class FuzzReport:
     warm_ups: int = 0
     unobservable: int = 0  # replies the spec sends to a port nobody listens on
     stale: int = 0
+    drawn_ports: int = 0  # REGISTER NAT ports nf_nat_exp_find_port() drew at random (-EBUSY)
 
     @property
     def mismatches(self) -> int:
@@ -88,7 +89,7 @@ class FuzzReport:
     def json(self) -> dict:
         return {"messages": self.messages, "delivered": self.delivered, "late": self.late, "dropped": self.dropped, "tcp": self.tcp,
                 "ipv6": self.ipv6, "nat": self.nat, "rewritten": self.rewritten, "warm_ups": self.warm_ups,
-                "unobservable": self.unobservable, "stale": self.stale, "kernel_new_expectations": self.kernel_new,
+                "unobservable": self.unobservable, "stale": self.stale, "drawn_ports": self.drawn_ports, "kernel_new_expectations": self.kernel_new,
                 "spec_new_expectations": self.spec_new, "mismatches": dict(self.counts),
                 "drop_rules": dict(self.drop_rules.most_common()), "examples": [m.json() for m in self.examples]}
 
@@ -127,6 +128,8 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
             pkt = Packet(server, SIP_PORT, to[0], to[1], proto, payload)
         else:
             pkt = Packet(ua, port, server, SIP_PORT, proto, payload)
+        kernel = Counter(tuple(k) for k in obs["new"])
+        spec.nat_port_choice = _drawn_by_kernel(kernel, report)
         result = spec.packet(pkt, obs["t"], syn=False)
         predicted = Counter(tuple(expectation_key(ev.expectation)) for ev in result.events if ev.kind == "new")
         allowed = set(predicted)
@@ -134,7 +137,6 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
             ct = spec.conntrack(pkt.tuple)
             if ct is not None:
                 allowed |= {tuple(expectation_key(e)) for e in spec.expectations() if e.master == ct.original}
-        kernel = Counter(tuple(k) for k in obs["new"])
         if obs["reset_t"] is not None:
             spec.tcp_reset(ua, port, server, SIP_PORT, obs["reset_t"])
 
@@ -176,6 +178,21 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
                 report.examples.append(Mismatch(kind, msg.index, msg.seed, msg.mutations, where, s, k,
                                                 tuple(result.rule_ids), payload))
     return report, spec
+
+
+def _drawn_by_kernel(kernel: Counter, report: FuzzReport):
+    """nf_nat_exp_find_port()'s random draws, as the helper made them: the
+    ports of the signalling expectations it created at that address
+    (SipHelper.nat_port_choice); none left, no more draws."""
+    def choice(refused, attempt: int) -> int | None:
+        ports = sorted(k[3] for k in kernel if k[6] == int(ExpectClass.SIGNALLING) and k[2] == int(refused.dst)
+                       and k[3] != refused.dport)
+        if attempt > len(ports):
+            return None
+        report.drawn_ports += 1
+        return ports[attempt - 1]
+
+    return choice
 
 
 def _verdict(result) -> str:

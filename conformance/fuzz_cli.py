@@ -231,7 +231,8 @@ def finish(args: argparse.Namespace, slices: list[dict], messages: list[FuzzMess
           f"(spec: {r.spec_new})")
     if r.nat:
         print(f"behind NAT: {r.nat} messages ({r.warm_ups} warm-ups before), {r.rewritten} delivered rewritten; "
-              f"{r.unobservable} replies sent to a port no receiver listens on, {r.stale} stale datagrams")
+              f"{r.unobservable} replies sent to a port no receiver listens on, {r.stale} stale datagrams, "
+              f"{r.drawn_ports} REGISTER port(s) the helper drew after -EBUSY")
     print(f"daemon: {', '.join(f'{k} {v}' for k, v in sorted(health.items()))}")
     print(f"mismatches: {r.mismatches} " + (f"({', '.join(f'{k} {v}' for k, v in r.counts.items())})"
                                            if r.mismatches else ""))

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -260,7 +260,8 @@ class ReferenceRunner:
         return _tail(self.log, chars)
 
     def run(self, dialog: Dialog, ports: tuple[int, ...],
-            expected: Sequence[bool | None] | None = None, predicted: Sequence | None = None) -> KernelRun:
+            expected: Sequence[bool | None] | None = None, predicted: Sequence | None = None,
+            on_step: Callable[[Lab, int], None] | None = None) -> KernelRun:
         assert self._runner is not None and self.lab is not None and self.daemon is not None, "closed"
         if tuple(ports) != self.lab.sip_ports:
             raise ValueError(f"{dialog.source}: the reference helper's lab attaches it on ports "
@@ -268,7 +269,7 @@ class ReferenceRunner:
         if not self.daemon.alive():
             raise RuntimeError(f"sipct helper is gone (exit status {self.daemon.proc and self.daemon.proc.returncode}): "
                                f"{self.daemon.log_tail()}")
-        run = self._runner.run(dialog, ports, expected, predicted=predicted)
+        run = self._runner.run(dialog, ports, expected, predicted=predicted, on_step=on_step)
         return as_kernel_helper(run, self.config.name)
 
     def close(self) -> None:

@@ -99,7 +99,8 @@ from sipct.netlink.ctexp import KernelExpectation, MasterTuple
 from sipct.netlink.kernel import to_spec
 from sipct.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, VERDICT_NAMES, QueuedPacket
 from sipct.spec import rules
-from sipct.spec.expectation import IPPROTO_TCP, NAT_EXPECTFN, ConnTuple, ExpectClass, Expectation, expectation_key
+from sipct.spec.expectation import (IPPROTO_TCP, NAT_EXPECTFN, ConnTuple, ExpectClass, Expectation, ExpectTuple,
+                                    expectation_key)
 from sipct.spec.helper import Conntrack, Packet, PacketResult, SipHelper
 from sipct.spec.master import Master
 from sipct.spec.params import ModuleParams
@@ -264,6 +265,14 @@ def too_long(packet: bytes | None) -> bool:
     return packet is not None and len(packet) > MAX_QUEUED
 
 
+def next_port(refused: ExpectTuple, attempt: int) -> int | None:
+    """The helper's draw where nf_nat_exp_find_port() draws at random: a
+    REGISTER's NAT port another master's expectation holds (-EBUSY) moves up
+    one at a time - one of the kernel's possible draws (``min +
+    get_random_u32_below(USHRT_MAX - min)``), and one the shadow can repeat."""
+    return refused.dport + 1 if refused.dport < 0xFFFE else None
+
+
 @dataclass(frozen=True, slots=True)
 class SeqAdjust:
     """A rewrite changed the length of a TCP segment of direction ``reply``
@@ -366,7 +375,7 @@ class HelperCore:
         self.nat_expectfn = nat_expectfn  # CTA_EXPECT_FN of NAT expectations (reference.natcheck.nat_expectfn)
         self.fail_open = fail_open
         self.pending_timeout = pending_timeout
-        self.shadow = SipHelper(params, profile, same_interface)
+        self.shadow = SipHelper(params, profile, same_interface, nat_port_choice=next_port)
         self._ids: dict[ConnTuple, int | None] = {}  # kernel conntrack id of each shadow master
         # struct nf_ct_seqadj of each TCP master whose segments a rewrite changed: (original, reply)
         self._seqadj: dict[ConnTuple, tuple[SeqAdj, SeqAdj]] = {}

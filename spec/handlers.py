@@ -43,6 +43,8 @@ class PacketContext:
     same_interface: SameInterface | None
     packet_dst: Address
     forced_dport: int = 0  # the destination port nf_nat_sip() gave a reply (Cisco phones)
+    # nf_nat_exp_find_port()'s random ports after -EBUSY (SipHelper.nat_port_choice).
+    nat_port_choice: Callable[[ExpectTuple, int], int | None] | None = None
 
     def parse_cseq(self, no_cseq: Rule, bad_cseq: Rule) -> tuple[int, Verdict, int, int]:
         """The CSeq lookup shared by process_sip_request() and

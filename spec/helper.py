@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import rules
-from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple, Expectation, ExpectClass
+from .expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple, Expectation, ExpectClass, ExpectTuple
 from .handlers import PacketContext, SameInterface, Verdict, process_sip_msg
 from .machines import CONNECTION, Runtime
 from .master import Master
@@ -161,6 +161,12 @@ class SipHelper:
     # established and related connections, to the SIP ports, or port-forwarded
     # pass (the lab's nft chain; the helper never sees what it drops).
     forward_policy: str = "accept"
+    # nf_nat_exp_find_port() tries random ports once a REGISTER's NAT port is
+    # taken (-EBUSY): ``choice(expectation, attempt)`` is the kernel's draw
+    # (attempt 1..128), or None for no more. The caller's, as time is: a fuzz
+    # check knows it from the kernel's event, a userspace helper makes it;
+    # without one the spec says NatUnpredictable.
+    nat_port_choice: Callable[[ExpectTuple, int], int | None] | None = None
     table: ExpectationTable = field(init=False)
     # Both directions of every conntrack, keyed by the tuple's fields (see
     # _key): building a ConnTuple per packet just to look it up costs more
@@ -464,7 +470,8 @@ class SipHelper:
         elif pkt.proto == IPPROTO_UDP:
             msg = SipMessage(buf, 0, len(buf), master.family, pkt.proto, self.profile)
             pctx = PacketContext(msg, master, ctx.reply, self.params, self.table, now, trace, self.same_interface,
-                                 pkt.dst if master.nat.state == "plain" else ct.leaving(ctx.reply).dst)
+                                 pkt.dst if master.nat.state == "plain" else ct.leaving(ctx.reply).dst,
+                                 nat_port_choice=self.nat_port_choice)
             verdict = process_sip_msg(pctx)
             if pctx.msg.buf is not buf:
                 ctx.payload = pctx.msg.buf
@@ -527,7 +534,8 @@ class SipHelper:
             trace.fire(rules.TCP_MESSAGE)
             msg = SipMessage(buf, start, msg_end, master.family, pkt.proto, self.profile)
             pctx = PacketContext(msg, master, reply, self.params, self.table, now, trace, self.same_interface,
-                                 pkt.dst if master.nat.state == "plain" else cctx.ct.leaving(reply).dst)
+                                 pkt.dst if master.nat.state == "plain" else cctx.ct.leaving(reply).dst,
+                                 nat_port_choice=self.nat_port_choice)
             verdict = process_sip_msg(pctx)
             if verdict is not None:
                 return verdict

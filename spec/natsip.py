@@ -353,6 +353,11 @@ def nf_nat_sdp_media(ctx: "PacketContext", daddr: Address, port: int, klass: Exp
 
 
 # --- the expect hook: nf_nat_sip_expect() -----------------------------------------------------------
+# nf_nat_exp_find_port()'s max_attempts (nf_nat_helper.c): random draws after the first port, fewer
+# when fewer ports lie above it.
+FIND_PORT_ATTEMPTS = 128
+
+
 def nf_nat_sip_expect(ctx: "PacketContext", expect: ExpectTuple, matchoff: int, matchlen: int,
                       klass: ExpectClass, flags: ExpectFlag) -> tuple[Rule | None, object]:
     """The ``expect`` hook of process_register_request(): the signalling
@@ -367,13 +372,25 @@ def nf_nat_sip_expect(ctx: "PacketContext", expect: ExpectTuple, matchoff: int, 
     port = there.dport if expect.dport == srcport else expect.dport
     nat = ExpectNat(IP_CT_DIR_ORIGINAL if ctx.reply else IP_CT_DIR_REPLY, expect.dst, expect.dport)
     moved = ExpectTuple(expect.family, expect.proto, expect.src, newaddr, port, expect.sport)
-    # nf_nat_exp_find_port(): the port, then up to 128 random ones on -EBUSY.
+    # nf_nat_exp_find_port(): the port, then up to 128 random ones on -EBUSY
+    # ("min + get_random_u32_below(range)"), drawn by the caller.
     err, entry = ctx.table.related(master, moved, klass, flags, ctx.now, trace, skip_master=False, nat=nat)
-    if err:
-        if err == EBUSY:
+    attempt, draws = 0, min(0xFFFF - port, FIND_PORT_ATTEMPTS)
+    while err == EBUSY and attempt < draws:
+        if ctx.nat_port_choice is None:
             raise NatUnpredictable(f"{moved}: nf_nat_exp_find_port() tries random ports after -EBUSY")
+        attempt += 1
+        drawn = ctx.nat_port_choice(moved, attempt)
+        if drawn is None:
+            break
+        if not port <= drawn < 0xFFFF:
+            raise ValueError(f"nf_nat_exp_find_port() draws from {port}-65534, not {drawn}")
+        moved = ExpectTuple(moved.family, moved.proto, moved.src, newaddr, drawn, moved.sport)
+        err, entry = ctx.table.related(master, moved, klass, flags, ctx.now, trace, skip_master=False, nat=nat)
+    if err:
         trace.fire(rules.NAT_REGISTER_NO_PORT)
         return rules.NAT_REGISTER_NO_PORT, entry
+    port = moved.dport
     trace.fire(rules.NAT_REGISTER, "%s:%s (saved %s:%s)", newaddr, port, expect.dst, expect.dport)
     if newaddr != expect.dst or port != expect.dport:
         trace.fire(rules.NAT_REGISTER_CONTACT, "%s:%s", newaddr, port)

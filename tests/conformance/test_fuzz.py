@@ -194,3 +194,32 @@ def test_a_reply_forced_to_a_port_nobody_listens_on_is_counted_not_compared() ->
                 _observation(1, 0.5, False, []) | {"ua_port": port, "response": True, "nat": True, "stale": 0}]
     report, _ = check(msgs, observed, ModuleParams(), HARDENED_6_1_192)
     assert report.mismatches == 0 and report.unobservable == 1
+
+
+def test_a_register_port_the_helper_drew_after_ebusy_is_taken_from_the_kernel() -> None:
+    """Two masqueraded masters register the same Contact: the second's NAT
+    port is drawn (nf_nat_exp_find_port()); the check takes the draw from
+    the helper's expectation, and holds the rewrite to it."""
+    from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, UA
+    from sipct.reference.core import next_port
+
+    def register(sport: int) -> bytes:
+        return (f"REGISTER sip:198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:{sport};branch=z9hG4bK{sport}\r\n"
+                f"CSeq: 1 REGISTER\r\nContact: <sip:a@192.0.2.2:5060>\r\nExpires: 60\r\nContent-Length: 0\r\n\r\n"
+                ).encode()
+
+    m = Mutator([Seed("first", register(NAT_PORTS[0])), Seed("second", register(NAT_PORTS[1]))], 1)
+    msgs = [m.message(0), m.message(1)]
+    kernel = _nat_spec()
+    kernel.nat_port_choice = next_port  # the reference helper's draw
+    results = [kernel.packet(Packet(UA[4], port, SERVER[4], 5060, IPPROTO_UDP, msg.payload), t)
+               for msg, port, t in ((msgs[0], NAT_PORTS[0], 0.0), (msgs[1], NAT_PORTS[1], 0.5))]
+    assert [ev.expectation.tuple.dport for ev in results[1].events if ev.kind == "new"] == [5061]
+    observed = [_nat_observation(0, 0.0, NAT_PORTS[0], False, results[0], msgs[0].payload),
+                _nat_observation(1, 0.5, NAT_PORTS[1], False, results[1], msgs[1].payload)]
+    report, _ = check(msgs, observed, ModuleParams(), HARDENED_6_1_192)
+    assert report.mismatches == 0 and report.drawn_ports == 1 and report.rewritten == 2
+    # Had the helper kept the taken port's rewrite, the bytes would not be the spec's.
+    wrong = dict(observed[1], received=results[1].out_payload.replace(b":5061>", b":5060>").decode("latin-1"))
+    bad, _ = check(msgs, [observed[0], wrong], ModuleParams(), HARDENED_6_1_192)
+    assert bad.counts == {"bytes": 1}

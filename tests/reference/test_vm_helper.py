@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,20 @@ def test_a_restart_keeps_the_registration(lifecycle) -> None:
     (dst, port, flags, timeout, _), = after_ok["table"]
     assert (dst, port, flags) == ("192.0.2.2", 5060, ["PERMANENT"]) and 590 <= timeout <= 600
     assert after_unbind_ok["table"] == []  # and the unbinding 200 OK removed it
+
+
+def test_a_restart_in_a_tcp_call_behind_nat66_keeps_the_sequence_adjustment(lifecycle) -> None:
+    """The new process adopts the TCP master with the kernel's seqadj record
+    (CTA_SEQ_ADJ_*) and writes the next one over ctnetlink from it: the ACK
+    and BYE it rewrites, and the 200 OK after them, reach real TCP stacks at
+    the sequence numbers the spec predicts."""
+    r = lifecycle["tcp_nat_restart"]
+    assert r["first_exit"] == 0 and r["exit_code"] == 0, r["log"][-3000:]
+    assert r["agree"], r["divergences"]
+    assert any(r["shifts"][2]) and any(r["shifts"][3])  # the offsets the new process had to know
+    ready = re.findall(r"ready: .*; (\d+) expectation\(s\) of (\d+) master\(s\) taken over", r["log"])
+    assert len(ready) == 2 and ready[1][1] == "1", ready  # the second process took the call's master over
+    assert "NAT expectfn sip" in r["log"] and "Traceback" not in r["log"]
 
 
 def test_sigterm_unbinds_and_leaves_a_referenced_helper_disabled(lifecycle) -> None:

@@ -11,7 +11,12 @@ namespace):
    new process takes the expectation over and finishes the registration;
 2. stops the helper with SIGTERM and records its exit status, log and what
    the kernel's helper table says afterwards (the lab's nft objects still
-   refer to it) and once the runner removed the lab.
+   refer to it) and once the runner removed the lab;
+3. restarts it in the middle of a TCP call through NAT66
+   (nat/ipv6-tcp-seq-adjust: after the INVITE grew the phone's stream and
+   the 200 OK shrank the PBX's), so the new process must take the
+   conntrack's seqadj record over (CTA_SEQ_ADJ_*) before it rewrites the
+   ACK and BYE; the whole dialog is compared with the spec.
 
 Everything is printed as one JSON object on stdout.
 """
@@ -69,7 +74,42 @@ def main(out: Path) -> dict:
         result["log"] = runner.log.read_text()[-20000:]
     with HelperSocket() as control:
         result["helpers_after_close"] = [h.name for h in control.helpers() if h.name == REFERENCE_HELPER]
+    result["tcp_nat_restart"] = tcp_nat_restart(kernel, out / "tcp-nat")
     return result
+
+
+def tcp_nat_restart(kernel, workdir: Path) -> dict:
+    """Part 3: the NAT66 TCP dialog with a new daemon from step RESTART_AT on."""
+    from sipct.conformance.corpus import SCENARIOS
+    from sipct.harness.diff import compare
+    from sipct.harness.threeway import ReferenceDaemon, ReferenceRunner
+    from sipct.harness.wire import LAB_WIRE
+    from sipct.spec.dialog import load_dialog
+    from sipct.spec.predict import predict
+
+    dialog = load_dialog(SCENARIOS / "nat" / "ipv6-tcp-seq-adjust.yaml")
+    params = kernel.params_for(dialog.params)
+    prediction = predict(dialog, kernel.profile, params, wire=LAB_WIRE)
+    out: dict = {}
+    with ReferenceRunner([dialog], params, kernel.profile, workdir=workdir) as runner:
+        def restart(lab, index: int) -> None:
+            if index == RESTART_AT:
+                out["first_exit"] = runner.daemon.stop()
+                runner.daemon = ReferenceDaemon(lab.router_netns, runner.workdir / "helper.toml", runner.log)
+                runner.daemon.start()
+
+        run = runner.run(dialog, params.ports, [s.delivered for s in prediction.steps],
+                         predicted=prediction.steps, on_step=restart)
+        out["exit_code"] = runner.daemon.stop()
+        out["log"] = runner.log.read_text()[-20000:]
+    diff = compare(prediction, run, kernel.release)
+    out["agree"] = diff.agree
+    out["divergences"] = [f"step {s.index}: {d}" for s in diff.steps for d in s.divergences]
+    out["shifts"] = [[a.seq_shift for a in s.arrivals] for s in prediction.steps]
+    return out
+
+
+RESTART_AT = 2  # the ACK and BYE: the phone's stream has an offset, and both are rewritten
 
 
 if __name__ == "__main__":

@@ -334,3 +334,57 @@ def test_the_prediction_json_shows_what_nat_rewrote() -> None:
     assert data["received"].startswith("REGISTER sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1:5060")
     plain = prediction_json(predict(dialog(REGISTER, NO_NAT_HEAD), wire=LAB_WIRE))["steps"][0]
     assert "received" not in plain and "rewritten" not in plain
+
+
+# --- nf_nat_exp_find_port()'s random draws -----------------------------------------------------
+def _register_from(host: str, sport: int) -> bytes:
+    return (f"REGISTER sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{sport};branch=z9hG4bK{sport}\r\n"
+            f"CSeq: 1 REGISTER\r\nContact: <sip:p@{host}:5070>;expires=60\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def _two_phones_register(choice):
+    """Two masqueraded phones register the same Contact port: the second's
+    NAT expectation (pbx:* -> 203.0.113.1:5070) is another master's (-EBUSY)."""
+    from sipct.spec.helper import Packet, SipHelper
+    from sipct.spec.params import ModuleParams
+
+    helper = SipHelper(ModuleParams(), HARDENED_6_1_192, nat=NatTopology(snat=(SourceNat(net("192.0.2.0/24")),)),
+                       nat_port_choice=choice)
+    first = helper.packet(Packet(ip("192.0.2.10"), 5060, ip("203.0.113.5"), 5060, IPPROTO_UDP,
+                                 _register_from("192.0.2.10", 5060)), 0.0)
+    second = helper.packet(Packet(ip("192.0.2.11"), 5062, ip("203.0.113.5"), 5060, IPPROTO_UDP,
+                                  _register_from("192.0.2.11", 5062)), 1.0)
+    return first, second
+
+
+def test_a_register_port_another_master_holds_is_drawn_by_the_caller() -> None:
+    from sipct.spec.natsip import NatUnpredictable
+
+    with pytest.raises(NatUnpredictable, match="random ports after -EBUSY"):
+        _two_phones_register(None)  # the kernel draws at random: no prediction
+    draws = []
+
+    def choice(refused, attempt: int) -> int | None:
+        draws.append((refused.dport, attempt))
+        return {1: 5070 + 0, 2: 6099}.get(attempt)  # the first draw hits the taken port again
+
+    first, second = _two_phones_register(choice)
+    assert draws == [(5070, 1), (5070, 2)]
+    assert first.accepted and second.accepted
+    (exp,) = [ev.expectation for ev in second.events if ev.kind == "new"]
+    assert (exp.tuple.dst, exp.tuple.dport) == (ip("203.0.113.1"), 6099)
+    assert exp.nat == ExpectNat(IP_CT_DIR_REPLY, ip("192.0.2.11"), 5070)  # where the call must go
+    assert b"Contact: <sip:p@203.0.113.1:6099>;expires=60" in second.out_payload
+
+
+def test_a_register_whose_draws_all_fail_is_dropped() -> None:
+    _, second = _two_phones_register(lambda refused, attempt: None)
+    assert not second.accepted and second.drop_rule is rules.NAT_REGISTER_NO_PORT
+
+
+def test_the_reference_helper_draws_the_next_free_port() -> None:
+    from sipct.reference.core import next_port
+
+    _, second = _two_phones_register(next_port)
+    (exp,) = [ev.expectation for ev in second.events if ev.kind == "new"]
+    assert exp.tuple.dport == 5071 and b"203.0.113.1:5071>" in second.out_payload

@@ -223,3 +223,27 @@ def test_a_register_port_the_helper_drew_after_ebusy_is_taken_from_the_kernel() 
     wrong = dict(observed[1], received=results[1].out_payload.replace(b":5061>", b":5060>").decode("latin-1"))
     bad, _ = check(msgs, [observed[0], wrong], ModuleParams(), HARDENED_6_1_192)
     assert bad.counts == {"bytes": 1}
+
+
+def test_a_slice_the_spec_cannot_replay_is_reported_and_nothing_is_lost(tmp_path, capsys) -> None:
+    """The guests' observations are written first, the check's failure is a
+    problem of the run (exit 1, no traceback), and the report keeps what was
+    compared."""
+    import argparse
+    import json
+
+    from sipct.conformance.fuzz_cli import finish
+
+    offer = Mutator(sdp_offers(), 1).message(0)
+    broken = {k: v for k, v in _observation(0, 1.0, True, []).items() if k != "family"}
+    data = {"observations": [_observation(0, 0.0, True, []), broken], "expect_max": 4096, "profile": "6.1.192",
+            "log_counts": {}, "alive": True, "exit_code": 0, "kernel": "6.1.0-56-amd64", "seconds": 1.0,
+            "queue": {"dropped": 0, "user_dropped": 0, "id_sequence": 2, "waiting": 0}}
+    args = argparse.Namespace(json=tmp_path / "fuzz.json", observations=tmp_path / "obs.jsonl", seed=1,
+                              nat_share=0.0)
+    assert finish(args, [data], [offer]) == 1
+    out = capsys.readouterr().out
+    assert "could not replay the slice after 1 message(s) (KeyError: 'family')" in out and "Traceback" not in out
+    assert len(args.observations.read_text().splitlines()) == 2
+    report = json.loads(args.json.read_text())
+    assert report["report"]["messages"] == 1 and report["problems"]

@@ -28,7 +28,7 @@ from sipct.harness.diff import Comparison, compare
 from sipct.netlink.kernel import RunningKernel
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.labpool import LabPool, RunTask
-from sipct.harness.run import DROP_TIMEOUT, DialogRunner, KernelRun
+from sipct.harness.run import DROP_TIMEOUT, DialogRunner, KernelRun, LabCannotCarry
 from sipct.spec.dialog import Dialog, Send, dump_dialog
 from sipct.spec.machines import MACHINES
 from sipct.spec.params import ModuleParams
@@ -186,8 +186,29 @@ class Suite:
         if plan is None:
             return []
         runner = runner or self._runner
-        observed = runner.run(dialog, plan.params.ports, plan.expected, predicted=plan.prediction.steps)
+        try:
+            observed = runner.run(dialog, plan.params.ports, plan.expected, predicted=plan.prediction.steps)
+        except LabCannotCarry as exc:
+            return self.not_carried(plan, exc, kind, count=count)
         return self.judge(plan, observed, kind, count=count)
+
+    def not_carried(self, plan: Plan, exc: LabCannotCarry, kind: str, *, count: bool = True) -> list[Finding]:
+        """A dialog the lab could not carry to its end (a socket error: a
+        connection reset, ...): one unregistered finding at that step, and
+        the run goes on with the next dialog - one dialog's failure must not
+        lose the others' results."""
+        step = plan.prediction.steps[exc.index]
+        fired = tuple(dict.fromkeys(f.rule.id for f in step.firings))
+        finding = Finding(plan.dialog.name, plan.dialog.source, kind, exc.index, step.step.line, "lab",
+                          "the step is carried", exc.reason, fired, None)
+        if count:
+            s = self.stats
+            s.dialogs[kind] += 1
+            s.nat[kind] += bool(plan.dialog.nat)
+            s.findings.append(finding)
+            s.failed_dialogs.append(f"{plan.dialog.name} ({plan.dialog.source})")
+            self.on_dialog(kind)
+        return [finding]
 
     def plan(self, dialog: Dialog, kind: str, *, count: bool = True) -> Plan | None:
         """The spec's side of a dialog, before the kernel runs it; None (and

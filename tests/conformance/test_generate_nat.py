@@ -188,3 +188,34 @@ def test_nat_share_is_in_the_matrix_command_and_options():
     assert run_options(args)["nat"] == "only"
     assert "--nat" not in command_line(Namespace(**{**vars(args), "nat": "mixed"}))
     assert nat_share(Namespace()) is None  # an older shard's options: mixed
+
+
+def test_a_dialog_the_lab_cannot_carry_is_one_finding_and_the_run_goes_on():
+    """A socket error in the middle of a dialog (a connection reset) is
+    reported at its step as an unregistered finding of that dialog; the suite
+    runs the next dialog (it used to end the whole run, losing its results)."""
+    from sipct.harness.run import LabCannotCarry
+    from sipct.cli.main import examples_dir
+    from sipct.spec.dialog import load_dialog
+
+    dialog = load_dialog(examples_dir() / "nat-tcp-seq-adjust.yaml")
+
+    class _Resetting:
+        calls = 0
+
+        def run(self, d, ports, expected, predicted=None):
+            self.calls += 1
+            raise LabCannotCarry(d, 2, d.steps[2], "ConnectionResetError: [Errno 104] Connection reset by peer")
+
+    suite = Suite(_Kernel(), DEFAULT_PROFILE, [])  # type: ignore[arg-type]
+    runner = _Resetting()
+    try:
+        (finding,) = suite.check(dialog, "generated", runner)  # type: ignore[arg-type]
+        assert suite.check(dialog, "generated", runner)  # the next dialog runs
+    finally:
+        suite.close()
+    assert runner.calls == 2
+    assert (finding.step, finding.aspect, finding.known) == (2, "lab", None)
+    assert "Connection reset" in finding.kernel and finding.line == dialog.steps[2].line
+    assert suite.stats.dialogs == Counter(generated=2) and suite.stats.nat == Counter(generated=2)
+    assert len(suite.stats.failed_dialogs) == 2 and len(suite.stats.findings) == 2

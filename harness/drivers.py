@@ -8,8 +8,9 @@ always returns to where it came from.
 
 Delivery is judged at the receiving socket: what the receiver's socket got is
 what crossed the router (and its conntrack helper).  A datagram the helper
-dropped (NF_DROP) simply never arrives, so "not within the timeout" is the
-only signal of a drop there is.
+dropped (NF_DROP) simply never arrives: "not within the timeout" is the
+signal of a drop there, and with a drop log (sipct.harness.droplog) the
+kernel's own word ends the wait sooner when it logged the drop.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Literal
 
+from sipct.harness.droplog import DropLog, SentPacket
 from sipct.netlink.netns import in_netns
+from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP
 
 Family = Literal[4, 6]
 Endpoint = tuple[str, int]
@@ -46,16 +49,29 @@ def _af(family: int) -> socket.AddressFamily:
     raise ValueError(f"family must be 4 or 6, not {family!r}")
 
 
-def _wait(sock: socket.socket, events: int, deadline: float) -> bool:
-    """Block in poll(2) until `events` or the deadline; False on timeout."""
+def _wait(sock: socket.socket, events: int, deadline: float, drops: DropLog | None = None) -> bool | str:
+    """Block in poll(2) until `events` (True), the deadline (False) or, with
+    ``drops``, the kernel's log that it dropped the watched packet (its reason)."""
     poller = select.poll()
     poller.register(sock, events)
+    log = -1
+    if drops is not None:
+        log = drops.fileno()
+        poller.register(log, select.POLLIN)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        if poller.poll(max(1, int(remaining * 1000 + 0.999))):
-            return True
+        ready = poller.poll(max(1, int(remaining * 1000 + 0.999)))
+        if not ready:
+            continue
+        if drops is not None and any(fd == log for fd, _ in ready):
+            reason = drops.dropped()
+            if reason is not None:
+                return reason
+            if all(fd == log for fd, _ in ready):
+                continue
+        return True
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,7 @@ class Delivery:
     src: Endpoint | None
     dst: Endpoint | None
     elsewhere: str | None = None  # the lab host it reached instead of the receiver
+    dropped: str | None = None  # the kernel's reason, when it logged dropping it (sipct.harness.droplog)
 
 
 class TcpConnection:
@@ -91,10 +108,12 @@ class TcpConnection:
         *,
         default_timeout: float,
         on_close: Callable[[TcpConnection], None] | None = None,
+        drops: DropLog | None = None,
     ) -> None:
         self._client = client
         self._server = server
         self._timeout = default_timeout
+        self._drops = drops
         self._on_close = on_close
         # Set once a send went undelivered: the dropped segment is still in
         # the sender's retransmit queue and a FIN would queue behind it.
@@ -127,7 +146,8 @@ class TcpConnection:
         segments as written.  `timeout` applies to each segment.  If a
         segment does not fully arrive in time (the helper dropped it; TCP is
         still retransmitting it), the result is not delivered and carries
-        the bytes that did arrive.  Bytes left over from an earlier, failed
+        the bytes that did arrive, and the kernel's reason when the drop log
+        saw it drop the segment.  Bytes left over from an earlier, failed
         send are discarded first.
         """
         if self.closed:
@@ -144,10 +164,12 @@ class TcpConnection:
         for i, segment in enumerate(segments):
             # NAT rewrites change what arrives: the caller says how much.
             expected += len(segment) if receive_lengths is None else receive_lengths[i]
+            if self._drops is not None:
+                self._drops.expect(SentPacket(IPPROTO_TCP, tx.getsockname()[:2], tx.getpeername()[:2], segment))
             deadline = time.monotonic() + timeout
-            if not _send_all(tx, segment, deadline) or not _recv_until(
-                rx, received, expected, deadline
-            ):
+            arrived = _send_all(tx, segment, deadline) and _recv_until(rx, received, expected, deadline,
+                                                                       self._drops)
+            if arrived is not True:
                 self._broken = True
                 ends = _ends(rx)
                 # The helper dropped the segment. Left alone, TCP would go on
@@ -157,7 +179,7 @@ class TcpConnection:
                 # more is sent on it, and the conntrack closes).
                 self.aborted_after_drop = True
                 self.abort()
-                return Delivery(False, bytes(received) or None, *ends)
+                return Delivery(False, bytes(received) or None, *ends, dropped=arrived or None)
         _drain_stream(rx, into=received)  # bytes beyond what was written, if any
         return Delivery(True, bytes(received), *_ends(rx))
 
@@ -239,13 +261,17 @@ def _send_all(sock: socket.socket, data: bytes, deadline: float) -> bool:
     return True
 
 
-def _recv_until(sock: socket.socket, buf: bytearray, size: int, deadline: float) -> bool:
+def _recv_until(sock: socket.socket, buf: bytearray, size: int, deadline: float,
+                drops: DropLog | None = None) -> bool | str:
+    """True once ``size`` bytes are in ``buf``; False at the deadline (or
+    EOF); the kernel's reason when ``drops`` saw the segment dropped."""
     while len(buf) < size:
         try:
             chunk = sock.recv(_RECV_MAX)
         except BlockingIOError:
-            if not _wait(sock, select.POLLIN, deadline):
-                return False
+            ready = _wait(sock, select.POLLIN, deadline, drops)
+            if ready is not True:
+                return ready
             continue
         if not chunk:
             return False  # the peer closed: the rest will never come
@@ -333,6 +359,8 @@ class SocketDriver:
         self.stragglers = 0
         self._listeners: dict[tuple[str, int, int], socket.socket] = {}
         self._connections: list[TcpConnection] = []
+        # The router's drop log, when the lab has one: a send stops waiting once it logs the packet's drop.
+        self.drops: DropLog | None = None
 
     # -- sockets --------------------------------------------------------
 
@@ -404,6 +432,9 @@ class SocketDriver:
         self.stragglers += _drain_datagrams(rx)
         deadline = time.monotonic() + timeout
         target = self._endpoint(dst, family, dport) if to is None else (str(to[0]), to[1])
+        drops = self.drops
+        if drops is not None:
+            drops.expect(SentPacket(IPPROTO_UDP, self._endpoint(src, family, sport), target, payload))
         while True:
             try:
                 tx.sendto(payload, target)
@@ -415,8 +446,9 @@ class SocketDriver:
             try:
                 data, peer = rx.recvfrom(_RECV_MAX)
             except BlockingIOError:
-                if not _wait(rx, select.POLLIN, deadline):
-                    return Delivery(False, None, None, None)
+                ready = _wait(rx, select.POLLIN, deadline, drops)
+                if ready is not True:
+                    return Delivery(False, None, None, None, dropped=ready or None)
                 continue
             return Delivery(True, data, peer[:2], rx.getsockname()[:2])
 
@@ -494,7 +526,7 @@ class SocketDriver:
                 ssock.close()
             raise
         conn = TcpConnection(
-            csock, ssock, default_timeout=self.default_timeout, on_close=self._connections.remove
+            csock, ssock, default_timeout=self.default_timeout, on_close=self._connections.remove, drops=self.drops
         )
         self._connections.append(conn)
         return conn

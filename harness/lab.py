@@ -39,6 +39,8 @@ from sipct.harness.sysctls import (HOST_SYSCTLS, ROUTER_SYSCTLS, SLOW_HELPER_SYS
 from sipct.spec.natmap import NatTopology
 from sipct.spec.topology import network_of, router_address
 from sipct.harness.drivers import Delivery, Family, SocketDriver, TcpConnection
+from sipct.harness.droplog import DropLog
+from sipct.netlink.nflog import NflogError
 from sipct.netlink.interrupts import doing, shielded
 from sipct.harness.labns import create_tracked_netns, destroy_tracked_netns, lab_namespaces, lab_prefix
 from sipct.netlink.netns import in_netns, open_netns
@@ -104,6 +106,8 @@ class Lab:
         self._fds: dict[str, int] = {}  # namespace name -> open fd
         self._host_fds: dict[str, int] = {}  # host name -> open fd
         self._ct: NFCTSocket | None = None
+        self.drops: DropLog | None = None  # the helper's drop log (sipct.harness.droplog), when the kernel has one
+        self.drops_unavailable: str | None = None  # why there is none
         self._driver = SocketDriver(self._host_fds, self.address, default_timeout=timeout)
         try:
             # Shielded: a signal waits the fraction of a second the build
@@ -222,7 +226,7 @@ class Lab:
     def _close(self) -> None:
         self._closed = True
         errors: list[BaseException] = []
-        for step in (self._driver.close, self._close_ct):
+        for step in (self._driver.close, self._close_ct, self._close_drops):
             try:
                 step()
             except Exception as exc:  # keep going: the namespaces must go
@@ -260,6 +264,11 @@ class Lab:
         if self._closed:
             raise RuntimeError("the lab is closed")
 
+    def _close_drops(self) -> None:
+        if self.drops is not None:
+            self.drops.close()
+            self._driver.drops = self.drops = None
+
     def _close_ct(self) -> None:
         if self._ct is not None:
             self._ct.close()
@@ -279,6 +288,18 @@ class Lab:
         with in_netns(self._fds[self.router_netns]):
             self._ct = NFCTSocket()
             self._ct.count()  # makes this thread's socket now, in here
+        if self.helper:
+            self._open_drops()
+
+    def _open_drops(self) -> None:
+        """The router's drop log: a shortcut past the delivery time-out, so a
+        kernel without nfnetlink_log only makes the lab wait as it always did."""
+        try:
+            self.drops = DropLog(self.router_netns)
+        except NflogError as exc:
+            self.drops_unavailable = str(exc)
+            return
+        self._driver.drops = self.drops
 
     def _rtnl(self, netns_name: str) -> IPRoute:
         """An rtnetlink socket in a lab namespace, made without a fork."""

@@ -9,6 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sipct.harness.diff import Comparison
+from sipct.harness.run import StepObservation
+from sipct.spec.dialog import Dialog
 from sipct.spec.printable import printable
 from sipct.harness.wire import LAB_WIRE
 from sipct.spec.report import describe_step, expectation_json
@@ -28,9 +30,7 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
             "agree": s.agree,
             "spec": {"verdict": p.verdict, "rules": [f.rule.id for f in p.firings],
                      "expectations": [expectation_json(d, e, p.time) for e in p.expectations]},
-            "kernel": {"delivered": o.delivered, "elapsed": round(o.real_elapsed, 4),
-                       "expectations": [expectation_json(d, e, o.time) for e in o.expectations],
-                       "events": [{"kind": ev.kind, "expectation": d.symbolic(ev.expectation)} for ev in o.events]},
+            "kernel": _kernel_json(d, o),
             "divergences": [{"aspect": v.aspect, "spec": v.spec, "kernel": v.kernel} for v in s.divergences],
             # The dialog's own `expect:` assertions that the spec's prediction breaks (as `sipct spec`).
             "failures": list(p.failures),
@@ -43,11 +43,16 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
 
 def observation_json(c: Comparison) -> list[dict[str, Any]]:
     """Per step: what the helper did (the ``kernel`` part of comparison_json)."""
-    d = c.dialog
-    return [{"delivered": s.observation.delivered, "elapsed": round(s.observation.real_elapsed, 4),
-             "expectations": [expectation_json(d, e, s.observation.time) for e in s.observation.expectations],
-             "events": [{"kind": ev.kind, "expectation": d.symbolic(ev.expectation)} for ev in s.observation.events]}
-            for s in c.steps]
+    return [_kernel_json(c.dialog, s.observation) for s in c.steps]
+
+
+def _kernel_json(d: Dialog, o: StepObservation) -> dict[str, Any]:
+    out: dict[str, Any] = {"delivered": o.delivered, "elapsed": round(o.real_elapsed, 4)}
+    if o.dropped is not None:
+        out["dropped"] = o.dropped  # the kernel's logged reason (nf_ct_helper_log())
+    out["expectations"] = [expectation_json(d, e, o.time) for e in o.expectations]
+    out["events"] = [{"kind": ev.kind, "expectation": d.symbolic(ev.expectation)} for ev in o.events]
+    return out
 
 
 def add_reference(data: dict[str, Any], reference: Comparison, helper: str = "sipct") -> dict[str, Any]:

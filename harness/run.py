@@ -28,7 +28,9 @@ from sipct.spec.report import describe_step
 from sipct.spec.walk import Connection, Walker
 from sipct.harness.wire import LAB_WIRE
 
-# How long a packet may take before it counts as dropped by the helper.
+# How long a packet may take before it counts as dropped by the helper, when
+# the kernel did not log dropping it (the lab's drop log, sipct.harness.droplog,
+# ends the wait at once when it did).
 DROP_TIMEOUT = 0.25
 # When the spec predicts delivery, a late packet is waited for this long: on a
 # loaded machine a short timeout would turn a slow delivery into a "drop".
@@ -67,6 +69,8 @@ class StepObservation:
     src: tuple[str, int] | None = None
     dst: tuple[str, int] | None = None
     elsewhere: str | None = None  # the host a datagram reached instead of the receiver (NAT sent it there)
+    # The kernel's reason when it logged dropping the step's packet (nf_ct_helper_log(); sipct.harness.droplog).
+    dropped: str | None = None
 
 
 @dataclass
@@ -186,9 +190,10 @@ class DialogRunner:
 
 
 # What one step made: delivered (None: not a packet step), the bytes the
-# receiver read, and the ends as it saw them and the host reached instead.
+# receiver read, and the ends as it saw them, the host reached instead and
+# the kernel's logged reason for dropping it.
 Outcome = tuple[bool | None, bytes | None, tuple]
-_NOTHING: tuple = (None, None, None)
+_NOTHING: tuple = (None, None, None, None)
 
 
 class _LabSteps:
@@ -234,7 +239,7 @@ class _LabSteps:
         with _carrying(self.dialog, index, step):
             delivery = self._send(index, step, segments, connection)
         outcome = (delivery.delivered, delivery.data,
-                   (_endpoint(delivery.src), _endpoint(delivery.dst), delivery.elsewhere))
+                   (_endpoint(delivery.src), _endpoint(delivery.dst), delivery.elsewhere, delivery.dropped))
         return outcome, step.proto == IPPROTO_TCP and not delivery.delivered
 
     def abort(self, index: int, step: Send, now: float, connection: Connection[TcpConnection] | None,

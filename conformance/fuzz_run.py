@@ -144,6 +144,7 @@ class FuzzObservation:
     received: str | None = None  # NAT: the bytes that arrived (latin-1), when not those sent
     seen: list | None = None  # NAT: [source address, source port, receiving port] of what arrived
     stale: int = 0  # NAT: datagrams found waiting at the receiver before the send (a late earlier one)
+    stale_data: list[str] = field(default_factory=list)  # NAT: their bytes (latin-1)
 
 
 def expectation_key(e) -> list:
@@ -361,12 +362,11 @@ def _send_nat(lab, stats: QueueStats, index: int, payload: bytes, r: Route, ua: 
         tx = lab._driver.udp_socket(ua[f], f, port)
         rxs = [lab._driver.udp_socket(server[f], f, SIP_PORT)]
         to = (lab.address(server[f], f), SIP_PORT)
-    stale = 0
+    stale: list[str] = []
     for rx in rxs:  # what an earlier, judged dropped, message left behind
         while True:
             try:
-                rx.recv(65536)
-                stale += 1
+                stale.append(rx.recv(65536).decode("latin-1"))
             except BlockingIOError:
                 break
     before = stats.read()[3]
@@ -375,7 +375,7 @@ def _send_nat(lab, stats: QueueStats, index: int, payload: bytes, r: Route, ua: 
     got = _wait(rxs, stats, before, lambda rx, data, source: (rx.getsockname()[1], data, source))
     obs = FuzzObservation(index, t, f, IPPROTO_UDP, port, r.response, got is not None,
                           got is not None and got[1] == payload, wait=time.monotonic() - started - t,
-                          nat=True, stale=stale)
+                          nat=True, stale=len(stale), stale_data=stale)
     if got is not None:
         rport, data, source = got
         obs.seen = [str(ipaddress.ip_address(source[0].split("%")[0])), source[1], rport]

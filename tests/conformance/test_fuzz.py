@@ -247,3 +247,45 @@ def test_a_slice_the_spec_cannot_replay_is_reported_and_nothing_is_lost(tmp_path
     assert len(args.observations.read_text().splitlines()) == 2
     report = json.loads(args.json.read_text())
     assert report["report"]["messages"] == 1 and report["problems"]
+
+
+def test_a_slow_nat_delivery_is_matched_to_its_message_by_the_rewritten_bytes() -> None:
+    """The receiver takes the first datagram that comes: A's came during B's
+    wait and B's before C's send (stale) - both late, no mismatch. A datagram
+    that never comes is a verdict mismatch at the end of the slice."""
+    from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, UA
+
+    seeds = [Seed(f"s{i}", Mutator(sdp_offers(), 1).message(0).payload.replace(b"CSeq: 1 ", f"CSeq: {i} ".encode()))
+             for i in (1, 2, 3)]
+    m = Mutator(seeds, 1)
+    msgs = [m.message(i) for i in range(3)]
+    spec = _nat_spec()
+    port = NAT_PORTS[0]
+    results = [spec.packet(Packet(UA[4], port, SERVER[4], 5060, IPPROTO_UDP, x.payload), float(i))
+               for i, x in enumerate(msgs)]
+    a, b, c = (_nat_observation(i, float(i), port, False, r, x.payload) for i, (r, x) in enumerate(zip(results, msgs)))
+    a.update(delivered=False, exact=False, received=None, seen=None)
+    b.update(received=results[0].out_payload.decode("latin-1"))  # A's bytes, during B's wait
+    c.update(stale=1, stale_data=[results[1].out_payload.decode("latin-1")])  # B's, before C went
+    report, _ = check(msgs, [a, b, c], ModuleParams(), HARDENED_6_1_192)
+    assert report.mismatches == 0, report.examples
+    assert (report.late, report.delivered, report.dropped) == (2, 3, 0)
+    lost, _ = check(msgs, [a, dict(b, received=results[1].out_payload.decode("latin-1"))], ModuleParams(),
+                    HARDENED_6_1_192)
+    assert lost.counts == {"verdict": 1} and lost.examples[0].index == 0
+
+
+def test_a_dropped_first_packet_s_expectations_are_not_missing() -> None:
+    """SDP without o= behind NAT: the kernel helper creates the media
+    expectations, then nf_nat_sdp_session() fails and the first packet of the
+    master is dropped - they die with the unconfirmed conntrack, and a
+    userspace helper does not create them."""
+    from sipct.conformance.fuzz_run import NAT_PORTS, SERVER, UA
+
+    offer = Mutator(sdp_offers(), 1).message(0)
+    no_owner = Mutator([Seed("no-o", offer.payload.replace(b"o=a 1 1", b"=a 1 1"))], 1).message(0)
+    result = _nat_spec().packet(Packet(UA[4], NAT_PORTS[3], SERVER[4], 5060, IPPROTO_UDP, no_owner.payload), 0.0)
+    assert not result.accepted and result.new_conntrack and [ev for ev in result.events if ev.kind == "new"]
+    obs = _observation(0, 0.0, False, []) | {"ua_port": NAT_PORTS[3], "nat": True, "stale": 0}
+    report, _ = check([no_owner], [obs], ModuleParams(), HARDENED_6_1_192)
+    assert report.mismatches == 0 and report.short_lived == 2

@@ -13,10 +13,10 @@ namespace):
    the kernel's helper table says afterwards (the lab's nft objects still
    refer to it) and once the runner removed the lab;
 3. restarts it in the middle of a TCP call through NAT66
-   (nat/ipv6-tcp-seq-adjust: after the INVITE grew the phone's stream and
-   the 200 OK shrank the PBX's), so the new process must take the
-   conntrack's seqadj record over (CTA_SEQ_ADJ_*) before it rewrites the
-   ACK and BYE; the whole dialog is compared with the spec.
+   (nat/ipv6-tcp-seq-adjust: after the INVITE changed the phone's stream's
+   length), so the new process must take the conntrack's seqadj record over
+   (CTA_SEQ_ADJ_*) before it writes the PBX's and rewrites the ACK and BYE;
+   the whole dialog is compared with the spec.
 
 Everything is printed as one JSON object on stdout.
 """
@@ -109,7 +109,9 @@ def tcp_nat_restart(kernel, workdir: Path) -> dict:
     return out
 
 
-RESTART_AT = 2  # the ACK and BYE: the phone's stream has an offset, and both are rewritten
+# Before the PBX's 200 OK (step 0 is the connect): the new process rewrites it and records the PBX's
+# stream, and the ACK and BYE after it move by the phone's offset, which only the adopted record knows.
+RESTART_AT = 2
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
     """Compare ``observations`` (fuzz_run.observe) with the spec; ``report``
     and ``spec`` carry on from an earlier slice of the same run."""
     report = report if report is not None else FuzzReport()
-    late: dict[tuple, list[_Late]] = {}  # NAT messages not seen yet, by receiver (family, response)
+    late: dict[tuple, list[_Awaited]] = {}  # NAT messages not seen yet, by receiver (family, response)
     if spec is None:
         routing = LabRouting([*UA.values(), *SERVER.values()])
         spec = SipHelper(params, profile, routing.same_interface, fuzz_nat(), routing.router_owns)
@@ -163,7 +163,7 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
         found: list[tuple[str, str, str]] = []
         if obs.get("nat"):
             found += _nat_delivery(obs, result, payload, report, late,
-                                   _Late(msg, where, tuple(result.rule_ids), payload, obs.get("payload") is None))
+                                   _Awaited(msg, where, tuple(result.rule_ids), payload, obs.get("payload") is None))
         else:
             if obs["delivered"] != result.accepted:
                 found.append(("verdict", _verdict(result), "delivered" if obs["delivered"] else "not delivered"))
@@ -193,7 +193,7 @@ def check(messages: Sequence[FuzzMessage], observations: Sequence[dict], params:
 
 
 @dataclass
-class _Late:
+class _Awaited:
     """A NAT message the spec forwards whose datagram had not arrived when its
     wait ended: a drop, or a slow delivery that a later wait will see."""
 
@@ -205,14 +205,14 @@ class _Late:
     expected: bytes = b""
 
 
-def _record(report: FuzzReport, m: _Late, kind: str, spec: str, kernel: str) -> None:
+def _record(report: FuzzReport, m: _Awaited, kind: str, spec: str, kernel: str) -> None:
     report.counts[kind] += 1
     if sum(1 for x in report.examples if x.kind == kind) < EXAMPLES:
         report.examples.append(Mismatch(kind, m.msg.index, m.msg.seed, m.msg.mutations, m.where, spec, kernel,
                                         m.rules, m.payload))
 
 
-def _arrived_late(data: bytes, waiting: list[_Late], report: FuzzReport) -> bool:
+def _arrived_late(data: bytes, waiting: list[_Awaited], report: FuzzReport) -> bool:
     """``data`` is the datagram of an earlier message still waiting: delivered after all."""
     for pending in waiting:
         if pending.expected == data:
@@ -244,8 +244,8 @@ def _verdict(result) -> str:
     return "accept" if result.accepted else f"drop ({result.drop_rule.id if result.drop_rule else 'not forwarded'})"
 
 
-def _nat_delivery(obs: dict, result, payload: bytes, report: FuzzReport, late: dict[tuple, list[_Late]],
-                  this: _Late) -> list[tuple[str, str, str]]:
+def _nat_delivery(obs: dict, result, payload: bytes, report: FuzzReport, late: dict[tuple, list[_Awaited]],
+                  this: _Awaited) -> list[tuple[str, str, str]]:
     """A masqueraded master's datagram: where and what the spec says arrives,
     against what did (fuzz_run._send_nat). The receiver took the first
     datagram that came: one of an earlier message that was slow (under TCG

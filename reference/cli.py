@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sipct.spec.exitcodes import EXIT_ERROR, EXIT_OK
 
-from .natcheck import ABSENT, BUILTIN, LOADED, KernelFiles, module_state, nat_chains
+from .natcheck import (BUILTIN, FOLLOW_MASTER, FOLLOW_MASTER_DIFFERS, LOADED, KernelFiles, module_state, nat_chains,
+                       nat_sip_fix, nat_sip_state)
 
 CAP_NET_ADMIN = 12
 
@@ -58,7 +59,7 @@ def _has_net_admin() -> bool:
 def _nat_sip(config, netns: str | None, kernel: KernelFiles) -> tuple[bool, str, str]:
     """nf_nat_sip's expectfn "sip", which every NAT expectation names; needed
     when the namespace has a nat chain (an iptables-legacy nat table is not seen)."""
-    state = module_state("nf_nat_sip", "nf_nat_sip_expected", kernel)
+    state = nat_sip_state(kernel)
     if state in (LOADED, BUILTIN):
         return True, "nf_nat_sip", f"{state}: the expectfn \"sip\" for NAT expectations is registered"
     try:
@@ -67,16 +68,13 @@ def _nat_sip(config, netns: str | None, kernel: KernelFiles) -> tuple[bool, str,
         return True, "nf_nat_sip", f"not loaded; cannot tell whether this namespace NATs ({exc}): needed behind NAT"
     if not chains:
         return True, "nf_nat_sip", "not loaded, and no nft nat chain here: needed only behind NAT"
-    fix = ("this kernel has no nf_nat_sip (CONFIG_NF_NAT_SIP): use a kernel that has it"
-           if state == ABSENT else
-           "`modprobe nf_nat_sip` and add it to /etc/modules-load.d/sipct-helper.conf")
+    fix = nat_sip_fix(state)
     if config.name == "sip":
         fix += ("; it loads nf_conntrack_sip, which owns the name \"sip\": set helper.name to another name "
                 "(e.g. \"sipct\") and make it the type of the ct helper objects")
     return False, "nf_nat_sip", (f"not loaded, but this namespace NATs (nat chain {', '.join(chains)}): the helper's "
-                                 "NAT expectations fall back to expectfn \"nat-follow-master\", which sends media to "
-                                 "the master's peer instead of the SDP's address and does not pair RTP sources with "
-                                 f"their advertised ports (docs: reference-nat); {fix}")
+                                 f"NAT expectations fall back to expectfn \"{FOLLOW_MASTER}\", {FOLLOW_MASTER_DIFFERS} "
+                                 f"(docs: reference-nat); {fix}")
 
 
 def check(config, netns: str | None = None, kernel: KernelFiles = KernelFiles()) -> int:

@@ -18,8 +18,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ABSENT", "BUILTIN", "FOLLOW_MASTER", "KernelFiles", "LOADABLE", "LOADED", "module_state", "nat_chains",
-           "nat_expectfn"]
+__all__ = ["ABSENT", "BUILTIN", "FOLLOW_MASTER", "FOLLOW_MASTER_DIFFERS", "KernelFiles", "LOADABLE", "LOADED",
+           "module_state", "nat_chains", "nat_expectfn", "nat_sip_fix", "nat_sip_state"]
 
 LOADED, BUILTIN, LOADABLE, ABSENT = "loaded", "built in", "loadable", "absent"
 # nf_nat_core's generic expectfn (nf_nat_init() registers follow_master_nat): always there with NAT.
@@ -100,11 +100,26 @@ def nat_expectfn(files: KernelFiles = KernelFiles()) -> tuple[str, str | None]:
     Contact named (exp->saved_addr), and gives every one the master's
     outside address as source, without nf_nat_sip_expected()'s pairing of
     an RTP source with the port its own SDP advertised (docs/reference-nat.rst)."""
-    state = module_state("nf_nat_sip", "nf_nat_sip_expected", files)
+    state = nat_sip_state(files)
     if state in (LOADED, BUILTIN):
         return "sip", None
-    how = ("load it (modprobe nf_nat_sip, and a line in /etc/modules-load.d/) and restart the helper"
-           if state == LOADABLE else "this kernel lacks it (CONFIG_NF_NAT_SIP)")
-    return FOLLOW_MASTER, (f"nf_nat_sip is {state}: NAT expectations use expectfn {FOLLOW_MASTER}, which sends "
-                           f"media to the master's peer and not to the SDP's address and does not pair RTP "
-                           f"sources with their advertised ports; {how}")
+    restart = " and restart the helper" if state == LOADABLE else ""
+    return FOLLOW_MASTER, (f"nf_nat_sip is {state}: NAT expectations use expectfn {FOLLOW_MASTER}, "
+                           f"{FOLLOW_MASTER_DIFFERS}; {nat_sip_fix(state)}{restart}")
+
+
+# What nat-follow-master does otherwise than nf_nat_sip_expected() (docs/reference-nat.rst).
+FOLLOW_MASTER_DIFFERS = ("which sends media to the master's peer instead of the SDP's address and does not pair "
+                         "RTP sources with their advertised ports")
+
+
+def nat_sip_state(files: KernelFiles = KernelFiles()) -> str:
+    """Whether nf_nat_sip, and with it the expectfn "sip", is there (module_state())."""
+    return module_state("nf_nat_sip", "nf_nat_sip_expected", files)
+
+
+def nat_sip_fix(state: str) -> str:
+    """What to do when nf_nat_sip is not loaded or built in."""
+    if state == ABSENT:
+        return "this kernel has no nf_nat_sip (CONFIG_NF_NAT_SIP): use a kernel that has it"
+    return "`modprobe nf_nat_sip` and add it to /etc/modules-load.d/sipct-helper.conf"

@@ -173,10 +173,14 @@ class CtExpSocket(NetlinkSocket):
         return policy
 
     def close(self, code: int = errno.ECONNRESET) -> None:
-        try:
-            super().close(code)
-        finally:
-            self._raw.close()
+        # Shielded: pyroute2 closes its asyncio loop here (AsyncCoreSocket.close
+        # runs shutdown_asyncgens); a signal half-way leaves a coroutine and a
+        # pending task that complain, on stderr, when the interpreter exits.
+        with shielded():
+            try:
+                super().close(code)
+            finally:
+                self._raw.close()
 
     # -- plumbing -------------------------------------------------------
 

@@ -479,3 +479,32 @@ def test_reaping_leaves_live_conntracks_alone(subscribed: CtExpSocket, send_udp)
     assert before
     subscribed.reap_expired_conntracks()
     assert [fields(e) for e in subscribed.dump()] == [fields(e) for e in before]
+
+
+def test_a_signal_while_the_socket_closes_is_raised_once_it_is_closed(netns: str) -> None:
+    # A run interrupted while it switched labs printed "coroutine
+    # 'BaseEventLoop.shutdown_asyncgens' was never awaited" at exit: the signal
+    # had landed in pyroute2's close, which runs its asyncio loop.
+    script = f"""
+import asyncio, os, signal, time
+from sipct.netlink.interrupts import Interrupted, install
+from sipct.netlink.socket import CtExpSocket
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
+install()
+sock = CtExpSocket({netns!r})
+loop = sock.asyncore.event_loop
+shutdown = asyncio.BaseEventLoop.shutdown_asyncgens
+def signalled(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)  # the handler runs here, inside pyroute2's close
+    return shutdown(self)
+asyncio.BaseEventLoop.shutdown_asyncgens = signalled
+try:
+    sock.close()
+except Interrupted:
+    print("raised after the close:", loop.is_closed(), sock._raw.fileno() == -1)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "raised after the close: True True", out.stderr
+    assert "never awaited" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import subprocess
 from collections.abc import Sequence
 from types import TracebackType
@@ -83,7 +84,7 @@ class Lab:
         sip_ports: Sequence[int] = (5060,),
         helper: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
-        helper_type: str = "sip",
+        helper_type: str | Sequence[str] = "sip",
         tcp_rto_min: float | None = None,
     ) -> None:
         self.hosts: dict[str, HostSpec] = {h.name: h for h in hosts}
@@ -92,9 +93,11 @@ class Lab:
             raise ValueError(f"bad SIP ports {sip_ports!r}")
         self.sip_ports = tuple(int(p) for p in sip_ports)
         self.helper = helper
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,15}", helper_type):
-            raise ValueError(f"bad helper name {helper_type!r} (1-15 letters, digits, - or _)")
-        self.helper_type = helper_type
+        types = (helper_type,) if isinstance(helper_type, str) else tuple(helper_type)
+        for name in types or ("",):
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,15}", name):
+                raise ValueError(f"bad helper name {name!r} (1-15 letters, digits, - or _)")
+        self.helper_type = types[0] if len(types) == 1 else types  # several: a worker's each (render_ruleset)
         self.tcp_rto_min = tcp_rto_min
         self.nat = NatTopology()  # the nat chains loaded (set_nat)
         self.forward = "accept"  # the forward policy loaded (set_nat)
@@ -156,6 +159,13 @@ class Lab:
         return self._driver.udp_send(
             src, sport, dst, dport, payload, family=family, timeout=timeout, to=to, receive_port=receive_port
         )
+
+    def udp_socket(self, host: str, port: int, family: Family = 4) -> socket.socket:
+        """``host``'s non-blocking UDP socket bound to ``port`` (made once,
+        kept until reset()), for a caller that sends many datagrams before
+        it reads any (bench/router.py)."""
+        self._check_open()
+        return self._driver.udp_socket(host, family, port)
 
     def tcp_connect(
         self,

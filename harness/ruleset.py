@@ -7,13 +7,18 @@ from collections.abc import Sequence
 from sipct.spec.natmap import NatTopology
 
 
-def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "sip") -> str:
+def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str | Sequence[str] = "sip") -> str:
     """The router's nftables ruleset.
 
     ``helper_type`` is the name of the helper the ``ct helper`` objects
     attach (nft_ct_helper_obj_init() looks it up among kernel and userspace
     helpers alike): "sip" is nf_conntrack_sip, the reference helper runs
-    under another name next to it (sipct.harness.threeway).
+    under another name next to it (sipct.harness.threeway). Several names
+    (the reference helper's workers, sipct.reference.workers) get an object
+    each, and a new master gets one of them by the hash of its source
+    address and port (``ct helper set jhash ... mod N map``), with a fixed
+    seed (nft_jhash_init() draws a random one otherwise) so that a lab
+    spreads the same dialogs the same way.
 
     The helper is attached in a filter-priority forward chain: `ct helper
     set` needs the conntrack that the conntrack hook (priority -200) has
@@ -32,16 +37,21 @@ def render_ruleset(sip_ports: Sequence[int], helper: bool, helper_type: str = "s
             f"table inet sipct {{\n  chain forward {{ {chain}\n    ct state new counter\n  }}\n}}\n"
         )
     ports = ", ".join(str(int(p)) for p in sip_ports)
-    return (
-        "table inet sipct {\n"
-        f'  ct helper sip-udp {{ type "{helper_type}" protocol udp; l3proto inet; }}\n'
-        f'  ct helper sip-tcp {{ type "{helper_type}" protocol tcp; l3proto inet; }}\n'
-        f"  chain forward {{ {chain}\n"
-        f'    udp dport {{ {ports} }} ct helper set "sip-udp"\n'
-        f'    tcp dport {{ {ports} }} ct helper set "sip-tcp"\n'
-        "  }\n"
-        "}\n"
-    )
+    types = (helper_type,) if isinstance(helper_type, str) else tuple(helper_type)
+    lines = ["table inet sipct {"]
+    rules = []
+    for proto in ("udp", "tcp"):
+        if len(types) == 1:
+            lines.append(f'  ct helper sip-{proto} {{ type "{types[0]}" protocol {proto}; l3proto inet; }}')
+            rules.append(f'    {proto} dport {{ {ports} }} ct helper set "sip-{proto}"')
+            continue
+        for i, name in enumerate(types):
+            lines.append(f'  ct helper sip-{proto}-{i} {{ type "{name}" protocol {proto}; l3proto inet; }}')
+        spread = ", ".join(f'{i} : "sip-{proto}-{i}"' for i in range(len(types)))
+        for ip in ("ip", "ip6"):
+            rules.append(f"    {proto} dport {{ {ports} }} ct helper set jhash {ip} saddr . {proto} sport "
+                         f"mod {len(types)} seed 0x0 map {{ {spread} }}")
+    return "\n".join([*lines, f"  chain forward {{ {chain}", *rules, "  }", "}", ""])
 
 
 NAT_TABLE = "sipct_nat"

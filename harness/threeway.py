@@ -92,7 +92,7 @@ def check_kernel() -> None:
 
 
 def helper_config(params: ModuleParams, profile: KernelProfile, *, name: str = REFERENCE_HELPER,
-                  queue: int = 0, log_level: str = "info") -> str:
+                  queue: int = 0, log_level: str = "info", workers: int = 1) -> str:
     """The daemon's configuration (docs/reference.rst) for a run under ``params``
     and ``profile``: the kernel helper's module parameters, mirrored."""
     ports = ", ".join(str(p) for p in params.ports)
@@ -100,6 +100,7 @@ def helper_config(params: ModuleParams, profile: KernelProfile, *, name: str = R
         "[helper]\n"
         f'name = "{name}"\n'
         f"queue = {queue}\n"
+        f"workers = {workers}\n"
         'fail_policy = "open"\n'
         f'profile = "{profile.name}"\n'
         "[sip]\n"
@@ -219,7 +220,8 @@ class ReferenceRunner:
     it, removes the lab and unregisters the helper."""
 
     def __init__(self, dialogs: Sequence[Dialog], params: ModuleParams, profile: KernelProfile, *,
-                 drop_timeout: float = DROP_TIMEOUT, workdir: Path | None = None, log_level: str = "info") -> None:
+                 drop_timeout: float = DROP_TIMEOUT, workdir: Path | None = None, log_level: str = "info",
+                 workers: int = 1) -> None:
         from sipct.reference.config import load_config
         from sipct.reference.netlink.socket import HelperSocket
 
@@ -228,7 +230,7 @@ class ReferenceRunner:
         self.workdir = Path(tempfile.mkdtemp(prefix="sipct-reference-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "helper.toml"
-        config_path.write_text(helper_config(params, profile, log_level=log_level))
+        config_path.write_text(helper_config(params, profile, log_level=log_level, workers=workers))
         self.config = load_config(config_path)
         self.log = self.workdir / "helper.log"
         self.log.write_bytes(b"")  # a kept workdir: this runner's daemon only
@@ -243,7 +245,7 @@ class ReferenceRunner:
                     control.register(helper)
             self._registered = True
             self.lab = Lab(lab_hosts(dialogs), sip_ports=params.ports, timeout=drop_timeout,
-                           helper_type=self.config.name, tcp_rto_min=TCP_RTO_MIN)
+                           helper_type=self.config.names, tcp_rto_min=TCP_RTO_MIN)
             self.daemon = ReferenceDaemon(self.lab.router_netns, config_path, self.log)
             self.daemon.start()
             self._runner = DialogRunner(self.lab, drop_timeout=drop_timeout)
@@ -270,7 +272,7 @@ class ReferenceRunner:
             raise RuntimeError(f"sipct helper is gone (exit status {self.daemon.proc and self.daemon.proc.returncode}): "
                                f"{self.daemon.log_tail()}")
         run = self._runner.run(dialog, ports, expected, predicted=predicted, on_step=on_step)
-        return as_kernel_helper(run, self.config.name)
+        return as_kernel_helper(run, self.config.names)
 
     def close(self) -> None:
         """Stop the daemon, remove the lab, unregister the helper (retried:
@@ -313,13 +315,14 @@ class ReferenceRunner:
         self.close()
 
 
-def _renamed(e: Expectation, name: str) -> Expectation:
-    return replace(e, helper=HELPER_NAME) if e.helper == name else e
+def _renamed(e: Expectation, names: tuple[str, ...]) -> Expectation:
+    return replace(e, helper=HELPER_NAME) if e.helper in names else e
 
 
-def as_kernel_helper(run: KernelRun, name: str) -> KernelRun:
-    """``run`` with the reference helper's name in its expectations replaced by
-    the kernel helper's ("sip"), the name the spec predicts."""
+def as_kernel_helper(run: KernelRun, name: str | tuple[str, ...]) -> KernelRun:
+    """``run`` with the reference helper's name (or its workers' names) in its
+    expectations replaced by the kernel helper's ("sip"), the name the spec predicts."""
+    name = (name,) if isinstance(name, str) else name
     steps = [replace(s, expectations=tuple(_renamed(e, name) for e in s.expectations),
                      events=tuple(replace(ev, expectation=_renamed(ev.expectation, name)) for ev in s.events))
              for s in run.steps]

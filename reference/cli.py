@@ -105,9 +105,9 @@ def check(config, netns: str | None = None, kernel: KernelFiles = KernelFiles())
         with HelperSocket(netns) as sock:
             try:
                 helpers = sock.helpers()
-                ours = [h for h in helpers if h.name == config.name]
+                ours = [h for h in helpers if h.name in config.names]
                 report(True, "nfnetlink_cthelper",
-                       f"{len(helpers)} userspace helper(s) registered" + (f", {len(ours)} named {config.name!r} "
+                       f"{len(helpers)} userspace helper(s) registered" + (f", {len(ours)} named {', '.join(map(repr, config.names))} "
                                                                           "(will be updated)" if ours else ""))
             except NetlinkError as exc:
                 report(False, "nfnetlink_cthelper", netlink_text(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 TRANSPORTS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
 FAIL_POLICIES = ("open", "closed")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_WORKERS = 64
 EXPECT_MAX_SYSCTL = Path("/proc/sys/net/netfilter/nf_conntrack_expect_max")
 
 # section -> key -> default (None: required to be absent or derived)
@@ -41,6 +42,7 @@ KEYS: dict[str, dict[str, Any]] = {
         "profile": "auto",
         "resync_interval": 60,
         "event_rcvbuf": 0,
+        "workers": 1,
     },
     "sip": {
         "ports": [5060],
@@ -84,6 +86,8 @@ class HelperConfig:
     expect_max_auto: bool = True
     log_level: str = "info"
     path: Path | None = None
+    workers: int = 1  # processes, each with helpers and queues of its own (worker())
+    worker_index: int | None = None  # set in a worker's own configuration
 
     @property
     def fail_open(self) -> bool:
@@ -94,7 +98,33 @@ class HelperConfig:
 
     @property
     def queues(self) -> tuple[int, ...]:
-        return tuple(sorted({self.queue_for(p) for p in self.transports}))
+        """This process's queues; with workers, every worker's (worker_configs())."""
+        return tuple(sorted({q for w in self.worker_configs() for q in (w.queue_for(p) for p in w.transports)}))
+
+    def worker(self, index: int) -> HelperConfig:
+        """Worker ``index``'s own configuration: helper ``<name>-<index>`` on
+        queue ``queue + index`` (and ``tcp_queue + index``).  The kernel
+        queues a conntrack's packets to its helper's one queue
+        (nfnl_userspace_cthelper()), so the fan-out is the ruleset's: it
+        picks a helper per new conntrack (``ct helper set jhash ... map``),
+        and every packet of that master then reaches the same worker."""
+        if self.workers == 1:
+            return self
+        if self.worker_index is not None or not 0 <= index < self.workers:
+            raise ValueError(f"no worker {index} of {self.workers}")
+        return replace(self, name=f"{self.name}-{index}", queue=self.queue + index,
+                       tcp_queue=None if self.tcp_queue is None else self.tcp_queue + index, worker_index=index)
+
+    def worker_configs(self) -> list[HelperConfig]:
+        """Every process's configuration (this one's alone in a worker)."""
+        if self.workers == 1 or self.worker_index is not None:
+            return [self]
+        return [self.worker(i) for i in range(self.workers)]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The helper names registered: ``name``, or one per worker."""
+        return tuple(w.name for w in self.worker_configs())
 
     def kernel_profile(self, release: str | None = None) -> KernelProfile:
         """The configured profile; "auto": the running kernel's."""
@@ -122,8 +152,8 @@ class HelperConfig:
         the kernel helper's classes, limits (1/4/4/2) and timeouts (180 s)."""
         policies = tuple(ExpectPolicy(SIP_EXPECT_POLICY[k].name, SIP_EXPECT_POLICY[k].max_expected,
                                       SIP_EXPECT_POLICY[k].timeout) for k in ExpectClass)
-        return [UserspaceHelper(self.name, family, proto, self.queue_for(proto), policies, MasterState.SIZE)
-                for family in self.families for proto in self.transports]
+        return [UserspaceHelper(w.name, family, proto, w.queue_for(proto), policies, MasterState.SIZE)
+                for w in self.worker_configs() for family in self.families for proto in self.transports]
 
 
 def _line_of(text: str, section: str | None, key: str | None) -> int | None:
@@ -208,6 +238,23 @@ def parse_config(text: str, path: Path | str | None = None) -> HelperConfig:
     event_rcvbuf = get("helper", "event_rcvbuf")
     if event_rcvbuf != 0 or isinstance(event_rcvbuf, bool):
         event_rcvbuf = integer("helper", "event_rcvbuf", 1024, 1 << 30)
+    workers = integer("helper", "workers", 1, MAX_WORKERS)
+    if workers > 1 and len(f"{name}-{workers - 1}") >= NF_CT_HELPER_NAME_LEN:
+        raise fail("helper", "name", f"{name!r} is too long for {workers} workers: the worker helpers are named "
+                                     f"{name}-0 to {name}-{workers - 1}, at most {NF_CT_HELPER_NAME_LEN - 1} "
+                                     "characters")
+    queue = integer("helper", "queue", 0, 65535)
+    udp_queues = set(range(queue, queue + workers))
+    if max(udp_queues) > 65535:
+        raise fail("helper", "workers", f"queues {queue} to {queue + workers - 1} (one per worker) go past 65535")
+    if tcp_queue is not None:
+        tcp_queues = set(range(tcp_queue, tcp_queue + workers))
+        if max(tcp_queues) > 65535:
+            raise fail("helper", "workers", f"tcp queues {tcp_queue} to {tcp_queue + workers - 1} (one per worker) "
+                                            "go past 65535")
+        if workers > 1 and tcp_queue != queue and udp_queues & tcp_queues:
+            raise fail("helper", "tcp_queue", f"the workers' queues {queue}-{queue + workers - 1} and tcp queues "
+                                              f"{tcp_queue}-{tcp_queue + workers - 1} overlap")
     profile = get("helper", "profile")
     if profile != "auto" and profile not in PROFILES:
         raise fail("helper", "profile", f"expected \"auto\" or one of {', '.join(PROFILES)}, got {profile!r}")
@@ -238,7 +285,7 @@ def parse_config(text: str, path: Path | str | None = None) -> HelperConfig:
         name=name,
         families=names("helper", "families", FAMILIES),
         transports=names("helper", "transports", TRANSPORTS),
-        queue=integer("helper", "queue", 0, 65535),
+        queue=queue,
         tcp_queue=tcp_queue,
         queue_maxlen=integer("helper", "queue_maxlen", 1, 1 << 31),
         fail_policy=choice("helper", "fail_policy", FAIL_POLICIES),
@@ -249,6 +296,7 @@ def parse_config(text: str, path: Path | str | None = None) -> HelperConfig:
         expect_max_auto=expect_max_auto,
         log_level=choice("log", "level", LOG_LEVELS),
         path=Path(path) if path is not None else None,
+        workers=workers,
     )
 
 

@@ -58,15 +58,16 @@ SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; Python's socket module does not n
 LOST_EVENTS = "lost events"  # the resynchronisation after the event socket overflowed
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr; without timestamps under systemd (journald adds them)."""
-    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-        "%(asctime)s %(levelname)s %(message)s"
+def setup_logging(level: str, worker: int | None = None) -> None:
+    """Log to stderr; without timestamps under systemd (journald adds them);
+    a worker's lines say which worker wrote them."""
+    fmt = "%(levelname)s " if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s "
+    fmt += "%(message)s" if worker is None else f"worker {worker}: %(message)s"
     root = logging.getLogger("sipct")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in root.handlers:
         handler.setFormatter(logging.Formatter(fmt))
-        root.addHandler(handler)
     root.setLevel(level.upper())
 
 
@@ -420,10 +421,14 @@ class HelperDaemon:
         except Exception as exc:
             log.error("SIGHUP: %s (keeping the running configuration)", exc)
             return
-        setup_logging(fresh.log_level)
-        changed = [k for k in ("name", "families", "transports", "queue", "tcp_queue", "queue_maxlen",
-                               "fail_policy", "profile", "resync_interval", "event_rcvbuf", "params")
-                   if getattr(fresh, k) != getattr(self.config, k)]
+        setup_logging(fresh.log_level, self.config.worker_index)
+        index = self.config.worker_index
+        changed = ["workers"] if index is not None and fresh.workers != self.config.workers else []
+        if index is not None and index < fresh.workers:
+            fresh = fresh.worker(index)
+        changed += [k for k in ("name", "families", "transports", "queue", "tcp_queue", "queue_maxlen",
+                                "fail_policy", "profile", "resync_interval", "event_rcvbuf", "params")
+                    if getattr(fresh, k) != getattr(self.config, k)]
         log.info("SIGHUP: log level %s%s", fresh.log_level,
                  f"; changed but only applied by a restart: {', '.join(changed)}" if changed else "")
 
@@ -440,7 +445,10 @@ class HelperDaemon:
 def run(config: HelperConfig, netns: str | None = None) -> int:
     """Start, serve until SIGTERM/SIGINT, stop. Exit status 0, or 2 when it
     could not start (the reason is logged)."""
-    setup_logging(config.log_level)
+    if config.workers > 1 and config.worker_index is None:
+        from .workers import supervise
+        return supervise(config, netns)
+    setup_logging(config.log_level, config.worker_index)
     daemon = HelperDaemon(config, netns=netns)
     wakeup = daemon.install_signal_handlers()
     try:

@@ -78,6 +78,28 @@ def test_registrations_carry_the_kernel_policies() -> None:
         assert (r.name, r.priv_data_len, r.enabled) == ("sip", 12, True)
 
 
+def test_workers_are_helpers_of_their_own_on_queues_of_their_own() -> None:
+    config = parse_config('[helper]\nname = "sipct"\nqueue = 4\ntcp_queue = 10\nworkers = 3\n')
+    workers = config.worker_configs()
+    assert [(w.name, w.queue, w.tcp_queue, w.worker_index) for w in workers] == [
+        ("sipct-0", 4, 10, 0), ("sipct-1", 5, 11, 1), ("sipct-2", 6, 12, 2)]
+    assert config.names == ("sipct-0", "sipct-1", "sipct-2")
+    assert config.queues == (4, 5, 6, 10, 11, 12)
+    assert workers[1].queues == (5, 11) and workers[1].worker_configs() == [workers[1]]
+    regs = config.registrations()
+    assert len(regs) == 3 * 2 * 2
+    assert {(r.name, r.l4proto, r.queue_num) for r in regs} == {
+        (f"sipct-{i}", proto, base + i) for i in range(3) for proto, base in ((17, 4), (6, 10))}
+    assert workers[2].registrations() == [r for r in regs if r.name == "sipct-2"]
+    # One queue for both transports stays allowed: each worker's UDP and TCP share it.
+    shared = parse_config("[helper]\nqueue = 0\ntcp_queue = 0\nworkers = 2\n")
+    assert [w.queues for w in shared.worker_configs()] == [(0,), (1,)]
+    single = parse_config("")
+    assert single.workers == 1 and single.worker(0) is single and single.names == ("sip",)
+    with pytest.raises(ValueError):
+        workers[0].worker(1)
+
+
 def test_auto_profile_and_expect_max(monkeypatch, tmp_path) -> None:
     config = parse_config("")
     assert config.kernel_profile("6.1.0-56-amd64").name  # some profile, from the release
@@ -102,6 +124,10 @@ def test_auto_profile_and_expect_max(monkeypatch, tmp_path) -> None:
     ("[sip]\nsip_direct_media = 2\n", "sip.sip_direct_media", 2, "true/false"),
     ("[sip]\nsip_timeout = -5\n", "sip.sip_timeout", 2, "whole number"),
     ("[log]\nlevel = \"loud\"\n", "log.level", 2, "'debug'"),
+    ("[helper]\nworkers = 0\n", "helper.workers", 2, "1 to 64"),
+    ("[helper]\nname = \"a-longer-helper\"\nworkers = 10\n", "helper.name", 2, "a-longer-helper-9"),
+    ("[helper]\nqueue = 65535\nworkers = 2\n", "helper.workers", 3, "go past 65535"),
+    ("[helper]\nqueue = 0\ntcp_queue = 1\nworkers = 2\n", "helper.tcp_queue", 3, "overlap"),
     ("[logging]\nlevel = \"info\"\n", None, 1, "unknown section [logging]"),
     ("[helper]\nqueue = \n", None, 2, "not valid TOML"),
     ("helper = 3\n", "[helper]", None, "must be a table"),

@@ -193,6 +193,25 @@ def test_sigterm_unbinds_and_leaves_a_referenced_helper_disabled(lifecycle) -> N
     assert lifecycle["helpers_after_close"] == []
 
 
+def test_two_workers_share_the_masters_and_agree_with_the_spec(lifecycle) -> None:
+    w = lifecycle["workers"]
+    assert w["names"] == ["sipct-0", "sipct-1"] and w["children"] == 2
+    for rounds in w["rounds"]:
+        assert [d["dialog"] for d in rounds] and all(not d["divergences"] for d in rounds), rounds
+        # The ruleset's hash gave masters to both workers.
+        assert {h for d in rounds for h in d["helpers"]} == {"sipct-0", "sipct-1"}, rounds
+
+
+def test_a_killed_worker_is_restarted_and_sigterm_stops_them_all(lifecycle) -> None:
+    w = lifecycle["workers"]
+    assert w["restarted"] and w["supervisor_alive"], w["log"][-3000:]
+    assert "worker 0 (pid" in w["log"] and "ended (signal SIGKILL): restarting it" in w["log"]
+    assert w["exit_code"] == 0
+    # The lab's nft objects still named them: each worker left its helpers registered but disabled.
+    assert w["helpers_after_stop"] == [], w["log"][-3000:]
+    assert "Traceback" not in w["log"]
+
+
 def test_the_three_way_suite_keeps_the_daemons_log(installed_kernel, tmp_path, capsys) -> None:
     """`sipct conformance --helper reference --kernel`: the examples and curated
     dialogs (UDP, TCP, IPv6, TCP over IPv6 behind NAT) and a few generated

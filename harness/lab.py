@@ -28,6 +28,7 @@ import re
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -66,6 +67,7 @@ __all__ = [
 # -- the lab -----------------------------------------------------------------
 
 _RTAX_RTO_MIN = 13  # include/uapi/linux/rtnetlink.h
+LINKS_UP_TIMEOUT = 10.0  # seconds a new lab's links may take to come up (Lab._wait_links_up)
 
 
 class Lab:
@@ -295,11 +297,36 @@ class Lab:
                            {**HOST_SYSCTLS, **(SLOW_HELPER_SYSCTLS if self.tcp_rto_min is not None else {})})
         self._build_links()
         self._load_ruleset()
+        self._wait_links_up()
         with in_netns(self._fds[self.router_netns]):
             self._ct = NFCTSocket()
             self._ct.count()  # makes this thread's socket now, in here
         if self.helper:
             self._open_drops()
+
+    def _wait_links_up(self, timeout: float = LINKS_UP_TIMEOUT) -> None:
+        """Wait until every link of the lab is operationally up.
+
+        A new veth or bridge carries traffic only once the linkwatch work
+        has run for it (linkwatch_do_dev(): dev_activate() swaps the noop
+        qdisc, which drops everything, for the real one, and the bridge
+        port starts forwarding). linkwatch runs at most once a second
+        (linkwatch_schedule_work()), so a lab built within a second of
+        another lab's build or teardown can see its first datagram dropped:
+        the curated dialogs' lost first packets. rfc2863_policy() sets the
+        operstate in that same work item, under the RTNL lock that our dump
+        takes too, so "UP" means the whole of it has run."""
+        deadline = time.monotonic() + timeout
+        for name in self.namespaces:
+            with self._rtnl(name) as ipr:
+                while True:
+                    down = [link.get("IFLA_IFNAME") for link in ipr.get_links()
+                            if link.get("IFLA_IFNAME") != "lo" and link.get("IFLA_OPERSTATE") != "UP"]
+                    if not down:
+                        break
+                    if time.monotonic() > deadline:
+                        raise LabError(f"links {', '.join(map(str, down))} of {name} not up within {timeout:.0f} s")
+                    time.sleep(0.01)
 
     def _open_drops(self) -> None:
         """The router's drop log: a shortcut past the delivery time-out, so a

@@ -52,7 +52,7 @@ R={share}
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH PYTHONDONTWRITEBYTECODE=1
 for m in {modules}; do modprobe "$m" 2>> "$R/modprobe.err" || echo "$m" >> "$R/missing-modules"; done
-{python} {script} --in-guest "$R" --calls {calls} --in-flight {in_flight} --workers {workers} \
+{python} {script} --in-guest "$R" --calls {calls} --in-flight {in_flight} --workers {workers} {profile}\
     > "$R/result.json" 2> "$R/stderr"
 echo $? > "$R/rc"
 """
@@ -156,6 +156,46 @@ def masters_per_helper(netns: str) -> dict[str, int]:
     return counts
 
 
+def profile_helper(out: Path) -> None:
+    """Run every ``sipct helper`` of this process under cProfile: one stats
+    file per process in ``out`` (a worker's too: the fork inherits it)."""
+    import sipct.harness.threeway as threeway
+
+    wrapper = out / "sipct-profiled"
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(HERE))} --profiled "
+                       f"{shlex.quote(str(out))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    threeway._sipct_command = lambda: str(wrapper)
+
+
+def profiled(out: Path, argv: list[str]) -> int:
+    """``sipct`` under cProfile; each process (workers included) writes
+    ``helper-<pid>.prof`` when it ends."""
+    import atexit
+    import cProfile
+
+    from sipct.cli.main import main as sipct_main
+
+    profiler = cProfile.Profile()
+    owner = os.getpid()
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(str(out / f"helper-{os.getpid()}.prof"))
+
+    atexit.register(dump)  # the supervisor or a single helper
+    real_exit = os._exit
+
+    def exit_with_stats(status: int) -> None:  # a worker ends by os._exit (sipct.reference.workers)
+        if os.getpid() != owner:
+            dump()
+        real_exit(status)
+
+    os._exit = exit_with_stats
+    profiler.enable()
+    return sipct_main(argv)
+
+
 def in_guest(out: Path, calls: int, in_flight: int, workers: int) -> dict:
     from common import call_dialog
 
@@ -196,7 +236,8 @@ def in_guest(out: Path, calls: int, in_flight: int, workers: int) -> dict:
 
 # --- on the host ------------------------------------------------------------------------------------
 
-def boot(kernel_name: str, calls: int, in_flight: int, workers: int, timeout: float) -> dict:
+def boot(kernel_name: str, calls: int, in_flight: int, workers: int, timeout: float,
+         profile: Path | None = None) -> dict:
     from sipct.harness.vmboot import boot_script
     from sipct.harness.vmkernels import VmKernel
 
@@ -207,10 +248,14 @@ def boot(kernel_name: str, calls: int, in_flight: int, workers: int, timeout: fl
     try:
         (share / "guest.sh").write_text(GUEST_SCRIPT.format(
             share=shlex.quote(str(share)), modules=" ".join(GUEST_MODULES), python=shlex.quote(sys.executable),
-            script=shlex.quote(str(HERE)), calls=calls, in_flight=in_flight, workers=workers))
+            script=shlex.quote(str(HERE)), calls=calls, in_flight=in_flight, workers=workers,
+            profile=f"--profile {shlex.quote(str(share / 'profile'))} " if profile else ""))
         if not boot_script(kernel, share, timeout):
             raise SystemExit(f"the guest did not finish within {timeout:.0f} s: "
                              f"{(work / 'vng.log').read_text(errors='replace')[-2000:]}")
+        if profile is not None:
+            for stats in (share / "profile").glob("*.prof"):
+                shutil.copy(stats, profile / stats.name)
         try:
             return json.loads((share / "result.json").read_text())
         except json.JSONDecodeError:
@@ -220,21 +265,33 @@ def boot(kernel_name: str, calls: int, in_flight: int, workers: int, timeout: fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--kernel", default="6.1.0-56-amd64", help="VM kernel (default 6.1.0-56-amd64 = 6.1.192)")
     parser.add_argument("--calls", type=int, default=100, help="calls per configuration (4 messages each)")
     parser.add_argument("--in-flight", type=int, default=16, help="calls at once in the pipelined measure")
     parser.add_argument("--workers", type=int, default=2, help="the reference helper's workers (helper.workers)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds the boot may take")
     parser.add_argument("--json", type=Path, help="write the numbers as JSON")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run the reference helper under cProfile; its stats files go to DIR")
     parser.add_argument("--in-guest", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--profiled", type=Path, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.profiled:
+        sys.exit(profiled(args.profiled, rest))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.workers < 2:
         parser.error("--workers: 2 or more (1 worker is measured anyway)")
     if args.in_guest:
+        if args.profile:
+            args.profile.mkdir(exist_ok=True)
+            profile_helper(args.profile)
         json.dump(in_guest(args.in_guest, args.calls, args.in_flight, args.workers), sys.stdout)
         return
-    r = boot(args.kernel, args.calls, args.in_flight, args.workers, args.timeout)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    r = boot(args.kernel, args.calls, args.in_flight, args.workers, args.timeout, args.profile)
     if args.json:
         args.json.write_text(json.dumps(r, indent=1))
     n, k, ref = r["none"], r["kernel"], r["reference"]

@@ -13,9 +13,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 
-# sip-tester: SIPp, the user agents of `sipct observe`; tshark: the tests read `sipct run --pcap` back with it.
+# sip-tester: SIPp, the user agents of `sipct observe`; tshark: the tests read `sipct run --pcap` back with it;
+# conntrack: the VM tests and bench/router.py count the conntracks per helper with `conntrack -L`.
 packages=(python3 python3-venv python3-pip nftables iproute2 kmod sip-tester)
-[ $dev -eq 1 ] && packages+=(graphviz tshark)
+[ $dev -eq 1 ] && packages+=(graphviz tshark conntrack)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

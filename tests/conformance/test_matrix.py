@@ -111,7 +111,7 @@ def test_guest_arguments():
     args = args_for("--kernel", "x", "--seed", "5", "--examples", "10")
     default, _, extra = boot_groups(scenario_dialogs())
     argv, inputs = guest_argv(args, default)
-    assert argv[:6] == ["--json", "report.json", "--out", "out", "--seed", "5"]
+    assert argv[:8] == ["--json", "report.json", "--out", "out", "--seed", "5", "--labs", "1"]  # one lab in a guest
     assert argv[-2:] == ["--dialog-files", f"in/{GENERATED_FOLDER}"]
     assert "--no-curated" not in argv and inputs == {}
     argv, _ = guest_argv(args, extra)

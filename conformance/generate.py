@@ -23,10 +23,12 @@ each direction, from the media port to the port the other side offered.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from hypothesis import strategies as st
+from hypothesis import strategies as hypothesis_strategies
 
 from sipct.spec.dialog import Connect, Dialog, Endpoint, Send, Step, Wait
 from sipct.spec.expectation import IPPROTO_TCP, IPPROTO_UDP, Address, ConnTuple
@@ -34,6 +36,37 @@ from sipct.spec.natmap import DestinationNat, NatTopology, SourceNat
 from sipct.spec.predict import Unpredictable, predict
 from sipct.spec.topology import network_of, router_address
 from sipct.harness.wire import LAB_WIRE
+
+class _MadeOnce:
+    """``hypothesis.strategies``, but a strategy of the same arguments is made
+    once: the composites below ask for ``integers(0, 9)`` or a
+    ``sampled_from([...])`` in every draw, and a fresh strategy costs more to
+    check (``validate()``, ``is_empty``) and to look up in Hypothesis's own
+    cache than the draw it makes. The same strategies, so the same dialogs for
+    a seed. Arguments that cannot be hashed make a fresh one, as before.
+    ``just`` is not among them: ``one_of(just(200), just(200), ...)`` weighs
+    200 twice only while the two are different objects."""
+
+    _cached = frozenset({"integers", "booleans", "sampled_from", "lists", "one_of"})
+
+    def __getattr__(self, name: str) -> Any:
+        make = getattr(hypothesis_strategies, name)
+        if name not in self._cached:
+            return make
+        once = functools.lru_cache(maxsize=None)(make)
+
+        def made(*args: Any, **kwargs: Any) -> Any:
+            args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
+            try:
+                return once(*args, **kwargs)
+            except TypeError:  # unhashable: a strategy of its own
+                return make(*args, **kwargs)
+
+        setattr(self, name, made)
+        return made
+
+
+st: Any = _MadeOnce()
 
 HOSTS = {
     4: {"ua": "192.0.2.2", "ua2": "192.0.2.3", "server": "198.51.100.2", "third": "203.0.113.2"},

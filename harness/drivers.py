@@ -118,6 +118,7 @@ class TcpConnection:
         # Set once a send went undelivered: the dropped segment is still in
         # the sender's retransmit queue and a FIN would queue behind it.
         self._broken = False
+        self.close_timed_out = False
         self.aborted_after_drop = False
         self.client_endpoint: Endpoint = client.getsockname()[:2]
         self.server_endpoint: Endpoint = server.getsockname()[:2]
@@ -198,7 +199,11 @@ class TcpConnection:
         if self.closed:
             return
         try:
-            if self._path_broken() or not self._close_gracefully(time.monotonic() + timeout):
+            if self._path_broken():
+                _abort(self._server)
+                _abort(self._client)
+            elif not self._close_gracefully(time.monotonic() + timeout):
+                self.close_timed_out = True  # the path looked whole, yet the FINs did not get through
                 _abort(self._server)
                 _abort(self._client)
         finally:
@@ -357,6 +362,7 @@ class SocketDriver:
         # Datagrams that arrived after udp_send() had given up on them: a
         # "dropped" verdict that was only a slow delivery.
         self.stragglers = 0
+        self.close_timeouts = 0  # TCP connections reset because their graceful close timed out
         self._listeners: dict[tuple[str, int, int], socket.socket] = {}
         self._connections: list[TcpConnection] = []
         # The router's drop log, when the lab has one: a send stops waiting once it logs the packet's drop.
@@ -526,12 +532,16 @@ class SocketDriver:
                 ssock.close()
             raise
         conn = TcpConnection(
-            csock, ssock, default_timeout=self.default_timeout, on_close=self._connections.remove, drops=self.drops
+            csock, ssock, default_timeout=self.default_timeout, on_close=self._closed, drops=self.drops
         )
         self._connections.append(conn)
         return conn
 
     # -- lifecycle -------------------------------------------------------
+
+    def _closed(self, conn: TcpConnection) -> None:
+        self._connections.remove(conn)
+        self.close_timeouts += conn.close_timed_out
 
     def reset(self) -> None:
         """Close every TCP connection and drop datagrams nobody read."""

@@ -200,6 +200,12 @@ class Lab:
         (after draining every host socket now)."""
         return self._driver.sweep_stragglers()
 
+    @property
+    def close_timeouts(self) -> int:
+        """How many TCP connections so far were reset because their graceful
+        close timed out although no segment was missing."""
+        return self._driver.close_timeouts
+
     def reset(self) -> None:
         """Make the lab as good as new for the next dialog.
 

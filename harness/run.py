@@ -138,8 +138,11 @@ class DialogRunner:
              task: Doing, on_step: Callable[[Lab, int], None] | None,
              predicted: Sequence[StepPrediction] | None = None) -> KernelRun:
         lab, names = self._lab_for(dialog, ports)
-        lab.set_nat(dialog.nat, dialog.forward)
+        # Reset first: the last dialog's TCP connections close under the
+        # rules they were made under (a new forward policy or NAT table
+        # dropped their FINs, and each close waited for its time-out).
         lab.reset()
+        lab.set_nat(dialog.nat, dialog.forward)
         result = KernelRun(dialog)
         ctexp, listener = self._sockets(lab)
         try:

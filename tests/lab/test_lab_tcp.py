@@ -64,3 +64,46 @@ def test_graceful_close_allows_reusing_the_same_ports(clean_lab: Lab) -> None:
         assert conn.send(True, [message]).delivered
         clean_lab.reset()
         assert conn.closed
+
+
+MASQUERADED_TCP = """
+name: masq-tcp
+hosts: {ua: 192.0.2.2, server: 198.51.100.2}
+nat:
+  - masquerade: 192.0.2.0/24
+steps:
+  - connect: ua:5060 -> server:5060
+  - send: ua:5060 -> server:5060
+    transport: tcp
+    message: |
+      OPTIONS sip:b@{server.uri} SIP/2.0
+      Via: SIP/2.0/TCP {ua.uri}:5060;branch=z9hG4bK1
+      From: <sip:a@{ua.uri}>;tag=1
+      To: <sip:b@{server.uri}>
+      Call-ID: 1@{ua}
+      CSeq: 1 OPTIONS
+      Content-Length: 0
+
+"""
+
+
+def test_the_last_dialog_s_connections_close_before_the_next_dialog_s_rules_load() -> None:
+    # The next dialog's NAT table was loaded before the lab closed the last
+    # dialog's TCP connections: with the masquerade's chains gone no nat hook
+    # translated the server's FIN back (it reached the router, which answered
+    # RST), and each close waited for its time-out.
+    from dataclasses import replace
+
+    from sipct.harness.run import DialogRunner
+    from sipct.harness.wire import LAB_WIRE
+    from sipct.spec.dialog import parse_dialog
+    from sipct.spec.natmap import NatTopology
+    from sipct.spec.predict import predict
+
+    masqueraded = parse_dialog(MASQUERADED_TCP, "masq-tcp")
+    with DialogRunner() as runner:
+        for dialog in (masqueraded, replace(masqueraded, nat=NatTopology()), masqueraded):
+            prediction = predict(dialog, wire=LAB_WIRE)
+            run = runner.run(dialog, (5060,), [s.delivered for s in prediction.steps], predicted=prediction.steps)
+            assert all(step.delivered is not False for step in run.steps)
+        assert runner._lab is not None and runner._lab.close_timeouts == 0

@@ -72,9 +72,10 @@ def add_conformance_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_conformance)
 
 
-# Two labs: the sipct process generates and judges while a worker's lab waits
-# (bench/harness.py: 1.93x on 2 cores). A VM guest runs one (matrixplan).
-DEFAULT_LABS = 2
+# Four labs: the sipct process generates and judges while the labs wait (a
+# curated wait step sleeps seconds); bench/harness.py on 2 cores: 62.5 dialogs/s in 2
+# labs, 74.5 in 3, 80.4 in 4, 27.5 in one. A VM guest runs one (matrixplan).
+DEFAULT_LABS = 4
 
 
 def _jobs(text: str) -> int:

@@ -170,7 +170,12 @@ class Suite:
         # plan None when they cannot run here); and the findings of those judged.
         self._waiting: deque[tuple[Plan | None, str]] = deque()
         self._judged: list[list[Finding]] = []
-        self._diverged = False  # whether one of them has an unregistered finding
+        self._diverged = False  # whether a generated one has an unregistered finding
+        # The stats as they were before the first generated dialog was judged
+        # (what a divergence there goes back to), and the reproducer phases
+        # still to check once their dialogs are judged: (first index in _judged, entries).
+        self._before_generated: Stats | None = None
+        self._reproducers: list[tuple[int, list]] = []
 
     def close(self) -> None:
         self._runner.close()
@@ -302,23 +307,47 @@ class Suite:
                 observed = self._pool.next_result(block=block)
                 if observed is None:
                     return
+                if kind == "generated" and self._before_generated is None:
+                    # Judged in order: everything before the generated part is in.
+                    self._before_generated = copy.deepcopy(self.stats)
                 findings = self.judge(plan, observed, kind)
-                self._diverged = self._diverged or any(f.known is None for f in findings)
+                if kind == "generated":
+                    self._diverged = self._diverged or any(f.known is None for f in findings)
             self._waiting.popleft()
             self._judged.append(findings)
 
     def _pooled(self, dialogs: list[Dialog], kind: str, hosts: tuple[HostSpec, ...] | None,
-                drop_timeout: float) -> list[list[Finding]]:
-        start = len(self._judged)
+                drop_timeout: float, *, block: bool = True) -> None:
         for dialog in dialogs:
             self._submit(dialog, kind, hosts, drop_timeout)
-        self._collect(block=True)
-        return self._judged[start:]
+        if block:
+            self._collect(block=True)
+
+    def finish(self) -> None:
+        """Judge what the labs still run and check the reproducers' entries.
+        The curated dialogs and the reproducers do not wait for their last
+        results in parallel labs: a lab that sleeps through a dialog's wait
+        step (a registration's expiry) leaves the other labs to the next
+        part. The generated parts call this; idempotent."""
+        if self.labs <= 1:
+            return  # one lab judges each dialog as it runs
+        if self._waiting:
+            self._collect(block=True)
+        for start, entries in self._reproducers:
+            self._stale_entries(entries, self._judged[start:start + len(entries)])
+        self._reproducers.clear()
+
+    def _stale_entries(self, entries: list, outcomes) -> None:
+        for entry, findings in zip(entries, outcomes):
+            if not any(f.known == entry.id for f in findings):
+                self.stats.stale_entries.append(
+                    f"{entry.id}: its reproducer {entry.reproducer.name} no longer diverges on "
+                    f"{self.kernel.release} (profile {self.profile.name}) - remove or update the entry")
 
     # --- the parts of a run ---------------------------------------------------------------------------
     def run_curated(self, curated: list[Dialog]) -> None:
         if self.labs > 1:
-            self._pooled(curated, "curated", None, DROP_TIMEOUT)
+            self._pooled(curated, "curated", None, DROP_TIMEOUT, block=False)  # finish() judges the last
             return
         for dialog in curated:
             self.check(dialog, "curated")
@@ -328,14 +357,11 @@ class Suite:
 
         entries = [e for e in self.registry if e.reproducer is not None and self.profile.name in e.kernels]
         if self.labs > 1:
-            outcomes = self._pooled([load_dialog(e.reproducer) for e in entries], "reproducer", None, DROP_TIMEOUT)
+            self._reproducers.append((len(self._judged) + len(self._waiting), entries))
+            self._pooled([load_dialog(e.reproducer) for e in entries], "reproducer", None, DROP_TIMEOUT,
+                         block=False)  # finish() checks them
         else:
-            outcomes = (self.check(load_dialog(e.reproducer), "reproducer") for e in entries)
-        for entry, findings in zip(entries, outcomes):
-            if not any(f.known == entry.id for f in findings):
-                self.stats.stale_entries.append(
-                    f"{entry.id}: its reproducer {entry.reproducer.name} no longer diverges on "
-                    f"{self.kernel.release} (profile {self.profile.name}) - remove or update the entry")
+            self._stale_entries(entries, (self.check(load_dialog(e.reproducer), "reproducer") for e in entries))
 
     def run_files(self, dialogs: list[Dialog], seed: int | None = None) -> None:
         """Dialog files written by :func:`generate_dialogs` (or by anyone),
@@ -344,6 +370,7 @@ class Suite:
         dialog is reported with its file, ``Stats.failed_dialogs``)."""
         self.stats.seed, self.stats.examples = seed, len(dialogs)
         if not dialogs:
+            self.finish()
             return
         addresses: dict[str, dict[str, None]] = {}
         for dialog in dialogs:
@@ -352,6 +379,7 @@ class Suite:
         hosts = [HostSpec(name, tuple(addrs)) for name, addrs in addresses.items()]
         if self.labs > 1:
             self._pooled(dialogs, "generated", tuple(hosts), GENERATED_DROP_TIMEOUT)
+            self.finish()
             return
         with Lab(hosts, timeout=GENERATED_DROP_TIMEOUT) as lab, \
                 DialogRunner(lab, drop_timeout=GENERATED_DROP_TIMEOUT) as runner:
@@ -366,10 +394,12 @@ class Suite:
 
         self.stats.seed, self.stats.examples = seed, examples
         if examples <= 0:
+            self.finish()
             return
         hosts = [HostSpec(name, (HOSTS[4][name], HOSTS[6][name])) for name in HOSTS[4]]
         if self.labs > 1 and self._run_generated_pooled(examples, seed, tuple(hosts), nat):
             return
+        self.finish()  # the serial run's shrinking below needs the labs' earlier parts judged
         failing: list[Dialog] = []
         shrinking = [False]
         with Lab(hosts, timeout=GENERATED_DROP_TIMEOUT) as lab, \
@@ -421,8 +451,8 @@ class Suite:
 
         from sipct.conformance.generate import dialogs
 
-        before = copy.deepcopy(self.stats)
         self._diverged = False
+        self._before_generated = None
 
         @_hypothesis_settings(examples, seed, shrink=True)
         @given(dialogs(nat=nat))
@@ -433,8 +463,11 @@ class Suite:
         generated()
         self._collect(block=True)
         if self._diverged:
-            self.stats = before
+            assert self._before_generated is not None
+            self.stats = self._before_generated
+            self._before_generated = None
             return False
+        self.finish()
         return True
 
 

@@ -29,8 +29,9 @@ def test_the_drop_log_makes_the_report_of_the_time_outs_alone(tmp_path, monkeypa
     # The folders with the curated drops (NAT, TCP, the parameter- and version-dependent ones) and generated dialogs.
     curated = [SCENARIOS / "nat", SCENARIOS / "rare", SCENARIOS / "machines", SCENARIOS / "versions",
                examples_dir() / "invite-bad-media-port.yaml"]
+    # One lab: the patch below must reach the labs, which run in this process only then.
     argv = ["--no-curated", *(a for p in curated for a in ("--scenarios", str(p))), "--examples", "40",
-            "--seed", "5"]
+            "--seed", "5", "--labs", "1"]
     logged = _run(tmp_path, "logged", argv)
     with monkeypatch.context() as patch:
         # The lab as it was before the drop log: every drop is a delivery time-out.

@@ -75,7 +75,8 @@ def test_a_divergence_that_does_not_reproduce_is_reported_not_a_traceback(tmp_pa
 
     monkeypatch.setattr(suite_module.Suite, "judge", diverging_once)
     out = tmp_path / "out"
-    status = main(["conformance", "--no-curated", "--no-reproducers", "--examples", "8", "--seed", "3",
+    # One lab: in parallel labs the divergence sends the run to the serial one, which judges anew.
+    status = main(["conformance", "--labs", "1", "--no-curated", "--no-reproducers", "--examples", "8", "--seed", "3",
                    "--out", str(out), "--json", str(tmp_path / "r.json")])
     assert status == 1
     data = json.loads((tmp_path / "r.json").read_text())

@@ -249,7 +249,7 @@ def test_internal_errors_never_kill_the_daemon(stubs, caplog, fail_policy: str, 
 
 def test_sigterm_stops_and_a_referenced_helper_is_disabled(stubs, monkeypatch) -> None:
     config = parse_config("[helper]\nqueue = 3\n")
-    monkeypatch.setattr(daemon_mod, "setup_logging", lambda level: None)
+    monkeypatch.setattr(daemon_mod, "setup_logging", lambda level, worker=None: None)
     monkeypatch.setattr(StubQueue, "fail_unregister", HelperNetlinkError(errno.EBUSY, "busy"))
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
@@ -271,7 +271,7 @@ def test_sigterm_stops_and_a_referenced_helper_is_disabled(stubs, monkeypatch) -
 def test_run_exits_2_when_the_kernel_refuses(stubs, monkeypatch, caplog) -> None:
     monkeypatch.setattr(StubQueue, "fail_register", HelperNetlinkError(
         errno.EINVAL, "register: Invalid argument: the kernel has no nfnetlink_cthelper"))
-    monkeypatch.setattr(daemon_mod, "setup_logging", lambda level: None)
+    monkeypatch.setattr(daemon_mod, "setup_logging", lambda level, worker=None: None)
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         with caplog.at_level(logging.ERROR, "sipct"):

@@ -40,7 +40,7 @@ __all__ = ["supervise"]
 
 log = logging.getLogger("sipct.helper")
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
-STOP_TIMEOUT = 30.0  # seconds a worker may take to unregister after SIGTERM
+STOP_TIMEOUT = 8.0  # seconds a worker may take to unregister after SIGTERM (the unit's TimeoutStopSec is 10)
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sipct.netlink.interrupts import doing, shielded
+from sipct.harness.lab import TCP_RTO_MIN as LAB_TCP_RTO_MIN
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.run import DialogRunner, KernelRun
 from sipct.spec.dialog import Dialog
@@ -53,7 +54,9 @@ DROP_TIMEOUT = 1.0
 # Every packet of a helped connection, ACKs included, waits in the helper's
 # queue: with TCP's 200 ms minimum RTO a segment would be retransmitted - and
 # helped again, re-creating its expectations - before its ACK got through.
-TCP_RTO_MIN = 3.0
+# Every lab has this minimum now (sipct.harness.lab.TCP_RTO_MIN); said here
+# too, as the reference lab's requirement.
+TCP_RTO_MIN = LAB_TCP_RTO_MIN
 UNREGISTER_WAIT = 60.0  # the lab's nft objects hold the helper until cleanup_net() ran
 SETUP_HINT = ("run it in a VM kernel that has them: `--kernel 6.1.0-56-amd64` (a Debian image installed by "
               "scripts/setup-kernels.sh)")

@@ -261,7 +261,11 @@ def test_the_reference_lab_routes_with_a_locked_minimum_rto():
         probe = subprocess.run(["ip", "netns", "exec", lab.host_netns["a"], "sysctl", "-n",
                                 "net.ipv4.tcp_early_retrans"], capture_output=True, text=True, check=True)
         assert probe.stdout.strip() == "0"  # no tail loss probe resending a segment the helper still holds
-    with Lab(hosts[1:]) as lab:
+    with Lab(hosts[1:]) as lab:  # every lab: a late ACK under load must not make a retransmission either
+        routes = subprocess.run(["ip", "-n", lab.host_netns["b"], "route", "show", "default"],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"rto_min lock {TCP_RTO_MIN:g}s" in routes, routes
+    with Lab(hosts[1:], tcp_rto_min=None) as lab:
         routes = subprocess.run(["ip", "-n", lab.host_netns["b"], "route", "show", "default"],
                                 capture_output=True, text=True, check=True).stdout
         assert "rto_min" not in routes

@@ -135,6 +135,7 @@ def supervise(config: HelperConfig, netns: str | None = None) -> int:
                     _read_notify(listener, workers)
             if reload:
                 reload = False
+                _reload_log_level(config)
                 for worker in workers:
                     if worker.pid is not None:
                         os.kill(worker.pid, signal.SIGHUP)
@@ -161,6 +162,19 @@ def supervise(config: HelperConfig, netns: str | None = None) -> int:
         os.close(w)
     log.info("stopped")
     return status
+
+
+def _reload_log_level(config: HelperConfig) -> None:
+    """SIGHUP: the supervisor's own log level, as each worker re-reads its own."""
+    from .config import load_config
+    from .daemon import setup_logging
+
+    if config.path is None:
+        return
+    try:
+        setup_logging(load_config(config.path).log_level)
+    except Exception as exc:  # noqa: BLE001 - a bad file keeps the running configuration
+        log.error("SIGHUP: %s (keeping the running configuration)", exc)
 
 
 def _drain(fd: int) -> None:

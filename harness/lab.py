@@ -70,10 +70,11 @@ _RTAX_RTO_MIN = 13  # include/uapi/linux/rtnetlink.h
 # The hosts' minimum TCP retransmission timeout (seconds; None: the kernel's
 # 200 ms) and no tail loss probe (SLOW_HELPER_SYSCTLS). The lab never needs a
 # retransmission - a send whose segment the helper dropped is aborted after
-# the drop time-out - but a spurious one, when an ACK comes late on a loaded
-# machine (a userspace helper holding it in its queue, or six labs on two
-# cores), makes the helper see the segment twice: it re-creates the
-# expectations, and the kernel reports a destroy and a new the spec did not.
+# the drop time-out - but a spurious one, when an ACK comes late (a userspace
+# helper holds every packet of a helped connection, ACKs included, in its
+# queue; six labs share two cores), makes the helper see the segment twice:
+# it re-creates the expectations, and the kernel reports a destroy and a new
+# the spec did not.
 TCP_RTO_MIN = 3.0
 LINKS_UP_TIMEOUT = 10.0  # seconds a new lab's links may take to come up (Lab._wait_links_up)
 

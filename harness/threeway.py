@@ -34,7 +34,6 @@ from pathlib import Path
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sipct.netlink.interrupts import doing, shielded
-from sipct.harness.lab import TCP_RTO_MIN as LAB_TCP_RTO_MIN
 from sipct.harness.lab import HostSpec, Lab
 from sipct.harness.run import DialogRunner, KernelRun
 from sipct.spec.dialog import Dialog
@@ -51,12 +50,6 @@ READY_TIMEOUT = 300.0  # seconds until READY=1: under TCG the guest imports the 
 # tens of milliseconds, so a packet judged dropped is waited for longer than
 # the kernel helper's (a late one still shows as a "timing" divergence).
 DROP_TIMEOUT = 1.0
-# Every packet of a helped connection, ACKs included, waits in the helper's
-# queue: with TCP's 200 ms minimum RTO a segment would be retransmitted - and
-# helped again, re-creating its expectations - before its ACK got through.
-# Every lab has this minimum now (sipct.harness.lab.TCP_RTO_MIN); said here
-# too, as the reference lab's requirement.
-TCP_RTO_MIN = LAB_TCP_RTO_MIN
 UNREGISTER_WAIT = 60.0  # the lab's nft objects hold the helper until cleanup_net() ran
 SETUP_HINT = ("run it in a VM kernel that has them: `--kernel 6.1.0-56-amd64` (a Debian image installed by "
               "scripts/setup-kernels.sh)")
@@ -248,7 +241,7 @@ class ReferenceRunner:
                     control.register(helper)
             self._registered = True
             self.lab = Lab(lab_hosts(dialogs), sip_ports=params.ports, timeout=drop_timeout,
-                           helper_type=self.config.names, tcp_rto_min=TCP_RTO_MIN)
+                           helper_type=self.config.names)
             self.daemon = ReferenceDaemon(self.lab.router_netns, config_path, self.log)
             self.daemon.start()
             self._runner = DialogRunner(self.lab, drop_timeout=drop_timeout)

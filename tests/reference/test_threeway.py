@@ -249,7 +249,7 @@ def test_the_reference_lab_routes_with_a_locked_minimum_rto():
     import subprocess
 
     from sipct.harness.lab import HostSpec, Lab
-    from sipct.harness.threeway import TCP_RTO_MIN
+    from sipct.harness.lab import TCP_RTO_MIN
 
     hosts = [HostSpec("a", (ipaddress.ip_address("192.0.2.2"), ipaddress.ip_address("2001:db8:1::2"))),
              HostSpec("b", (ipaddress.ip_address("198.51.100.2"),))]

@@ -108,7 +108,7 @@ class Lab:
         for name in types or ("",):
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,15}", name):
                 raise ValueError(f"bad helper name {name!r} (1-15 letters, digits, - or _)")
-        self.helper_type = types[0] if len(types) == 1 else types  # several: a worker's each (render_ruleset)
+        self.helper_types = types  # several: a worker's each (render_ruleset)
         self.tcp_rto_min = tcp_rto_min
         self.nat = NatTopology()  # the nat chains loaded (set_nat)
         self.forward = "accept"  # the forward policy loaded (set_nat)
@@ -453,7 +453,7 @@ class Lab:
                         add_neighbour(ipr, eth0, addr, macs[peer])
 
     def _load_ruleset(self) -> None:
-        self._nft(render_ruleset(self.sip_ports, self.helper, self.helper_type), "router ruleset")
+        self._nft(render_ruleset(self.sip_ports, self.helper, self.helper_types), "router ruleset")
 
     def _nft(self, ruleset: str, what: str) -> None:
         try:

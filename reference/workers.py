@@ -34,7 +34,8 @@ import time
 
 from sipct.spec.exitcodes import EXIT_ERROR, EXIT_OK
 
-from .config import HelperConfig
+from . import daemon
+from .config import HelperConfig, load_config
 
 __all__ = ["supervise"]
 
@@ -45,13 +46,12 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class _Worker:
-    __slots__ = ("config", "pid", "ready", "started", "restart_at")
+    __slots__ = ("config", "pid", "ready", "restart_at")
 
     def __init__(self, config: HelperConfig) -> None:
         self.config = config
         self.pid: int | None = None
         self.ready = False
-        self.started = 0.0
         self.restart_at: float | None = None
 
 
@@ -66,30 +66,22 @@ def _start(worker: _Worker, netns: str | None, notify_address: str, inherited: t
                 signal.signal(signum, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             os.environ["NOTIFY_SOCKET"] = notify_address
-            from .daemon import run
-            status = run(worker.config, netns)
+            status = daemon.run(worker.config, netns)
         except BaseException:  # noqa: BLE001 - a worker's error is logged, never a second supervisor
             logging.getLogger("sipct.helper").exception("worker %d: internal error",
                                                          worker.config.worker_index or 0)
         finally:
             logging.shutdown()
             os._exit(status)
-    worker.pid, worker.ready, worker.started, worker.restart_at = pid, False, time.monotonic(), None
+    worker.pid, worker.ready, worker.restart_at = pid, False, None
     log.info("worker %d: started (pid %d, helper %s, queue(s) %s)", worker.config.worker_index, pid,
              worker.config.name, ",".join(map(str, worker.config.queues)))
-
-
-def _notify(state: str) -> None:
-    from .daemon import notify
-    notify(state)
 
 
 def supervise(config: HelperConfig, netns: str | None = None) -> int:
     """Run ``config.workers`` workers until SIGTERM/SIGINT. Exit status 0,
     or a worker's status when it could not start."""
-    from .daemon import setup_logging
-
-    setup_logging(config.log_level)
+    daemon.setup_logging(config.log_level)
     workers = [_Worker(c) for c in config.worker_configs()]
     stop = reload = False
     r, w = os.pipe()
@@ -151,9 +143,10 @@ def supervise(config: HelperConfig, netns: str | None = None) -> int:
                 announced = True
                 queues = ",".join(map(str, config.queues))
                 log.info("ready: %d workers on queue(s) %s", len(workers), queues)
-                _notify(f"READY=1\nSTATUS={len(workers)} workers ({', '.join(config.names)}) on queue(s) {queues}")
+                daemon.notify(f"READY=1\nSTATUS={len(workers)} workers ({', '.join(config.names)}) "
+                              f"on queue(s) {queues}")
     finally:
-        _notify("STOPPING=1")
+        daemon.notify("STOPPING=1")
         _stop_all(workers)
         sel.close()
         listener.close()
@@ -166,13 +159,10 @@ def supervise(config: HelperConfig, netns: str | None = None) -> int:
 
 def _reload_log_level(config: HelperConfig) -> None:
     """SIGHUP: the supervisor's own log level, as each worker re-reads its own."""
-    from .config import load_config
-    from .daemon import setup_logging
-
     if config.path is None:
         return
     try:
-        setup_logging(load_config(config.path).log_level)
+        daemon.setup_logging(load_config(config.path).log_level)
     except Exception as exc:  # noqa: BLE001 - a bad file keeps the running configuration
         log.error("SIGHUP: %s (keeping the running configuration)", exc)
 
@@ -214,7 +204,7 @@ def _reap(workers: list[_Worker], stopping: bool) -> int | None:
             continue
         code = os.waitstatus_to_exitcode(wait_status)
         worker.pid = None
-        how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        how = _ending(code)
         if stopping:
             continue
         if not worker.ready and code >= 0:
@@ -223,6 +213,11 @@ def _reap(workers: list[_Worker], stopping: bool) -> int | None:
         log.error("worker %d (pid %d) ended (%s): restarting it in %.0f s (its successor takes its "
                   "registration and masters over)", worker.config.worker_index, pid, how, RESTART_DELAY)
         worker.restart_at = time.monotonic() + RESTART_DELAY
+
+
+def _ending(code: int) -> str:
+    """os.waitstatus_to_exitcode()'s value in words."""
+    return f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
 
 
 def _stop_all(workers: list[_Worker]) -> None:
@@ -244,8 +239,7 @@ def _stop_all(workers: list[_Worker]) -> None:
             if pid:
                 code = os.waitstatus_to_exitcode(wait_status)
                 if code:
-                    log.warning("worker %d stopped with %s", worker.config.worker_index,
-                                f"exit status {code}" if code > 0 else f"signal {signal.Signals(-code).name}")
+                    log.warning("worker %d stopped with %s", worker.config.worker_index, _ending(code))
                 worker.pid = None
             elif time.monotonic() > deadline:
                 log.error("worker %d did not stop within %.0f s: killed", worker.config.worker_index, STOP_TIMEOUT)
